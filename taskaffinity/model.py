@@ -1,0 +1,70 @@
+"""MultiTaskModel: one shared transformer encoder, one head per task."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .heads import build_head
+from .tasks.data import TaskData
+from .tasks.spec import MULTIPLE_CHOICE, REGRESSION
+
+
+class MultiTaskModel(nn.Module):
+    """Shared encoder θ_s plus task heads θ_i.
+
+    Each task's sub-batch is forwarded on its own (``loss(task, batch)``), so
+    per-task losses and gradients of the shared parameters are available to
+    affinity recorders without unpacking a concatenated batch.
+    """
+
+    def __init__(self, encoder: nn.Module, tasks: dict[str, TaskData], cfg: ModelConfig):
+        super().__init__()
+        if cfg.pooling not in ("mean", "cls"):
+            raise ValueError(f"model.pooling must be 'mean' or 'cls', got '{cfg.pooling}'")
+        self.encoder = encoder
+        self.pooling = cfg.pooling
+        hidden = encoder.config.hidden_size
+        self.heads = nn.ModuleDict()
+        self.head_of: dict[str, str] = {}
+        for name, task in tasks.items():
+            key = name
+            if cfg.share_multiple_choice_heads and task.spec.type == MULTIPLE_CHOICE:
+                key = f"mc__{task.spec.family}"  # Muppet: one shared scorer per multiple-choice family
+            if key not in self.heads:
+                stats = task.label_stats() if task.spec.type == REGRESSION else (0.0, 1.0)
+                self.heads[key] = build_head(task.spec.type, hidden, task.n_classes, cfg.head_dropout, label_stats=stats)
+            self.head_of[name] = key
+
+    def head(self, task: str) -> nn.Module:
+        return self.heads[self.head_of[task]]
+
+    def encode(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled sentence features for inputs of shape (batch, length) or (batch, choices, length)."""
+        shape = inputs["input_ids"].shape
+        flat = {k: v.reshape(-1, shape[-1]) for k, v in inputs.items()}
+        hidden = self.encoder(**flat).last_hidden_state
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = flat["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return pooled.reshape(*shape[:-1], -1)
+
+    def forward(self, task: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(task)(self.encode(inputs))
+
+    def loss(self, task: str, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean loss of one task's sub-batch, and the raw head output."""
+        output = self(task, batch["inputs"])
+        return self.head(task).loss(output, batch["labels"]), output
+
+    def shared_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """θ_s: the encoder parameters every task updates (what affinities are computed on)."""
+        return ((f"encoder.{n}", p) for n, p in self.encoder.named_parameters() if p.requires_grad)
+
+    def head_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        return ((f"heads.{n}", p) for n, p in self.heads.named_parameters())

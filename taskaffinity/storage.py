@@ -1,0 +1,41 @@
+"""Atomic file writes: a crash or interrupt leaves either the old file or the new one."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data) -> None:
+    def write(tmp):
+        Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+    _atomic(Path(path), write)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
+def write_parquet(path: str | Path, frame: pd.DataFrame) -> None:
+    _atomic(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def read_json(path: str | Path):
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,218 @@
+"""The joint multi-task training loop (Muppet-style pre-finetuning).
+
+One update = one heterogeneous batch: the sampler picks how many examples of each
+task go in, every task's sub-batch is forwarded and backpropagated on its own
+(the FLOPs of one pass over the whole batch, and per-task gradients for free to
+whoever asks), losses are weighted by their share of the batch and scaled by
+1/log(n_classes), then one AdamW step updates encoder and heads.
+
+An optional head warm-up runs first: encoder frozen, heads trained, so tasks are
+learned before their gradients are compared (affinities through random heads are
+noise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from itertools import chain
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from .batching import collate
+from .callbacks import Callback, CallbackList
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import StudyConfig
+from .errors import ConfigError
+from .evaluate import evaluate
+from .heads import loss_scale
+from .model import MultiTaskModel
+from .sampling import HeterogeneousSampler
+from .storage import read_json, write_parquet
+from .tasks.data import TaskData
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"training.device is '{name}' but no CUDA device is available")
+    return device
+
+
+class JointTrainer:
+    """Trains a MultiTaskModel on all tasks at once; see the module docstring."""
+
+    def __init__(self, config: StudyConfig, tasks: dict[str, TaskData], model: MultiTaskModel, tokenizer, *,
+                 out_dir: str | Path | None = None, callbacks: list[Callback] = (), progress: bool = True):
+        self.config, self.cfg = config, config.training
+        self.tasks, self.model, self.tokenizer = tasks, model, tokenizer
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.callbacks = CallbackList(callbacks)
+        self.progress = progress
+        self.device = resolve_device(self.cfg.device)
+        self.model.to(self.device)
+        self.sampler = HeterogeneousSampler(
+            {name: len(t.train) for name, t in tasks.items()}, batch_size=self.cfg.batch_size,
+            method=self.cfg.sampling, temperature=self.cfg.temperature, seed=config.seed)
+        self.loss_scales = {name: loss_scale(t.spec.type, t.n_classes) if self.cfg.loss_scaling else 1.0
+                            for name, t in tasks.items()}
+        self.optimizer = torch.optim.AdamW(self._param_groups())
+        self.scheduler = get_scheduler(
+            self.cfg.scheduler, self.optimizer, num_warmup_steps=round(self.cfg.warmup_ratio * self.cfg.steps),
+            num_training_steps=self.cfg.steps)
+        self.total_steps = self.cfg.head_warmup_steps + self.cfg.steps
+        self.step = 0
+        self.step_log: list[dict] = []
+        self.eval_log = pd.DataFrame()
+        self.use_amp = self.cfg.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _param_groups(self) -> list[dict]:
+        """Encoder and heads at their own learning rates; no decay on biases and LayerNorm."""
+        def split(named, lr):
+            decay = [p for n, p in named if p.ndim > 1]
+            no_decay = [p for n, p in named if p.ndim <= 1]
+            return [{"params": decay, "lr": lr, "weight_decay": self.cfg.weight_decay},
+                    {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+
+        return split(list(self.model.shared_parameters()), self.cfg.lr) + split(
+            list(self.model.head_parameters()), self.cfg.head_lr)
+
+    @property
+    def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """Parameters updated at this phase: encoder (unless frozen) then heads."""
+        named = chain(self.model.encoder.named_parameters(prefix="encoder"), self.model.head_parameters())
+        return [(n, p) for n, p in named if p.requires_grad]
+
+    def phase(self, step: int) -> str:
+        return "head_warmup" if step <= self.cfg.head_warmup_steps else "joint"
+
+    def autocast(self):
+        if self.use_amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- the loop ----------------------------------------------------------------------------
+    def train(self, *, resume: bool = True) -> pd.DataFrame:
+        """Run (or finish) training; return the last evaluation (tidy frame)."""
+        if resume:
+            self._maybe_resume()
+        self.model.train()
+        self.callbacks.on_train_begin(self)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="joint training", disable=not self.progress)
+        while self.step < self.total_steps:
+            step = self.step + 1
+            losses = self.train_step(step)
+            self.step = step
+            bar.update(1)
+            bar.set_postfix(loss=f"{sum(losses.values()) / max(len(losses), 1):.3f}", phase=self.phase(step))
+            last = step == self.total_steps
+            if last or step % self.cfg.eval_every == 0 or step == self.cfg.head_warmup_steps:
+                self.run_evaluation(step)
+            if self.out_dir and (last or step % self.cfg.checkpoint_every == 0):
+                self.save()
+        bar.close()
+        if self.eval_log.empty or self.eval_log["step"].max() < self.step:
+            self.run_evaluation(self.step)
+        self.callbacks.on_train_end(self)
+        return self.eval_log[self.eval_log["step"] == self.step].reset_index(drop=True)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        phase = self.phase(step)
+        self.model.encoder.requires_grad_(phase == "joint")
+        if phase == "head_warmup":  # constant head LR, no encoder update, schedule not started
+            for group in self.optimizer.param_groups[2:]:
+                group["lr"] = self.cfg.head_lr
+        elif step == self.cfg.head_warmup_steps + 1:
+            for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+                group["lr"] = lr
+        torch.manual_seed(self.config.seed * 1_000_003 + step)  # dropout: reproducible and resumable
+        started = time.perf_counter()
+        batches = {task: collate(self.tasks[task].spec.type, self.tasks[task].train.iloc[rows], self.tokenizer,
+                                 self.config.model.max_length, self.device)
+                   for task, rows in self.sampler.draw(step).items()}
+        self.callbacks.on_step_begin(self, step, batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = self.accumulate_gradients(step, batches)
+        self.callbacks.on_before_optimizer_step(self, step, losses)
+        params = [p for _, p in self.trainable_parameters]
+        if self.cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        if phase == "joint":
+            self.scheduler.step()
+        self.callbacks.on_after_optimizer_step(self, step, losses)
+        seconds = time.perf_counter() - started
+        lr = self.optimizer.param_groups[0]["lr"] if phase == "joint" else 0.0
+        for task, loss in losses.items():
+            self.step_log.append({"step": step, "phase": phase, "task": task, "loss": loss,
+                                  "examples": len(batches[task]["labels"]), "lr": lr, "seconds": seconds})
+        return losses
+
+    def accumulate_gradients(self, step: int, batches: dict) -> dict[str, float]:
+        """Backpropagate each task's weighted loss (b_i / B) · L_i / s_i into ``.grad``."""
+        named = self.trainable_parameters
+        params = [p for _, p in named]
+        total = sum(len(b["labels"]) for b in batches.values())
+        losses = {}
+        for task, batch in batches.items():
+            with self.autocast():
+                loss, _ = self.model.loss(task, batch)
+            weight = len(batch["labels"]) / total / self.loss_scales[task]
+            if self.callbacks.wants_task_gradients:
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+                self.callbacks.on_task_gradients(self, step, task, loss.detach(), grads)
+                for p, g in zip(params, grads):
+                    if g is not None:
+                        p.grad = g * weight if p.grad is None else p.grad.add_(g, alpha=weight)
+            else:
+                (loss * weight).backward()
+            losses[task] = float(loss.detach())
+        return losses
+
+    def run_evaluation(self, step: int) -> pd.DataFrame:
+        metrics = evaluate(self.model, self.tasks, self.tokenizer, max_length=self.config.model.max_length,
+                           batch_size=self.cfg.eval_batch_size, device=self.device, autocast=self.autocast)
+        metrics.insert(0, "step", step)
+        metrics.insert(1, "phase", self.phase(step))
+        self.eval_log = pd.concat([self.eval_log, metrics], ignore_index=True)
+        self.callbacks.on_evaluate(self, step, metrics)
+        return metrics
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self) -> None:
+        """Logs then checkpoint, each atomic: logs never run ahead of a checkpoint that is lost."""
+        write_parquet(self.out_dir / "steps.parquet", pd.DataFrame(self.step_log))
+        write_parquet(self.out_dir / "eval.parquet", self.eval_log)
+        state = {"fingerprint": self.config.fingerprint(), "sampler": self.sampler.state_dict(),
+                 "scheduler": self.scheduler.state_dict()}
+        save_checkpoint(self.out_dir / "checkpoints", self.step, self.model, self.optimizer, state)
+
+    def _maybe_resume(self) -> None:
+        if self.out_dir is None:
+            return
+        path = latest_checkpoint(self.out_dir / "checkpoints")
+        if path is None:
+            return
+        if read_json(path / "state.json")["fingerprint"] != self.config.fingerprint():
+            raise ConfigError(
+                f"{self.out_dir} holds a run of a different configuration; use another --out "
+                "or --no-resume to start over")
+        state = load_checkpoint(path, self.model, self.optimizer, self.device)
+        self.step = state["step"]
+        self.sampler.load_state_dict(state["sampler"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        steps = pd.read_parquet(self.out_dir / "steps.parquet")
+        self.step_log = steps[steps["step"] <= self.step].to_dict("records")
+        evals = pd.read_parquet(self.out_dir / "eval.parquet")
+        self.eval_log = evals[evals["step"] <= self.step].reset_index(drop=True)
+        log.info("resumed from %s (step %d)", path, self.step)
