@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import torch
 import yaml
 
 from .callbacks import Callback
@@ -40,6 +41,7 @@ def task_table(tasks: dict[str, TaskData]) -> pd.DataFrame:
 def build(config: StudyConfig, *, progress: bool = True) -> tuple[dict[str, TaskData], MultiTaskModel, object]:
     """Tasks, model and tokenizer of a study; raises a TaskAffinityError on bad input."""
     tasks = prepare_tasks(config.tasks, config.data, progress=progress)
+    torch.manual_seed(config.seed)  # fresh heads (and random-init encoders) are reproducible
     encoder, tokenizer = load_encoder(config.model)
     return tasks, MultiTaskModel(encoder, tasks, config.model), tokenizer
 

@@ -25,6 +25,10 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         if cfg.pooling not in ("mean", "cls"):
             raise ValueError(f"model.pooling must be 'mean' or 'cls', got '{cfg.pooling}'")
+        if getattr(encoder, "pooler", None) is not None:
+            # BERT-style poolers are unused by our pooling: drop them, or they would count as
+            # shared parameters that never receive a gradient.
+            encoder.pooler = None
         self.encoder = encoder
         self.pooling = cfg.pooling
         hidden = encoder.config.hidden_size

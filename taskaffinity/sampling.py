@@ -42,10 +42,20 @@ class HeterogeneousSampler:
         self._orders: dict[tuple[str, int], np.ndarray] = {}
 
     def counts(self, step: int) -> dict[str, int]:
-        """Examples per task at this step: Multinomial(batch_size, p)."""
-        rng = np.random.default_rng([self.seed, step, 0x5EED])
-        drawn = rng.multinomial(self.batch_size, list(self.probabilities.values()))
-        return {task: int(c) for task, c in zip(self.probabilities, drawn) if c > 0}
+        """Examples per task at this step, B·p_i in expectation.
+
+        Each task gets floor(B·p_i) examples and the remainder is drawn at random in
+        proportion to the fractional parts: unbiased like a plain multinomial draw,
+        but every task with B·p_i >= 1 is in every update (heterogeneous batches).
+        """
+        expected = self.batch_size * np.array(list(self.probabilities.values()))
+        counts = np.floor(expected).astype(int)
+        rest = self.batch_size - counts.sum()
+        if rest:
+            fraction = expected - counts
+            rng = np.random.default_rng([self.seed, step, 0x5EED])
+            counts += rng.multinomial(rest, fraction / fraction.sum())
+        return {task: int(c) for task, c in zip(self.probabilities, counts) if c > 0}
 
     def draw(self, step: int) -> dict[str, np.ndarray]:
         """Row indices of each task present at this step (advances the cursors)."""

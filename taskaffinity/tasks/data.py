@@ -96,12 +96,13 @@ def clean_examples(spec: TaskSpec, frame: pd.DataFrame, where: str) -> pd.DataFr
     if frame.empty:
         raise TaskDataError(f"task '{spec.name}': every text in {where} is empty")
     frame = _coerce_labels(spec, frame, where)
-    key = text_cols + (["choices"] if spec.type == MULTIPLE_CHOICE else [])
-    keys = frame[key].astype(str).agg("\x1f".join, axis=1)
+    keys = frame[text_cols[0]]
+    for col in text_cols[1:] + (["choices"] if spec.type == MULTIPLE_CHOICE else []):
+        keys = keys + "\x1f" + frame[col].astype(str)
     # A text given two different labels is noise we cannot resolve: drop every copy.
-    conflicting = frame.groupby(keys)["label"].transform(lambda s: s.astype(str).nunique() > 1)
-    frame = frame[~conflicting.to_numpy()]
-    return frame[~keys[~conflicting.to_numpy()].duplicated().to_numpy()].reset_index(drop=True)
+    labels_per_key = pd.Series(frame["label"].astype(str).to_numpy()).groupby(keys.to_numpy()).transform("nunique")
+    keep = (labels_per_key.to_numpy() == 1) & ~keys.duplicated().to_numpy()
+    return frame[keep].reset_index(drop=True)
 
 
 def _coerce_labels(spec: TaskSpec, frame: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -111,7 +112,7 @@ def _coerce_labels(spec: TaskSpec, frame: pd.DataFrame, where: str) -> pd.DataFr
             row = int(np.flatnonzero(~np.isfinite(values.to_numpy(dtype=float)))[0])
             raise TaskDataError(
                 f"task '{spec.name}': regression label in {where}, row {row} is not a finite number: "
-                f"{frame['label'].iloc[row]!r}"
+                f"{_show(frame['label'].iloc[row])}"
             )
         return frame.assign(label=values.astype(float))
     if spec.type == MULTIPLE_CHOICE:
@@ -121,6 +122,11 @@ def _coerce_labels(spec: TaskSpec, frame: pd.DataFrame, where: str) -> pd.DataFr
     if pd.api.types.is_float_dtype(labels) and (labels == labels.round()).all():
         labels = labels.astype(int)
     return frame.assign(label=labels.astype(str).str.strip())
+
+
+def _show(value) -> str:
+    """A cell value as a user wrote it (no numpy reprs)."""
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def _check_choices(spec: TaskSpec, frame: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -140,7 +146,7 @@ def _check_choices(spec: TaskSpec, frame: pd.DataFrame, where: str) -> pd.DataFr
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise TaskDataError(
             f"task '{spec.name}': label in {where}, row {row} must be a choice index 0..{sizes.iloc[0] - 1}, "
-            f"got {frame['label'].iloc[row]!r}"
+            f"got {_show(frame['label'].iloc[row])}"
         )
     return frame.assign(choices=choices, label=labels.astype(int))
 

@@ -6,7 +6,7 @@ A task entry is either a catalog name (``trec6``) or a mapping:
     {name: reviews, file: data/reviews.csv, type: classification,
      text_fields: [body], label_field: stars, family: mine}  user file, split for you
     {name: nli, train_file: a.csv, validation_file: b.csv, test_file: c.csv, ...}
-    {name: sst2, hf: glue, hf_config: sst2, text_fields: [sentence]}
+    {name: sst2, hf: nyu-mll/glue, hf_config: sst2, text_fields: [sentence]}
     {name: trec6_twin, duplicate_of: trec6}                 copy of another task (a control)
 """
 
@@ -62,7 +62,7 @@ def task_spec_from_entry(entry: Any, *, where: str, base_dir: Path) -> TaskSpec:
         paths = [_resolve(entry[k], base_dir) for k in ("train_file", "validation_file", "test_file")]
         source = "files:" + ",".join(paths)
     else:
-        source = f"hf:{entry['hf']}" + (f"/{entry['hf_config']}" if entry.get("hf_config") else "")
+        source = f"hf:{entry['hf']}" + (f"#{entry['hf_config']}" if entry.get("hf_config") else "")
     fields.setdefault("type", CLASSIFICATION)
     fields.setdefault("family", name)
     return TaskSpec(name=name, source=source, **fields)
@@ -137,7 +137,7 @@ def read_source(spec: TaskSpec) -> tuple[dict[str, pd.DataFrame] | pd.DataFrame,
     if kind == "hf":
         from .hub import load_hub_splits
 
-        path, _, config = rest.partition("/")
+        path, _, config = rest.partition("#")
         splits = load_hub_splits(spec.name, path, config or None)
         return (splits if len(splits) == 3 else splits["train"]), f"hub dataset {rest}"
     raise ConfigError(f"task '{spec.name}': unknown source '{spec.source}'")

@@ -178,8 +178,8 @@ def load_supersense(task: str, per_class: int = 150, min_class: int = 40) -> pd.
     """Gloss -> supersense (noun.* / verb.* lexicographer file).
 
     The adj.* and adv.all files are syntactic, not semantic, so they are left
-    out; noun.Tops (about 50 synsets) falls under ``min_class`` after
-    de-duplication. At most ``per_class`` glosses per class (seeded sample) keep
+    out, and so is noun.Tops (about 50 very abstract top-level synsets); classes
+    under ``min_class`` after de-duplication are dropped. At most ``per_class`` glosses per class (seeded sample) keep
     the classes balanced and the task under 6000 rows.
     """
     synsets = load_synsets(task)
@@ -247,13 +247,13 @@ def load_relation(task: str, per_class: int = MAX_ROWS // 3) -> pd.DataFrame:
 def _distractors(rng: random.Random, answer: str, target: Synset, pool: list[Synset],
                  senses: dict[str, set[tuple[str, int]]]) -> list[str]:
     """Three head lemmas of other same-POS synsets that are not synonyms of ``answer``."""
-    answer_senses = senses[answer.lower()]
+    answer_senses = senses.get(answer.lower(), set())
     own = {l.lower() for l in target.lemmas}
     picked: list[str] = []
     while len(picked) < 3:
         word = rng.choice(pool).lemmas[0]
         low = word.lower()
-        if low in own or senses[low] & answer_senses or low in (p.lower() for p in picked):
+        if low in own or senses.get(low, set()) & answer_senses or low in (p.lower() for p in picked):
             continue
         picked.append(word)
     return picked
@@ -275,15 +275,17 @@ def load_define(task: str, size: int = MAX_ROWS) -> pd.DataFrame:
     """
     synsets = load_synsets(task)
     rng = random.Random(SEED)
+    every = list(synsets.values())
+    pools = {pos: [s for s in every if s.key[0] == pos] for pos in POS_FILES}
+    # Two words are synonyms only through a synset with 2+ lemmas; indexing
+    # just those halves the work.
     senses: dict[str, set[tuple[str, int]]] = {}
-    pools: dict[str, list[Synset]] = {}
-    for synset in synsets.values():
-        pools.setdefault(synset.key[0], []).append(synset)
-        for lemma in synset.lemmas:
-            senses.setdefault(lemma.lower(), set()).add(synset.key)
-    order = list(synsets.values())
-    rng.shuffle(order)
-    targets = [s for s in order[: 2 * size] if not _mentions(s.definition, s.lemmas[0])][:size]
+    for synset in every:
+        if len(synset.lemmas) > 1:
+            for lemma in synset.lemmas:
+                senses.setdefault(lemma.lower(), set()).add(synset.key)
+    drawn = rng.sample(every, min(2 * size, len(every)))
+    targets = [s for s in drawn if not _mentions(s.definition, s.lemmas[0])][:size]
     positions = [i % 4 for i in range(len(targets))]
     rng.shuffle(positions)
     rows = []
