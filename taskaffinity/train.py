@@ -214,5 +214,6 @@ class JointTrainer:
         steps = pd.read_parquet(self.out_dir / "steps.parquet")
         self.step_log = steps[steps["step"] <= self.step].to_dict("records")
         evals = pd.read_parquet(self.out_dir / "eval.parquet")
-        self.eval_log = evals[evals["step"] <= self.step].reset_index(drop=True)
+        if not evals.empty:  # a checkpoint may precede the first evaluation
+            self.eval_log = evals[evals["step"] <= self.step].reset_index(drop=True)
         log.info("resumed from %s (step %d)", path, self.step)
