@@ -41,15 +41,27 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=cmd_tasks_list)
 
     train = commands.add_parser("train", help="joint multi-task training of a study config")
-    train.add_argument("config", help="study YAML")
-    train.add_argument("--out", required=True, help="output folder (logs, checkpoints, summary)")
-    train.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --out and start over")
-    train.add_argument("--device", help="override training.device (cpu, cuda, cuda:1, ...)")
-    train.add_argument("--steps", type=int, help="override training.steps")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
-    train.add_argument("--verbose", action="store_true", help="log more")
+    _add_run_options(train)
     train.set_defaults(handler=cmd_train)
+
+    affinity = commands.add_parser("affinity", help="joint run that records inter-task affinities")
+    _add_run_options(affinity)
+    affinity.set_defaults(handler=cmd_affinity)
+
+    from .grouping.cli import add_commands as add_grouping_commands
+
+    add_grouping_commands(commands)
     return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="study YAML")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --out and start over")
+    parser.add_argument("--device", help="override training.device (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--steps", type=int, help="override training.steps")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--verbose", action="store_true", help="log more")
 
 
 def cmd_tasks_list(args) -> int:
@@ -68,8 +80,8 @@ def cmd_tasks_list(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    from .api import train_study
+def load_run_config(args):
+    """The study config with command-line overrides applied."""
     from .config import load_config
     from .errors import ConfigError
 
@@ -83,10 +95,32 @@ def cmd_train(args) -> int:
         overrides["steps"] = args.steps
     if overrides:
         config = dataclasses.replace(config, training=dataclasses.replace(config.training, **overrides))
-    result = train_study(config, args.out, resume=not args.no_resume, progress=not args.quiet)
+    return config
+
+
+def cmd_train(args) -> int:
+    from .api import train_study
+
+    result = train_study(load_run_config(args), args.out, resume=not args.no_resume, progress=not args.quiet)
     primary = result.metrics[result.metrics["primary"]]
     print(primary[["task", "metric", "value", "baseline"]].to_string(index=False, float_format="%.3f"))
     print(f"wrote {result.out_dir}/ (eval.parquet, steps.parquet, summary.json, checkpoints/)")
+    return 0
+
+
+def cmd_affinity(args) -> int:
+    from .affinity.run import record_affinity
+
+    result = record_affinity(load_run_config(args), args.out, resume=not args.no_resume, progress=not args.quiet)
+    for estimator in ("lookahead_sgd", "stream_cosine"):
+        if estimator in result.store.estimators:
+            print(f"{estimator} (rows: source, columns: target)")
+            print(result.store.matrix(estimator).to_string(float_format=lambda v: f"{v:.2e}"))
+    for pair, values in result.fidelity.items():
+        run = values["run_average"]
+        print(f"fidelity {pair}: Pearson {run['pearson']:.3f}, Spearman {run['spearman']:.3f}, "
+              f"sign agreement {run['sign_agreement']:.2f}")
+    print(f"wrote {result.out_dir}/ (affinity.parquet, matrix_*.csv, summary_*.csv, fidelity.json, heatmap_*.png)")
     return 0
 
 

@@ -69,6 +69,24 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class AffinityConfig:
+    """Affinity recording during the joint run (``taskaffinity affinity``)."""
+
+    rules: tuple = ("sgd", "optimizer")  # lookahead update rules probed exactly
+    probe_every: int = 10  # exact lookahead probe every k steps
+    probe_batch_size: int = 64  # examples per task per probe (TAG used 256 per batch)
+    probe_split: str = "train"  # or "validation": a held-out probe pool never trained on
+    start_step: int | None = None  # first recorded step; default: first step after the head warm-up
+    stream: bool = True  # first-order estimators on every training step's sub-batches
+    stream_window: int = 10  # steps averaged into one streamed record
+    parameters: str = "all"  # all, no_embeddings, top:N, regex:PATTERN
+    sketch_dim: int | None = None  # CountSketch dimension for the streamed gradients (None: exact)
+    lookahead_lr: float | None = None  # η of the sgd rule; default training.lr (constant across probes)
+    bootstrap: int = 1000  # bootstrap resamples for confidence intervals
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     tasks: tuple[TaskSpec, ...]
     name: str = "study"
@@ -76,14 +94,13 @@ class StudyConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainConfig = field(default_factory=TrainConfig)
+    affinity: AffinityConfig = field(default_factory=AffinityConfig)
     source_file: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out.pop("source_file")
-        for task in out["tasks"]:
-            task["text_fields"] = list(task["text_fields"])
-        return out
+        return _plain(out)
 
     def fingerprint(self) -> str:
         """Hash of everything that changes results (checkpoints refuse to resume across it)."""
@@ -91,7 +108,16 @@ class StudyConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "training": TrainConfig}
+def _plain(value):
+    """Tuples to lists, recursively: YAML and JSON friendly."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "training": TrainConfig, "affinity": AffinityConfig}
 TOP_KEYS = {"name", "seed", "tasks", *SECTIONS}
 
 
@@ -190,6 +216,11 @@ def coerce(value: Any, hint: Any, what: str) -> Any:
     elif base is str:
         if isinstance(value, str):
             return value
+    elif base is tuple:
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        if isinstance(value, str):
+            return (value,)
     elif base is dict or getattr(base, "__origin__", None) is dict:
         if isinstance(value, dict):
             return value

@@ -42,7 +42,7 @@ def baseline_scores(task: TaskData, split: str) -> dict[str, float]:
     return score(task.spec.type, labels, np.full(len(labels), majority))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(model: MultiTaskModel, task: TaskData, split: str, tokenizer, *, max_length: int,
             batch_size: int, device, autocast=None) -> np.ndarray:
     frame = task.split(split)

@@ -33,8 +33,15 @@ def write_text(path: str | Path, text: str) -> None:
     _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
-def write_parquet(path: str | Path, frame: pd.DataFrame) -> None:
-    _atomic(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
+def write_parquet(path: str | Path, frame: pd.DataFrame, metadata: dict[bytes, bytes] | None = None) -> None:
+    """Write a frame as Parquet; ``metadata`` is merged into the file's schema metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    _atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
 def read_json(path: str | Path):

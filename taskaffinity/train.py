@@ -65,7 +65,7 @@ class JointTrainer:
             method=self.cfg.sampling, temperature=self.cfg.temperature, seed=config.seed)
         self.loss_scales = {name: loss_scale(t.spec.type, t.n_classes) if self.cfg.loss_scaling else 1.0
                             for name, t in tasks.items()}
-        self.optimizer = torch.optim.AdamW(self._param_groups())
+        self.optimizer = torch.optim.AdamW(self.param_groups_for(model))
         self.scheduler = get_scheduler(
             self.cfg.scheduler, self.optimizer, num_warmup_steps=round(self.cfg.warmup_ratio * self.cfg.steps),
             num_training_steps=self.cfg.steps)
@@ -74,9 +74,10 @@ class JointTrainer:
         self.step_log: list[dict] = []
         self.eval_log = pd.DataFrame()
         self.use_amp = self.cfg.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.callbacks.check(self)
 
     # -- set-up ------------------------------------------------------------------------------
-    def _param_groups(self) -> list[dict]:
+    def param_groups_for(self, model: MultiTaskModel) -> list[dict]:
         """Encoder and heads at their own learning rates; no decay on biases and LayerNorm."""
         def split(named, lr):
             decay = [p for n, p in named if p.ndim > 1]
@@ -84,8 +85,8 @@ class JointTrainer:
             return [{"params": decay, "lr": lr, "weight_decay": self.cfg.weight_decay},
                     {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
 
-        return split(list(self.model.shared_parameters()), self.cfg.lr) + split(
-            list(self.model.head_parameters()), self.cfg.head_lr)
+        return split(list(model.shared_parameters()), self.cfg.lr) + split(
+            list(model.head_parameters()), self.cfg.head_lr)
 
     @property
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
@@ -194,7 +195,7 @@ class JointTrainer:
         write_parquet(self.out_dir / "steps.parquet", pd.DataFrame(self.step_log))
         write_parquet(self.out_dir / "eval.parquet", self.eval_log)
         state = {"fingerprint": self.config.fingerprint(), "sampler": self.sampler.state_dict(),
-                 "scheduler": self.scheduler.state_dict()}
+                 "scheduler": self.scheduler.state_dict(), "callbacks": self.callbacks.state_dict()}
         save_checkpoint(self.out_dir / "checkpoints", self.step, self.model, self.optimizer, state)
 
     def _maybe_resume(self) -> None:
@@ -211,6 +212,7 @@ class JointTrainer:
         self.step = state["step"]
         self.sampler.load_state_dict(state["sampler"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.callbacks.load_state_dict(state.get("callbacks", {}))
         steps = pd.read_parquet(self.out_dir / "steps.parquet")
         self.step_log = steps[steps["step"] <= self.step].to_dict("records")
         evals = pd.read_parquet(self.out_dir / "eval.parquet")

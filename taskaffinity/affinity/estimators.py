@@ -1,0 +1,44 @@
+"""Affinity estimators from per-task gradients and losses (pure tensor functions).
+
+Notation: g_i = ∇_θs L_i, G_ij = g_i · g_j, L_j the target's loss, η the step size.
+First-order lookahead (Taylor expansion of TAG's Z_{i→j}):
+
+    L_j(θ + Δ_i) ≈ L_j(θ) + Δ_i · g_j   ⇒   Z_{i→j} = 1 − L_j(θ + Δ_i) / L_j(θ) ≈ −Δ_i · g_j / L_j
+
+With the SGD rule Δ_i = −η g_i this is η G_ij / L_j; with the optimizer rule
+Δ_i = −η u_i it is η (u_i · g_j) / L_j. Matrices are indexed [source i, target j].
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def flatten(tensors: list[torch.Tensor | None], like: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+    """Concatenate tensors into one float32 vector (missing gradients count as zeros)."""
+    size = sum(t.numel() for t in like)
+    out = torch.empty(size, dtype=torch.float32, device=like[0].device) if out is None else out
+    offset = 0
+    for tensor, ref in zip(tensors, like):
+        n = ref.numel()
+        if tensor is None:
+            out[offset : offset + n].zero_()
+        else:
+            out[offset : offset + n].copy_(tensor.reshape(-1))
+        offset += n
+    return out
+
+
+def cosine_from_gram(gram: torch.Tensor) -> torch.Tensor:
+    norms = gram.diagonal().clamp(min=0).sqrt()
+    return gram / (norms[:, None] * norms[None, :]).clamp(min=1e-30)
+
+
+def first_order_from_products(products: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+    """−Δ_i · g_j / L_j from the matrix P_ij = −Δ_i · g_j (rows sources, columns targets)."""
+    return products / losses[None, :]
+
+
+def lookahead_ratio(losses_after: torch.Tensor, losses_before: torch.Tensor) -> torch.Tensor:
+    """Exact TAG affinity Z_{i→j} = 1 − L_j(θ after i's update) / L_j(θ); rows i, columns j."""
+    return 1.0 - losses_after / losses_before[None, :]

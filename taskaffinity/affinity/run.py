@@ -1,0 +1,140 @@
+"""One joint run with affinity recorders, and everything it writes.
+
+``OUT/affinity.parquet``        tidy records + run metadata (see ``store``)
+``OUT/matrix_<estimator>.csv``  run-averaged matrix per estimator (rows sources, columns targets)
+``OUT/summary_<estimator>.csv`` mean, standard error, bootstrap CI, significance per pair
+``OUT/fidelity.json``           agreement between estimators (see ``fidelity``)
+``OUT/heatmap_<estimator>.png`` annotated heatmap, non-significant cells hatched
+plus the training outputs of :func:`taskaffinity.api.train_study`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..callbacks import Callback
+from ..config import StudyConfig
+from ..errors import ConfigError
+from ..evaluate import gain_over_baseline
+from ..storage import write_json, write_text
+from .fidelity import fidelity
+from .probe import LookaheadRecorder
+from .store import AffinityStore
+from .stream import StreamRecorder
+from .updates import RULES
+
+
+@dataclass
+class AffinityResult:
+    store: AffinityStore
+    fidelity: dict
+    out_dir: Path | None
+
+
+class StartOfRecording(Callback):
+    """Evaluates once when recording starts, so the store says which tasks had been learned."""
+
+    def __init__(self, start_step: int):
+        self.start_step = start_step
+        self.learned: dict | None = None
+
+    def on_step_begin(self, trainer, step, batches):
+        if step == self.start_step and self.learned is None:
+            evals = trainer.eval_log
+            done = evals[evals["step"] == step - 1] if not evals.empty else evals
+            metrics = done if not done.empty else trainer.run_evaluation(step - 1)
+            primary = metrics[metrics["primary"]].reset_index(drop=True)
+            gains = gain_over_baseline(primary)
+            self.learned = {row.task: {"metric": row.metric, "value": row.value, "baseline": row.baseline,
+                                       "learned": bool(gain > 0)} for row, gain in zip(primary.itertuples(), gains)}
+
+    def state_dict(self):
+        return {"learned": self.learned}
+
+    def load_state_dict(self, state):
+        self.learned = state["learned"]
+
+
+def recorders_for(config: StudyConfig) -> tuple[list[Callback], int]:
+    """The callbacks an affinity run needs, and the first recorded step."""
+    cfg, training = config.affinity, config.training
+    unknown = [r for r in cfg.rules if r not in RULES]
+    if unknown:
+        raise ConfigError(f"affinity.rules: unknown rule '{unknown[0]}' (use {', '.join(RULES)})")
+    if cfg.probe_split not in ("train", "validation"):
+        raise ConfigError(f"affinity.probe_split must be train or validation, got '{cfg.probe_split}'")
+    for key in ("probe_every", "probe_batch_size", "stream_window", "bootstrap"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"affinity.{key} must be >= 1, got {getattr(cfg, key)}")
+    start = cfg.start_step if cfg.start_step is not None else training.head_warmup_steps + 1
+    total = training.head_warmup_steps + training.steps
+    if not 1 <= start <= total:
+        raise ConfigError(f"affinity.start_step {start} is outside the run's steps 1..{total}")
+    common = dict(start_step=start, parameters=cfg.parameters, lookahead_lr=cfg.lookahead_lr, seed=config.seed)
+    callbacks: list[Callback] = [StartOfRecording(start)]
+    if cfg.rules:
+        callbacks.append(LookaheadRecorder(rules=cfg.rules, every=cfg.probe_every, batch_size=cfg.probe_batch_size,
+                                           split=cfg.probe_split, **common))
+    if cfg.stream:
+        callbacks.append(StreamRecorder(window=cfg.stream_window, optimizer_rule="optimizer" in cfg.rules,
+                                        sketch_dim=cfg.sketch_dim, **common))
+    return callbacks, start
+
+
+def record_affinity(config: StudyConfig, out_dir: str | Path | None = None, *, resume: bool = True,
+                    progress: bool = True) -> AffinityResult:
+    """Run the joint training with recorders; write the store, matrices, fidelity and heatmaps."""
+    from ..api import train_study
+
+    callbacks, start = recorders_for(config)
+    result = train_study(config, out_dir, resume=resume, callbacks=callbacks, progress=progress)
+    records = [r for cb in callbacks for r in getattr(cb, "records", [])]
+    trainer = result.trainer
+    probe = next((cb for cb in callbacks if isinstance(cb, LookaheadRecorder)), None)
+    metadata = {
+        "model": config.model.name, "tasks": list(trainer.tasks), "seed": config.seed,
+        "lr": config.training.lr, "lookahead_lr_sgd": config.affinity.lookahead_lr or config.training.lr,
+        "rules": list(config.affinity.rules), "probe_every": config.affinity.probe_every,
+        "probe_batch_size": config.affinity.probe_batch_size, "probe_split": config.affinity.probe_split,
+        "head_warmup_steps": config.training.head_warmup_steps, "start_step": start,
+        "steps": trainer.step, "parameters": config.affinity.parameters, "sketch_dim": config.affinity.sketch_dim,
+        "stream_window": config.affinity.stream_window, "learned_at_start": callbacks[0].learned,
+        "probe_seconds_median": float(np.median(probe.seconds)) if probe and probe.seconds else None,
+        "families": {name: task.spec.family for name, task in trainer.tasks.items()},
+    }
+    store = AffinityStore(pd.DataFrame(records), metadata)
+    report = fidelity(store)
+    if result.out_dir:
+        write_outputs(store, report, result.out_dir, config)
+    return AffinityResult(store=store, fidelity=report, out_dir=result.out_dir)
+
+
+def write_outputs(store: AffinityStore, report: dict, out: Path, config: StudyConfig) -> None:
+    import matplotlib.pyplot as plt
+
+    from ..report.heatmap import affinity_heatmap
+
+    store.save(out / "affinity.parquet")
+    write_json(out / "fidelity.json", report)
+    for estimator in store.estimators:
+        matrix = store.matrix(estimator)
+        write_text(out / f"matrix_{estimator}.csv", matrix.to_csv())
+        summary = store.summary(estimator, n_boot=config.affinity.bootstrap, level=config.affinity.confidence,
+                                seed=config.seed)
+        write_text(out / f"summary_{estimator}.csv", summary.to_csv(index=False))
+        covers_zero = summary.pivot(index="source", columns="target", values="significant")
+        mask = ~covers_zero.reindex(index=matrix.index, columns=matrix.columns).fillna(False).astype(bool)
+        fig = affinity_heatmap(matrix, mask=mask, title=f"{estimator} (hatched: {config.affinity.confidence:.0%} CI covers 0)")
+        tmp = out / f".heatmap_{estimator}.png.tmp"
+        fig.savefig(tmp, dpi=120, format="png")
+        plt.close(fig)
+        tmp.replace(out / f"heatmap_{estimator}.png")
+
+
+def with_affinity(config: StudyConfig, **changes) -> StudyConfig:
+    return dataclasses.replace(config, affinity=dataclasses.replace(config.affinity, **changes))

@@ -1,0 +1,163 @@
+"""Streaming first-order affinities from every training step's per-task gradients.
+
+The trainer already backpropagates each task's sub-batch separately; this
+recorder reads those gradients (no extra forward or backward pass), writes each
+into a preallocated row (optionally a CountSketch of it), and at the end of the
+step forms the n×n Gram matrix with one matrix product. Per window of
+``window`` steps it keeps only O(n²) running sums and emits their means as one
+record per pair; windows are the samples for standard errors and bootstrap
+intervals. Sub-batches of different tasks are drawn independently, so
+off-diagonal products are unbiased estimates of E[g_i]·E[g_j].
+
+Estimators: ``stream_gram``, ``stream_cosine``, ``stream_first_order_sgd``
+(η G_ij / L_j) and, when enabled, ``stream_first_order_optimizer``
+(η u_i·g_j / L_j with u_i the optimizer's update direction for g_i alone).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..callbacks import Callback
+from .estimators import cosine_from_gram, first_order_from_products, flatten
+from .parameters import select_shared
+from .updates import optimizer_update
+
+
+class CountSketch:
+    """Random signed hashing of a P-vector into d buckets: E[⟨Sx, Sy⟩] = ⟨x, y⟩ (Charikar et al. 2002)."""
+
+    def __init__(self, size: int, dim: int, *, seed: int, device):
+        gen = torch.Generator().manual_seed(seed)
+        self.dim = dim
+        self.bucket = torch.randint(0, dim, (size,), generator=gen).to(device)
+        self.sign = (torch.randint(0, 2, (size,), generator=gen) * 2 - 1).float().to(device)
+
+    def __call__(self, vector: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(self.dim, device=vector.device).index_add_(0, self.bucket, vector * self.sign)
+
+
+class StreamRecorder(Callback):
+    wants_task_gradients = True
+
+    def __init__(self, *, start_step: int = 1, window: int = 10, parameters: str = "all",
+                 lookahead_lr: float | None = None, optimizer_rule: bool = True,
+                 sketch_dim: int | None = None, seed: int = 0):
+        self.start_step, self.window, self.parameters = start_step, window, parameters
+        self.lookahead_lr, self.optimizer_rule = lookahead_lr, optimizer_rule
+        self.sketch_dim, self.seed = sketch_dim, seed
+        self.records: list[dict] = []
+        self.sums: dict[str, np.ndarray] = {}
+        self.counts: np.ndarray | None = None
+        self._buffers = None
+
+    def check(self, trainer) -> None:
+        select_shared(list(trainer.model.shared_parameters()), self.parameters)
+
+    def active(self, step: int) -> bool:
+        return step >= self.start_step
+
+    # -- set-up per step -----------------------------------------------------------------------
+    def on_step_begin(self, trainer, step, batches):
+        if not self.active(step):
+            return
+        if self._buffers is None:
+            self._setup(trainer)
+        positions = {name: k for k, (name, _) in enumerate(trainer.trainable_parameters)}
+        self.positions = [positions[n] for n in self.names]
+        self.present, self.losses = [], []
+
+    def _setup(self, trainer):
+        named = select_shared(list(trainer.model.shared_parameters()), self.parameters)
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        self.tasks = list(trainer.tasks)
+        size = sum(p.numel() for p in self.params)
+        device = self.params[0].device
+        self.sketch = CountSketch(size, self.sketch_dim, seed=self.seed, device=device) if self.sketch_dim else None
+        width = self.sketch_dim or size
+        rows = len(self.tasks)
+        self._buffers = {"g": torch.zeros(rows, width, device=device)}
+        if self.optimizer_rule:
+            self._buffers["u"] = torch.zeros(rows, width, device=device)
+        self._flat = torch.empty(size, device=device) if self.sketch else None
+
+    # -- per task ------------------------------------------------------------------------------
+    def on_task_gradients(self, trainer, step, task, loss, grads):
+        if not self.active(step):
+            return
+        k = self.tasks.index(task)
+        selected = [grads[i] for i in self.positions]
+        self._store("g", k, selected)
+        if self.optimizer_rule:
+            zeros = [g if g is not None else torch.zeros_like(p) for g, p in zip(selected, self.params)]
+            lr = trainer.optimizer.param_groups[0]["lr"]
+            update = optimizer_update(trainer.optimizer, self.params, zeros)
+            # u_i = −Δ_i / η: the direction; η is applied with the estimator below.
+            self._store("u", k, [-d / lr for d in update] if lr > 0 else [torch.zeros_like(d) for d in update])
+        self.present.append(k)
+        self.losses.append(float(loss))
+
+    def _store(self, key: str, row: int, tensors):
+        if self.sketch is None:
+            flatten(tensors, self.params, out=self._buffers[key][row])
+        else:
+            self._buffers[key][row] = self.sketch(flatten(tensors, self.params, out=self._flat))
+
+    # -- per step ------------------------------------------------------------------------------
+    def on_before_optimizer_step(self, trainer, step, losses):
+        if not self.active(step) or len(self.present) < 2:
+            return
+        idx = torch.tensor(self.present, device=self._buffers["g"].device)
+        g = self._buffers["g"].index_select(0, idx)
+        loss = torch.tensor(self.losses, device=g.device)
+        eta = self.lookahead_lr or trainer.cfg.lr
+        gram = g @ g.T
+        estimates = {"stream_gram": gram, "stream_cosine": cosine_from_gram(gram),
+                     "stream_first_order_sgd": first_order_from_products(eta * gram, loss)}
+        if self.optimizer_rule:
+            lr = trainer.optimizer.param_groups[0]["lr"]
+            u = self._buffers["u"].index_select(0, idx)
+            estimates["stream_first_order_optimizer"] = first_order_from_products(lr * (u @ g.T), loss)
+        self._accumulate(estimates, np.array(self.present))
+        if (step - self.start_step + 1) % self.window == 0:
+            self._emit(step)
+
+    def _accumulate(self, estimates, present):
+        n = len(self.tasks)
+        if self.counts is None:
+            self.counts = np.zeros((n, n))
+            self.sums = {}
+        cells = np.ix_(present, present)
+        self.counts[cells] += 1
+        for name, matrix in estimates.items():
+            total = self.sums.setdefault(name, np.zeros((n, n)))
+            total[cells] += matrix.double().cpu().numpy()
+
+    def _emit(self, step: int):
+        if self.counts is None:
+            return
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for name, total in self.sums.items():
+                mean = total / self.counts
+                for i, src in enumerate(self.tasks):
+                    for j, tgt in enumerate(self.tasks):
+                        if self.counts[i, j] > 0:
+                            self.records.append({"step": step, "estimator": name, "source": src,
+                                                 "target": tgt, "value": float(mean[i, j])})
+        self.counts, self.sums = None, {}
+
+    # -- persistence ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        partial = None
+        if self.counts is not None:
+            partial = {"counts": self.counts.tolist(), "sums": {k: v.tolist() for k, v in self.sums.items()}}
+        return {"records": self.records, "partial": partial}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.records = list(state["records"])
+        partial = state.get("partial")
+        if partial:
+            self.counts = np.array(partial["counts"])
+            self.sums = {k: np.array(v) for k, v in partial["sums"].items()}

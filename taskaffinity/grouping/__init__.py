@@ -1,0 +1,28 @@
+"""Task grouping: which tasks should be trained together (Fifty et al. 2021, TAG).
+
+Every method follows one scikit-learn style interface: keyword-only settings,
+``fit(affinity)`` on a source x target DataFrame, results in ``groups_``,
+``scores_``, ``assignment_`` (see :class:`._base.BaseGrouping`).
+"""
+
+from __future__ import annotations
+
+from ._base import BaseGrouping, GroupingError, evaluate_groups, validate_affinity
+from .hierarchical import HierarchicalGrouping
+from .louvain import LouvainGrouping
+from .spectral import SpectralGrouping
+from .tag import TagGrouping
+
+METHODS = {"tag": TagGrouping, "hierarchical": HierarchicalGrouping,
+           "spectral": SpectralGrouping, "louvain": LouvainGrouping}
+
+
+def make_grouping(method: str, **settings) -> BaseGrouping:
+    """The grouping object of a method name, with its keyword settings."""
+    if method not in METHODS:
+        raise GroupingError(f"unknown grouping method '{method}' (choose from {', '.join(METHODS)})")
+    return METHODS[method](**settings)
+
+
+__all__ = ["BaseGrouping", "GroupingError", "HierarchicalGrouping", "LouvainGrouping", "METHODS",
+           "SpectralGrouping", "TagGrouping", "evaluate_groups", "make_grouping", "validate_affinity"]

@@ -1,0 +1,144 @@
+"""Shared pieces of every grouping method: input checks, the TAG objective, the fit plumbing.
+
+The objective every method is scored with is the one of TAG network selection
+(Fifty et al. 2021, "Efficiently Identifying Task Groupings for Multi-Task
+Learning"): a group's score for one of its members ``t`` is the mean affinity
+onto ``t`` from the *other* members; a task is served by the chosen group that
+scores it best; the objective is the total over tasks of that best score.
+Affinity convention: ``A[i, j]`` is the affinity of source ``i`` onto target
+``j`` (positive: ``i``'s update lowers ``j``'s loss).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..errors import TaskAffinityError
+
+
+class GroupingError(TaskAffinityError):
+    """Unusable input to a grouping method (matrix shape, NaN, task names, k ...)."""
+
+
+def validate_affinity(affinity) -> tuple[list[str], np.ndarray]:
+    """Check a square source x target affinity frame; return task names and values.
+
+    Rows and columns may be in different orders (they are aligned to the row
+    order). The diagonal is ignored (set to 0): a task is never its own source.
+    """
+    if not isinstance(affinity, pd.DataFrame):
+        raise GroupingError(f"affinity must be a pandas DataFrame (sources x targets), got {type(affinity).__name__}")
+    rows, cols = affinity.shape
+    if rows != cols:
+        raise GroupingError(f"affinity matrix must be square, got {rows} source rows x {cols} target columns")
+    if rows == 0:
+        raise GroupingError("affinity matrix is empty: no tasks")
+    sources = [str(x) for x in affinity.index]
+    targets = [str(x) for x in affinity.columns]
+    for what, names in (("row (source)", sources), ("column (target)", targets)):
+        dup = sorted({x for x in names if names.count(x) > 1})
+        if dup:
+            raise GroupingError(f"duplicate {what} task name(s): {', '.join(dup)}")
+    if set(sources) != set(targets):
+        only_src = sorted(set(sources) - set(targets))
+        only_tgt = sorted(set(targets) - set(sources))
+        raise GroupingError("affinity rows and columns must name the same tasks; "
+                            f"only as source: {only_src or '-'}; only as target: {only_tgt or '-'}")
+    frame = affinity.copy()
+    frame.index, frame.columns = sources, targets
+    frame = frame.loc[sources, sources]
+    try:
+        values = np.array(frame.to_numpy(dtype=float), dtype=float, copy=True)
+    except (TypeError, ValueError) as err:
+        raise GroupingError(f"affinity matrix has non-numeric entries: {err}") from None
+    off = ~np.eye(rows, dtype=bool)
+    bad = np.argwhere(off & ~np.isfinite(values))
+    if len(bad):
+        pairs = ", ".join(f"{sources[i]}->{sources[j]}" for i, j in bad[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise GroupingError(f"affinity matrix has {len(bad)} NaN/infinite off-diagonal entr"
+                            f"{'y' if len(bad) == 1 else 'ies'} (source->target): {pairs}{more}; "
+                            "was every pair measured?")
+    values[~off] = 0.0
+    return sources, values
+
+
+def check_k(k, n: int) -> int:
+    """k must be an integer with 1 <= k <= n (n tasks)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise GroupingError(f"k must be an integer, got {k!r}")
+    if not 1 <= k <= n:
+        raise GroupingError(f"k must be between 1 and the number of tasks ({n}), got {k}")
+    return int(k)
+
+
+def group_scores(A: np.ndarray, members, singleton_score: float) -> np.ndarray:
+    """Score of a group for each of its members: mean affinity from the other members.
+
+    A group of one task gets ``singleton_score`` (alone, it receives no transfer).
+    """
+    members = np.asarray(members, dtype=int)
+    if len(members) == 1:
+        return np.array([float(singleton_score)])
+    sub = A[np.ix_(members, members)]  # diagonal is 0, so column sums are sums over the others
+    return sub.sum(axis=0) / (len(members) - 1)
+
+
+def evaluate_groups(A: np.ndarray, groups, singleton_score: float) -> tuple[np.ndarray, np.ndarray]:
+    """Serve every task by its best chosen group: return (group index per task, score per task).
+
+    Ties go to the earlier group. Raises if some task is in no group (TAG needs a cover).
+    """
+    n = len(A)
+    best = np.full(n, -np.inf)
+    serving = np.full(n, -1)
+    for g, members in enumerate(groups):
+        scores = group_scores(A, members, singleton_score)
+        for t, s in zip(members, scores):
+            if serving[t] < 0 or s > best[t]:
+                best[t], serving[t] = s, g
+    if (serving < 0).any():
+        raise GroupingError(f"groups do not cover task index(es) {np.flatnonzero(serving < 0).tolist()}")
+    return serving, best
+
+
+class BaseGrouping:
+    """scikit-learn style: settings in ``__init__``, ``fit(affinity)``, results in attributes.
+
+    After ``fit``: ``tasks_`` (task order), ``groups_`` (list of tuples of task
+    names), ``scores_`` (per group: total TAG score of the tasks it serves, so
+    they add up to ``objective_``), ``serves_`` (per group: tasks it serves),
+    ``assignment_`` (task -> index of its serving group), ``per_task_score_``
+    and ``objective_`` (total over tasks, Fifty et al. 2021).
+    """
+
+    method = "base"
+
+    def __init__(self, *, k: int, singleton_score: float = 0.0):
+        self.k = k
+        self.singleton_score = singleton_score
+
+    def _fit_groups(self, A: np.ndarray) -> list[tuple[int, ...]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fit(self, affinity: pd.DataFrame) -> "BaseGrouping":
+        tasks, A = validate_affinity(affinity)
+        check_k(self.k, len(tasks))
+        self._set_results(tasks, A, self._fit_groups(A))
+        return self
+
+    def _set_results(self, tasks: list[str], A: np.ndarray, groups) -> None:
+        # Canonical form: members in task order, no duplicate groups, groups ordered by first member.
+        unique = sorted({tuple(sorted(int(t) for t in g)) for g in groups if len(g)})
+        serving, per_task = evaluate_groups(A, unique, self.singleton_score)
+        used = [g for g in range(len(unique)) if (serving == g).any()]  # a group serving nobody is dropped
+        unique = [unique[g] for g in used]
+        serving, per_task = evaluate_groups(A, unique, self.singleton_score)
+        self.tasks_ = list(tasks)
+        self.groups_ = [tuple(tasks[t] for t in g) for g in unique]
+        self.serves_ = [tuple(tasks[t] for t in np.flatnonzero(serving == g)) for g in range(len(unique))]
+        self.scores_ = [float(per_task[serving == g].sum()) for g in range(len(unique))]
+        self.assignment_ = {tasks[t]: int(serving[t]) for t in range(len(tasks))}
+        self.per_task_score_ = {tasks[t]: float(per_task[t]) for t in range(len(tasks))}
+        self.objective_ = float(per_task.sum())

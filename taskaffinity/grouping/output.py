@@ -1,0 +1,50 @@
+"""Grouping results as a document a study runner can consume (JSON or YAML), written atomically.
+
+Schema::
+
+    {"method": str, "estimator": str | null, "k": int, "objective": float,
+     "groups": [{"tasks": [str, ...], "score": float, "serves": [str, ...]}, ...],
+     "assignment": {task: group_index}, "per_task_score": {task: float}}
+
+``tasks`` are the members to train together, ``serves`` the members whose
+reported score comes from this group (the others only help, TAG's overlap,
+Fifty et al. 2021), ``score`` the sum of the served tasks' scores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..storage import write_json, write_text
+from ._base import GroupingError
+
+
+def grouping_document(grouping, *, estimator: str | None = None) -> dict:
+    """The result document of a fitted grouping object."""
+    if not hasattr(grouping, "groups_"):
+        raise GroupingError("grouping is not fitted: call fit(affinity) first")
+    return {
+        "method": grouping.method,
+        "estimator": estimator,
+        "k": int(grouping.k),
+        "objective": float(grouping.objective_),
+        "groups": [{"tasks": list(g), "score": float(s), "serves": list(v)}
+                   for g, s, v in zip(grouping.groups_, grouping.scores_, grouping.serves_)],
+        "assignment": {t: int(g) for t, g in grouping.assignment_.items()},
+        "per_task_score": {t: float(s) for t, s in grouping.per_task_score_.items()},
+    }
+
+
+def write_document(path: str | Path, document: dict) -> Path:
+    """Write as JSON (``.json``) or YAML (``.yaml``/``.yml``), atomically."""
+    import yaml
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        write_json(path, document)
+    elif suffix in (".yaml", ".yml"):
+        write_text(path, yaml.safe_dump(document, sort_keys=False))
+    else:
+        raise GroupingError(f"output file must end in .json, .yaml or .yml, got '{path.name}'")
+    return path

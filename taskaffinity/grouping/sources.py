@@ -1,0 +1,80 @@
+"""Target-aware selection: which source tasks (or groups of them) help one target most.
+
+The affinity column of the target, ``A[:, target]``, ranks single sources. A
+group of sources is ranked by the mean affinity of its members onto the target,
+which is exactly the TAG score (Fifty et al. 2021) of ``group + target`` for the
+target. With an :class:`~taskaffinity.affinity.store.AffinityStore`, single
+sources also get the store's bootstrap summary (mean, se, CI, significant).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+
+from ._base import GroupingError, validate_affinity
+
+MAX_ENUMERATE = 200_000
+
+
+def _target_column(affinity: pd.DataFrame, target: str) -> tuple[list[str], np.ndarray]:
+    tasks, A = validate_affinity(affinity)
+    if target not in tasks:
+        raise GroupingError(f"unknown target task '{target}' (tasks: {', '.join(tasks)})")
+    j = tasks.index(target)
+    sources = [t for t in tasks if t != target]
+    return sources, A[[tasks.index(s) for s in sources], j]
+
+
+def rank_sources(affinity: pd.DataFrame, target: str, *, top: int | None = None, store=None,
+                 estimator: str | None = None, **summary_kwargs) -> pd.DataFrame:
+    """Sources ranked by affinity onto ``target`` (best first).
+
+    Columns: ``rank, source, affinity`` and, with ``store`` and ``estimator``,
+    the store's ``mean, se, low, high, n, significant`` for the pair.
+    """
+    sources, values = _target_column(affinity, target)
+    if top is not None and top < 1:
+        raise GroupingError(f"top must be >= 1, got {top}")
+    frame = pd.DataFrame({"source": sources, "affinity": values})
+    frame = frame.sort_values(["affinity", "source"], ascending=[False, True], kind="stable")
+    if store is not None:
+        if estimator is None:
+            raise GroupingError("rank_sources: a store needs an estimator name for its summary")
+        summary = store.summary(estimator, **summary_kwargs)
+        summary = summary[summary["target"] == target].drop(columns="target")
+        frame = frame.merge(summary, on="source", how="left")
+    frame.insert(0, "rank", np.arange(1, len(frame) + 1))
+    return frame.head(top).reset_index(drop=True) if top else frame.reset_index(drop=True)
+
+
+def rank_source_groups(affinity: pd.DataFrame, target: str, *, size: int, top: int = 10,
+                       max_enumerate: int = MAX_ENUMERATE) -> pd.DataFrame:
+    """Groups of ``size`` sources ranked by their mean affinity onto ``target``.
+
+    Exact enumeration while ``C(n - 1, size) <= max_enumerate``. Beyond, greedy:
+    the best group is still exact (the ``size`` best single sources maximise a
+    mean of ``size`` values), and the runners-up are its single-swap neighbours,
+    which may miss some groups (``exact`` column is False then).
+    """
+    sources, values = _target_column(affinity, target)
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= len(sources):
+        raise GroupingError(f"group size must be between 1 and {len(sources)} (the other tasks), got {size}")
+    if top < 1:
+        raise GroupingError(f"top must be >= 1, got {top}")
+    exact = math.comb(len(sources), size) <= max_enumerate
+    if exact:
+        combos = np.array(list(itertools.combinations(range(len(sources)), size)), dtype=int)
+    else:
+        order = np.argsort(-values, kind="stable")
+        best, rest = order[:size], order[size:]
+        swaps = [np.sort(np.r_[np.delete(best, i), o]) for i in range(size) for o in rest]
+        combos = np.array([np.sort(best)] + swaps, dtype=int)
+    scores = values[combos].mean(axis=1)
+    pick = np.argsort(-scores, kind="stable")[:top]
+    return pd.DataFrame({"rank": np.arange(1, len(pick) + 1),
+                         "sources": [tuple(sources[i] for i in combos[p]) for p in pick],
+                         "score": scores[pick], "exact": exact})

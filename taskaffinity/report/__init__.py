@@ -1,0 +1,1 @@
+"""Figures and reports: functions take DataFrames and return matplotlib Figures."""

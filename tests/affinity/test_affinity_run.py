@@ -1,0 +1,137 @@
+"""`taskaffinity affinity` end to end on the tiny model: files, streaming maths, resume."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from taskaffinity.affinity.run import record_affinity
+from taskaffinity.affinity.store import AffinityStore
+from taskaffinity.callbacks import Callback
+
+from conftest import TINY_MODEL, tiny_config
+
+TASKS = ["trec6", "bbc_topic", "vader_tweets", {"name": "trec6_twin", "duplicate_of": "trec6"}]
+AFFINITY = {"probe_every": 3, "probe_batch_size": 8, "stream_window": 2}
+
+
+def affinity_config(**training):
+    config = tiny_config(TASKS, **{"steps": 8, "head_warmup_steps": 2, "eval_every": 100, "checkpoint_every": 4,
+                                   **training})
+    import dataclasses
+
+    return dataclasses.replace(config, affinity=dataclasses.replace(config.affinity, **AFFINITY))
+
+
+class GradientTap(Callback):
+    """Keeps the trainer's per-task encoder gradients of each step (for an explicit check)."""
+
+    wants_task_gradients = True
+
+    def __init__(self):
+        self.steps = {}
+
+    def on_task_gradients(self, trainer, step, task, loss, grads):
+        n = len(list(trainer.model.shared_parameters())) if trainer.phase(step) == "joint" else 0
+        flat = torch.cat([g.reshape(-1) for g in grads[:n] if g is not None]) if n else None
+        self.steps.setdefault(step, {})[task] = (flat, float(loss))
+
+
+def test_stream_records_are_window_means_of_explicit_products(monkeypatch):
+    from taskaffinity.affinity import run as run_module
+
+    tap = GradientTap()
+    original = run_module.recorders_for
+    monkeypatch.setattr(run_module, "recorders_for", lambda config: (original(config)[0] + [tap], original(config)[1]))
+    config = affinity_config()
+    result = record_affinity(config, progress=False)
+    store = result.store
+    # window of 2 steps starting at step 3 (after 2 warm-up steps): records at steps 4, 6, 8, 10
+    assert sorted(store.select("stream_gram")["step"].unique()) == [4, 6, 8, 10]
+    for end in (4, 6, 8, 10):
+        expected = {}
+        for step in (end - 1, end):
+            grads = tap.steps[step]
+            for s, (gs, _) in grads.items():
+                for t, (gt, loss_t) in grads.items():
+                    scale = float(gs.double().norm() * gt.double().norm())
+                    expected.setdefault((s, t), []).append((float(gs.double() @ gt.double()), scale))
+        rows = store.select("stream_gram")
+        rows = rows[rows["step"] == end]
+        for row in rows.itertuples():
+            products, scales = zip(*expected[(row.source, row.target)])
+            # float32 products over ~10^6 parameters: rounding error relative to |g_s||g_t|, not to the result
+            assert row.value == pytest.approx(np.mean(products), abs=1e-4 * max(scales))
+    assert store.metadata["start_step"] == 3 and set(store.metadata["learned_at_start"]) == {
+        "trec6", "bbc_topic", "vader_tweets", "trec6_twin"}
+    probe_steps = sorted(store.select("lookahead_sgd")["step"].unique())
+    assert probe_steps == [3, 6, 9]
+
+
+def test_interrupted_affinity_run_resumes_to_the_same_records(tmp_path):
+    from tests_support import StopAfter
+
+    config = affinity_config()
+    whole = record_affinity(config, tmp_path / "whole", progress=False)
+    from taskaffinity.affinity import run as run_module
+
+    original = run_module.recorders_for
+    with pytest.raises(KeyboardInterrupt):
+        run_module.recorders_for = lambda c: (original(c)[0] + [StopAfter(7)], original(c)[1])
+        try:
+            record_affinity(config, tmp_path / "cut", progress=False)
+        finally:
+            run_module.recorders_for = original
+    resumed = record_affinity(config, tmp_path / "cut", progress=False)
+    key = ["estimator", "step", "source", "target"]
+    pd.testing.assert_frame_equal(whole.store.records.sort_values(key).reset_index(drop=True),
+                                  resumed.store.records.sort_values(key).reset_index(drop=True))
+
+
+def test_cli_writes_store_matrices_fidelity_and_heatmaps(tmp_path):
+    study = {"seed": 2, "tasks": TASKS, "model": TINY_MODEL, "data": {"max_train": 80, "max_eval": 20},
+             "training": {"steps": 6, "batch_size": 12, "head_warmup_steps": 2, "eval_every": 100,
+                          "checkpoint_every": 100},
+             "affinity": {**AFFINITY, "rules": ["sgd", "optimizer"]}}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "taskaffinity.cli", "affinity", str(path), "--out", str(out),
+                             "--quiet"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    store = AffinityStore.load(out / "affinity.parquet")
+    expected = {"lookahead_sgd", "lookahead_optimizer", "first_order_sgd", "first_order_optimizer", "cosine",
+                "gram", "stream_gram", "stream_cosine", "stream_first_order_sgd", "stream_first_order_optimizer"}
+    assert set(store.estimators) == expected
+    for estimator in expected:
+        matrix = pd.read_csv(out / f"matrix_{estimator}.csv", index_col=0)
+        assert list(matrix.index) == list(matrix.columns) == ["trec6", "bbc_topic", "vader_tweets", "trec6_twin"]
+        assert (out / f"heatmap_{estimator}.png").stat().st_size > 10_000
+        assert {"mean", "se", "low", "high", "significant"} <= set(
+            pd.read_csv(out / f"summary_{estimator}.csv").columns)
+    report = json.loads((out / "fidelity.json").read_text())
+    assert {"lookahead_sgd vs first_order_sgd", "lookahead_optimizer vs first_order_optimizer",
+            "lookahead_sgd vs lookahead_optimizer"} <= set(report)
+    assert store.metadata["rules"] == ["sgd", "optimizer"] and store.metadata["probe_every"] == 3
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("rules", ["adam"], "affinity.rules: unknown rule 'adam'"),
+    ("probe_split", "test", "affinity.probe_split"),
+    ("parameters", "top:x", "'top:N' needs an integer"),
+    ("start_step", 500, "affinity.start_step 500 is outside"),
+])
+def test_bad_affinity_options(tmp_path, key, value, message):
+    study = {"tasks": ["trec6", "bbc_topic"], "model": TINY_MODEL, "training": {"steps": 3},
+             "affinity": {key: value}}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    result = subprocess.run([sys.executable, "-m", "taskaffinity.cli", "affinity", str(path), "--out",
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,94 @@
+"""The group and sources subcommands, run through argparse."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from taskaffinity.affinity.store import AffinityStore
+from taskaffinity.errors import TaskAffinityError
+from taskaffinity.grouping.cli import add_commands
+
+TASKS = ["a1", "a2", "a3", "b1", "b2", "b3"]
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for step in (10, 20, 30):
+        for s, t in itertools.permutations(TASKS, 2):
+            value = (0.8 if s[0] == t[0] else -0.3) + rng.normal(0, 0.05)
+            rows.append({"step": step, "estimator": "lookahead_sgd", "source": s, "target": t, "value": value})
+            rows.append({"step": step, "estimator": "cosine", "source": s, "target": t, "value": -value})
+    path = tmp_path / "affinity.parquet"
+    AffinityStore(pd.DataFrame(rows), {"tasks": TASKS}).save(path)
+    return path
+
+
+def run(argv):
+    parser = argparse.ArgumentParser(prog="taskaffinity")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([str(a) for a in argv])
+    return args.handler(args)
+
+
+@pytest.mark.parametrize("method", ["tag", "hierarchical", "spectral", "louvain"])
+def test_group_json(store_path, capsys, method):
+    assert run(["group", store_path, "--estimator", "lookahead_sgd", "--method", method, "--k", 2, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["method"] == method and document["estimator"] == "lookahead_sgd" and document["k"] == 2
+    assert sorted(sorted(g["tasks"]) for g in document["groups"]) == [["a1", "a2", "a3"], ["b1", "b2", "b3"]]
+    assert set(document["assignment"]) == set(TASKS)
+    assert document["objective"] == pytest.approx(sum(document["per_task_score"].values()))
+
+
+def test_group_table_and_out(store_path, tmp_path, capsys):
+    out = tmp_path / "groups.yaml"
+    assert run(["group", store_path, "--estimator", "lookahead_sgd", "--k", 2, "--out", out]) == 0
+    text = capsys.readouterr().out
+    assert "objective" in text and "a1, a2, a3" in text
+    document = yaml.safe_load(out.read_text())
+    assert document["method"] == "tag" and len(document["groups"]) == 2
+
+
+def test_sources(store_path, capsys):
+    assert run(["sources", store_path, "--target", "a1", "--top", 3, "--estimator", "lookahead_sgd",
+                "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    ranked = [r["source"] for r in document["sources"]]
+    assert len(ranked) == 3 and set(ranked[:2]) == {"a2", "a3"}
+    assert {"affinity", "mean", "se", "low", "high", "significant"} <= set(document["sources"][0])
+    assert run(["sources", store_path, "--target", "b2", "--estimator", "cosine"]) == 0
+    assert "onto b2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sources", "{p}", "--target", "nope", "--estimator", "cosine"], "unknown target task 'nope'"),
+    (["sources", "{p}", "--target", "a1"], "2 estimators"),
+    (["group", "{p}", "--estimator", "nope", "--k", "2"], "unknown estimator 'nope'"),
+    (["group", "{p}", "--estimator", "cosine", "--k", "0"], "k must be"),
+    (["group", "{p}", "--estimator", "cosine", "--k", "7"], "k must be"),
+    (["group", "{p}", "--estimator", "cosine", "--k", "2", "--method", "kmeans"], "unknown grouping method"),
+    (["group", "{p}", "--estimator", "cosine", "--k", "2", "--out", "x.csv"], r"\.json, \.yaml"),
+    (["group", "missing.parquet", "--estimator", "cosine", "--k", "2"], "not found"),
+])
+def test_bad_arguments(store_path, argv, message):
+    argv = [a.replace("{p}", str(store_path)) for a in argv]
+    with pytest.raises(TaskAffinityError, match=message):
+        run(argv)
+
+
+def test_unmeasured_pair_is_reported(tmp_path):
+    rows = [{"step": 1, "estimator": "e", "source": s, "target": t, "value": 0.1}
+            for s, t in itertools.permutations("abc", 2) if (s, t) != ("a", "c")]
+    path = tmp_path / "partial.parquet"
+    AffinityStore(pd.DataFrame(rows)).save(path)
+    with pytest.raises(TaskAffinityError, match="a->c"):
+        run(["group", path, "--k", "2"])
