@@ -50,13 +50,32 @@ class MultiTaskModel(nn.Module):
         """Pooled sentence features for inputs of shape (batch, length) or (batch, choices, length)."""
         shape = inputs["input_ids"].shape
         flat = {k: v.reshape(-1, shape[-1]) for k, v in inputs.items()}
-        hidden = self.encoder(**flat).last_hidden_state
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            mask = flat["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        pooled = self.pool(self.encoder(**flat).last_hidden_state, flat["attention_mask"])
         return pooled.reshape(*shape[:-1], -1)
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def encode_packed(self, inputs_list: list[dict[str, torch.Tensor]], encoder=None) -> list[torch.Tensor]:
+        """Encode several tasks' inputs in one encoder pass (padded to a common length).
+
+        Attention masks keep padding out, so each example's features equal those of
+        :meth:`encode` up to float rounding. Only for passes without dropout: one
+        pass shares the dropout draws of all tasks. ``encoder`` may replace the
+        module's encoder call (e.g. a ``functional_call`` with other parameters).
+        """
+        shapes = [x["input_ids"].shape for x in inputs_list]
+        width = max(shape[-1] for shape in shapes)
+        keys = inputs_list[0].keys()
+        flat = {k: torch.cat([torch.nn.functional.pad(x[k].reshape(-1, x[k].shape[-1]), (0, width - x[k].shape[-1]))
+                              for x in inputs_list]) for k in keys}
+        hidden = (encoder or self.encoder)(**flat).last_hidden_state
+        pooled = self.pool(hidden, flat["attention_mask"])
+        sizes = [int(torch.tensor(shape[:-1]).prod()) for shape in shapes]
+        return [p.reshape(*shape[:-1], -1) for p, shape in zip(pooled.split(sizes), shapes)]
 
     def forward(self, task: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(task)(self.encode(inputs))

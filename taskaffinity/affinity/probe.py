@@ -14,9 +14,10 @@ parameters, buffers, the optimizer's state and the RNG are never touched
 The same probe also yields, at no extra forward passes, the Gram matrix, cosine
 similarity and the first-order forms of both rules (see ``estimators``).
 
-Cost per probe: n backward passes for gradients, then per rule n lookahead
-updates and n forward passes over the whole probe batch (≈ n/3 training steps
-per rule at equal batch sizes).
+Cost per probe: n forward+backward passes for gradients (one training step's
+worth at equal batch sizes), then per rule n lookahead updates and n encoder
+passes over the whole probe batch, each packed into one padded pass (≈ n/3
+training steps per rule).
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ class LookaheadRecorder(Callback):
             grads = {t: _unflatten(flat[k], params) for k, t in enumerate(names)}
             for rule in self.rules:
                 updates = [self.update(rule, trainer, params, grads[t]) for t in names]
-                products = torch.stack([flatten(u, params) for u in updates]) @ flat.T  # Δ_i · g_j
+                if rule == "sgd":  # Δ_i · g_j = −η G_ij: no need to flatten the updates
+                    products = -(self.lookahead_lr or trainer.cfg.lr) * out["gram"]
+                else:
+                    products = torch.stack([flatten(u, params) for u in updates]) @ flat.T  # Δ_i · g_j
                 out[f"first_order_{rule}"] = first_order_from_products(-products, losses)
                 after = torch.stack([self.losses_after(model, named, u, batches, names) for u in updates])
                 out[f"lookahead_{rule}"] = lookahead_ratio(after, losses)
@@ -126,12 +130,15 @@ class LookaheadRecorder(Callback):
     @staticmethod
     @torch.no_grad()
     def losses_after(model, named, update, batches, names) -> torch.Tensor:
-        """L_j at θ_s + Δ for every target j, heads as they are."""
-        moved = {n: p.detach() + d for (n, p), d in zip(named, update)}
-        losses = []
-        for name in names:
-            output = functional_call(model, moved, (name, batches[name]["inputs"]))
-            losses.append(model.head(name).loss(output, batches[name]["labels"]))
+        """L_j at θ_s + Δ for every target j, heads as they are: one packed encoder pass."""
+        moved = {n.removeprefix("encoder."): p.detach() + d for (n, p), d in zip(named, update)}
+
+        def encoder(**inputs):
+            return functional_call(model.encoder, moved, args=(), kwargs=inputs)
+
+        features = model.encode_packed([batches[name]["inputs"] for name in names], encoder=encoder)
+        losses = [model.head(name).loss(model.head(name)(f), batches[name]["labels"])
+                  for name, f in zip(names, features)]
         return torch.stack(losses).float()
 
     # -- persistence ---------------------------------------------------------------------------
