@@ -10,7 +10,8 @@ def affinity_heatmap(matrix: pd.DataFrame, *, title: str = "", mask: pd.DataFram
                      fmt: str | None = None):
     """Figure of ``matrix`` (rows: sources i, columns: targets j of Z_{i→j}).
 
-    Cells where ``mask`` is True (e.g. not significantly different from 0) are hatched.
+    Cells where ``mask`` is True (e.g. not significantly different from 0) are hatched;
+    the diagonal (self-affinity) is grey and kept out of the colour scale.
     Values are annotated in scientific notation when they are small (lookahead Z ~ 1e-5).
     """
     import matplotlib
@@ -20,13 +21,19 @@ def affinity_heatmap(matrix: pd.DataFrame, *, title: str = "", mask: pd.DataFram
     from matplotlib.colors import TwoSlopeNorm
 
     values = matrix.to_numpy(dtype=float)
-    finite = values[np.isfinite(values)]
+    # Self-affinity (a task's update on its own loss) dwarfs transfer between tasks:
+    # colour only source != target cells, grey the diagonal, and still print its value.
+    is_self = np.array([[s == t for t in matrix.columns] for s in matrix.index])
+    shown = np.where(is_self, np.nan, values)
+    finite = shown[np.isfinite(shown)]
     bound = float(np.max(np.abs(finite))) if finite.size else 1.0
     bound = bound or 1.0
     n = len(matrix)
     size = max(4.0, 0.6 * n + 2.5)
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
-    image = ax.imshow(values, cmap="RdBu_r", norm=TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound))
+    cmap = plt.get_cmap("RdBu_r").copy()
+    cmap.set_bad("0.85")
+    image = ax.imshow(shown, cmap=cmap, norm=TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound))
     ax.set_xticks(range(n), matrix.columns, rotation=45, ha="right")
     ax.set_yticks(range(len(matrix.index)), matrix.index)
     ax.set_xlabel("target task j")
@@ -35,9 +42,10 @@ def affinity_heatmap(matrix: pd.DataFrame, *, title: str = "", mask: pd.DataFram
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             if np.isfinite(values[i, j]):
-                dark = abs(values[i, j]) > 0.6 * bound
+                dark = not is_self[i, j] and abs(values[i, j]) > 0.6 * bound
                 ax.text(j, i, format(values[i, j], fmt), ha="center", va="center", fontsize=7,
-                        color="white" if dark else "black")
+                        color="white" if dark else ("0.35" if is_self[i, j] else "black"),
+                        style="italic" if is_self[i, j] else "normal")
             if mask is not None and bool(mask.iloc[i, j]):
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0, alpha=0.4))
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="affinity of source onto target")
