@@ -36,8 +36,6 @@ from .updates import optimizer_update, sgd_update
 class LookaheadRecorder(Callback):
     """Records exact lookahead (per rule) plus gradient estimators on probe batches."""
 
-    wants_task_gradients = False
-
     def __init__(self, *, rules=("sgd", "optimizer"), every: int = 10, batch_size: int = 64,
                  split: str = "train", start_step: int = 1, parameters: str = "all",
                  lookahead_lr: float | None = None, seed: int = 0):
@@ -74,7 +72,8 @@ class LookaheadRecorder(Callback):
         try:
             batches = self.probe_batches(trainer, step)
             losses, flat = self.losses_and_gradients(model, batches, params, names)
-            out = self.gradient_estimators(flat, losses, trainer)
+            gram = flat @ flat.T
+            out = {"gram": gram, "cosine": cosine_from_gram(gram)}
             grads = {t: _unflatten(flat[k], params) for k, t in enumerate(names)}
             for rule in self.rules:
                 updates = [self.update(rule, trainer, params, grads[t]) for t in names]
@@ -116,11 +115,6 @@ class LookaheadRecorder(Callback):
             flatten(list(grads), params, out=flat[k])
             losses.append(loss.detach())
         return torch.stack(losses).float(), flat
-
-    @staticmethod
-    def gradient_estimators(flat, losses, trainer) -> dict[str, torch.Tensor]:
-        gram = flat @ flat.T
-        return {"gram": gram, "cosine": cosine_from_gram(gram)}
 
     def update(self, rule: str, trainer, params, grads) -> list[torch.Tensor]:
         if rule == "sgd":

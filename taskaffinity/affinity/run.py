@@ -10,7 +10,6 @@ plus the training outputs of :func:`taskaffinity.api.train_study`.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +134,3 @@ def write_outputs(store: AffinityStore, report: dict, out: Path, config: StudyCo
         plt.close(fig)
         tmp.replace(out / f"heatmap_{estimator}.png")
 
-
-def with_affinity(config: StudyConfig, **changes) -> StudyConfig:
-    return dataclasses.replace(config, affinity=dataclasses.replace(config.affinity, **changes))
