@@ -44,5 +44,11 @@ def write_parquet(path: str | Path, frame: pd.DataFrame, metadata: dict[bytes, b
     _atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
+def write_figure(path: str | Path, figure, **savefig) -> None:
+    """Save a matplotlib figure (format from the suffix) atomically."""
+    path = Path(path)
+    _atomic(path, lambda tmp: figure.savefig(tmp, format=path.suffix.lstrip("."), **savefig))
+
+
 def read_json(path: str | Path):
     return json.loads(Path(path).read_text())

@@ -9,6 +9,7 @@ from taskaffinity.callbacks import Callback
 from taskaffinity.train import JointTrainer
 
 from conftest import replace_training, tiny_config
+from tests_support import StopAfter
 
 TASKS = ["trec6", "sms_spam", "vader_tweets", "wn_define"]
 
@@ -84,15 +85,6 @@ def test_same_seed_same_run_and_eval_rows_for_every_metric():
         ("trec6", "accuracy"), ("trec6", "macro_f1"), ("sms_spam", "accuracy"), ("sms_spam", "macro_f1"),
         ("vader_tweets", "pearson"), ("vader_tweets", "mae"), ("wn_define", "accuracy")}
     assert metrics.groupby("task")["primary"].sum().eq(1).all()
-
-
-class StopAfter(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_after_optimizer_step(self, trainer, step, losses):
-        if step == self.step:
-            raise KeyboardInterrupt
 
 
 def test_interrupted_run_resumes_bit_exactly(tmp_path):

@@ -20,7 +20,7 @@ from ..callbacks import Callback
 from ..config import StudyConfig
 from ..errors import ConfigError
 from ..evaluate import gain_over_baseline
-from ..storage import write_json, write_text
+from ..storage import write_figure, write_json, write_text
 from .fidelity import fidelity
 from .probe import LookaheadRecorder
 from .store import AffinityStore
@@ -129,8 +129,6 @@ def write_outputs(store: AffinityStore, report: dict, out: Path, config: StudyCo
         covers_zero = summary.pivot(index="source", columns="target", values="significant")
         mask = ~covers_zero.reindex(index=matrix.index, columns=matrix.columns).fillna(False).astype(bool)
         fig = affinity_heatmap(matrix, mask=mask, title=f"{estimator} (hatched: {config.affinity.confidence:.0%} CI covers 0)")
-        tmp = out / f".heatmap_{estimator}.png.tmp"
-        fig.savefig(tmp, dpi=120, format="png")
+        write_figure(out / f"heatmap_{estimator}.png", fig, dpi=120)
         plt.close(fig)
-        tmp.replace(out / f"heatmap_{estimator}.png")
 
