@@ -4,13 +4,13 @@ For n tasks (sub-batch b per task, global batch n·b), three variants run in
 interleaved rounds on one model, each round a block of k steps per variant:
 
     plain     the joint step
-    stream    + first-order recorders on every step (per-task gradients, Gram, cosine, η G/L;
-              --stream-optimizer adds the optimizer-rule direction u_i)
+    stream    + first-order recorders on every step (per-task gradients, Gram, cosine, η G/L)
+    stream_optimizer  + the optimizer-rule estimator η u_i·g_j/L_j as well (every step)
     probe     + one exact lookahead probe per block (every k steps), rule(s) from --rules,
               probe batch = the training sub-batch size
 
-Printed per n: medians over rounds of the paired ratios stream/plain and
-probe/plain, the cost-model bound 1 + R·n/(3k) for R rules (plus the probe's own
+Printed per n: medians over rounds of the paired ratios stream/plain,
+stream_optimizer/plain and probe/plain, the cost-model bound 1 + R·n/(3k) for R rules (plus the probe's own
 gradient pass, 1/k, which TAG avoids by reusing the training gradients), and peak
 memory. Example:
 
@@ -66,8 +66,8 @@ def measure(n: int, args) -> dict:
     trainer = JointTrainer(config, tasks, model, tokenizer, progress=False)
     variants = {
         "plain": [],
-        "stream": [StreamRecorder(parameters=args.parameters, optimizer_rule=args.stream_optimizer,
-                                  window=args.k)],
+        "stream": [StreamRecorder(parameters=args.parameters, optimizer_rule=False, window=args.k)],
+        "stream_optimizer": [StreamRecorder(parameters=args.parameters, optimizer_rule=True, window=args.k)],
         "probe": [LookaheadRecorder(rules=tuple(args.rules), every=args.k, batch_size=args.sub_batch,
                                     parameters=args.parameters)],
     }
@@ -86,18 +86,20 @@ def measure(n: int, args) -> dict:
                 step += 1
                 trainer.train_step(step)
             times[name].append(time.perf_counter() - started)
-    stream_ratio = statistics.median(s / p for s, p in zip(times["stream"], times["plain"]))
-    probe_ratio = statistics.median(s / p for s, p in zip(times["probe"], times["plain"]))
+    def ratio(name):
+        return round(statistics.median(s / p for s, p in zip(times[name], times["plain"])), 3)
+
     rules = len(args.rules)
     return {
         "n": n, "params": sum(p.numel() for _, p in model.shared_parameters()),
         "plain_step_s": statistics.median(times["plain"]) / args.k,
-        "stream_ratio": round(stream_ratio, 3),
-        "probe_ratio": round(probe_ratio, 3),
+        "stream_ratio": ratio("stream"),
+        "stream_optimizer_ratio": ratio("stream_optimizer"),
+        "probe_ratio": ratio("probe"),
         "probe_bound_cost_model": round(1 + rules * n / (3 * args.k), 3),
         "probe_bound_with_gradient_pass": round(1 + (1 + rules * n / 3) / args.k, 3),
-        "stream_buffer_mb": round(sum(b.numel() * 4 for b in variants["stream"][0]._buffers.values()) / 2**20, 1)
-        if variants["stream"][0]._buffers else 0.0,
+        "stream_buffer_mb": round(sum(b.numel() * 4 for b in variants["stream_optimizer"][0]._buffers.values())
+                                  / 2**20, 1) if variants["stream_optimizer"][0]._buffers else 0.0,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "cuda_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
     }
@@ -109,10 +111,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10, help="probe interval (steps per block)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sub-batch", type=int, default=8)
-    parser.add_argument("--max-length", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--rules", nargs="+", default=["sgd"])
     parser.add_argument("--parameters", default="all")
-    parser.add_argument("--stream-optimizer", action="store_true", help="also stream the optimizer-rule estimator")
     parser.add_argument("--warmup-steps", type=int, default=3)
     parser.add_argument("--tiny", action="store_true", help="tiny random encoder instead of the packaged MiniLM")
     parser.add_argument("--json", action="store_true")

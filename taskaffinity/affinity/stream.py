@@ -7,7 +7,9 @@ step forms the n×n Gram matrix with one matrix product. Per window of
 ``window`` steps it keeps only O(n²) running sums and emits their means as one
 record per pair; windows are the samples for standard errors and bootstrap
 intervals. Sub-batches of different tasks are drawn independently, so
-off-diagonal products are unbiased estimates of E[g_i]·E[g_j].
+off-diagonal products are unbiased estimates of E[g_i]·E[g_j]. The token-embedding
+matrix, whose gradient only touches the batch's token rows, is handled row-sparse
+(``embedding_rows``) and never sketched.
 
 Estimators: ``stream_gram``, ``stream_cosine``, ``stream_first_order_sgd``
 (η G_ij / L_j) and, when enabled, ``stream_first_order_optimizer``
@@ -20,9 +22,10 @@ import numpy as np
 import torch
 
 from ..callbacks import Callback
-from .estimators import cosine_from_gram, first_order_from_products, flatten
+from .embedding_rows import EmbeddingRows, input_embedding
+from .estimators import cosine_from_gram, first_order_from_products, flatten, row_products
 from .parameters import select_shared
-from .updates import optimizer_update
+from .updates import FlatAdamUpdate, optimizer_update
 
 
 class CountSketch:
@@ -66,22 +69,34 @@ class StreamRecorder(Callback):
             self._setup(trainer)
         positions = {name: k for k, (name, _) in enumerate(trainer.trainable_parameters)}
         self.positions = [positions[n] for n in self.names]
+        self.embedding_position = positions[self.embedding_name] if self.embedding else None
+        if self.embedding:
+            self.embedding.begin(batches)
+        if self.optimizer_rule and self.params:  # state-only parts of the optimizer's step, once per step
+            self.fast_update = self._fast if self._fast.refresh(trainer.optimizer) else None
         self.present, self.losses = [], []
 
     def _setup(self, trainer):
         named = select_shared(list(trainer.model.shared_parameters()), self.parameters)
-        self.names = [n for n, _ in named]
-        self.params = [p for _, p in named]
+        weight = input_embedding(trainer.model)
+        self.embedding_name = next((n for n, p in named if p is weight), None)
+        self.embedding = EmbeddingRows(weight, optimizer_rule=self.optimizer_rule) if self.embedding_name else None
+        dense = [(n, p) for n, p in named if n != self.embedding_name]
+        self.names = [n for n, _ in dense]
+        self.params = [p for _, p in dense]
         self.tasks = list(trainer.tasks)
         size = sum(p.numel() for p in self.params)
-        device = self.params[0].device
-        self.sketch = CountSketch(size, self.sketch_dim, seed=self.seed, device=device) if self.sketch_dim else None
-        width = self.sketch_dim or size
+        device = named[0][1].device
+        self.sketch = CountSketch(size, self.sketch_dim, seed=self.seed, device=device) if self.sketch_dim and size else None
+        width = self.sketch_dim if self.sketch else size
         rows = len(self.tasks)
         self._buffers = {"g": torch.zeros(rows, width, device=device)}
         if self.optimizer_rule:
-            self._buffers["u"] = torch.zeros(rows, width, device=device)
+            self._buffers["minus_update"] = torch.zeros(rows, width, device=device)
         self._flat = torch.empty(size, device=device) if self.sketch else None
+        self._flat2 = torch.empty(size, device=device) if self.sketch and self.optimizer_rule else None
+        self._fast = FlatAdamUpdate(self.params) if self.optimizer_rule and self.params else None
+        self.fast_update = None
 
     # -- per task ------------------------------------------------------------------------------
     def on_task_gradients(self, trainer, step, task, loss, grads):
@@ -89,37 +104,54 @@ class StreamRecorder(Callback):
             return
         k = self.tasks.index(task)
         selected = [grads[i] for i in self.positions]
-        self._store("g", k, selected)
-        if self.optimizer_rule:
+        flat_g = self._store("g", k, selected)
+        if self.optimizer_rule and self.fast_update is not None and flat_g is not None:
+            if self.sketch is None:
+                self.fast_update.minus_update(flat_g, out=self._buffers["minus_update"][k])
+            else:
+                self._buffers["minus_update"][k] = self.sketch(self.fast_update.minus_update(flat_g, out=self._flat2))
+        elif self.optimizer_rule:
             zeros = [g if g is not None else torch.zeros_like(p) for g, p in zip(selected, self.params)]
-            lr = trainer.optimizer.param_groups[0]["lr"]
             update = optimizer_update(trainer.optimizer, self.params, zeros)
-            # u_i = −Δ_i / η: the direction; η is applied with the estimator below.
-            self._store("u", k, [-d / lr for d in update] if lr > 0 else [torch.zeros_like(d) for d in update])
+            self._store("minus_update", k, [d.neg_() for d in update])
+        if self.embedding:
+            self.embedding.add(task, grads[self.embedding_position], trainer.optimizer)
         self.present.append(k)
         self.losses.append(float(loss))
 
-    def _store(self, key: str, row: int, tensors):
+    def _store(self, key: str, row: int, tensors) -> torch.Tensor | None:
+        """Write the flattened (maybe sketched) tensors into row ``row``; return the flat vector."""
+        if not self.params:
+            return None
         if self.sketch is None:
-            flatten(tensors, self.params, out=self._buffers[key][row])
-        else:
-            self._buffers[key][row] = self.sketch(flatten(tensors, self.params, out=self._flat))
+            return flatten(tensors, self.params, out=self._buffers[key][row])
+        flat = flatten(tensors, self.params, out=self._flat)
+        self._buffers[key][row] = self.sketch(flat)
+        return flat
 
     # -- per step ------------------------------------------------------------------------------
     def on_before_optimizer_step(self, trainer, step, losses):
         if not self.active(step) or len(self.present) < 2:
             return
-        idx = torch.tensor(self.present, device=self._buffers["g"].device)
-        g = self._buffers["g"].index_select(0, idx)
-        loss = torch.tensor(self.losses, device=g.device)
+        # Products over all rows, then the small n×n block of present tasks: selecting rows
+        # of the n×P buffer would copy it (an absent task's row is stale and ignored).
+        g_all = self._buffers["g"]
+        idx = torch.tensor(self.present, device=g_all.device)
+        loss = torch.tensor(self.losses, device=g_all.device)
         eta = self.lookahead_lr or trainer.cfg.lr
-        gram = g @ g.T
+        gram = _block(row_products(g_all, g_all), idx)
+        if self.optimizer_rule:  # P_ij = −Δ_i · g_j
+            products = _block(row_products(self._buffers["minus_update"], g_all), idx)
+        if self.embedding:
+            emb_gram, emb_update_products = self.embedding.products([self.tasks[k] for k in self.present],
+                                                                    trainer.optimizer)
+            gram = gram + emb_gram
+            if self.optimizer_rule:
+                products = products - emb_update_products
         estimates = {"stream_gram": gram, "stream_cosine": cosine_from_gram(gram),
                      "stream_first_order_sgd": first_order_from_products(eta * gram, loss)}
         if self.optimizer_rule:
-            lr = trainer.optimizer.param_groups[0]["lr"]
-            u = self._buffers["u"].index_select(0, idx)
-            estimates["stream_first_order_optimizer"] = first_order_from_products(lr * (u @ g.T), loss)
+            estimates["stream_first_order_optimizer"] = first_order_from_products(products, loss)
         self._accumulate(estimates, np.array(self.present))
         if (step - self.start_step + 1) % self.window == 0:
             self._emit(step)
@@ -161,3 +193,7 @@ class StreamRecorder(Callback):
         if partial:
             self.counts = np.array(partial["counts"])
             self.sums = {k: np.array(v) for k, v in partial["sums"].items()}
+
+
+def _block(matrix: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return matrix.index_select(0, idx).index_select(1, idx)

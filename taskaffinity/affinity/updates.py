@@ -35,14 +35,32 @@ def optimizer_update(optimizer: torch.optim.Optimizer, params: list[torch.Tensor
         group = group_of.get(id(p))
         if group is None:
             raise ValueError("a parameter is not managed by the optimizer")
-        state = optimizer.state.get(p, {})
-        if isinstance(optimizer, (torch.optim.AdamW, torch.optim.Adam)):
-            updates.append(_adam_update(p.detach(), g, state, group, decoupled=isinstance(optimizer, torch.optim.AdamW)))
-        elif isinstance(optimizer, torch.optim.SGD):
-            updates.append(_sgd_momentum_update(p.detach(), g, state, group))
-        else:
-            raise NotImplementedError(f"the optimizer lookahead rule does not support {type(optimizer).__name__}")
+        updates.append(_update(optimizer, p.detach(), g, optimizer.state.get(p, {}), group))
     return updates
+
+
+def optimizer_update_rows(optimizer: torch.optim.Optimizer, param: torch.Tensor, rows: torch.Tensor,
+                          grad_rows: torch.Tensor) -> torch.Tensor:
+    """The rows ``rows`` of the optimizer's Δθ for a matrix parameter whose gradient is ``grad_rows`` there.
+
+    Element-wise optimizers update each row from that row's own state, so slicing
+    parameter, state and gradient the same way gives those rows of the full update
+    (used for embedding matrices, whose gradients touch only a batch's token rows).
+    """
+    group = next((g for g in optimizer.param_groups if any(p is param for p in g["params"])), None)
+    if group is None:
+        raise ValueError("a parameter is not managed by the optimizer")
+    state = {key: value.index_select(0, rows) if torch.is_tensor(value) and value.shape == param.shape else value
+             for key, value in optimizer.state.get(param, {}).items()}
+    return _update(optimizer, param.detach().index_select(0, rows), grad_rows, state, group)
+
+
+def _update(optimizer, p, g, state, group) -> torch.Tensor:
+    if isinstance(optimizer, (torch.optim.AdamW, torch.optim.Adam)):
+        return _adam_update(p, g, state, group, decoupled=isinstance(optimizer, torch.optim.AdamW))
+    if isinstance(optimizer, torch.optim.SGD):
+        return _sgd_momentum_update(p, g, state, group)
+    raise NotImplementedError(f"the optimizer lookahead rule does not support {type(optimizer).__name__}")
 
 
 def _adam_update(p, g, state, group, *, decoupled: bool) -> torch.Tensor:
@@ -75,3 +93,64 @@ def _sgd_momentum_update(p, g, state, group) -> torch.Tensor:
         buf = g if buf is None else buf * momentum + (1 - group["dampening"]) * g
         g = g + momentum * buf if group["nesterov"] else buf
     return -lr * g
+
+
+class FlatAdamUpdate:
+    """``optimizer_update`` for many gradients of the same flattened parameters, fast.
+
+    Streaming the optimizer rule asks for Δ_i for every task at every step. The
+    parts of Adam's update that do not depend on g_i (β1·m, β2·v, the decoupled
+    decay λθ) are flattened once per step into preallocated vectors, so each task
+    costs a few in-place passes over one vector instead of a dozen allocating ops
+    per parameter tensor. Covers AdamW/Adam without amsgrad, maximize or L2 decay,
+    with one lr/betas/eps/step for all ``params`` (the trainer's encoder groups):
+    :meth:`refresh` returns False otherwise and callers use :func:`optimizer_update`.
+    """
+
+    def __init__(self, params: list[torch.Tensor]):
+        self.params = params
+        size = sum(p.numel() for p in params)
+        device = params[0].device
+        self.momentum, self.variance, self.decay, self.scratch = (
+            torch.empty(size, device=device) for _ in range(4))
+
+    def refresh(self, optimizer) -> bool:
+        """Read the optimizer's current state; False if this fast path does not cover it."""
+        params = self.params
+        if not isinstance(optimizer, (torch.optim.AdamW, torch.optim.Adam)):
+            return False
+        group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+        groups = [group_of.get(id(p)) for p in params]
+        if any(g is None or g.get("amsgrad") or g.get("maximize") for g in groups):
+            return False
+        if not isinstance(optimizer, torch.optim.AdamW) and any(g["weight_decay"] for g in groups):
+            return False
+        states = [optimizer.state.get(p, {}) for p in params]
+        steps = {float(s["step"]) if "step" in s else 0.0 for s in states}
+        if len({(g["lr"], tuple(g["betas"]), g["eps"]) for g in groups}) != 1 or len(steps) != 1:
+            return False
+        lr, (beta1, beta2), self.eps = groups[0]["lr"], groups[0]["betas"], groups[0]["eps"]
+        t = steps.pop() + 1
+        bias1, bias2 = 1 - beta1**t, 1 - beta2**t
+        # −Δ = (η/b1)·(β1 m + (1−β1) g) / (√(β2 v + (1−β2) g²)/√b2 + ε) + η λ θ
+        offset = 0
+        for p, group, state in zip(params, groups, states):
+            part = slice(offset, offset + p.numel())
+            offset += p.numel()
+            if state:
+                torch.mul(state["exp_avg"].reshape(-1), lr / bias1 * beta1, out=self.momentum[part])
+                torch.mul(state["exp_avg_sq"].reshape(-1), beta2, out=self.variance[part])
+            else:
+                self.momentum[part].zero_()
+                self.variance[part].zero_()
+            torch.mul(p.detach().reshape(-1), lr * group["weight_decay"], out=self.decay[part])
+        self.g_scale, self.g2_scale = lr / bias1 * (1 - beta1), 1 - beta2
+        self.root_bias2 = bias2**0.5
+        return True
+
+    def minus_update(self, g: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """−Δ for the flat gradient ``g``, written into ``out`` (same length)."""
+        den = torch.addcmul(self.variance, g, g, value=self.g2_scale, out=self.scratch)
+        den.sqrt_().div_(self.root_bias2).add_(self.eps)
+        torch.add(self.momentum, g, alpha=self.g_scale, out=out)
+        return out.div_(den).add_(self.decay)

@@ -12,6 +12,7 @@ import yaml
 
 from taskaffinity.affinity.run import record_affinity
 from taskaffinity.affinity.store import AffinityStore
+from taskaffinity.affinity.updates import optimizer_update
 from taskaffinity.callbacks import Callback
 
 from conftest import TINY_MODEL, tiny_config
@@ -39,7 +40,12 @@ class GradientTap(Callback):
     def on_task_gradients(self, trainer, step, task, loss, grads):
         n = len(list(trainer.model.shared_parameters())) if trainer.phase(step) == "joint" else 0
         flat = torch.cat([g.reshape(-1) for g in grads[:n] if g is not None]) if n else None
-        self.steps.setdefault(step, {})[task] = (flat, float(loss))
+        minus_update = None
+        if n:  # −Δ_i: the optimizer's whole step for g_i alone, over every shared parameter
+            params = [p for _, p in trainer.model.shared_parameters()]
+            whole = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads[:n], params)]
+            minus_update = -torch.cat([d.reshape(-1) for d in optimizer_update(trainer.optimizer, params, whole)])
+        self.steps.setdefault(step, {})[task] = (flat, float(loss), minus_update)
 
 
 def test_stream_records_are_window_means_of_explicit_products(monkeypatch):
@@ -55,18 +61,23 @@ def test_stream_records_are_window_means_of_explicit_products(monkeypatch):
     assert sorted(store.select("stream_gram")["step"].unique()) == [4, 6, 8, 10]
     for end in (4, 6, 8, 10):
         expected = {}
+        expected_optimizer = {}
         for step in (end - 1, end):
             grads = tap.steps[step]
-            for s, (gs, _) in grads.items():
-                for t, (gt, loss_t) in grads.items():
+            for s, (gs, _, us) in grads.items():
+                for t, (gt, loss_t, _) in grads.items():
                     scale = float(gs.double().norm() * gt.double().norm())
                     expected.setdefault((s, t), []).append((float(gs.double() @ gt.double()), scale))
-        rows = store.select("stream_gram")
-        rows = rows[rows["step"] == end]
-        for row in rows.itertuples():
-            products, scales = zip(*expected[(row.source, row.target)])
-            # float32 products over ~10^6 parameters: rounding error relative to |g_s||g_t|, not to the result
-            assert row.value == pytest.approx(np.mean(products), abs=1e-4 * max(scales))
+                    scale = float(us.double().norm() * gt.double().norm()) / loss_t
+                    expected_optimizer.setdefault((s, t), []).append((float(us.double() @ gt.double()) / loss_t, scale))
+        for estimator, wanted in (("stream_gram", expected), ("stream_first_order_optimizer", expected_optimizer)):
+            rows = store.select(estimator)
+            rows = rows[rows["step"] == end]
+            assert len(rows) == 16
+            for row in rows.itertuples():
+                products, scales = zip(*wanted[(row.source, row.target)])
+                # float32 products over ~10^6 parameters: rounding error relative to |a||b|, not to the result
+                assert row.value == pytest.approx(np.mean(products), abs=1e-4 * max(scales))
     assert store.metadata["start_step"] == 3 and set(store.metadata["learned_at_start"]) == {
         "trec6", "bbc_topic", "vader_tweets", "trec6_twin"}
     probe_steps = sorted(store.select("lookahead_sgd")["step"].unique())

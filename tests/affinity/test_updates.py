@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from taskaffinity.affinity.updates import optimizer_update, sgd_update
+from taskaffinity.affinity.updates import optimizer_update, optimizer_update_rows, sgd_update
 
 
 @pytest.mark.parametrize("make", [
@@ -44,3 +44,55 @@ def test_sgd_rule():
 def _same_state(a, b):
     return all(torch.equal(v, b["state"][i][k]) if torch.is_tensor(v) else v == b["state"][i][k]
                for i, slots in a["state"].items() for k, v in slots.items())
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: torch.optim.AdamW([p], lr=1e-3, weight_decay=0.01),
+    lambda p: torch.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01),
+])
+def test_row_update_equals_those_rows_of_the_full_update(make):
+    torch.manual_seed(1)
+    weight = torch.nn.Parameter(torch.randn(30, 4))
+    optimizer = make(weight)
+    for _ in range(2):
+        weight.grad = torch.randn(30, 4)
+        optimizer.step()
+    rows = torch.tensor([2, 7, 19])
+    grad = torch.zeros(30, 4)
+    grad[rows] = torch.randn(3, 4)
+    full = optimizer_update(optimizer, [weight], [grad])[0]
+    torch.testing.assert_close(optimizer_update_rows(optimizer, weight, rows, grad[rows]), full[rows])
+    # rows without gradient still move (momentum, weight decay): the streamed estimator relies on this split
+    assert full[0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("steps_before", [0, 3])
+def test_flat_adam_update_equals_the_per_tensor_rule(steps_before):
+    from taskaffinity.affinity.updates import FlatAdamUpdate
+
+    torch.manual_seed(2)
+    decayed, bias = torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(3))
+    optimizer = torch.optim.AdamW([{"params": [decayed], "weight_decay": 0.1}, {"params": [bias], "weight_decay": 0.0}],
+                                  lr=1e-2)
+    for _ in range(steps_before):
+        decayed.grad, bias.grad = torch.randn(5, 3), torch.randn(3)
+        optimizer.step()
+    grads = [torch.randn(5, 3), torch.randn(3)]
+    fast = FlatAdamUpdate([decayed, bias])
+    assert fast.refresh(optimizer)
+    flat_g = torch.cat([g.reshape(-1) for g in grads])
+    got = fast.minus_update(flat_g, torch.empty(18))
+    expected = -torch.cat([d.reshape(-1) for d in optimizer_update(optimizer, [decayed, bias], grads)])
+    torch.testing.assert_close(got, expected)
+
+
+def test_flat_adam_update_declines_what_it_does_not_cover():
+    from taskaffinity.affinity.updates import FlatAdamUpdate
+
+    p = torch.nn.Parameter(torch.randn(4))
+    fast = FlatAdamUpdate([p])
+    assert fast.refresh(torch.optim.AdamW([p]))
+    assert not fast.refresh(torch.optim.AdamW([p], amsgrad=True))
+    assert not fast.refresh(torch.optim.Adam([p], weight_decay=0.1))
+    assert not fast.refresh(torch.optim.SGD([p], lr=0.1))
+    assert not fast.refresh(torch.optim.AdamW([torch.nn.Parameter(torch.randn(4))]))  # p not managed
