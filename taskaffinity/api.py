@@ -38,22 +38,31 @@ def task_table(tasks: dict[str, TaskData]) -> pd.DataFrame:
     ])
 
 
-def build(config: StudyConfig, *, progress: bool = True) -> tuple[dict[str, TaskData], MultiTaskModel, object]:
-    """Tasks, model and tokenizer of a study; raises a TaskAffinityError on bad input."""
-    tasks = prepare_tasks(config.tasks, config.data, progress=progress)
+def build(config: StudyConfig, *, progress: bool = True,
+          tasks: dict[str, TaskData] | None = None) -> tuple[dict[str, TaskData], MultiTaskModel, object]:
+    """Tasks (prepared here unless given), model and tokenizer of a study; raises a TaskAffinityError on bad input."""
+    tasks = tasks if tasks is not None else prepare_tasks(config.tasks, config.data, progress=progress)
     torch.manual_seed(config.seed)  # fresh heads (and random-init encoders) are reproducible
     encoder, tokenizer = load_encoder(config.model)
     return tasks, MultiTaskModel(encoder, tasks, config.model), tokenizer
 
 
 def train_study(config: StudyConfig, out_dir: str | Path | None = None, *, resume: bool = True,
-                callbacks: list[Callback] = (), progress: bool = True) -> TrainResult:
+                callbacks: list[Callback] = (), progress: bool = True, tasks: dict[str, TaskData] | None = None,
+                init_encoder: str | Path | None = None) -> TrainResult:
     """Run a joint multi-task training; write logs, checkpoints and a summary to ``out_dir``.
 
-    Everything that can fail on bad input (config, data, model) is checked before
-    ``out_dir`` is created, so a failed start leaves nothing behind.
+    ``tasks``: already prepared task data (default: prepared from ``config``);
+    ``init_encoder``: a safetensors file of encoder weights to start from (a
+    pre-finetuned encoder; heads stay fresh). Everything that can fail on bad
+    input (config, data, model) is checked before ``out_dir`` is created, so a
+    failed start leaves nothing behind.
     """
-    tasks, model, tokenizer = build(config, progress=progress)
+    tasks, model, tokenizer = build(config, progress=progress, tasks=tasks)
+    if init_encoder is not None:
+        from safetensors.torch import load_file
+
+        model.encoder.load_state_dict(load_file(str(init_encoder)))
     trainer = JointTrainer(config, tasks, model, tokenizer, out_dir=out_dir, callbacks=list(callbacks),
                            progress=progress)
     out = Path(out_dir) if out_dir else None

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .grouping.cli import add_commands as add_grouping_commands
 
     add_grouping_commands(commands)
+    from .study.cli import add_commands as add_study_commands
+
+    add_study_commands(commands)
     return parser
 
 

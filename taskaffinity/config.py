@@ -87,6 +87,18 @@ class AffinityConfig:
 
 
 @dataclass(frozen=True)
+class ExecutorConfig:
+    """Where a study's experiments run (``study.executor``)."""
+
+    kind: str = "local"  # local | parallel | ray
+    workers: int | None = None  # experiments at once (parallel default: one per visible GPU, else 1)
+    devices: tuple = ()  # parallel: e.g. [cuda:0, cuda:1]; default every visible GPU, else cpu
+    address: str | None = None  # ray: cluster address ("auto", "ray://head:10001"); none starts a local Ray
+    num_cpus: float = 1.0  # ray: CPUs reserved per experiment
+    num_gpus: float = 0.0  # ray: GPUs reserved per experiment
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     tasks: tuple[TaskSpec, ...]
     name: str = "study"
@@ -118,7 +130,7 @@ def _plain(value):
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "training": TrainConfig, "affinity": AffinityConfig}
-TOP_KEYS = {"name", "seed", "tasks", *SECTIONS}
+TOP_KEYS = {"name", "seed", "tasks", "study", *SECTIONS}  # "study": taskaffinity.study.settings
 
 
 def load_config(path: str | Path) -> StudyConfig:

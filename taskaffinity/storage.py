@@ -50,5 +50,12 @@ def write_figure(path: str | Path, figure, **savefig) -> None:
     _atomic(path, lambda tmp: figure.savefig(tmp, format=path.suffix.lstrip("."), **savefig))
 
 
+def write_safetensors(path: str | Path, tensors: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    _atomic(Path(path), lambda tmp: save_file(tensors, tmp))
+
+
 def read_json(path: str | Path):
     return json.loads(Path(path).read_text())

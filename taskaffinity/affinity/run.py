@@ -86,12 +86,15 @@ def recorders_for(config: StudyConfig) -> tuple[list[Callback], int]:
 
 
 def record_affinity(config: StudyConfig, out_dir: str | Path | None = None, *, resume: bool = True,
-                    progress: bool = True) -> AffinityResult:
-    """Run the joint training with recorders; write the store, matrices, fidelity and heatmaps."""
+                    progress: bool = True, tasks=None) -> AffinityResult:
+    """Run the joint training with recorders; write the store, matrices, fidelity and heatmaps.
+
+    ``tasks``: already prepared task data (default: prepared from ``config``).
+    """
     from ..api import train_study
 
     callbacks, start = recorders_for(config)
-    result = train_study(config, out_dir, resume=resume, callbacks=callbacks, progress=progress)
+    result = train_study(config, out_dir, resume=resume, callbacks=callbacks, progress=progress, tasks=tasks)
     records = [r for cb in callbacks for r in getattr(cb, "records", [])]
     trainer = result.trainer
     probe = next((cb for cb in callbacks if isinstance(cb, LookaheadRecorder)), None)

@@ -1,0 +1,84 @@
+"""Run one planned job where an executor put it, and write its result files.
+
+Layout under the study folder::
+
+    data/                       the prepared task pool (shared, read-only here)
+    experiments/<id>/run/       training outputs (checkpoints while running: an interrupted job resumes)
+    experiments/<id>/encoder.safetensors   a TrainJob's encoder, for the fine-tuning jobs that start from it
+    experiments/<id>/result.parquet        written last: its presence means the job is done
+
+``result.parquet`` rows: ``experiment_id, target, seed, fraction, split, metric,
+value, baseline, primary, wall_seconds, device`` (validation and test splits).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from ..evaluate import evaluate
+from ..storage import write_parquet, write_safetensors
+from ..tasks.data import CLASS_TYPES
+from ..tasks.splits import stratified_cap
+from .plan import FinetuneJob, TrainJob
+from .pool import load_pool
+
+
+def job_folder(root: str | Path, job_id: str) -> Path:
+    return Path(root) / "experiments" / job_id
+
+
+def is_done(root: str | Path, job_id: str) -> bool:
+    return (job_folder(root, job_id) / "result.parquet").is_file()
+
+
+def run_job(item: tuple[TrainJob | FinetuneJob, str], device: str | None = None) -> None:
+    """Train and measure one job; a finished job is left alone."""
+    from ..api import train_study
+
+    job, root = item
+    folder = job_folder(root, job.id)
+    if is_done(root, job.id):
+        return
+    config = job.config
+    if device:
+        config = dataclasses.replace(config, training=dataclasses.replace(config.training, device=device))
+    tasks = load_pool(config, Path(root) / "data")
+    init = None
+    fraction = 1.0
+    if isinstance(job, FinetuneJob):
+        fraction = job.fraction
+        if fraction < 1.0:
+            tasks = {name: _subsample(task, fraction, config.data.split_seed) for name, task in tasks.items()}
+        if job.pretrain is not None:
+            init = job_folder(root, job.pretrain) / "encoder.safetensors"
+            if not init.is_file():
+                raise FileNotFoundError(f"pre-finetuning job {job.pretrain} has no saved encoder ({init})")
+    started = time.perf_counter()
+    result = train_study(config, folder / "run", tasks=tasks, init_encoder=init, progress=False)
+    trainer = result.trainer
+    metrics = evaluate(trainer.model, tasks, trainer.tokenizer, splits=("validation", "test"),
+                       max_length=config.model.max_length, batch_size=config.training.eval_batch_size,
+                       device=trainer.device, autocast=trainer.autocast)
+    if isinstance(job, TrainJob) and job.save_encoder:
+        write_safetensors(folder / "encoder.safetensors", trainer.model.encoder.state_dict())
+    rows = metrics.rename(columns={"task": "target"}).assign(
+        experiment_id=job.id, seed=config.seed, fraction=fraction,
+        wall_seconds=time.perf_counter() - started, device=str(trainer.device))
+    write_parquet(folder / "result.parquet", rows)
+    shutil.rmtree(folder / "run" / "checkpoints", ignore_errors=True)  # done: optimizer state is not needed
+
+
+def _subsample(task, fraction: float, seed: int):
+    """A fixed, stratified share of the training split (the same for every seed and checkpoint)."""
+    n = max(1, round(len(task.train) * fraction))
+    train = stratified_cap(task.train, n, seed=seed, stratify=task.spec.type in CLASS_TYPES)
+    return dataclasses.replace(task, train=train.reset_index(drop=True))
+
+
+def read_result(root: str | Path, job_id: str) -> pd.DataFrame:
+    return pd.read_parquet(job_folder(root, job_id) / "result.parquet")

@@ -1,0 +1,235 @@
+"""From a study to its experiments, each keyed by a hash of its fully resolved config.
+
+Two kinds of job:
+
+``TrainJob``     joint (pre-)finetuning on a task set; its encoder is saved for the
+                 fine-tuning jobs that start from it, and (validation studies) its
+                 members are measured on their test splits.
+``FinetuneJob``  a fresh head (and the encoder) trained on one target, from a
+                 TrainJob's encoder or from the base model (the baseline).
+
+Protocols: combinations of task families/groups with unseen targets (Padmakumar
+et al. 2022), nested supersets and the low-resource grid (Aghajanyan et al. 2021,
+§5.1, §5.3), and brute-force validation of affinities (Fifty et al. 2021, §5).
+A job's id depends only on what changes its result, so re-running a study skips
+finished jobs and jobs shared between studies are found again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import pandas as pd
+
+from ..config import AffinityConfig, StudyConfig, TrainConfig
+from .settings import Study
+
+BASELINE = "baseline"
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    id: str
+    config: StudyConfig  # tasks: the set; training: study.pretrain
+    save_encoder: bool = True
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.config.tasks)
+
+
+@dataclass(frozen=True)
+class FinetuneJob:
+    id: str
+    config: StudyConfig  # tasks: the target; training: study.finetune; seed: the fine-tuning seed
+    fraction: float = 1.0
+    pretrain: str | None = None  # TrainJob id whose encoder this run starts from; None: the base model
+
+    @property
+    def target(self) -> str:
+        return self.config.tasks[0].name
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One planned measurement: job ``job`` scores ``targets`` under ``label``."""
+
+    job: str
+    kind: str
+    label: str  # a column of the study's tables: "baseline", "G1+G2", "k=4", "pair", "source:trec6", ...
+    pretrain_set: tuple[str, ...]  # tasks trained on before (fine-tuning) or together with (joint) the target
+    targets: tuple[str, ...]
+    seed: int
+    fraction: float = 1.0
+    arm: str = ""  # validation: single, pair, all, chosen, random1, ...
+
+
+@dataclass
+class Plan:
+    train_jobs: dict[str, TrainJob] = field(default_factory=dict)
+    finetune_jobs: dict[str, FinetuneJob] = field(default_factory=dict)
+    measurements: list[Measurement] = field(default_factory=list)
+
+    def frame(self) -> pd.DataFrame:
+        """One row per (measurement, target): the plan as a tidy table."""
+        rows = [{"experiment_id": m.job, "kind": m.kind, "label": m.label, "arm": m.arm,
+                 "pretrain_set": "+".join(m.pretrain_set), "n_pretrain_tasks": len(m.pretrain_set),
+                 "target": target, "seed": m.seed, "fraction": m.fraction,
+                 "job_type": "train" if m.job in self.train_jobs else "finetune"}
+                for m in self.measurements for target in m.targets]
+        return pd.DataFrame(rows)
+
+    # -- building blocks ---------------------------------------------------------------------
+    def train(self, study: Study, tasks, *, seed: int, save_encoder: bool = True) -> TrainJob:
+        config = _job_config(study.config, tasks, study.settings.pretrain, seed)
+        job = TrainJob(id=_job_id("train", config, save_encoder=save_encoder), config=config, save_encoder=save_encoder)
+        return self.train_jobs.setdefault(job.id, job)
+
+    def finetune(self, study: Study, target: str, seed: int, fraction: float, pretrain: TrainJob | None) -> FinetuneJob:
+        config = _job_config(study.config, (target,), study.settings.finetune, seed)
+        job_id = _job_id("finetune", config, fraction=fraction, pretrain=pretrain.id if pretrain else None)
+        job = FinetuneJob(id=job_id, config=config, fraction=fraction, pretrain=pretrain.id if pretrain else None)
+        return self.finetune_jobs.setdefault(job.id, job)
+
+
+def make_plan(study: Study, groups: dict[str, tuple[str, ...]] | None = None,
+              serves: dict[str, tuple[str, ...]] | None = None) -> Plan:
+    """Every experiment of the study.
+
+    ``groups`` override the settings' (chosen from an affinity run); ``serves``
+    says which members each group is measured on (TAG groups overlap: a task may
+    help in one group and be served by another).
+    """
+    kind = study.settings.kind
+    if kind == "combinations":
+        return plan_combinations(study, groups or study.settings.groups)
+    if kind in ("scaling", "low_resource"):
+        return plan_nested(study)
+    return plan_validation(study, groups or study.settings.groups, serves)
+
+
+def plan_combinations(study: Study, groups: dict[str, tuple[str, ...]]) -> Plan:
+    """Every non-empty combination of groups (2^g − 1) plus the baseline, fine-tuned on each target."""
+    plan, settings = Plan(), study.settings
+    sets = [(BASELINE, ())]
+    for size in range(1, len(groups) + 1):
+        for combo in combinations(groups, size):
+            members = {t for name in combo for t in groups[name]}
+            sets.append(("+".join(combo), tuple(t for t in settings.pool(study.config) if t in members)))
+    _fine_tune_targets(plan, study, "combinations", sets)
+    return plan
+
+
+def scaling_order(study: Study) -> tuple[str, ...]:
+    """Pool tasks in the order supersets grow: the configured order, or a seeded permutation."""
+    if study.settings.order is not None:
+        return study.settings.order
+    pool = list(study.settings.pool(study.config))
+    random.Random(study.config.seed).shuffle(pool)
+    return tuple(pool)
+
+
+def plan_nested(study: Study) -> Plan:
+    """Nested supersets of k tasks (each contains the previous), fine-tuned on each target (and fraction)."""
+    plan, order = Plan(), scaling_order(study)
+    sets = [(f"k={k}" if k else BASELINE, order[:k]) for k in sorted(set(study.settings.sizes))]
+    _fine_tune_targets(plan, study, study.settings.kind, sets)
+    return plan
+
+
+def _fine_tune_targets(plan: Plan, study: Study, kind: str, sets: list[tuple[str, tuple[str, ...]]]) -> None:
+    settings = study.settings
+    for label, tasks in sets:
+        pretrain = plan.train(study, tasks, seed=study.config.seed) if tasks else None
+        for target in settings.targets:
+            for seed in settings.seeds:
+                for fraction in settings.fractions:
+                    job = plan.finetune(study, target, seed, fraction, pretrain)
+                    plan.measurements.append(Measurement(job.id, kind, label, tasks, (target,), seed, fraction))
+
+
+def plan_validation(study: Study, groups: dict[str, tuple[str, ...]] | None,
+                    serves: dict[str, tuple[str, ...]] | None = None) -> Plan:
+    """Brute-force transfer among the pool tasks, and the chosen grouping against alternatives.
+
+    ``pairs``: every task alone and every pair trained jointly; the gain of j from
+    training with i is compared with the affinity i→j. ``transfer``: pre-finetune on
+    each task alone, fine-tune on every other (intermediate-task transfer), against
+    fine-tuning from the base model. With ``groups``: one model per chosen group,
+    one all-task model, single-task models and random groupings of the same sizes.
+    """
+    plan, settings = Plan(), study.settings
+    pool = settings.pool(study.config)
+    for seed in settings.seeds:
+        transfer = settings.validation_mode == "transfer"  # fine-tuning starts from the alone models' encoders
+        alone = {t: plan.train(study, (t,), seed=seed, save_encoder=transfer) for t in pool}
+        for t, job in alone.items():
+            plan.measurements.append(Measurement(job.id, "validation", "alone", (t,), (t,), seed, arm="single"))
+        if not transfer:
+            for a, b in combinations(pool, 2):
+                job = plan.train(study, (a, b), seed=seed, save_encoder=False)
+                plan.measurements.append(Measurement(job.id, "validation", "pair", (a, b), (a, b), seed, arm="pair"))
+        else:
+            for target in pool:
+                base = plan.finetune(study, target, seed, 1.0, None)
+                plan.measurements.append(Measurement(base.id, "validation", BASELINE, (), (target,), seed, arm="transfer"))
+                for source in pool:
+                    if source != target:
+                        job = plan.finetune(study, target, seed, 1.0, alone[source])
+                        plan.measurements.append(Measurement(job.id, "validation", f"source:{source}", (source,),
+                                                             (target,), seed, arm="transfer"))
+        if groups:
+            _plan_grouping_arms(plan, study, groups, serves, pool, seed)
+    return plan
+
+
+def _plan_grouping_arms(plan: Plan, study: Study, groups: dict, serves: dict | None, pool: tuple[str, ...],
+                        seed: int) -> None:
+    groups = {**groups, **{t: (t,) for t in pool if not any(t in g for g in groups.values())}}  # TAG singletons
+    served = {**_served(groups), **(serves or {})}
+    arms = {"chosen": [(groups[name], served[name]) for name in groups],
+            "all": [(pool, pool)]}
+    sizes = [len(served[name]) for name in groups if served[name]]
+    rng = random.Random(seed * 7919 + 1)
+    for r in range(study.settings.random_groupings):
+        shuffled, start, parts = rng.sample(pool, len(pool)), 0, []
+        for size in sizes:
+            part = tuple(t for t in pool if t in shuffled[start:start + size])
+            parts.append((part, part))
+            start += size
+        arms[f"random{r + 1}"] = parts
+    for arm, parts in arms.items():
+        for tasks, measured in parts:
+            if not measured:
+                continue
+            tasks = tuple(t for t in pool if t in tasks)
+            job = plan.train(study, tasks, seed=seed, save_encoder=False)
+            plan.measurements.append(Measurement(job.id, "validation", f"{arm}:{'+'.join(tasks)}", tasks,
+                                                 tuple(measured), seed, arm=arm))
+
+
+def _served(groups: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """Each task is measured in one group only: the first that lists it."""
+    seen, served = set(), {}
+    for name, tasks in groups.items():
+        served[name] = tuple(t for t in tasks if t not in seen)
+        seen.update(served[name])
+    return served
+
+
+# -- identity ------------------------------------------------------------------------------------
+def _job_config(config: StudyConfig, tasks, training: TrainConfig, seed: int) -> StudyConfig:
+    """The study config narrowed to one job: only what changes that job's result is left in."""
+    wanted = set(tasks)
+    return dataclasses.replace(config, tasks=tuple(t for t in config.tasks if t.name in wanted), training=training,
+                               seed=seed, name="experiment", affinity=AffinityConfig(), source_file=None)
+
+
+def _job_id(kind: str, config: StudyConfig, **extra) -> str:
+    blob = json.dumps({"job": kind, "config": config.to_dict(), **extra}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

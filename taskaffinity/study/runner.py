@@ -1,0 +1,196 @@
+"""Run a whole study, resumably: pool → (affinity run → groups) → plan → jobs → results and tables.
+
+Everything is keyed and written atomically, so re-running the same command after
+an interruption (even SIGKILL) skips what is finished and resumes the rest:
+the prepared pool, the affinity run (from its checkpoints), each job (from its own
+checkpoints), the results table. A failed job is recorded with its error and
+does not stop the others; fine-tuning jobs whose pre-finetuning job failed are
+recorded as failed too.
+
+Output folder::
+
+    study.yaml  plan.parquet  results.parquet  summary.json  tables/*.csv
+    data/  affinity/  groups.json  experiments/<id>/{result.parquet, error.json, encoder.safetensors}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from ..storage import read_json, write_json, write_parquet, write_text
+from .executors import make_executor
+from .jobs import is_done, job_folder, run_job
+from .plan import Plan, make_plan
+from .pool import load_pool, prepare_pool
+from .results import (affinity_agreement, arm_summary, collect_results, label_summary, measured_gains,
+                      transfer_table)
+from .settings import Study
+
+
+@dataclass
+class StudyResult:
+    plan: Plan
+    results: pd.DataFrame
+    status: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
+    out_dir: Path
+
+
+def run_study(study: Study, out_dir: str | Path, *, progress: bool = True) -> StudyResult:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "study.yaml", yaml.safe_dump({**study.config.to_dict(), "study": _plain(study.settings)},
+                                                  sort_keys=False))
+    prepare_pool(study.config, out / "data", progress=progress)
+    groups, serves, affinity = None, None, None
+    if study.settings.groups_from_affinity or study.settings.kind == "validation":
+        affinity = _affinity_run(study, out, progress)
+        if study.settings.groups_from_affinity:
+            groups, serves = _choose_groups(study, affinity, out)
+    plan = make_plan(study, groups, serves)
+    frame = plan.frame()
+    write_parquet(out / "plan.parquet", frame)
+
+    executor = make_executor(study.settings.executor)
+    root = str(out)
+    _run_wave(executor, [j for j in plan.train_jobs.values() if not is_done(root, j.id)], root,
+              "pre-finetuning", progress)
+    ready, blocked = [], []
+    for job in plan.finetune_jobs.values():
+        if is_done(root, job.id):
+            continue
+        (ready if job.pretrain is None or is_done(root, job.pretrain) else blocked).append(job)
+    for job in blocked:
+        _record_failure(root, job.id, f"pre-finetuning job {job.pretrain} did not finish "
+                                      f"(see experiments/{job.pretrain}/error.json)", 0.0)
+    _run_wave(executor, ready, root, "fine-tuning", progress)
+
+    results = collect_results(out, frame)
+    write_parquet(out / "results.parquet", results)
+    tables = study_tables(study, results, affinity)
+    (out / "tables").mkdir(exist_ok=True)
+    for name, table in tables.items():
+        write_text(out / "tables" / f"{name}.csv", table.to_csv(index=name == "transfer"))
+    status = study_status(out)
+    write_json(out / "summary.json", _summary(study, status, results, out))
+    return StudyResult(plan, results, status, tables, out)
+
+
+def _run_wave(executor, jobs: list, root: str, desc: str, progress: bool) -> None:
+    if not jobs:
+        return
+    outcomes = executor.map(run_job, [(job, root) for job in jobs], desc=desc, progress=progress)
+    for job, outcome in zip(jobs, outcomes):
+        if outcome.ok:
+            (job_folder(root, job.id) / "error.json").unlink(missing_ok=True)
+        else:
+            _record_failure(root, job.id, outcome.error or "failed", outcome.seconds)
+
+
+def _record_failure(root: str, job_id: str, error: str, seconds: float) -> None:
+    write_json(job_folder(root, job_id) / "error.json", {"error": error, "seconds": round(seconds, 2),
+                                                         "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def _affinity_run(study: Study, out: Path, progress: bool):
+    """One joint affinity run over the pre-finetuning pool (resumes from its checkpoints)."""
+    from ..affinity.run import record_affinity
+    from ..affinity.store import AffinityStore
+
+    pool = set(study.settings.pool(study.config))
+    config = dataclasses.replace(study.config, tasks=tuple(t for t in study.config.tasks if t.name in pool))
+    folder = out / "affinity"
+    if (folder / "affinity.parquet").is_file() and (folder / "summary.json").is_file():
+        store = AffinityStore.load(folder / "affinity.parquet")
+        if store.metadata.get("tasks") == [t.name for t in config.tasks]:
+            return store
+    return record_affinity(config, folder, progress=progress, tasks=load_pool(config, out / "data")).store
+
+
+def _choose_groups(study: Study, store, out: Path) -> tuple[dict, dict]:
+    from ..grouping import make_grouping
+    from ..grouping.output import grouping_document, write_document
+
+    settings = study.settings.grouping
+    options = {"k": settings.k, "seed": study.config.seed}
+    if settings.method == "tag":
+        options["solver"] = settings.solver
+    elif settings.method == "hierarchical":
+        options.pop("seed")
+    grouping = make_grouping(settings.method, **options).fit(store.matrix(settings.estimator))
+    document = grouping_document(grouping, estimator=settings.estimator)
+    write_document(out / "groups.json", document)
+    groups = {f"G{i + 1}": tuple(g["tasks"]) for i, g in enumerate(document["groups"])}
+    serves = {f"G{i + 1}": tuple(g["serves"]) for i, g in enumerate(document["groups"])}
+    return groups, serves
+
+
+def study_tables(study: Study, results: pd.DataFrame, affinity=None) -> dict[str, pd.DataFrame]:
+    """The tables a study's kind calls for (empty dict while nothing is measured)."""
+    if results.empty:
+        return {}
+    kind = study.settings.kind
+    if kind == "combinations":
+        summary = label_summary(results)
+        return {"summary": summary, "transfer": transfer_table(summary)}
+    if kind == "scaling":
+        return {"summary": label_summary(results)}
+    if kind == "low_resource":
+        return {"summary": label_summary(results, by=("target", "fraction", "label"))}
+    tables = {"gains": measured_gains(results), "arms": arm_summary(results)}
+    if affinity is not None and not tables["gains"].empty:
+        rows = []
+        for estimator in affinity.estimators:
+            agreement = affinity_agreement(tables["gains"], affinity.matrix(estimator), seed=study.config.seed)
+            ci = agreement["ci"] or [None, None]
+            rows.append({"estimator": estimator, "spearman": agreement["spearman"], "ci_low": ci[0],
+                         "ci_high": ci[1], "n_pairs": agreement["n_pairs"]})
+        tables["agreement"] = pd.DataFrame(rows)
+    return tables
+
+
+def study_status(out_dir: str | Path) -> pd.DataFrame:
+    """``experiment_id, job_type, labels, targets, status, error`` for every planned job."""
+    out = Path(out_dir)
+    plan = pd.read_parquet(out / "plan.parquet")
+    rows = []
+    for job, part in plan.groupby("experiment_id", sort=False):
+        folder = job_folder(out, job)
+        if (folder / "result.parquet").is_file():
+            status, error = "done", None
+        elif (folder / "error.json").is_file():
+            status, error = "failed", read_json(folder / "error.json")["error"]
+        else:
+            status, error = "pending", None
+        rows.append({"experiment_id": job, "job_type": part["job_type"].iloc[0],
+                     "labels": ", ".join(dict.fromkeys(part["label"])),
+                     "targets": ", ".join(dict.fromkeys(part["target"])), "status": status, "error": error})
+    return pd.DataFrame(rows)
+
+
+def _summary(study: Study, status: pd.DataFrame, results: pd.DataFrame, out: Path) -> dict:
+    counts = status["status"].value_counts().to_dict()
+    walls = results.drop_duplicates("experiment_id")["wall_seconds"] if not results.empty else pd.Series([], dtype=float)
+    summary = {"kind": study.settings.kind, "jobs": int(len(status)), **{k: int(v) for k, v in counts.items()},
+               "experiment_seconds": round(float(walls.sum()), 1)}
+    steps = out / "affinity" / "steps.parquet"
+    if steps.is_file():
+        affinity_seconds = float(pd.read_parquet(steps).drop_duplicates("step")["seconds"].sum())
+        summary["affinity_run_seconds"] = round(affinity_seconds, 1)
+        if study.settings.kind == "validation" and affinity_seconds > 0:
+            brute = results[results["arm"].isin(["single", "pair", "transfer"])].drop_duplicates("experiment_id")
+            summary["brute_force_seconds"] = round(float(brute["wall_seconds"].sum()), 1)
+            summary["brute_force_over_affinity_run"] = round(summary["brute_force_seconds"] / affinity_seconds, 2)
+    return summary
+
+
+def _plain(settings) -> dict:
+    from ..config import _plain as plain
+
+    return plain(dataclasses.asdict(settings))

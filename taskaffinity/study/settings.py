@@ -1,0 +1,198 @@
+"""The ``study:`` section of a study YAML: which subset pre-finetuning experiments to run.
+
+The top-level ``tasks`` list is the study's task pool; ``study.targets`` name the
+pool tasks that are only ever fine-tuned (never pre-finetuned on), every other
+pool task can be pre-finetuned on. ``training`` is the pre-finetuning recipe
+(``study.pretrain`` overrides it) and ``study.finetune`` overrides it again for
+fine-tuning a fresh head on each target. Example::
+
+    study:
+      kind: combinations            # combinations | scaling | low_resource | validation
+      targets: [rt_subjectivity, vader_amazon]
+      seeds: [0, 1, 2]              # fine-tuning seeds
+      groups: affinity              # or {name: [tasks]} inline, or a file written by `taskaffinity group`
+      grouping: {method: tag, k: 2, estimator: stream_first_order_sgd}
+      finetune: {steps: 60, batch_size: 16}
+      executor: {kind: local}       # local | parallel | ray
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..config import ExecutorConfig, StudyConfig, TrainConfig, _build, _reject_unknown, coerce, load_config
+from ..errors import ConfigError
+
+KINDS = ("combinations", "scaling", "low_resource", "validation")
+VALIDATION_MODES = ("pairs", "transfer")
+
+
+@dataclass(frozen=True)
+class GroupingSettings:
+    """How groups are chosen from the study's own affinity run (``groups: affinity``)."""
+
+    method: str = "tag"
+    k: int = 2
+    estimator: str = "stream_first_order_sgd"
+    solver: str = "auto"
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    kind: str
+    targets: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+    groups: dict | None = None  # name -> tuple of tasks, when given inline or by file
+    groups_from_affinity: bool = False
+    grouping: GroupingSettings = field(default_factory=GroupingSettings)
+    sizes: tuple[int, ...] = ()  # scaling / low_resource: numbers of pre-finetuning tasks
+    order: tuple[str, ...] | None = None  # scaling order of pool tasks; None: random with the study seed
+    fractions: tuple[float, ...] = (1.0,)  # share of each target's training data used for fine-tuning
+    validation_mode: str = "pairs"  # pairs: every task alone and every pair; transfer: source -> target
+    random_groupings: int = 3  # validation: random groupings with the chosen grouping's group sizes
+    pretrain: TrainConfig = field(default_factory=TrainConfig)
+    finetune: TrainConfig = field(default_factory=TrainConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+
+    def pool(self, config: StudyConfig) -> tuple[str, ...]:
+        """Tasks that can be pre-finetuned on: the pool without the targets."""
+        return tuple(t.name for t in config.tasks if t.name not in self.targets)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Study:
+    config: StudyConfig
+    settings: StudySettings
+
+
+STUDY_KEYS = {"kind", "targets", "seeds", "groups", "grouping", "sizes", "order", "fractions", "validation",
+              "pretrain", "finetune", "executor"}
+
+
+def load_study(path: str | Path) -> Study:
+    """A study YAML with a ``study:`` section."""
+    path = Path(path)
+    config = load_config(path)  # checks the file, the tasks and the training sections
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")).get("study")
+    if raw is None:
+        raise ConfigError(f"{path}: no 'study' section (add study: {{kind: combinations, ...}})")
+    return Study(config, settings_from_dict(raw, config, where=str(path), base_dir=path.parent))
+
+
+def settings_from_dict(raw, config: StudyConfig, *, where: str, base_dir: Path) -> StudySettings:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: 'study' must be a mapping")
+    _reject_unknown(raw, STUDY_KEYS, where, "study.")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise ConfigError(f"{where}: study.kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    names = [t.name for t in config.tasks]
+    targets = _names(raw.get("targets", []), names, where, "study.targets")
+    pool = [n for n in names if n not in targets]
+    if kind != "validation" and not targets:
+        raise ConfigError(f"{where}: study.targets must name at least one task of 'tasks' for a {kind} study")
+    if not pool:
+        raise ConfigError(f"{where}: every task is a target; nothing is left to pre-finetune on")
+    values: dict = {"kind": kind, "targets": targets}
+    values["seeds"] = tuple(coerce(s, int, f"{where}: study.seeds[{i}]") for i, s in enumerate(_list(raw, "seeds", [0], where)))
+    if not values["seeds"]:
+        raise ConfigError(f"{where}: study.seeds must list at least one seed")
+    values["fractions"] = tuple(coerce(f, float, f"{where}: study.fractions[{i}]")
+                                for i, f in enumerate(_list(raw, "fractions", [1.0], where)))
+    if not values["fractions"] or any(not 0 < f <= 1 for f in values["fractions"]):
+        raise ConfigError(f"{where}: study.fractions must be in (0, 1], got {list(values['fractions'])}")
+    values["sizes"] = tuple(coerce(k, int, f"{where}: study.sizes[{i}]") for i, k in enumerate(_list(raw, "sizes", [], where)))
+    if any(not 0 <= k <= len(pool) for k in values["sizes"]):
+        raise ConfigError(f"{where}: study.sizes must be between 0 and {len(pool)} (pre-finetuning tasks), "
+                          f"got {list(values['sizes'])}")
+    if kind in ("scaling", "low_resource") and not values["sizes"]:
+        raise ConfigError(f"{where}: study.sizes must list the numbers of pre-finetuning tasks for a {kind} study")
+    if "order" in raw and raw["order"] != "random":
+        order = _names(raw["order"], pool, where, "study.order")
+        if len(order) < max(values["sizes"] or [0]):
+            raise ConfigError(f"{where}: study.order lists {len(order)} tasks but study.sizes go up to "
+                              f"{max(values['sizes'])}")
+        values["order"] = order
+    values.update(_groups(raw, pool, kind, where, base_dir))
+    values.update(_validation(raw.get("validation") or {}, where))
+    values["grouping"] = _build(GroupingSettings, raw.get("grouping") or {}, where, "study.grouping")
+    values["pretrain"] = _training(config.training, raw.get("pretrain") or {}, where, "study.pretrain")
+    finetune_defaults = dataclasses.replace(config.training, head_warmup_steps=0)
+    values["finetune"] = _training(finetune_defaults, raw.get("finetune") or {}, where, "study.finetune")
+    values["executor"] = _build(ExecutorConfig, raw.get("executor") or {}, where, "study.executor")
+    return StudySettings(**values)
+
+
+def _list(raw: dict, key: str, default, where: str) -> list:
+    value = raw.get(key, default)
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: study.{key} must be a list, got {value!r}")
+    return value
+
+
+def _names(value, allowed: list[str], where: str, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: {what} must be a list of task names, got {value!r}")
+    for name in value:
+        if name not in allowed:
+            raise ConfigError(f"{where}: {what}: '{name}' is not one of the tasks it may name ({', '.join(allowed)})")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where}: {what} names a task twice")
+    return tuple(value)
+
+
+def _groups(raw: dict, pool: list[str], kind: str, where: str, base_dir: Path) -> dict:
+    groups = raw.get("groups")
+    if groups is None:
+        if kind == "combinations":
+            raise ConfigError(f"{where}: a combinations study needs study.groups "
+                              "(a mapping name: [tasks], a grouping file, or 'affinity')")
+        return {}
+    if groups == "affinity":
+        return {"groups_from_affinity": True}
+    if isinstance(groups, str):
+        groups = _read_grouping_file(base_dir / groups, where)
+    if not isinstance(groups, dict) or not groups:
+        raise ConfigError(f"{where}: study.groups must be a mapping name: [tasks], a grouping file or 'affinity'")
+    resolved = {str(name): _names(tasks, pool, where, f"study.groups.{name}") for name, tasks in groups.items()}
+    if any(not tasks for tasks in resolved.values()):
+        raise ConfigError(f"{where}: study.groups: every group needs at least one task")
+    return {"groups": resolved}
+
+
+def _read_grouping_file(path: Path, where: str) -> dict:
+    """Groups of a document written by ``taskaffinity group --out`` (JSON or YAML)."""
+    if not path.is_file():
+        raise ConfigError(f"{where}: study.groups: grouping file not found: {path}")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML
+        return {f"G{i + 1}": list(group["tasks"]) for i, group in enumerate(document["groups"])}
+    except (yaml.YAMLError, KeyError, TypeError) as err:
+        raise ConfigError(f"{where}: study.groups: {path} is not a grouping document ({err})") from None
+
+
+def _validation(raw: dict, where: str) -> dict:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: study.validation must be a mapping")
+    _reject_unknown(raw, {"mode", "random_groupings"}, where, "study.validation.")
+    mode = raw.get("mode", "pairs")
+    if mode not in VALIDATION_MODES:
+        raise ConfigError(f"{where}: study.validation.mode must be one of {', '.join(VALIDATION_MODES)}, got {mode!r}")
+    randoms = coerce(raw.get("random_groupings", 3), int, f"{where}: study.validation.random_groupings")
+    if randoms < 0:
+        raise ConfigError(f"{where}: study.validation.random_groupings must be >= 0")
+    return {"validation_mode": mode, "random_groupings": randoms}
+
+
+def _training(base: TrainConfig, overrides: dict, where: str, section: str) -> TrainConfig:
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}: '{section}' must be a mapping of training options")
+    merged = {**dataclasses.asdict(base), **overrides}
+    return _build(TrainConfig, merged, where, section)
