@@ -3,10 +3,21 @@
     from taskaffinity.study import load_study, run_study
     result = run_study(load_study("studies/quickstart.yaml"), "runs/quickstart")
     result.tables["transfer"]       # targets × (baseline, each combination of groups)
+
+Names are imported lazily: executor worker processes import this package and
+should not pay for torch and the trainer before they need them.
 """
 
-from .plan import Plan, make_plan
-from .runner import StudyResult, run_study, study_status
-from .settings import Study, StudySettings, load_study
+from importlib import import_module
 
-__all__ = ["Plan", "Study", "StudyResult", "StudySettings", "load_study", "make_plan", "run_study", "study_status"]
+_EXPORTS = {"Plan": "plan", "make_plan": "plan", "StudyResult": "runner", "run_study": "runner",
+            "study_status": "runner", "Study": "settings", "StudySettings": "settings", "load_study": "settings"}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

@@ -40,8 +40,8 @@ def cmd_run(args) -> int:
 def cmd_status(args) -> int:
     from .runner import study_status
 
-    if not (Path(args.folder) / "plan.parquet").is_file():
-        raise ConfigError(f"{args.folder} is not a study folder (no plan.parquet): run `taskaffinity study run` first")
+    if not (Path(args.folder) / "jobs.parquet").is_file():
+        raise ConfigError(f"{args.folder} is not a study folder (no jobs.parquet): run `taskaffinity study run` first")
     status = study_status(args.folder)
     if args.json:
         print(json.dumps(status.to_dict("records"), indent=2))
@@ -49,7 +49,7 @@ def cmd_status(args) -> int:
         _print_status(status)
         failed = status[status["status"] == "failed"]
         for row in failed.itertuples():
-            print(f"failed {row.experiment_id} ({row.labels} -> {row.targets}): {row.error}")
+            print(f"failed {row.experiment_id} ({row.job_type} {row.tasks}): {row.error}")
     return 0
 
 

@@ -84,6 +84,14 @@ class Plan:
                 for m in self.measurements for target in m.targets]
         return pd.DataFrame(rows)
 
+    def jobs_frame(self) -> pd.DataFrame:
+        """One row per job: what it trains, and what it starts from."""
+        rows = [{"experiment_id": j.id, "job_type": "train", "tasks": "+".join(j.tasks), "pretrain": None,
+                 "seed": j.config.seed, "fraction": 1.0} for j in self.train_jobs.values()]
+        rows += [{"experiment_id": j.id, "job_type": "finetune", "tasks": j.target, "pretrain": j.pretrain,
+                  "seed": j.config.seed, "fraction": j.fraction} for j in self.finetune_jobs.values()]
+        return pd.DataFrame(rows)
+
     # -- building blocks ---------------------------------------------------------------------
     def train(self, study: Study, tasks, *, seed: int, save_encoder: bool = True) -> TrainJob:
         config = _job_config(study.config, tasks, study.settings.pretrain, seed)

@@ -9,7 +9,7 @@ recorded as failed too.
 
 Output folder::
 
-    study.yaml  plan.parquet  results.parquet  summary.json  tables/*.csv
+    study.yaml  plan.parquet  jobs.parquet  results.parquet  summary.json  tables/*.csv
     data/  affinity/  groups.json  experiments/<id>/{result.parquet, error.json, encoder.safetensors}
 """
 
@@ -43,6 +43,7 @@ class StudyResult:
 
 
 def run_study(study: Study, out_dir: str | Path, *, progress: bool = True) -> StudyResult:
+    executor = make_executor(study.settings.executor)  # bad executor settings fail before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "study.yaml", yaml.safe_dump({**study.config.to_dict(), "study": _plain(study.settings)},
@@ -56,8 +57,8 @@ def run_study(study: Study, out_dir: str | Path, *, progress: bool = True) -> St
     plan = make_plan(study, groups, serves)
     frame = plan.frame()
     write_parquet(out / "plan.parquet", frame)
+    write_parquet(out / "jobs.parquet", plan.jobs_frame())
 
-    executor = make_executor(study.settings.executor)
     root = str(out)
     _run_wave(executor, [j for j in plan.train_jobs.values() if not is_done(root, j.id)], root,
               "pre-finetuning", progress)
@@ -156,21 +157,22 @@ def study_tables(study: Study, results: pd.DataFrame, affinity=None) -> dict[str
 
 
 def study_status(out_dir: str | Path) -> pd.DataFrame:
-    """``experiment_id, job_type, labels, targets, status, error`` for every planned job."""
+    """``experiment_id, job_type, tasks, labels, status, error`` for every planned job."""
     out = Path(out_dir)
+    jobs = pd.read_parquet(out / "jobs.parquet")
     plan = pd.read_parquet(out / "plan.parquet")
+    labels = plan.groupby("experiment_id", sort=False)["label"].agg(lambda v: ", ".join(dict.fromkeys(v)))
     rows = []
-    for job, part in plan.groupby("experiment_id", sort=False):
-        folder = job_folder(out, job)
+    for job in jobs.itertuples():
+        folder = job_folder(out, job.experiment_id)
         if (folder / "result.parquet").is_file():
             status, error = "done", None
         elif (folder / "error.json").is_file():
             status, error = "failed", read_json(folder / "error.json")["error"]
         else:
             status, error = "pending", None
-        rows.append({"experiment_id": job, "job_type": part["job_type"].iloc[0],
-                     "labels": ", ".join(dict.fromkeys(part["label"])),
-                     "targets": ", ".join(dict.fromkeys(part["target"])), "status": status, "error": error})
+        rows.append({"experiment_id": job.experiment_id, "job_type": job.job_type, "tasks": job.tasks,
+                     "labels": labels.get(job.experiment_id, ""), "status": status, "error": error})
     return pd.DataFrame(rows)
 
 

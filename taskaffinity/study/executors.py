@@ -1,0 +1,267 @@
+"""Executors: run ``fn(item, device)`` for every planned experiment and report outcomes.
+
+``fn`` must be a picklable top-level function that writes its own results (atomically);
+an executor only runs it and records whether it succeeded. ``LocalExecutor`` runs items
+one after the other in this process, ``ParallelExecutor`` gives every item a freshly
+spawned process on one of N device slots (a crash or OOM kill hurts only that item, GPU
+memory is freed in between), ``RayExecutor`` submits one Ray task per item to a local
+or remote cluster. A failing item never stops the others; Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from typing import Any, Callable
+
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+
+EXECUTOR_KINDS = ("local", "parallel", "ray")
+_DIED = object()  # a spawned child that sent no message
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    error: str | None  # "ExceptionType: message" or "worker exited with code -9" when not ok
+    seconds: float     # wall time of this item
+    where: str         # free text for humans: "local", "process 3 cpu", "ray node 10.0.0.1 cuda"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _Progress:
+    """A tqdm bar whose postfix counts done and failed items."""
+
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.bar = tqdm(total=total, desc=desc, disable=not enabled)
+        self.done = self.failed = 0
+
+    def update(self, outcome: Outcome) -> None:
+        self.done += 1
+        self.failed += not outcome.ok
+        self.bar.set_postfix(done=self.done, failed=self.failed, refresh=False)
+        self.bar.update()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class Executor:
+    """Runs ``fn(item, device)`` for a list of items; see the module docstring."""
+
+    def map(self, fn: Callable[[Any, str | None], Any], items: list, *, desc: str = "experiments",
+            progress: bool = True) -> list[Outcome]:
+        """Run fn(item, device) for every item; outcomes in the order of items."""
+        raise NotImplementedError
+
+
+class LocalExecutor(Executor):
+    """Sequential and in-process; device None lets each item's own config decide."""
+
+    def map(self, fn, items, *, desc="experiments", progress=True):
+        bar, outcomes = _Progress(len(items), desc, progress), []
+        try:
+            for item in items:
+                start = time.perf_counter()
+                try:
+                    fn(item, None)
+                    error = None
+                except Exception as exc:  # KeyboardInterrupt is a BaseException: it propagates
+                    error = _describe(exc)
+                outcomes.append(Outcome(error is None, error, time.perf_counter() - start, "local"))
+                bar.update(outcomes[-1])
+        finally:
+            bar.close()
+        return outcomes
+
+
+def _child(payload: bytes, conn, threads: int) -> None:
+    """Bootstrap of one spawned experiment: limit threads before fn's module (torch) is imported."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+    try:
+        fn, item, device = pickle.loads(payload)
+        if "torch" in sys.modules:  # already imported (by __main__ or this package): the env var came too late
+            sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+        fn(item, device)
+        message = None
+    except Exception as exc:
+        message = _describe(exc)[:10_000]  # stays far below the pipe buffer
+    conn.send(message)
+    conn.close()
+
+
+class ParallelExecutor(Executor):
+    """One spawned process per item, at most one per device slot alive at a time."""
+
+    def __init__(self, devices: list[str]):
+        self.devices = list(devices)
+        self.threads = max(1, (os.cpu_count() or 1) // len(self.devices))
+
+    def map(self, fn, items, *, desc="experiments", progress=True):
+        ctx = mp.get_context("spawn")  # never fork a process that may hold CUDA or Ray state
+        bar, outcomes = _Progress(len(items), desc, progress), [None] * len(items)
+        pending, free = list(range(len(items)))[::-1], list(range(len(self.devices)))[::-1]
+        running: dict = {}  # parent end of the pipe -> (index, slot, process, start)
+        try:
+            while pending or running:
+                while pending and free:
+                    index, slot = pending.pop(), free.pop()
+                    device = self.devices[slot]
+                    recv, send = ctx.Pipe(duplex=False)
+                    payload = pickle.dumps((fn, items[index], device))
+                    proc = ctx.Process(target=_child, args=(payload, send, self.threads), daemon=True,
+                                       name=f"taskaffinity-{index}")
+                    proc.start()
+                    send.close()  # only the child holds the write end: EOF means it died
+                    running[recv] = (index, slot, proc, time.perf_counter())
+                for recv in wait(list(running)):  # readable: a message arrived or the child is gone
+                    index, slot, proc, start = running.pop(recv)
+                    try:
+                        message = recv.recv()
+                    except EOFError:  # died before sending: killed, os._exit, segfault
+                        message = _DIED
+                    recv.close()
+                    proc.join(timeout=30)  # the device is reused only once the process is gone
+                    if proc.is_alive():
+                        proc.terminate()
+                        proc.join()
+                    if message is _DIED:
+                        message = f"worker exited with code {proc.exitcode}"
+                    outcomes[index] = Outcome(message is None, message, time.perf_counter() - start,
+                                              f"process {proc.pid} {self.devices[slot]}")
+                    free.append(slot)
+                    bar.update(outcomes[index])
+        except BaseException:
+            for _, _, proc, _ in running.values():
+                proc.terminate()
+            for _, _, proc, _ in running.values():
+                proc.join()
+            raise
+        finally:
+            bar.close()
+        return outcomes
+
+
+def _ray_task(fn, item, device: str) -> tuple[bool, str | None, float, str]:
+    import ray
+
+    start = time.perf_counter()
+    try:
+        fn(item, device)
+        error = None
+    except Exception as exc:  # reported as ours, not wrapped in a RayTaskError
+        error = _describe(exc)
+    return error is None, error, time.perf_counter() - start, f"ray node {ray.util.get_node_ip_address()} {device}"
+
+
+class RayExecutor(Executor):
+    """One Ray task per item, on a cluster (address) or a local instance started here."""
+
+    def __init__(self, *, address: str | None = None, workers: int | None = None, num_cpus: float = 1.0,
+                 num_gpus: float = 0.0):
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ConfigError("study.executor.kind is 'ray' but Ray is not installed: "
+                              "pip install 'taskaffinity[ray]'") from None
+        self.address, self.workers, self.num_cpus, self.num_gpus = address, workers, num_cpus, num_gpus
+
+    def map(self, fn, items, *, desc="experiments", progress=True):
+        import ray
+        from ray import cloudpickle
+
+        started = not ray.is_initialized()
+        if started and self.address:
+            ray.init(address=self.address)
+        elif started:
+            ray.init(num_cpus=self.workers or os.cpu_count(), include_dashboard=False,
+                     object_store_memory=200 * 2**20)  # items carry configs, results go to disk
+        # Workers may not be able to import fn's module (a test or script off their path): ship
+        # it by value. taskaffinity itself must be importable where the workers run.
+        module = sys.modules.get(getattr(fn, "__module__", None) or "")
+        by_value = (module is not None and module.__name__ != "__main__"
+                    and module.__name__.split(".")[0] != "taskaffinity"
+                    and module.__name__ not in cloudpickle.list_registry_pickle_by_value())
+        if by_value:
+            cloudpickle.register_pickle_by_value(module)
+        device = "cuda" if self.num_gpus > 0 else "cpu"
+        task = ray.remote(_ray_task).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus,
+                                             max_retries=0)  # a crashed experiment is reported, not re-run
+        bar, outcomes = _Progress(len(items), desc, progress), [None] * len(items)
+        pending, running = list(range(len(items)))[::-1], {}  # ref -> (index, submitted)
+        limit = self.workers or len(items)
+        try:
+            while pending or running:
+                while pending and len(running) < limit:
+                    index = pending.pop()
+                    running[task.remote(fn, items[index], device)] = (index, time.perf_counter())
+                done, _ = ray.wait(list(running), num_returns=1)
+                for ref in done:
+                    index, submitted = running.pop(ref)
+                    try:
+                        outcomes[index] = Outcome(*ray.get(ref))
+                    except ray.exceptions.RayError as exc:  # crashed worker, lost node, unpicklable fn
+                        outcomes[index] = Outcome(False, _describe(exc).splitlines()[0],
+                                                  time.perf_counter() - submitted, f"ray {device}")
+                    bar.update(outcomes[index])
+        except BaseException:
+            for ref in running:
+                ray.cancel(ref, force=True)
+            raise
+        finally:
+            bar.close()
+            if by_value:
+                cloudpickle.unregister_pickle_by_value(module)
+            if started:
+                ray.shutdown()
+        return outcomes
+
+
+def _check_devices(devices: tuple) -> list[str]:
+    import torch
+
+    for name in devices:
+        try:
+            device = torch.device(name)
+        except (RuntimeError, TypeError) as exc:
+            raise ConfigError(f"study.executor.devices: '{name}' is not a device ({exc})") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"study.executor.devices has '{name}' but no CUDA device is available")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"study.executor.devices has '{name}' but only "
+                              f"{torch.cuda.device_count()} CUDA device(s) are visible")
+    if devices:
+        return list(devices)
+    return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
+
+
+def make_executor(config) -> Executor:
+    """The executor an ``ExecutorConfig`` asks for, after validating it."""
+    if config.kind not in EXECUTOR_KINDS:
+        raise ConfigError(f"study.executor.kind is '{config.kind}'; allowed: {', '.join(EXECUTOR_KINDS)}")
+    if config.workers is not None and config.workers < 1:
+        raise ConfigError(f"study.executor.workers must be at least 1, got {config.workers}")
+    if config.kind == "local":
+        return LocalExecutor()
+    if config.kind == "parallel":
+        devices = _check_devices(tuple(config.devices))
+        n = config.workers or len(devices)
+        return ParallelExecutor([devices[i % len(devices)] for i in range(n)])
+    if config.num_gpus > 0 and config.address is None:
+        import torch
+
+        if not torch.cuda.is_available():  # a local instance would wait forever for a GPU
+            raise ConfigError(f"study.executor.num_gpus is {config.num_gpus} but no CUDA device is available")
+    return RayExecutor(address=config.address, workers=config.workers, num_cpus=config.num_cpus,
+                       num_gpus=config.num_gpus)

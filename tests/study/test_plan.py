@@ -1,0 +1,144 @@
+"""Study settings and plan generation (no training)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from taskaffinity.errors import ConfigError
+from taskaffinity.study.plan import BASELINE, make_plan, scaling_order
+from taskaffinity.study.settings import load_study
+
+POOL = ["trec6", "bbc_topic", "sms_spam", "debate_party", "rt_sentiment", "rt_subjectivity", "vader_amazon"]
+
+
+def study_file(tmp_path: Path, study: dict, **top) -> Path:
+    raw = {"seed": 1, "tasks": POOL, "training": {"steps": 5}, **top, "study": study}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_combinations_cover_every_nonempty_combination_plus_baseline(tmp_path):
+    groups = {"Q": ["trec6"], "T": ["bbc_topic", "sms_spam"], "P": ["debate_party", "rt_sentiment"]}
+    study = load_study(study_file(tmp_path, {"kind": "combinations", "targets": ["rt_subjectivity", "vader_amazon"],
+                                             "seeds": [0, 1, 2], "groups": groups}))
+    plan = make_plan(study)
+    frame = plan.frame()
+    assert len(plan.train_jobs) == 2**3 - 1
+    labels = list(dict.fromkeys(frame["label"]))
+    assert labels[0] == BASELINE and len(labels) == 2**3
+    assert {"Q", "T", "P", "Q+T", "Q+P", "T+P", "Q+T+P"} == set(labels[1:])
+    assert len(plan.finetune_jobs) == 2**3 * 2 * 3  # sets x targets x seeds
+    for job in plan.train_jobs.values():  # targets are never pre-finetuned on
+        assert not set(job.tasks) & {"rt_subjectivity", "vader_amazon"}
+    union = frame[frame["label"] == "Q+T"]["pretrain_set"].iloc[0].split("+")
+    assert sorted(union) == sorted(["trec6", "bbc_topic", "sms_spam"])
+    # every fine-tuning job of a combination starts from that combination's pre-finetuned encoder
+    q_job = next(j for j in plan.train_jobs.values() if j.tasks == ("trec6",))
+    assert {plan.finetune_jobs[i].pretrain for i in frame[frame["label"] == "Q"]["experiment_id"]} == {q_job.id}
+    assert {plan.finetune_jobs[i].pretrain for i in frame[frame["label"] == BASELINE]["experiment_id"]} == {None}
+
+
+def test_scaling_sets_are_nested_supersets(tmp_path):
+    study = load_study(study_file(tmp_path, {"kind": "scaling", "targets": ["vader_amazon"], "sizes": [0, 1, 3, 6]}))
+    plan = make_plan(study)
+    sets = sorted((job.tasks for job in plan.train_jobs.values()), key=len)
+    assert [len(s) for s in sets] == [1, 3, 6]
+    order = scaling_order(study)
+    for small, large in zip(sets, sets[1:]):
+        assert set(small) < set(large)
+    assert set(sets[-1]) == set(order[:6]) and "vader_amazon" not in order
+    assert scaling_order(study) == order  # seeded: the same order every time
+    labels = list(dict.fromkeys(plan.frame()["label"]))
+    assert labels == [BASELINE, "k=1", "k=3", "k=6"]
+
+
+def test_scaling_follows_an_explicit_order(tmp_path):
+    order = ["sms_spam", "trec6", "bbc_topic"]
+    study = load_study(study_file(tmp_path, {"kind": "scaling", "targets": ["vader_amazon"], "sizes": [1, 2, 3],
+                                             "order": order}))
+    pool_order = [t for t in POOL if t in order]
+    sets = {len(j.tasks): set(j.tasks) for j in make_plan(study).train_jobs.values()}
+    assert sets == {1: {"sms_spam"}, 2: {"sms_spam", "trec6"}, 3: set(order)}
+    assert all(list(j.tasks) == [t for t in pool_order if t in j.tasks] for j in make_plan(study).train_jobs.values())
+
+
+def test_low_resource_grid_crosses_fractions_and_scales(tmp_path):
+    study = load_study(study_file(tmp_path, {"kind": "low_resource", "targets": ["vader_amazon"], "sizes": [0, 2, 4],
+                                             "fractions": [0.1, 0.5, 1.0], "seeds": [0, 1]}))
+    frame = make_plan(study).frame()
+    assert len(frame) == 3 * 3 * 2
+    assert set(frame["fraction"]) == {0.1, 0.5, 1.0}
+
+
+def test_validation_pairs_and_transfer_plans(tmp_path):
+    pool = POOL[:4]
+    pairs = load_study(study_file(tmp_path, {"kind": "validation"}, tasks=pool))
+    plan = make_plan(pairs)
+    assert len(plan.train_jobs) == 4 + 6 and not plan.finetune_jobs
+    transfer = load_study(study_file(tmp_path, {"kind": "validation", "validation": {"mode": "transfer"}}, tasks=pool))
+    plan = make_plan(transfer)
+    assert len(plan.train_jobs) == 4 and all(j.save_encoder for j in plan.train_jobs.values())
+    assert len(plan.finetune_jobs) == 4 * 3 + 4  # every source -> target, plus the base model per target
+
+
+def test_validation_grouping_arms(tmp_path):
+    pool = POOL[:6]
+    study = load_study(study_file(tmp_path, {"kind": "validation", "validation": {"random_groupings": 2}}, tasks=pool))
+    groups = {"G1": ("trec6", "bbc_topic", "sms_spam"), "G2": ("debate_party", "rt_sentiment", "trec6")}
+    serves = {"G1": ("trec6", "bbc_topic", "sms_spam"), "G2": ("debate_party", "rt_sentiment")}
+    frame = make_plan(study, groups, serves).frame()
+    for arm in ("chosen", "all", "random1", "random2", "single"):
+        measured = frame[frame["arm"] == arm]["target"]
+        assert sorted(measured) == sorted(pool), arm  # every task measured exactly once per arm
+    chosen = frame[frame["arm"] == "chosen"]
+    assert chosen[chosen["target"] == "trec6"]["pretrain_set"].item() == "trec6+bbc_topic+sms_spam"
+    assert chosen[chosen["target"] == "rt_subjectivity"]["pretrain_set"].item() == "rt_subjectivity"  # uncovered: alone
+
+
+def test_job_ids_depend_on_what_changes_results_only(tmp_path):
+    base = {"kind": "combinations", "targets": ["vader_amazon"], "groups": {"A": ["trec6"]}}
+    first = make_plan(load_study(study_file(tmp_path, base)))
+    renamed = make_plan(load_study(study_file(tmp_path, base, name="other", affinity={"probe_every": 3})))
+    assert set(first.train_jobs) == set(renamed.train_jobs) and set(first.finetune_jobs) == set(renamed.finetune_jobs)
+    longer = make_plan(load_study(study_file(tmp_path, {**base, "pretrain": {"steps": 9}})))
+    assert set(longer.train_jobs).isdisjoint(first.train_jobs)
+    def by_label(plan):
+        return {m.label: m.job for m in plan.measurements}
+
+    assert by_label(longer)["A"] != by_label(first)["A"]  # fine-tuned from another encoder
+    assert by_label(longer)[BASELINE] == by_label(first)[BASELINE]  # the baseline does not depend on pre-finetuning
+
+
+@pytest.mark.parametrize("study, message", [
+    ({"kind": "transfer"}, "study.kind must be one of"),
+    ({"kind": "combinations", "targets": ["nope"], "groups": {"A": ["trec6"]}}, "study.targets: 'nope'"),
+    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["trec6"]}}, "study.groups.A: 'trec6'"),
+    ({"kind": "combinations", "targets": ["trec6"]}, "needs study.groups"),
+    ({"kind": "scaling", "targets": ["trec6"], "sizes": [9]}, "study.sizes must be between 0 and 6"),
+    ({"kind": "scaling", "targets": ["trec6"]}, "study.sizes must list"),
+    ({"kind": "low_resource", "targets": ["trec6"], "sizes": [1], "fractions": [0]}, "study.fractions must be in (0, 1]"),
+    ({"kind": "scaling", "targets": ["trec6"], "sizes": [1], "seed": [0]}, "unknown key 'study.seed'"),
+    ({"kind": "combinations", "targets": ["trec6"], "groups": "missing.json"}, "grouping file not found"),
+    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "finetune": {"stepz": 3}},
+     "unknown key 'study.finetune.stepz'"),
+    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "executor": {"kind": "slurm"}},
+     None),  # checked when the executor is made (see test_executors)
+])
+def test_bad_study_sections_name_the_option(tmp_path, study, message):
+    path = study_file(tmp_path, study)
+    if message is None:
+        load_study(path)
+        return
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        load_study(path)
+
+
+def test_groups_from_a_grouping_document(tmp_path):
+    document = {"method": "tag", "groups": [{"tasks": ["trec6", "sms_spam"], "serves": ["trec6"], "score": 1.0},
+                                            {"tasks": ["bbc_topic"], "serves": ["bbc_topic"], "score": 0.0}]}
+    (tmp_path / "groups.json").write_text(yaml.safe_dump(document))
+    study = load_study(study_file(tmp_path, {"kind": "combinations", "targets": ["vader_amazon"],
+                                             "groups": "groups.json"}))
+    assert study.settings.groups == {"G1": ("trec6", "sms_spam"), "G2": ("bbc_topic",)}
