@@ -142,3 +142,23 @@ def test_groups_from_a_grouping_document(tmp_path):
     study = load_study(study_file(tmp_path, {"kind": "combinations", "targets": ["vader_amazon"],
                                              "groups": "groups.json"}))
     assert study.settings.groups == {"G1": ("trec6", "sms_spam"), "G2": ("bbc_topic",)}
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[2].glob("studies/*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_study_files_load_and_plan(path):
+    from taskaffinity.config import load_config
+
+    raw = yaml.safe_load(path.read_text())
+    assert raw["name"] and path.read_text().startswith("#")  # each file documents itself
+    if "study" not in raw:
+        load_config(path)  # joint / affinity runs
+        return
+    assert "runtime" in path.read_text().split("\nname:")[0]  # says what it costs
+    study = load_study(path)
+    pool = study.settings.pool(study.config)
+    groups = {"G1": pool[:2], "G2": pool[2:]} if study.settings.groups_from_affinity else None
+    plan = make_plan(study, groups)
+    assert plan.measurements
+    for job in plan.train_jobs.values():
+        assert not set(job.tasks) & set(study.settings.targets)
