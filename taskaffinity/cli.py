@@ -1,4 +1,4 @@
-"""Command line: a thin front over :mod:`taskaffinity.api`.
+"""Command line: a thin front over :mod:`taskaffinity.api`, studies and reports.
 
 User errors print one line naming the culprit and exit with status 2.
 """
@@ -54,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     from .study.cli import add_commands as add_study_commands
 
     add_study_commands(commands)
+
+    report = commands.add_parser("report", help="write report.html and report.md for a run or study folder")
+    report.add_argument("folder", help="output folder of `run`, `study run` or `affinity`")
+    report.set_defaults(handler=cmd_report)
+
+    pipeline = commands.add_parser("run", help="the whole pipeline: affinity -> groups -> study -> report")
+    pipeline.add_argument("config", help="study YAML with a 'study:' section")
+    pipeline.add_argument("--out", required=True, help="output folder (re-use it to resume)")
+    pipeline.add_argument("--quiet", action="store_true", help="no progress bars")
+    pipeline.set_defaults(handler=cmd_run)
     return parser
 
 
@@ -125,6 +135,27 @@ def cmd_affinity(args) -> int:
               f"sign agreement {run['sign_agreement']:.2f}")
     print(f"wrote {result.out_dir}/ (affinity.parquet, matrix_*.csv, summary_*.csv, fidelity.json, heatmap_*.png)")
     return 0
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from .errors import ConfigError
+    from .report.assemble import build_report
+
+    if not Path(args.folder).is_dir():
+        raise ConfigError(f"report: {args.folder} is not a folder")
+    print(f"wrote {build_report(args.folder)} and report.md")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .report.assemble import build_report
+    from .study.cli import cmd_run as run_study_command
+
+    status = run_study_command(args)
+    print(f"wrote {build_report(args.out)} and report.md")
+    return status
 
 
 if __name__ == "__main__":

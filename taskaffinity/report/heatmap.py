@@ -18,6 +18,25 @@ def affinity_heatmap(matrix: pd.DataFrame, *, title: str = "", mask: pd.DataFram
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+
+    n = len(matrix)
+    size = max(4.0, 0.6 * n + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    image = draw_affinity(ax, matrix, mask=mask, fmt=fmt)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="affinity of source onto target")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def draw_affinity(ax, matrix: pd.DataFrame, *, mask: pd.DataFrame | None = None, fmt: str | None = None,
+                  aspect: str = "equal", fontsize: float = 7):
+    """Draw the annotated heatmap of ``matrix`` onto ``ax``; returns the image (for a colorbar).
+
+    ``mask`` is aligned by position with ``matrix`` (reindex it first when reordering).
+    """
+    import matplotlib.pyplot as plt
     from matplotlib.colors import TwoSlopeNorm
 
     values = matrix.to_numpy(dtype=float)
@@ -29,12 +48,10 @@ def affinity_heatmap(matrix: pd.DataFrame, *, title: str = "", mask: pd.DataFram
     bound = float(np.max(np.abs(finite))) if finite.size else 1.0
     bound = bound or 1.0
     n = len(matrix)
-    size = max(4.0, 0.6 * n + 2.5)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")
-    image = ax.imshow(shown, cmap=cmap, norm=TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound))
-    ax.set_xticks(range(n), matrix.columns, rotation=45, ha="right")
-    ax.set_yticks(range(len(matrix.index)), matrix.index)
+    image = ax.imshow(shown, cmap=cmap, norm=TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound), aspect=aspect)
+    ax.set_xticks(range(len(matrix.columns)), matrix.columns, rotation=45, ha="right")
+    ax.set_yticks(range(n), matrix.index)
     ax.set_xlabel("target task j")
     ax.set_ylabel("source task i")
     fmt = fmt or (".2f" if bound >= 0.01 else ".1e")
@@ -42,13 +59,9 @@ def affinity_heatmap(matrix: pd.DataFrame, *, title: str = "", mask: pd.DataFram
         for j in range(values.shape[1]):
             if np.isfinite(values[i, j]):
                 dark = not is_self[i, j] and abs(values[i, j]) > 0.6 * bound
-                ax.text(j, i, format(values[i, j], fmt), ha="center", va="center", fontsize=7,
+                ax.text(j, i, format(values[i, j], fmt), ha="center", va="center", fontsize=fontsize,
                         color="white" if dark else ("0.35" if is_self[i, j] else "black"),
                         style="italic" if is_self[i, j] else "normal")
             if mask is not None and bool(mask.iloc[i, j]):
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0, alpha=0.4))
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="affinity of source onto target")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
+    return image

@@ -8,7 +8,9 @@ Layout under the study folder::
     experiments/<id>/result.parquet        written last: its presence means the job is done
 
 ``result.parquet`` rows: ``experiment_id, target, seed, fraction, split, metric,
-value, baseline, primary, wall_seconds, device`` (validation and test splits).
+value, baseline, primary, wall_seconds, device``: the final validation scores of
+every trained task, and test scores of the measured ones (fine-tuning targets,
+members of measured joint runs).
 """
 
 from __future__ import annotations
@@ -61,9 +63,12 @@ def run_job(item: tuple[TrainJob | FinetuneJob, str], device: str | None = None)
     started = time.perf_counter()
     result = train_study(config, folder / "run", tasks=tasks, init_encoder=init, progress=False)
     trainer = result.trainer
-    metrics = evaluate(trainer.model, tasks, trainer.tokenizer, splits=("validation", "test"),
-                       max_length=config.model.max_length, batch_size=config.training.eval_batch_size,
-                       device=trainer.device, autocast=trainer.autocast)
+    metrics = result.metrics.drop(columns=["step", "phase"])  # the trainer's final validation scores
+    if isinstance(job, FinetuneJob) or job.measure:
+        test = evaluate(trainer.model, tasks, trainer.tokenizer, splits=("test",),
+                        max_length=config.model.max_length, batch_size=config.training.eval_batch_size,
+                        device=trainer.device, autocast=trainer.autocast)
+        metrics = pd.concat([metrics, test], ignore_index=True)
     if isinstance(job, TrainJob) and job.save_encoder:
         write_safetensors(folder / "encoder.safetensors", trainer.model.encoder.state_dict())
     rows = metrics.rename(columns={"task": "target"}).assign(

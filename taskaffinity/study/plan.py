@@ -36,7 +36,8 @@ BASELINE = "baseline"
 class TrainJob:
     id: str
     config: StudyConfig  # tasks: the set; training: study.pretrain
-    save_encoder: bool = True
+    save_encoder: bool = True  # fine-tuning jobs start from it
+    measure: bool = False  # score the members on test (validation studies)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -93,9 +94,10 @@ class Plan:
         return pd.DataFrame(rows)
 
     # -- building blocks ---------------------------------------------------------------------
-    def train(self, study: Study, tasks, *, seed: int, save_encoder: bool = True) -> TrainJob:
+    def train(self, study: Study, tasks, *, seed: int, save_encoder: bool = True, measure: bool = False) -> TrainJob:
         config = _job_config(study.config, tasks, study.settings.pretrain, seed)
-        job = TrainJob(id=_job_id("train", config, save_encoder=save_encoder), config=config, save_encoder=save_encoder)
+        job_id = _job_id("train", config, save_encoder=save_encoder, measure=measure)
+        job = TrainJob(id=job_id, config=config, save_encoder=save_encoder, measure=measure)
         return self.train_jobs.setdefault(job.id, job)
 
     def finetune(self, study: Study, target: str, seed: int, fraction: float, pretrain: TrainJob | None) -> FinetuneJob:
@@ -175,12 +177,12 @@ def plan_validation(study: Study, groups: dict[str, tuple[str, ...]] | None,
     pool = settings.pool(study.config)
     for seed in settings.seeds:
         transfer = settings.validation_mode == "transfer"  # fine-tuning starts from the alone models' encoders
-        alone = {t: plan.train(study, (t,), seed=seed, save_encoder=transfer) for t in pool}
+        alone = {t: plan.train(study, (t,), seed=seed, save_encoder=transfer, measure=True) for t in pool}
         for t, job in alone.items():
             plan.measurements.append(Measurement(job.id, "validation", "alone", (t,), (t,), seed, arm="single"))
         if not transfer:
             for a, b in combinations(pool, 2):
-                job = plan.train(study, (a, b), seed=seed, save_encoder=False)
+                job = plan.train(study, (a, b), seed=seed, save_encoder=False, measure=True)
                 plan.measurements.append(Measurement(job.id, "validation", "pair", (a, b), (a, b), seed, arm="pair"))
         else:
             for target in pool:
@@ -216,7 +218,7 @@ def _plan_grouping_arms(plan: Plan, study: Study, groups: dict, serves: dict | N
             if not measured:
                 continue
             tasks = tuple(t for t in pool if t in tasks)
-            job = plan.train(study, tasks, seed=seed, save_encoder=False)
+            job = plan.train(study, tasks, seed=seed, save_encoder=False, measure=True)
             plan.measurements.append(Measurement(job.id, "validation", f"{arm}:{'+'.join(tasks)}", tasks,
                                                  tuple(measured), seed, arm=arm))
 

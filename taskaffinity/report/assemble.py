@@ -1,0 +1,275 @@
+"""Assemble a run folder into ``report.html`` (self-contained) and ``report.md``.
+
+Sections: the run (configuration, costs), affinities (clustered heatmaps,
+trajectories, fidelity), groups, the study (transfer matrix, scaling curves,
+low-resource grid, predicted vs measured transfer) and the jobs. Figures are also
+saved as PNG and SVG under ``report/``. A section whose inputs are missing (a run
+still in progress, a study without an affinity run) says so instead of failing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from ..storage import read_json, write_figure, write_text
+
+PREFERRED_ESTIMATORS = ("stream_first_order_sgd", "lookahead_sgd", "stream_cosine", "lookahead_optimizer",
+                        "stream_first_order_optimizer")
+
+
+@dataclass
+class Section:
+    title: str
+    text: list[str] = field(default_factory=list)
+    figures: list[tuple[str, str]] = field(default_factory=list)  # (file stem, caption)
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, table)
+    missing: str | None = None
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Write ``report.html``, ``report.md`` and ``report/*.png|svg`` into ``run_dir``; return the HTML path."""
+    run = Path(run_dir)
+    figures = run / "report"
+    sections = [run_section(run), affinity_section(run, figures), groups_section(run, figures),
+                study_section(run, figures), jobs_section(run)]
+    title = _study_name(run)
+    write_text(run / "report.md", to_markdown(title, sections))
+    write_text(run / "report.html", to_html(title, sections, figures))
+    return run / "report.html"
+
+
+def _save(fig, folder: Path, stem: str) -> str:
+    import matplotlib.pyplot as plt
+
+    write_figure(folder / f"{stem}.png", fig, dpi=150, bbox_inches="tight")
+    write_figure(folder / f"{stem}.svg", fig, bbox_inches="tight")
+    plt.close(fig)
+    return stem
+
+
+def _study_name(run: Path) -> str:
+    for name in ("study.yaml", "config.yaml"):
+        if (run / name).is_file():
+            return str(yaml.safe_load((run / name).read_text()).get("name", run.name))
+    return run.name
+
+
+# -- sections ------------------------------------------------------------------------------------
+def run_section(run: Path) -> Section:
+    section = Section("Run")
+    config_path = next((run / n for n in ("study.yaml", "affinity/config.yaml", "config.yaml") if (run / n).is_file()),
+                       None)
+    if config_path is None:
+        section.missing = "no study.yaml or config.yaml in the run folder"
+        return section
+    config = yaml.safe_load(config_path.read_text())
+    tasks = [t if isinstance(t, str) else t.get("name") for t in config.get("tasks", [])]
+    model, training = config.get("model", {}), config.get("training", {})
+    rows = {"model": model.get("name"), "tasks": ", ".join(map(str, tasks)), "seed": config.get("seed"),
+            "max_length": model.get("max_length"), "steps (joint / head warm-up)":
+            f"{training.get('steps')} / {training.get('head_warmup_steps', 0)}",
+            "batch size": training.get("batch_size"), "encoder lr": training.get("lr")}
+    study = config.get("study") or {}
+    if study:
+        rows.update({"study kind": study.get("kind"), "targets": ", ".join(study.get("targets") or []),
+                     "seeds": ", ".join(map(str, study.get("seeds") or []))})
+    if (run / "summary.json").is_file():
+        summary = read_json(run / "summary.json")
+        rows.update({f"cost: {k.replace('_', ' ')}": v for k, v in summary.items()
+                     if k in ("jobs", "done", "failed", "pending", "experiment_seconds", "affinity_run_seconds",
+                              "brute_force_seconds", "brute_force_over_affinity_run")})
+    section.tables.append(("configuration and costs", pd.DataFrame({"value": [str(v) for v in rows.values()]},
+                                                                   index=list(rows))))
+    return section
+
+
+def affinity_section(run: Path, folder: Path) -> Section:
+    from ..affinity.store import AffinityStore
+    from .figures import affinity_heatmap_clustered, affinity_trajectories, fidelity_scatter
+
+    section = Section("Affinities")
+    path = next((p for p in (run / "affinity" / "affinity.parquet", run / "affinity.parquet") if p.is_file()), None)
+    if path is None:
+        section.missing = "no affinity run in this folder (affinity/affinity.parquet)"
+        return section
+    store = AffinityStore.load(path)
+    meta = store.metadata
+    section.text.append(f"One joint run over {len(store.tasks)} tasks, recording from step {meta.get('start_step')} "
+                        f"to {meta.get('steps')}; exact probes every {meta.get('probe_every')} steps with "
+                        f"{meta.get('probe_batch_size')} examples per task, rules {', '.join(meta.get('rules', []))}. "
+                        "Rows are sources i, columns targets j: positive Z_{i→j} means i's update lowers j's loss. "
+                        "Hatched cells: the confidence interval covers 0.")
+    groups = _groups(run)
+    for estimator in sorted(store.estimators, key=lambda e: (e not in PREFERRED_ESTIMATORS,
+                                                             PREFERRED_ESTIMATORS.index(e) if e in PREFERRED_ESTIMATORS else 0, e)):
+        matrix = store.matrix(estimator)
+        summary = store.summary(estimator, n_boot=200, seed=0)
+        significant = summary.pivot(index="source", columns="target", values="significant")
+        mask = ~significant.reindex(index=matrix.index, columns=matrix.columns).fillna(False).astype(bool)
+        fig = affinity_heatmap_clustered(matrix, title=estimator, mask=mask, groups=groups)
+        section.figures.append((_save(fig, folder, f"heatmap_{estimator}"),
+                                f"{estimator}: run-averaged affinity, clustered (average linkage)"))
+    lead = next((e for e in PREFERRED_ESTIMATORS if e in store.estimators), store.estimators[0])
+    fig = affinity_trajectories(store.trajectories(lead))
+    section.figures.append((_save(fig, folder, f"trajectories_{lead}"), f"{lead} over training steps, per source"))
+    fidelity_path = path.parent / "fidelity.json"
+    report = read_json(fidelity_path) if fidelity_path.is_file() else {}
+    for pair in (("lookahead_sgd", "first_order_sgd"), ("lookahead_optimizer", "first_order_optimizer")):
+        if all(e in store.estimators for e in pair):
+            numbers = next((v for k, v in report.items() if pair[0] in k and pair[1] in k), None)
+            fig = fidelity_scatter(store.matrix(pair[0]), store.matrix(pair[1]),
+                                   fidelity=numbers, title=f"{pair[1]} vs {pair[0]}")
+            section.figures.append((_save(fig, folder, f"fidelity_{pair[0]}"), f"first-order form vs exact: {pair[0]}"))
+    if report:
+        rows = [{"pair": k, **{f"run {m}": v.get("run_average", {}).get(m) for m in ("pearson", "spearman",
+                                                                                     "sign_agreement")}}
+                for k, v in report.items()]
+        section.tables.append(("fidelity (agreement of run-averaged matrices, off-diagonal)", pd.DataFrame(rows)))
+    return section
+
+
+def _groups(run: Path) -> list[list[str]] | None:
+    if (run / "groups.json").is_file():
+        return [g["tasks"] for g in read_json(run / "groups.json")["groups"]]
+    return None
+
+
+def groups_section(run: Path, folder: Path) -> Section:
+    from .figures import groups_table
+
+    section = Section("Groups")
+    if not (run / "groups.json").is_file():
+        section.missing = "no groups.json (groups come from an affinity run with `groups: affinity`)"
+        return section
+    document = read_json(run / "groups.json")
+    section.text.append(f"{document['method']} grouping from {document.get('estimator')}, k = {document['k']}, "
+                        f"objective {document['objective']:.4g}.")
+    section.figures.append((_save(groups_table(document), folder, "groups"), "chosen groups, served tasks, scores"))
+    return section
+
+
+def study_section(run: Path, folder: Path) -> Section:
+    from . import figures
+
+    section = Section("Study")
+    if not (run / "results.parquet").is_file():
+        section.missing = "no results.parquet yet (run `taskaffinity study run`)"
+        return section
+    results = pd.read_parquet(run / "results.parquet")
+    if results.empty:
+        section.missing = "no experiment has finished yet"
+        return section
+    kind = results["kind"].iloc[0]
+    if kind == "combinations":
+        section.figures.append((_save(figures.transfer_matrix(results), folder, "transfer_matrix"),
+                                "targets × pre-finetuning sets: mean test metric ± seed std, colour = change vs "
+                                "baseline, best per row outlined"))
+    elif kind == "scaling":
+        section.figures.append((_save(figures.scaling_curves(results), folder, "scaling"),
+                                "target metric vs number of pre-finetuning tasks (mean ± std over seeds)"))
+    elif kind == "low_resource":
+        section.figures.append((_save(figures.low_resource_heatmap(results), folder, "low_resource"),
+                                "fraction of target training data × pre-finetuning scale"))
+    else:
+        _validation_figures(run, results, section, folder)
+    for name in ("summary", "arms", "agreement"):
+        path = run / "tables" / f"{name}.csv"
+        if path.is_file():
+            section.tables.append((f"tables/{name}.csv", pd.read_csv(path)))
+    return section
+
+
+def _validation_figures(run: Path, results: pd.DataFrame, section: Section, folder: Path) -> None:
+    from ..affinity.store import AffinityStore
+    from ..study.results import affinity_agreement, measured_gains
+    from .figures import predicted_vs_measured
+
+    gains = measured_gains(results)
+    path = run / "affinity" / "affinity.parquet"
+    if gains.empty or not path.is_file():
+        section.text.append("Predicted vs measured transfer needs the pair runs and the affinity run.")
+        return
+    store = AffinityStore.load(path)
+    for estimator in [e for e in PREFERRED_ESTIMATORS if e in store.estimators][:3]:
+        matrix = store.matrix(estimator)
+        agreement = affinity_agreement(gains, matrix)
+        fig = predicted_vs_measured(gains, matrix, agreement=agreement, estimator=estimator)
+        section.figures.append((_save(fig, folder, f"predicted_vs_measured_{estimator}"),
+                                f"affinity ({estimator}) vs measured gain of the target from training with the source"))
+
+
+def jobs_section(run: Path) -> Section:
+    section = Section("Jobs")
+    if not (run / "jobs.parquet").is_file():
+        section.missing = "no study plan in this folder"
+        return section
+    from ..study.runner import study_status
+
+    status = study_status(run)
+    counts = status["status"].value_counts()
+    section.text.append(", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "pending", "failed"))
+                        + f" of {len(status)} jobs.")
+    unfinished = status[status["status"] != "done"]
+    if not unfinished.empty:
+        section.tables.append(("jobs not done", unfinished[["experiment_id", "job_type", "tasks", "status", "error"]]))
+    return section
+
+
+# -- rendering -----------------------------------------------------------------------------------
+def to_markdown(title: str, sections: list[Section]) -> str:
+    lines = [f"# {title}: taskaffinity report", ""]
+    for section in sections:
+        lines += [f"## {section.title}", ""]
+        if section.missing:
+            lines += [f"*Missing: {section.missing}.*", ""]
+            continue
+        lines += [*(t + "\n" for t in section.text)]
+        for stem, caption in section.figures:
+            lines += [f"![{caption}](report/{stem}.png)", "", f"*{caption}*", ""]
+        for caption, table in section.tables:
+            lines += [f"**{caption}**", "", table.to_markdown(floatfmt=".4g") if _has_tabulate() else
+                      "```\n" + table.to_string() + "\n```", ""]
+    return "\n".join(lines)
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+figure{margin:1.2em 0}figure img{max-width:100%;height:auto}figcaption{color:#555;font-size:.9em}
+table{border-collapse:collapse;font-size:.85em;margin:1em 0}td,th{border:1px solid #ddd;padding:3px 8px}
+.missing{color:#a33;font-style:italic}"""
+
+
+def to_html(title: str, sections: list[Section], folder: Path) -> str:
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}: taskaffinity report</h1>"]
+    for section in sections:
+        anchor = section.title.lower()
+        parts.append(f"<section id='{anchor}'><h2>{html.escape(section.title)}</h2>")
+        if section.missing:
+            parts.append(f"<p class='missing'>Missing: {html.escape(section.missing)}.</p></section>")
+            continue
+        parts += [f"<p>{html.escape(t)}</p>" for t in section.text]
+        for stem, caption in section.figures:
+            data = base64.b64encode((folder / f"{stem}.png").read_bytes()).decode()
+            parts.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        for caption, table in section.tables:
+            parts.append(f"<h3>{html.escape(caption)}</h3>" + table.to_html(float_format=lambda v: f"{v:.4g}",
+                                                                            na_rep="", border=0))
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
