@@ -178,10 +178,10 @@ def study_section(run: Path, folder: Path) -> Section:
                                 "fraction of target training data × pre-finetuning scale"))
     else:
         _validation_figures(run, results, section, folder)
-    for name in ("summary", "arms", "agreement"):
+    for name in ("transfer", "summary", "arms", "agreement", "gains"):
         path = run / "tables" / f"{name}.csv"
         if path.is_file():
-            section.tables.append((f"tables/{name}.csv", pd.read_csv(path)))
+            section.tables.append((f"tables/{name}.csv", pd.read_csv(path, index_col=0 if name == "transfer" else None)))
     return section
 
 
@@ -233,17 +233,8 @@ def to_markdown(title: str, sections: list[Section]) -> str:
         for stem, caption in section.figures:
             lines += [f"![{caption}](report/{stem}.png)", "", f"*{caption}*", ""]
         for caption, table in section.tables:
-            lines += [f"**{caption}**", "", table.to_markdown(floatfmt=".4g") if _has_tabulate() else
-                      "```\n" + table.to_string() + "\n```", ""]
+            lines += [f"**{caption}**", "", table.to_markdown(floatfmt=".4g"), ""]
     return "\n".join(lines)
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
