@@ -172,9 +172,9 @@ class JointTrainer:
             if self.callbacks.wants_task_gradients:
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
                 self.callbacks.on_task_gradients(self, step, task, loss.detach(), grads)
-                for p, g in zip(params, grads):  # callbacks are done with grads: reuse their memory
+                for p, g in zip(params, grads):  # grads stay untouched: callbacks may keep them
                     if g is not None:
-                        p.grad = g.mul_(weight) if p.grad is None else p.grad.add_(g, alpha=weight)
+                        p.grad = g * weight if p.grad is None else p.grad.add_(g, alpha=weight)
             else:
                 (loss * weight).backward()
             losses[task] = float(loss.detach())

@@ -154,7 +154,7 @@ def test_shipped_study_files_load_and_plan(path):
     if "study" not in raw:
         load_config(path)  # joint / affinity runs
         return
-    assert "runtime" in path.read_text().split("\nname:")[0]  # says what it costs
+    assert "runtime" in path.read_text().split("\nname:")[0].lower()  # says what it costs
     study = load_study(path)
     pool = study.settings.pool(study.config)
     groups = {"G1": pool[:2], "G2": pool[2:]} if study.settings.groups_from_affinity else None
