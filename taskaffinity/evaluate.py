@@ -16,7 +16,7 @@ from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
 from .batching import collate
 from .model import MultiTaskModel
 from .tasks.data import CLASS_TYPES, TaskData
-from .tasks.spec import LOWER_IS_BETTER, MULTIPLE_CHOICE, REGRESSION
+from .tasks.spec import MULTIPLE_CHOICE, REGRESSION, signed_gain
 
 
 def score(task_type: str, labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
@@ -78,5 +78,4 @@ def evaluate(model: MultiTaskModel, tasks: dict[str, TaskData], tokenizer, *, sp
 
 def gain_over_baseline(frame: pd.DataFrame) -> pd.Series:
     """How much better than its baseline each row is (positive = better, for any metric direction)."""
-    sign = np.where(frame["metric"].isin(LOWER_IS_BETTER), -1.0, 1.0)
-    return (frame["value"] - frame["baseline"]) * sign
+    return signed_gain(frame["value"], frame["baseline"], frame["metric"])

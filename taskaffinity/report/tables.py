@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..errors import TaskAffinityError
 from ..study.plan import BASELINE
-from ..tasks.spec import LOWER_IS_BETTER
+from ..tasks.spec import LOWER_IS_BETTER, signed_gain
 
 SUMMARY_COLUMNS = ["target", "fraction", "label", "metric", "n_pretrain_tasks", "mean", "std", "n_seeds",
                    "baseline_mean", "delta", "lower_is_better"]
@@ -42,8 +42,7 @@ def seed_summary(results: pd.DataFrame, *, split: str = "test", metric: str | No
     summary = summary.merge(base.rename(columns={"mean": "baseline_mean"}), on=["target", "fraction", "metric"],
                             how="left", validate="many_to_one")
     summary["lower_is_better"] = summary["metric"].isin(LOWER_IS_BETTER)
-    # as study.results.signed_gain (not imported: that module pulls in torch)
-    summary["delta"] = (summary["mean"] - summary["baseline_mean"]) * np.where(summary["lower_is_better"], -1.0, 1.0)
+    summary["delta"] = signed_gain(summary["mean"], summary["baseline_mean"], summary["metric"])
     return summary[SUMMARY_COLUMNS]
 
 

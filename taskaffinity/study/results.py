@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from ..tasks.spec import LOWER_IS_BETTER
+from ..tasks.spec import signed_gain
 from .jobs import is_done, read_result
 
 PLAN_KEYS = ["experiment_id", "target"]
@@ -33,11 +33,6 @@ def collect_results(root: str | Path, plan: pd.DataFrame) -> pd.DataFrame:
     measured = pd.concat([read_result(root, job) for job in done], ignore_index=True)
     measured = measured.drop(columns=["seed", "fraction"])  # the plan's own columns describe them
     return plan.merge(measured, on=PLAN_KEYS, how="inner")
-
-
-def signed_gain(values: pd.Series, reference: pd.Series, metric: pd.Series) -> pd.Series:
-    """values − reference, negated for lower-is-better metrics: positive always means better."""
-    return (values - reference) * np.where(metric.isin(LOWER_IS_BETTER), -1.0, 1.0)
 
 
 def primary_test(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:

@@ -21,6 +21,16 @@ METRICS = {
 LOWER_IS_BETTER = frozenset({"mae"})
 
 
+def signed_gain(values, reference, metric):
+    """values − reference, negated for lower-is-better metrics: positive always means better.
+
+    Element-wise over pandas Series or arrays (``metric`` a Series of metric names).
+    """
+    import numpy as np
+
+    return (values - reference) * np.where(metric.isin(LOWER_IS_BETTER), -1.0, 1.0)
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One task of a study.
