@@ -66,13 +66,13 @@ def train_study(config: StudyConfig, out_dir: str | Path | None = None, *, resum
     trainer = JointTrainer(config, tasks, model, tokenizer, out_dir=out_dir, callbacks=list(callbacks),
                            progress=progress)
     out = Path(out_dir) if out_dir else None
-    if out:
+    if out and trainer.dist.main:  # under torchrun, one process writes
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         write_parquet(out / "tasks.parquet", task_table(tasks))
     started = time.perf_counter()
     metrics = trainer.train(resume=resume)
-    if out:
+    if out and trainer.dist.main:
         write_json(out / "summary.json", summarise(trainer, metrics, time.perf_counter() - started))
     return TrainResult(trainer=trainer, metrics=metrics, out_dir=out)
 

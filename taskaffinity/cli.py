@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         print("taskaffinity: interrupted; finished work is saved, re-run the same command to resume",
               file=sys.stderr)
         return 130
+    finally:
+        from .distributed import shutdown
+
+        shutdown()  # under torchrun: leave the process group cleanly
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +119,8 @@ def cmd_train(args) -> int:
     from .api import train_study
 
     result = train_study(load_run_config(args), args.out, resume=not args.no_resume, progress=not args.quiet)
+    if not result.trainer.dist.main:
+        return 0
     primary = result.metrics[result.metrics["primary"]]
     print(primary[["task", "metric", "value", "baseline"]].to_string(index=False, float_format="%.3f"))
     print(f"wrote {result.out_dir}/ (eval.parquet, steps.parquet, summary.json, checkpoints/)")
@@ -125,6 +131,8 @@ def cmd_affinity(args) -> int:
     from .affinity.run import record_affinity
 
     result = record_affinity(load_run_config(args), args.out, resume=not args.no_resume, progress=not args.quiet)
+    if not result.distributed.main:
+        return 0
     for estimator in ("lookahead_sgd", "stream_cosine"):
         if estimator in result.store.estimators:
             print(f"{estimator} (rows: source, columns: target)")

@@ -28,6 +28,7 @@ from .batching import collate
 from .callbacks import Callback, CallbackList
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import StudyConfig
+from .distributed import setup as setup_distributed
 from .errors import ConfigError
 from .evaluate import evaluate
 from .heads import loss_scale
@@ -39,12 +40,15 @@ from .tasks.data import TaskData
 log = logging.getLogger(__name__)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA if present, else CPU. Under torchrun, a bare ``cuda`` means this process's GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"training.device is '{name}' but no CUDA device is available")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
     return device
 
 
@@ -57,8 +61,9 @@ class JointTrainer:
         self.tasks, self.model, self.tokenizer = tasks, model, tokenizer
         self.out_dir = Path(out_dir) if out_dir else None
         self.callbacks = CallbackList(callbacks)
-        self.progress = progress
-        self.device = resolve_device(self.cfg.device)
+        self.dist = setup_distributed()  # one process unless launched by torchrun
+        self.progress = progress and self.dist.main
+        self.device = resolve_device(self.cfg.device, self.dist.local_rank)
         self.model.to(self.device)
         self.sampler = HeterogeneousSampler(
             {name: len(t.train) for name, t in tasks.items()}, batch_size=self.cfg.batch_size,
@@ -136,14 +141,23 @@ class JointTrainer:
         elif step == self.cfg.head_warmup_steps + 1:
             for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
                 group["lr"] = lr
-        torch.manual_seed(self.config.seed * 1_000_003 + step)  # dropout: reproducible and resumable
+        # dropout: reproducible, resumable, and different on every process
+        torch.manual_seed((self.config.seed * 1_000_003 + step) * self.dist.world + self.dist.rank)
         started = time.perf_counter()
+        drawn = self.sampler.draw(step)  # the global batch: the same on every process
+        self.step_counts = {task: len(rows) for task, rows in drawn.items()}
+        shards = {task: self.dist.shard(rows) for task, rows in drawn.items()}
+        # b_i^r / b_i: weights that sum this process's per-task losses and gradients to the global ones
+        self.shard_weights = {task: len(rows) / self.step_counts[task] for task, rows in shards.items() if len(rows)}
         batches = {task: collate(self.tasks[task].spec.type, self.tasks[task].train.iloc[rows], self.tokenizer,
                                  self.config.model.max_length, self.device)
-                   for task, rows in self.sampler.draw(step).items()}
+                   for task, rows in shards.items() if len(rows)}
         self.callbacks.on_step_begin(self, step, batches)
         self.optimizer.zero_grad(set_to_none=True)
         losses = self.accumulate_gradients(step, batches)
+        if self.dist.active:
+            losses = self.reduce_losses(losses)
+            self.reduce_gradients()
         self.callbacks.on_before_optimizer_step(self, step, losses)
         params = [p for _, p in self.trainable_parameters]
         if self.cfg.max_grad_norm:
@@ -156,14 +170,17 @@ class JointTrainer:
         lr = self.optimizer.param_groups[0]["lr"] if phase == "joint" else 0.0
         for task, loss in losses.items():
             self.step_log.append({"step": step, "phase": phase, "task": task, "loss": loss,
-                                  "examples": len(batches[task]["labels"]), "lr": lr, "seconds": seconds})
+                                  "examples": self.step_counts[task], "lr": lr, "seconds": seconds})
         return losses
 
     def accumulate_gradients(self, step: int, batches: dict) -> dict[str, float]:
-        """Backpropagate each task's weighted loss (b_i / B) · L_i / s_i into ``.grad``."""
+        """Backpropagate each task's weighted loss (b_i / B) · L_i / s_i into ``.grad``.
+
+        B is the global batch; under torchrun b_i and L_i are this process's shard's.
+        """
         named = self.trainable_parameters
         params = [p for _, p in named]
-        total = sum(len(b["labels"]) for b in batches.values())
+        total = sum(self.step_counts.values())
         losses = {}
         for task, batch in batches.items():
             with self.autocast():
@@ -180,6 +197,26 @@ class JointTrainer:
             losses[task] = float(loss.detach())
         return losses
 
+    def reduce_losses(self, losses: dict[str, float]) -> dict[str, float]:
+        """Global per-task mean losses Σ_r (b_i^r / b_i) L_i^r, in the sampler's task order."""
+        tasks = list(self.step_counts)
+        local = torch.tensor([losses.get(t, 0.0) * self.shard_weights.get(t, 0.0) for t in tasks],
+                             dtype=torch.float64, device=self.device)
+        return dict(zip(tasks, self.dist.sum_(local).tolist()))
+
+    def reduce_gradients(self) -> None:
+        """Sum ``.grad`` over processes: what DistributedDataParallel's reducer does, done here
+        because per-task ``autograd.grad`` calls bypass its hooks. A parameter keeps ``grad is
+        None`` only if no process touched it (so AdamW skips it as it would in one process)."""
+        params = [p for _, p in self.trainable_parameters]
+        touched = self.dist.sum_(torch.tensor([p.grad is not None for p in params], dtype=torch.float32,
+                                              device=self.device))
+        used = [p for p, hits in zip(params, touched.tolist()) if hits]
+        for p in used:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        self.dist.sum_tensors_([p.grad for p in used])
+
     def run_evaluation(self, step: int) -> pd.DataFrame:
         metrics = evaluate(self.model, self.tasks, self.tokenizer, max_length=self.config.model.max_length,
                            batch_size=self.cfg.eval_batch_size, device=self.device, autocast=self.autocast)
@@ -191,7 +228,16 @@ class JointTrainer:
 
     # -- persistence -------------------------------------------------------------------------
     def save(self) -> None:
-        """Logs then checkpoint, each atomic: logs never run ahead of a checkpoint that is lost."""
+        """Logs then checkpoint, each atomic: logs never run ahead of a checkpoint that is lost.
+
+        Only the main process writes; the others wait, so no process runs ahead of a checkpoint."""
+        if not self.dist.main:
+            self.dist.barrier()
+            return
+        self._write()
+        self.dist.barrier()
+
+    def _write(self) -> None:
         write_parquet(self.out_dir / "steps.parquet", pd.DataFrame(self.step_log))
         write_parquet(self.out_dir / "eval.parquet", self.eval_log)
         state = {"fingerprint": self.config.fingerprint(), "sampler": self.sampler.state_dict(),

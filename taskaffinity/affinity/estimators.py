@@ -29,6 +29,15 @@ def flatten(tensors: list[torch.Tensor | None], like: list[torch.Tensor], out: t
     return out
 
 
+def unflatten(vector: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Views of a flat vector shaped like ``like`` (the inverse of :func:`flatten`)."""
+    out, offset = [], 0
+    for ref in like:
+        out.append(vector[offset : offset + ref.numel()].view_as(ref))
+        offset += ref.numel()
+    return out
+
+
 def row_products(a: torch.Tensor, b: torch.Tensor, *, chunk: int = 65536) -> torch.Tensor:
     """``a @ b.T`` for few long rows (n × P). On CPU, summed over column blocks that stay
     in cache: 2-3× faster than one GEMM over P ≈ 10^7 columns for n ≈ 8 (measured)."""

@@ -28,7 +28,7 @@ from torch.func import functional_call
 
 from ..batching import collate
 from ..callbacks import Callback
-from .estimators import cosine_from_gram, first_order_from_products, flatten, lookahead_ratio
+from .estimators import cosine_from_gram, first_order_from_products, flatten, lookahead_ratio, unflatten
 from .parameters import select_shared
 from .updates import optimizer_update, sgd_update
 
@@ -74,15 +74,23 @@ class LookaheadRecorder(Callback):
             losses, flat = self.losses_and_gradients(model, batches, params, names)
             gram = flat @ flat.T
             out = {"gram": gram, "cosine": cosine_from_gram(gram)}
-            grads = {t: _unflatten(flat[k], params) for k, t in enumerate(names)}
+            grads = {t: unflatten(flat[k], params) for k, t in enumerate(names)}
+            # Under torchrun each process takes every world-th source; the n×n results are summed.
+            mine = range(trainer.dist.rank, len(names), trainer.dist.world)
             for rule in self.rules:
-                updates = [self.update(rule, trainer, params, grads[t]) for t in names]
+                after = torch.zeros(len(names), len(names), device=flat.device)
+                products = torch.zeros_like(after)  # P_ij = Δ_i · g_j
+                for i in mine:
+                    update = self.update(rule, trainer, params, grads[names[i]])
+                    after[i] = self.losses_after(model, named, update, batches, names)
+                    if rule != "sgd":
+                        products[i] = flatten(update, params) @ flat.T
+                trainer.dist.sum_(after)
                 if rule == "sgd":  # Δ_i · g_j = −η G_ij: no need to flatten the updates
                     products = -(self.lookahead_lr or trainer.cfg.lr) * out["gram"]
                 else:
-                    products = torch.stack([flatten(u, params) for u in updates]) @ flat.T  # Δ_i · g_j
+                    trainer.dist.sum_(products)
                 out[f"first_order_{rule}"] = first_order_from_products(-products, losses)
-                after = torch.stack([self.losses_after(model, named, u, batches, names) for u in updates])
                 out[f"lookahead_{rule}"] = lookahead_ratio(after, losses)
         finally:
             model.train(was_training)
@@ -141,14 +149,6 @@ class LookaheadRecorder(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.records, self.seconds = list(state["records"]), list(state["seconds"])
-
-
-def _unflatten(vector: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
-    out, offset = [], 0
-    for ref in like:
-        out.append(vector[offset : offset + ref.numel()].view_as(ref))
-        offset += ref.numel()
-    return out
 
 
 def _rows(step: int, arrays: dict[str, np.ndarray], names: list[str]) -> list[dict]:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..callbacks import Callback
 from ..config import StudyConfig
+from ..distributed import Distributed
 from ..errors import ConfigError
 from ..evaluate import gain_over_baseline
 from ..storage import write_figure, write_json, write_text
@@ -33,6 +34,7 @@ class AffinityResult:
     store: AffinityStore
     fidelity: dict
     out_dir: Path | None
+    distributed: Distributed = Distributed()
 
 
 class StartOfRecording(Callback):
@@ -111,9 +113,9 @@ def record_affinity(config: StudyConfig, out_dir: str | Path | None = None, *, r
     }
     store = AffinityStore(pd.DataFrame(records), metadata)
     report = fidelity(store)
-    if result.out_dir:
+    if result.out_dir and trainer.dist.main:
         write_outputs(store, report, result.out_dir, config)
-    return AffinityResult(store=store, fidelity=report, out_dir=result.out_dir)
+    return AffinityResult(store=store, fidelity=report, out_dir=result.out_dir, distributed=trainer.dist)
 
 
 def write_outputs(store: AffinityStore, report: dict, out: Path, config: StudyConfig) -> None:

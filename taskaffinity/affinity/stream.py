@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from ..callbacks import Callback
+from ..errors import ConfigError
 from .embedding_rows import EmbeddingRows, input_embedding
-from .estimators import cosine_from_gram, first_order_from_products, flatten, row_products
+from .estimators import cosine_from_gram, first_order_from_products, flatten, row_products, unflatten
 from .parameters import select_shared
 from .updates import FlatAdamUpdate, optimizer_update
 
@@ -57,6 +58,10 @@ class StreamRecorder(Callback):
 
     def check(self, trainer) -> None:
         select_shared(list(trainer.model.shared_parameters()), self.parameters)
+        if trainer.dist.active and self.sketch_dim and self.optimizer_rule:
+            raise ConfigError("affinity.sketch_dim with the optimizer rule is not supported under torchrun: "
+                              "the optimizer's direction needs each task's whole reduced gradient "
+                              "(drop 'optimizer' from affinity.rules, or the sketch)")
 
     def active(self, step: int) -> bool:
         return step >= self.start_step
@@ -74,11 +79,19 @@ class StreamRecorder(Callback):
             self.embedding.begin(batches)
         if self.optimizer_rule and self.params:  # state-only parts of the optimizer's step, once per step
             self.fast_update = self._fast if self._fast.refresh(trainer.optimizer) else None
-        self.present, self.losses = [], []
+        # Tasks of the global batch (the same on every process); under torchrun a task may have
+        # no rows on this process, and its row must then add nothing to the sum over processes.
+        self.present = [self.tasks.index(t) for t in trainer.step_counts]
+        for task in trainer.step_counts:
+            if task not in batches and self.params:
+                self._buffers["g"][self.tasks.index(task)].zero_()
 
     def _setup(self, trainer):
         named = select_shared(list(trainer.model.shared_parameters()), self.parameters)
-        weight = input_embedding(trainer.model)
+        self.dist = trainer.dist
+        # Row-sparse embeddings need each task's token rows, which differ across processes:
+        # under torchrun the embedding matrix is streamed densely instead (same numbers).
+        weight = None if self.dist.active else input_embedding(trainer.model)
         self.embedding_name = next((n for n, p in named if p is weight), None)
         self.embedding = EmbeddingRows(weight, optimizer_rule=self.optimizer_rule) if self.embedding_name else None
         dense = [(n, p) for n, p in named if n != self.embedding_name]
@@ -105,19 +118,22 @@ class StreamRecorder(Callback):
         k = self.tasks.index(task)
         selected = [grads[i] for i in self.positions]
         flat_g = self._store("g", k, selected)
-        if self.optimizer_rule and self.fast_update is not None and flat_g is not None:
-            if self.sketch is None:
-                self.fast_update.minus_update(flat_g, out=self._buffers["minus_update"][k])
-            else:
-                self._buffers["minus_update"][k] = self.sketch(self.fast_update.minus_update(flat_g, out=self._flat2))
-        elif self.optimizer_rule:
-            zeros = [g if g is not None else torch.zeros_like(p) for g, p in zip(selected, self.params)]
-            update = optimizer_update(trainer.optimizer, self.params, zeros)
-            self._store("minus_update", k, [d.neg_() for d in update])
+        if flat_g is not None and trainer.shard_weights[task] != 1.0:  # this process's share of g_i
+            self._buffers["g"][k].mul_(trainer.shard_weights[task])
+        if self.optimizer_rule and flat_g is not None and not self.dist.active:  # else after the reduction
+            self._write_minus_update(trainer, k, flat_g)
         if self.embedding:
             self.embedding.add(task, grads[self.embedding_position], trainer.optimizer)
-        self.present.append(k)
-        self.losses.append(float(loss))
+
+    def _write_minus_update(self, trainer, row: int, flat_g: torch.Tensor) -> None:
+        """Row ``row`` of −Δ: the optimizer's direction for the (unsketched) flat gradient alone."""
+        if self.fast_update is None:
+            update = optimizer_update(trainer.optimizer, self.params, unflatten(flat_g, self.params))
+            self._store("minus_update", row, [d.neg_() for d in update])
+        elif self.sketch is None:
+            self.fast_update.minus_update(flat_g, out=self._buffers["minus_update"][row])
+        else:
+            self._buffers["minus_update"][row] = self.sketch(self.fast_update.minus_update(flat_g, out=self._flat2))
 
     def _store(self, key: str, row: int, tensors) -> torch.Tensor | None:
         """Write the flattened (maybe sketched) tensors into row ``row``; return the flat vector."""
@@ -136,8 +152,13 @@ class StreamRecorder(Callback):
         # Products over all rows, then the small n×n block of present tasks: selecting rows
         # of the n×P buffer would copy it (an absent task's row is stale and ignored).
         g_all = self._buffers["g"]
+        if self.params and self.dist.active:  # Σ_r (b_i^r / b_i) g_i^r = g_i, then the products
+            self.dist.sum_(g_all)
+            if self.optimizer_rule:
+                for k in self.present:
+                    self._write_minus_update(trainer, k, g_all[k])
         idx = torch.tensor(self.present, device=g_all.device)
-        loss = torch.tensor(self.losses, device=g_all.device)
+        loss = torch.tensor([losses[t] for t in trainer.step_counts], device=g_all.device)
         eta = self.lookahead_lr or trainer.cfg.lr
         gram = _block(row_products(g_all, g_all), idx)
         if self.optimizer_rule:  # P_ij = −Δ_i · g_j
