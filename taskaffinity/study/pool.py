@@ -8,6 +8,7 @@ task and split plus a JSON index of label metadata (no pickles).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +31,9 @@ def prepare_pool(config: StudyConfig, folder: str | Path, *, progress: bool = Tr
             write_parquet(folder / f"{name}.{split}.parquet", task.split(split))
     write_json(index_path, {  # last: its presence means the pool is complete
         "fingerprint": _fingerprint(config),
-        "tasks": {name: {"label_names": list(t.label_names), "n_choices": t.n_choices,
+        # type, family and metric as prepared: derived tasks (duplicate_of, one_vs_rest) only know them now
+        "tasks": {name: {"type": t.spec.type, "family": t.spec.family, "metric": t.spec.metric,
+                         "label_names": list(t.label_names), "n_choices": t.n_choices,
                          "removed_as_duplicates": t.removed_as_duplicates} for name, t in tasks.items()}})
 
 
@@ -41,6 +44,8 @@ def load_pool(config: StudyConfig, folder: str | Path) -> dict[str, TaskData]:
     tasks = {}
     for spec in config.tasks:
         meta = index[spec.name]
+        if "type" in meta:
+            spec = dataclasses.replace(spec, type=meta["type"], family=meta["family"], metric=meta["metric"])
         frames = {split: pd.read_parquet(folder / f"{spec.name}.{split}.parquet") for split in SPLITS}
         tasks[spec.name] = TaskData(spec=spec, label_names=tuple(meta["label_names"]), n_choices=meta["n_choices"],
                                     removed_as_duplicates=meta["removed_as_duplicates"], **frames)

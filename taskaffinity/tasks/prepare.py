@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from ..config import DataConfig
 from .data import CLASS_TYPES, SPLITS, TaskData, clean_examples, encode_labels, normalise_columns
+from .derived import is_one_vs_rest, one_vs_rest_data
 from .registry import read_source
 from .spec import TaskSpec
 from .splits import deduplicate_across_tasks, split_frame, stratified_cap
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def prepare_tasks(specs: tuple[TaskSpec, ...] | list[TaskSpec], data: DataConfig, *, progress: bool = True) -> dict[str, TaskData]:
     """Load every task of a study, in order, into TaskData."""
-    originals = [s for s in specs if s.duplicate_of is None]
+    originals = [s for s in specs if s.duplicate_of is None and not is_one_vs_rest(s)]
     frames: dict[str, pd.DataFrame | dict[str, pd.DataFrame]] = {}
     where: dict[str, str] = {}
     for spec in tqdm(originals, desc="loading tasks", disable=not progress, leave=False):
@@ -42,6 +43,10 @@ def prepare_tasks(specs: tuple[TaskSpec, ...] | list[TaskSpec], data: DataConfig
     for spec in specs:
         if spec.duplicate_of is not None:
             tasks[spec.name] = _derive(spec, tasks[spec.duplicate_of])
+            continue
+        if is_one_vs_rest(spec):
+            task = one_vs_rest_data(spec, tasks, split_seed=data.split_seed)
+            tasks[spec.name] = _shuffled(task) if spec.shuffle_labels else task
             continue
         stratify = spec.type in CLASS_TYPES
         frame = frames[spec.name]

@@ -8,10 +8,20 @@ A task entry is either a catalog name (``trec6``) or a mapping:
     {name: nli, train_file: a.csv, validation_file: b.csv, test_file: c.csv, ...}
     {name: sst2, hf: nyu-mll/glue, hf_config: sst2, text_fields: [sentence]}
     {name: trec6_twin, duplicate_of: trec6}                 copy of another task (a control)
+    {name: bbc_sport, one_vs_rest: bbc_topic, positive: sport}
+                                  binary task from a multi-class one: 1 = sport, 0 = the rest
+
+``duplicate_of`` and ``one_vs_rest`` name a task listed earlier in the same study.
+A one-vs-rest task keeps the original's splits and type (classification or
+pair_classification) and its family unless given; its metric defaults to
+``macro_f1``. Training keeps every positive and at most ``negatives_per_positive``
+negatives per positive (default 3, ``null`` keeps all); validation and test keep
+their natural class balance (see :mod:`taskaffinity.tasks.derived`).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +34,11 @@ TASK_KEYS = {
     "name", "catalog", "file", "train_file", "validation_file", "test_file", "hf", "hf_config",
     "family", "type", "text_fields", "label_field", "choices_field", "metric",
     "max_train", "max_eval", "duplicate_of", "shuffle_labels",
+    "one_vs_rest", "positive", "negatives_per_positive",
 }
-SOURCE_KEYS = ("catalog", "file", "train_file", "hf", "duplicate_of")
+SOURCE_KEYS = ("catalog", "file", "train_file", "hf", "duplicate_of", "one_vs_rest")
+ONE_VS_REST_KEYS = ("positive", "negatives_per_positive")
+DEFAULT_NEGATIVES_PER_POSITIVE = 3
 
 
 def task_spec_from_entry(entry: Any, *, where: str, base_dir: Path) -> TaskSpec:
@@ -37,6 +50,11 @@ def task_spec_from_entry(entry: Any, *, where: str, base_dir: Path) -> TaskSpec:
     for key in entry:
         if key not in TASK_KEYS:
             raise ConfigError(f"{where}: unknown key '{key}' (allowed: {', '.join(sorted(TASK_KEYS))})")
+    if "one_vs_rest" not in entry:
+        for key in ONE_VS_REST_KEYS:
+            if key in entry:
+                raise ConfigError(f"{where}: task '{_entry_label(entry)}': '{key}' is only for one_vs_rest tasks "
+                                  "(add one_vs_rest: TASK, the multi-class task to split)")
     sources = [k for k in SOURCE_KEYS if k in entry]
     if len(sources) != 1:
         raise ConfigError(
@@ -53,6 +71,8 @@ def task_spec_from_entry(entry: Any, *, where: str, base_dir: Path) -> TaskSpec:
         # Everything else is copied from the original once it is loaded.
         return TaskSpec(name=name, family="", type=CLASSIFICATION, source=f"duplicate:{entry['duplicate_of']}",
                         duplicate_of=str(entry["duplicate_of"]), shuffle_labels=fields.get("shuffle_labels", False))
+    if kind == "one_vs_rest":
+        return _one_vs_rest_spec(entry, fields, name, where)
     if kind == "file":
         source = f"file:{_resolve(entry['file'], base_dir)}"
     elif kind == "train_file":
@@ -111,6 +131,44 @@ def _catalog_spec(entry: dict, fields: dict, where: str) -> TaskSpec:
         choices_field="choices" if item.type == "multiple_choice" else None,
         **fields,
     )
+
+
+def _entry_label(entry: dict) -> str:
+    """How to name a task in an error before its name is known to be valid."""
+    for key in ("name",) + SOURCE_KEYS:
+        if entry.get(key) is not None:
+            return str(entry[key])
+    return "?"
+
+
+def _one_vs_rest_spec(entry: dict, fields: dict, name: str, where: str) -> TaskSpec:
+    """A binary task derived from another task's labels; built by :mod:`.derived` at prepare time."""
+    original = entry["one_vs_rest"]
+    if not isinstance(original, str) or not original.strip():
+        raise ConfigError(f"{where}: task '{name}': one_vs_rest must name an earlier task of the study, "
+                          f"got {original!r}")
+    for key in ("type", "text_fields", "label_field", "choices_field"):
+        if key in fields:
+            raise ConfigError(f"{where}: task '{name}': '{key}' is fixed by the one_vs_rest original '{original}'")
+    if "positive" not in entry:
+        raise ConfigError(f"{where}: task '{name}': one_vs_rest needs 'positive' (the label of '{original}' "
+                          "that becomes class 1)")
+    positive = entry["positive"]
+    if isinstance(positive, float) and positive.is_integer():
+        positive = int(positive)  # labels 1.0 and 1 are the same class (see data._coerce_labels)
+    if positive is None or isinstance(positive, (list, dict)) or not str(positive).strip():
+        raise ConfigError(f"{where}: task '{name}': 'positive' must be one label of '{original}', got {positive!r}")
+    ratio = entry.get("negatives_per_positive", DEFAULT_NEGATIVES_PER_POSITIVE)
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float))
+                              or not math.isfinite(ratio) or ratio <= 0):
+        raise ConfigError(f"{where}: task '{name}': negatives_per_positive must be a positive number "
+                          f"(or null to keep every negative), got {ratio!r}")
+    fields.setdefault("family", "")  # the original's, filled in when the data is prepared
+    fields.setdefault("metric", "macro_f1")  # binary tasks are imbalanced
+    positive = str(positive).strip()
+    return TaskSpec(name=name, type=CLASSIFICATION, source=f"one_vs_rest:{original}#{positive}",
+                    options={"one_vs_rest": original, "positive": positive, "negatives_per_positive": ratio},
+                    **fields)
 
 
 def _resolve(path: Any, base_dir: Path) -> str:
