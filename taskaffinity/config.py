@@ -53,6 +53,7 @@ class TrainConfig:
     batch_size: int = 64  # examples per update, split over tasks by the sampler
     sampling: str = "natural"  # natural (size-proportional), uniform, temperature
     temperature: float = 2.0  # p_i ∝ n_i^(1/T) when sampling == "temperature"
+    tasks_per_step: int | None = None  # many tasks: at most this many tasks per update (unbiased slots)
     loss_scaling: bool = True  # L_i / log(n_classes_i)
     lr: float = 5e-5  # encoder
     head_lr: float = 1e-3  # fresh heads learn faster than the pre-trained encoder
@@ -76,6 +77,8 @@ class AffinityConfig:
     probe_every: int = 10  # exact lookahead probe every k steps
     probe_batch_size: int = 64  # examples per task per probe (TAG used 256 per batch)
     probe_split: str = "train"  # or "validation": a held-out probe pool never trained on
+    probe_sources: int | None = None  # many tasks: sources sampled per probe (default all)
+    probe_targets: int | None = None  # many tasks: targets sampled per probe (default all)
     start_step: int | None = None  # first recorded step; default: first step after the head warm-up
     stream: bool = True  # first-order estimators on every training step's sub-batches
     stream_window: int = 10  # steps averaged into one streamed record

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .errors import ConfigError
 from .heads import build_head
 from .tasks.data import TaskData
 from .tasks.spec import MULTIPLE_CHOICE, REGRESSION
@@ -24,7 +25,7 @@ class MultiTaskModel(nn.Module):
     def __init__(self, encoder: nn.Module, tasks: dict[str, TaskData], cfg: ModelConfig):
         super().__init__()
         if cfg.pooling not in ("mean", "cls"):
-            raise ValueError(f"model.pooling must be 'mean' or 'cls', got '{cfg.pooling}'")
+            raise ConfigError(f"model.pooling must be 'mean' or 'cls', got '{cfg.pooling}'")
         if getattr(encoder, "pooler", None) is not None:
             # BERT-style poolers are unused by our pooling: drop them, or they would count as
             # shared parameters that never receive a gradient.

@@ -31,9 +31,13 @@ class HeterogeneousSampler:
     """Draws per-task row indices for every step; walks each task's data in seeded epochs."""
 
     def __init__(self, sizes: dict[str, int], *, batch_size: int, method: str = "natural",
-                 temperature: float = 2.0, seed: int = 0):
+                 temperature: float = 2.0, seed: int = 0, tasks_per_step: int | None = None):
         if batch_size < 1:
             raise ValueError(f"training.batch_size must be >= 1, got {batch_size}")
+        if tasks_per_step is not None and not 1 <= tasks_per_step <= batch_size:
+            raise ValueError(f"training.tasks_per_step must be between 1 and batch_size ({batch_size}), "
+                             f"got {tasks_per_step}")
+        self.tasks_per_step = tasks_per_step
         self.sizes = dict(sizes)
         self.batch_size = batch_size
         self.seed = seed
@@ -48,6 +52,8 @@ class HeterogeneousSampler:
         proportion to the fractional parts: unbiased like a plain multinomial draw,
         but every task with B·p_i >= 1 is in every update (heterogeneous batches).
         """
+        if self.tasks_per_step is not None and self.tasks_per_step < len(self.sizes):
+            return self._slot_counts(step)
         expected = self.batch_size * np.array(list(self.probabilities.values()))
         counts = np.floor(expected).astype(int)
         rest = self.batch_size - counts.sum()
@@ -55,6 +61,21 @@ class HeterogeneousSampler:
             fraction = expected - counts
             rng = np.random.default_rng([self.seed, step, 0x5EED])
             counts += rng.multinomial(rest, fraction / fraction.sum())
+        return {task: int(c) for task, c in zip(self.probabilities, counts) if c > 0}
+
+    def _slot_counts(self, step: int) -> dict[str, int]:
+        """At most ``tasks_per_step`` tasks per update, for runs with many tasks.
+
+        The batch is cut into m equal slots and each slot's task is drawn from p
+        independently: every task still gets B·p_i examples per step in expectation
+        (an unbiased mixture), but sub-batches are B/m examples, not B/n, which keeps
+        per-task passes efficient when n is large (Muppet's ~50 tasks).
+        """
+        m = self.tasks_per_step
+        sizes = np.full(m, self.batch_size // m) + (np.arange(m) < self.batch_size % m)
+        rng = np.random.default_rng([self.seed, step, 0x5107])
+        slots = rng.choice(len(self.probabilities), size=m, p=list(self.probabilities.values()))
+        counts = np.bincount(slots, weights=sizes, minlength=len(self.probabilities)).astype(int)
         return {task: int(c) for task, c in zip(self.probabilities, counts) if c > 0}
 
     def draw(self, step: int) -> dict[str, np.ndarray]:

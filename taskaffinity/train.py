@@ -65,9 +65,13 @@ class JointTrainer:
         self.progress = progress and self.dist.main
         self.device = resolve_device(self.cfg.device, self.dist.local_rank)
         self.model.to(self.device)
-        self.sampler = HeterogeneousSampler(
-            {name: len(t.train) for name, t in tasks.items()}, batch_size=self.cfg.batch_size,
-            method=self.cfg.sampling, temperature=self.cfg.temperature, seed=config.seed)
+        try:
+            self.sampler = HeterogeneousSampler(
+                {name: len(t.train) for name, t in tasks.items()}, batch_size=self.cfg.batch_size,
+                method=self.cfg.sampling, temperature=self.cfg.temperature, seed=config.seed,
+                tasks_per_step=self.cfg.tasks_per_step)
+        except ValueError as err:  # a bad training option: the user's config, not a crash
+            raise ConfigError(f"{config.source_file or 'config'}: {err}") from None
         self.loss_scales = {name: loss_scale(t.spec.type, t.n_classes) if self.cfg.loss_scaling else 1.0
                             for name, t in tasks.items()}
         self.optimizer = torch.optim.AdamW(self.param_groups_for(model))

@@ -50,3 +50,23 @@ def test_restored_state_continues_the_same_stream():
     for step in range(30, 60):
         da, db = a.draw(step), b.draw(step)
         assert da.keys() == db.keys() and all(np.array_equal(da[k], db[k]) for k in da)
+
+
+def test_tasks_per_step_caps_tasks_per_update_and_keeps_proportions_unbiased():
+    sizes = {f"t{i}": 100 * (i + 1) for i in range(12)}
+    sampler = HeterogeneousSampler(sizes, batch_size=30, seed=2, tasks_per_step=4)
+    expected = task_probabilities(sizes, "natural")
+    totals = dict.fromkeys(sizes, 0)
+    steps = 3000
+    for step in range(1, steps + 1):
+        counts = sampler.counts(step)
+        assert sum(counts.values()) == 30 and len(counts) <= 4
+        assert all(c in (7, 8, 14, 15, 16, 21, 22, 23, 30) for c in counts.values())  # whole slots of 7-8
+        for task, c in counts.items():
+            totals[task] += c
+    share = {k: v / (30 * steps) for k, v in totals.items()}
+    for task in sizes:  # a few standard errors of the slot draw
+        assert share[task] == pytest.approx(expected[task], abs=0.006), task
+    assert sampler.counts(17) == HeterogeneousSampler(sizes, batch_size=30, seed=2, tasks_per_step=4).counts(17)
+    with pytest.raises(ValueError, match="tasks_per_step"):
+        HeterogeneousSampler(sizes, batch_size=30, tasks_per_step=0)

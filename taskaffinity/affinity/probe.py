@@ -38,8 +38,10 @@ class LookaheadRecorder(Callback):
 
     def __init__(self, *, rules=("sgd", "optimizer"), every: int = 10, batch_size: int = 64,
                  split: str = "train", start_step: int = 1, parameters: str = "all",
-                 lookahead_lr: float | None = None, seed: int = 0):
+                 lookahead_lr: float | None = None, sources: int | None = None, targets: int | None = None,
+                 seed: int = 0):
         self.rules, self.every, self.batch_size = tuple(rules), every, batch_size
+        self.sources, self.targets = sources, targets
         self.split, self.start_step, self.parameters = split, start_step, parameters
         self.lookahead_lr, self.seed = lookahead_lr, seed
         self.records: list[dict] = []
@@ -64,48 +66,72 @@ class LookaheadRecorder(Callback):
         model = trainer.model
         named = select_shared(list(model.shared_parameters()), self.parameters)
         params = [p for _, p in named]
-        names = list(trainer.tasks)
+        sources, targets = self.pairs(step, list(trainer.tasks))
+        needed = [t for t in trainer.tasks if t in set(sources) | set(targets)]
         rng_cpu = torch.get_rng_state()
         rng_cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         was_training = model.training
         model.eval()  # no dropout; no batch-norm statistics would be updated either
         try:
-            batches = self.probe_batches(trainer, step)
-            losses, flat = self.losses_and_gradients(model, batches, params, names)
+            batches = self.probe_batches(trainer, step, needed)
+            losses, flat = self.losses_and_gradients(model, batches, params, needed)
+            at = {t: k for k, t in enumerate(needed)}
+            src = torch.tensor([at[t] for t in sources], device=flat.device)
+            tgt = torch.tensor([at[t] for t in targets], device=flat.device)
             gram = flat @ flat.T
-            out = {"gram": gram, "cosine": cosine_from_gram(gram)}
-            grads = {t: unflatten(flat[k], params) for k, t in enumerate(names)}
-            # Under torchrun each process takes every world-th source; the n×n results are summed.
-            mine = range(trainer.dist.rank, len(names), trainer.dist.world)
+            out = {"gram": gram[src][:, tgt], "cosine": cosine_from_gram(gram)[src][:, tgt]}
+            target_losses, target_grads = losses[tgt], flat[tgt]
+            # Under torchrun each process takes every world-th source; the results are summed.
+            mine = range(trainer.dist.rank, len(sources), trainer.dist.world)
             for rule in self.rules:
-                after = torch.zeros(len(names), len(names), device=flat.device)
+                after = torch.zeros(len(sources), len(targets), device=flat.device)
                 products = torch.zeros_like(after)  # P_ij = Δ_i · g_j
-                for i in mine:
-                    update = self.update(rule, trainer, params, grads[names[i]])
-                    after[i] = self.losses_after(model, named, update, batches, names)
+                for a in mine:
+                    update = self.update(rule, trainer, params, unflatten(flat[at[sources[a]]], params))
+                    after[a] = self.losses_after(model, named, update, batches, targets)
                     if rule != "sgd":
-                        products[i] = flatten(update, params) @ flat.T
+                        products[a] = flatten(update, params) @ target_grads.T
                 trainer.dist.sum_(after)
                 if rule == "sgd":  # Δ_i · g_j = −η G_ij: no need to flatten the updates
                     products = -(self.lookahead_lr or trainer.cfg.lr) * out["gram"]
                 else:
                     trainer.dist.sum_(products)
-                out[f"first_order_{rule}"] = first_order_from_products(-products, losses)
-                out[f"lookahead_{rule}"] = lookahead_ratio(after, losses)
+                out[f"first_order_{rule}"] = first_order_from_products(-products, target_losses)
+                out[f"lookahead_{rule}"] = lookahead_ratio(after, target_losses)
         finally:
             model.train(was_training)
             torch.set_rng_state(rng_cpu)
             if rng_cuda is not None:
                 torch.cuda.set_rng_state_all(rng_cuda)
         arrays = {k: v.detach().double().cpu().numpy() for k, v in out.items()}
-        self.records.extend(_rows(step, arrays, names))
+        self.records.extend(_rows(step, arrays, sources, targets))
         self.seconds.append(time.perf_counter() - started)
         return arrays
 
-    def probe_batches(self, trainer, step: int) -> dict[str, dict]:
-        """Seeded probe batch per task, independent of the training sampler."""
+    def pairs(self, step: int, names: list[str]) -> tuple[list[str], list[str]]:
+        """This probe's sources and targets: all tasks, or seeded random subsets of them.
+
+        With n tasks, an exact probe costs n lookahead passes over n probe batches. Sampling
+        s sources and t targets per probe costs s passes over t batches; each pair is then
+        measured at a random ~(s/n)(t/n) of the probes, independently of its value, so its
+        mean over the probes that sampled it stays unbiased, with fewer samples (wider
+        intervals: the store's standard errors and bootstrap count only real samples).
+        """
+        rng = np.random.default_rng([self.seed, step, 0x9A125])
+
+        def sample(k):
+            if k is None or k >= len(names):
+                return list(names)
+            return [names[i] for i in np.sort(rng.choice(len(names), size=k, replace=False))]
+
+        return sample(self.sources), sample(self.targets)
+
+    def probe_batches(self, trainer, step: int, names: list[str] | None = None) -> dict[str, dict]:
+        """Seeded probe batch per task (of ``names``, default all), independent of the training sampler."""
         batches = {}
         for k, (name, task) in enumerate(trainer.tasks.items()):
+            if names is not None and name not in names:
+                continue
             frame = task.split(self.split)
             rng = np.random.default_rng([self.seed, step, k, 0xAFF])
             rows = rng.choice(len(frame), size=min(self.batch_size, len(frame)), replace=False)
@@ -151,6 +177,6 @@ class LookaheadRecorder(Callback):
         self.records, self.seconds = list(state["records"]), list(state["seconds"])
 
 
-def _rows(step: int, arrays: dict[str, np.ndarray], names: list[str]) -> list[dict]:
+def _rows(step: int, arrays: dict[str, np.ndarray], sources: list[str], targets: list[str]) -> list[dict]:
     return [{"step": step, "estimator": est, "source": src, "target": tgt, "value": float(matrix[i, j])}
-            for est, matrix in arrays.items() for i, src in enumerate(names) for j, tgt in enumerate(names)]
+            for est, matrix in arrays.items() for i, src in enumerate(sources) for j, tgt in enumerate(targets)]

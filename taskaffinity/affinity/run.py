@@ -69,8 +69,8 @@ def recorders_for(config: StudyConfig) -> tuple[list[Callback], int]:
         raise ConfigError(f"affinity.rules: unknown rule '{unknown[0]}' (use {', '.join(RULES)})")
     if cfg.probe_split not in ("train", "validation"):
         raise ConfigError(f"affinity.probe_split must be train or validation, got '{cfg.probe_split}'")
-    for key in ("probe_every", "probe_batch_size", "stream_window", "bootstrap"):
-        if getattr(cfg, key) < 1:
+    for key in ("probe_every", "probe_batch_size", "stream_window", "bootstrap", "probe_sources", "probe_targets"):
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
             raise ConfigError(f"affinity.{key} must be >= 1, got {getattr(cfg, key)}")
     start = cfg.start_step if cfg.start_step is not None else training.head_warmup_steps + 1
     total = training.head_warmup_steps + training.steps
@@ -80,7 +80,8 @@ def recorders_for(config: StudyConfig) -> tuple[list[Callback], int]:
     callbacks: list[Callback] = [StartOfRecording(start)]
     if cfg.rules:
         callbacks.append(LookaheadRecorder(rules=cfg.rules, every=cfg.probe_every, batch_size=cfg.probe_batch_size,
-                                           split=cfg.probe_split, **common))
+                                           split=cfg.probe_split, sources=cfg.probe_sources,
+                                           targets=cfg.probe_targets, **common))
     if cfg.stream:
         callbacks.append(StreamRecorder(window=cfg.stream_window, optimizer_rule="optimizer" in cfg.rules,
                                         sketch_dim=cfg.sketch_dim, **common))
@@ -105,6 +106,8 @@ def record_affinity(config: StudyConfig, out_dir: str | Path | None = None, *, r
         "lr": config.training.lr, "lookahead_lr_sgd": config.affinity.lookahead_lr or config.training.lr,
         "rules": list(config.affinity.rules), "probe_every": config.affinity.probe_every,
         "probe_batch_size": config.affinity.probe_batch_size, "probe_split": config.affinity.probe_split,
+        "probe_sources": config.affinity.probe_sources, "probe_targets": config.affinity.probe_targets,
+        "tasks_per_step": config.training.tasks_per_step,
         "head_warmup_steps": config.training.head_warmup_steps, "start_step": start,
         "steps": trainer.step, "parameters": config.affinity.parameters, "sketch_dim": config.affinity.sketch_dim,
         "stream_window": config.affinity.stream_window, "learned_at_start": callbacks[0].learned,

@@ -3,6 +3,7 @@
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -127,3 +128,25 @@ def test_probe_leaves_model_optimizer_and_rng_bit_identical(trained):
         for slot, value in slots.items():
             assert torch.equal(value, optim_after["state"][index][slot])
     assert optim_before["param_groups"] == optim_after["param_groups"]
+
+
+def test_sampled_pairs_are_exactly_the_full_probes_values(trained):
+    """Sampling sources and targets only skips work: each sampled pair equals the full probe's value."""
+    trainer, recorder = trained
+    names = list(trainer.tasks)
+    full = recorder.probe(trainer, step=6)
+    sampled = LookaheadRecorder(rules=recorder.rules, every=1, batch_size=12, lookahead_lr=1e-2, seed=5,
+                                sources=2, targets=3)
+    sampled.probe(trainer, step=6)
+    records = pd.DataFrame(sampled.records)
+    sources, targets = sampled.pairs(6, names)
+    assert len(sources) == 2 and len(targets) == 3
+    for estimator, rows in records.groupby("estimator"):
+        assert len(rows) == 6 and set(rows.source) == set(sources) and set(rows.target) == set(targets)
+        for row in rows.itertuples():
+            expected = full[estimator][names.index(row.source), names.index(row.target)]
+            assert row.value == pytest.approx(expected, rel=1e-4, abs=1e-7), (estimator, row.source, row.target)
+    # other steps sample other pairs, and over many probes every pair is covered
+    covered = {(s, t) for step in range(1, 60) for s in sampled.pairs(step, names)[0]
+               for t in sampled.pairs(step, names)[1]}
+    assert covered == {(s, t) for s in names for t in names}
