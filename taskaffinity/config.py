@@ -66,6 +66,7 @@ class TrainConfig:
     eval_batch_size: int = 128
     checkpoint_every: int = 100
     amp: bool = True  # autocast on CUDA (bf16 where supported); ignored on CPU
+    pack_tasks: bool | None = None  # all tasks in one encoder pass when no per-task gradient is needed (default: on CUDA)
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
 
 

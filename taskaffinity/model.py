@@ -64,9 +64,9 @@ class MultiTaskModel(nn.Module):
         """Encode several tasks' inputs in one encoder pass (padded to a common length).
 
         Attention masks keep padding out, so each example's features equal those of
-        :meth:`encode` up to float rounding. Only for passes without dropout: one
-        pass shares the dropout draws of all tasks. ``encoder`` may replace the
-        module's encoder call (e.g. a ``functional_call`` with other parameters).
+        :meth:`encode` up to float rounding (with dropout on, masks are still drawn per
+        element, only from a different stream of random numbers). ``encoder`` may replace
+        the module's encoder call (e.g. a ``functional_call`` with other parameters).
         """
         shapes = [x["input_ids"].shape for x in inputs_list]
         width = max(shape[-1] for shape in shapes)

@@ -35,6 +35,7 @@ from .heads import loss_scale
 from .model import MultiTaskModel
 from .sampling import HeterogeneousSampler
 from .storage import read_json, write_parquet
+from .task_gradients import PackedTaskGradients, covered_modules
 from .tasks.data import TaskData
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,13 @@ class JointTrainer:
         self.step_log: list[dict] = []
         self.eval_log = pd.DataFrame()
         self.use_amp = self.cfg.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        # one encoder pass per step by default on GPUs; per-task passes on CPU, where padding
+        # every task to the longest costs more than the extra passes save
+        self.packs_tasks = self.cfg.pack_tasks if self.cfg.pack_tasks is not None else self.device.type == "cuda"
+        # Per-task gradients from packed passes need per-task heads and covered encoder layers
+        modules = covered_modules(model.encoder)
+        own_heads = len(set(model.head_of.values())) == len(model.head_of)
+        self.task_gradients = PackedTaskGradients(modules) if modules is not None and own_heads else None
         self.callbacks.check(self)
 
     # -- set-up ------------------------------------------------------------------------------
@@ -185,11 +193,16 @@ class JointTrainer:
         named = self.trainable_parameters
         params = [p for _, p in named]
         total = sum(self.step_counts.values())
+        weights = {task: len(batch["labels"]) / total / self.loss_scales[task] for task, batch in batches.items()}
+        if self.packs_tasks and not self.callbacks.wants_task_gradients:
+            return self.accumulate_packed(batches, weights)
+        if self.packs_tasks and self.task_gradients is not None:
+            return self.accumulate_packed_per_task(step, batches, weights)
         losses = {}
         for task, batch in batches.items():
             with self.autocast():
                 loss, _ = self.model.loss(task, batch)
-            weight = len(batch["labels"]) / total / self.loss_scales[task]
+            weight = weights[task]
             if self.callbacks.wants_task_gradients:
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
                 self.callbacks.on_task_gradients(self, step, task, loss.detach(), grads)
@@ -200,6 +213,36 @@ class JointTrainer:
                 (loss * weight).backward()
             losses[task] = float(loss.detach())
         return losses
+
+    def accumulate_packed(self, batches: dict, weights: dict[str, float]) -> dict[str, float]:
+        """All tasks' sub-batches in one encoder pass and one backward (same gradient, fewer,
+        larger kernels: what a GPU needs). Per-task passes remain for recorders that need
+        each task's own gradient."""
+        return {task: float(loss) for task, loss in self._packed_backward(batches, weights).items()}
+
+    def accumulate_packed_per_task(self, step: int, batches: dict, weights: dict[str, float]) -> dict[str, float]:
+        """One packed pass, per-task encoder gradients split from it (``task_gradients``)."""
+        tasks = list(batches)
+        rows = [int(torch.tensor(b["inputs"]["input_ids"].shape[:-1]).prod()) for b in batches.values()]
+        with self.task_gradients.capture(rows, [weights[t] for t in tasks]):
+            losses = self._packed_backward(batches, weights)
+        named = self.trainable_parameters
+        for k, task in enumerate(tasks):
+            own_head = {id(p) for p in self.model.head(task).parameters()}
+            grads = [self.task_gradients.gradient(p, k) if id(p) in self.task_gradients.parts
+                     else p.grad / weights[task] if id(p) in own_head and p.grad is not None else None
+                     for _, p in named]
+            self.callbacks.on_task_gradients(self, step, task, losses[task], grads)
+        return {task: float(loss) for task, loss in losses.items()}
+
+    def _packed_backward(self, batches: dict, weights: dict[str, float]) -> dict[str, torch.Tensor]:
+        with self.autocast():
+            features = self.model.encode_packed([batch["inputs"] for batch in batches.values()])
+            losses = {task: self.model.head(task).loss(self.model.head(task)(f), batch["labels"])
+                      for (task, batch), f in zip(batches.items(), features)}
+            total = sum(loss * weights[task] for task, loss in losses.items())
+        total.backward()
+        return {task: loss.detach() for task, loss in losses.items()}
 
     def reduce_losses(self, losses: dict[str, float]) -> dict[str, float]:
         """Global per-task mean losses Σ_r (b_i^r / b_i) L_i^r, in the sampler's task order."""

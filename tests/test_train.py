@@ -1,5 +1,7 @@
 """The joint trainer: hooks, per-task gradients, warm-up, determinism and resume."""
 
+import dataclasses
+
 import pandas as pd
 import pytest
 import torch
@@ -57,6 +59,24 @@ def test_hooks_see_per_task_gradients_that_sum_to_the_update():
     step1 = [c for c in recorder.calls if c[1] == 1]
     assert step1[0] == ("begin", 1) and step1[-2:] == [("before", 1), ("after", 1)]
     assert {c[2] for c in step1 if c[0] == "task"} == set(TASKS)  # every task in every update
+
+
+def test_packed_step_gives_the_per_task_passes_gradient():
+    """One encoder pass over all tasks (the GPU default) computes the same update as one pass per task."""
+    config = tiny_config(TASKS + ["wn_relation"], steps=3, eval_every=100)
+    config = dataclasses.replace(config, model=dataclasses.replace(
+        config.model, head_dropout=0.0,
+        overrides={**config.model.overrides, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
+    grads = {}
+    for packed in (False, True):
+        tasks, model, tokenizer = build(replace_training(config, pack_tasks=packed), progress=False)
+        trainer = JointTrainer(replace_training(config, pack_tasks=packed), tasks, model, tokenizer, progress=False)
+        assert trainer.packs_tasks is packed
+        trainer.train_step(1)  # head warm-up off: the encoder trains too
+        grads[packed] = {name: p.grad.clone() for name, p in trainer.trainable_parameters if p.grad is not None}
+    assert grads[True].keys() == grads[False].keys() and any(n.startswith("encoder.") for n in grads[True])
+    for name, grad in grads[False].items():
+        torch.testing.assert_close(grads[True][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_head_warmup_freezes_the_encoder():
