@@ -75,6 +75,13 @@ class PackedTaskGradients:
         self.params = [p for m in self.modules for p in m.parameters(recurse=False) if p.requires_grad]
         self.bounds = torch.tensor([0, *rows]).cumsum(0).tolist()
         self.total_rows = self.bounds[-1]
+        device = self.modules[0].weight.device if self.modules else None
+        width = max(rows)
+        index = torch.full((len(rows), width), -1, dtype=torch.long)  # -1: the zero row appended last
+        for k, (start, end) in enumerate(zip(self.bounds[:-1], self.bounds[1:])):
+            index[k, : end - start] = torch.arange(start, end)
+        self.index = index.to(device)
+        self.task_of_row = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(rows)).to(device)
         self.weights = weights
         self.parts = {id(p): torch.zeros(len(rows), *p.shape, device=p.device, dtype=torch.float32)
                       for p in self.params}
@@ -117,30 +124,36 @@ class PackedTaskGradients:
         return output
 
     def _split(self, module, x, delta):
-        n_rows = self.total_rows
-        delta = delta.reshape(n_rows, -1, delta.shape[-1])
-        for k, (start, end) in enumerate(zip(self.bounds[:-1], self.bounds[1:])):
-            if start == end:
-                continue
-            d = delta[start:end].reshape(-1, delta.shape[-1])
-            if isinstance(module, nn.Linear):
-                xs = x.reshape(n_rows, -1, x.shape[-1])[start:end].reshape(-1, x.shape[-1]).to(d.dtype)
-                self._add(module.weight, k, d.T @ xs)
-                self._add(module.bias, k, d.sum(0))
-            elif isinstance(module, nn.LayerNorm):
-                xs = x.reshape(n_rows, -1, x.shape[-1])[start:end].reshape(-1, x.shape[-1])
-                normed = F.layer_norm(xs.float(), module.normalized_shape, eps=module.eps)
-                self._add(module.weight, k, (d.float() * normed).sum(0))
-                self._add(module.bias, k, d.sum(0))
-            else:  # Embedding
-                ids = x.reshape(n_rows, -1)[start:end].reshape(-1)
-                part = self.parts.get(id(module.weight))
-                if part is not None:
-                    part[k].index_add_(0, ids, d.float())
-                    if module.padding_idx is not None:  # as autograd: no gradient for the padding row
-                        part[k][module.padding_idx] = 0.0
+        """Add every task's part of this module's weight gradients, all tasks in one batched product."""
+        n_rows, index = self.total_rows, self.index
+        if isinstance(module, nn.Embedding):
+            part = self.parts.get(id(module.weight))
+            if part is not None:  # one scatter into the (tasks × vocabulary) rows
+                ids = x.reshape(n_rows, -1)
+                offsets = torch.repeat_interleave(self.task_of_row * module.num_embeddings, ids.shape[1])
+                flat = part.view(-1, part.shape[-1])
+                flat.index_add_(0, ids.reshape(-1) + offsets, delta.reshape(-1, delta.shape[-1]).float())
+                if module.padding_idx is not None:  # as autograd: no gradient for the padding row
+                    part[:, module.padding_idx] = 0.0
+            return None
+        # rows of task k gathered into slot k, padded with a zero row: (tasks, rows·tokens, features)
+        d = _by_task(delta.reshape(n_rows, -1, delta.shape[-1]), index)
+        xs = _by_task(x.reshape(n_rows, -1, x.shape[-1]), index)
+        if isinstance(module, nn.Linear):
+            self._add(module.weight, torch.bmm(d.transpose(1, 2), xs.to(d.dtype)))
+        else:  # LayerNorm
+            normed = F.layer_norm(xs.float(), module.normalized_shape, eps=module.eps)
+            self._add(module.weight, (d.float() * normed).sum(1))
+        self._add(module.bias, d.sum(1))
         return None
 
-    def _add(self, param, k, value):
+    def _add(self, param, value):
         if param is not None and id(param) in self.parts:
-            self.parts[id(param)][k].add_(value.float())
+            self.parts[id(param)].add_(value)
+
+
+def _by_task(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(rows, tokens, features) → (tasks, max rows · tokens, features); index −1 picks a zero row."""
+    padded = torch.cat([rows, rows.new_zeros(1, *rows.shape[1:])])
+    picked = padded[index]  # (tasks, max rows, tokens, features)
+    return picked.reshape(index.shape[0], -1, rows.shape[-1])

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .batching import collate
+from .batching import EncodedRows
 from .callbacks import Callback, CallbackList
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import StudyConfig
@@ -82,6 +82,7 @@ class JointTrainer:
         self.total_steps = self.cfg.head_warmup_steps + self.cfg.steps
         self.step = 0
         self.step_log: list[dict] = []
+        self._encoded: dict[str, EncodedRows] = {}
         self.eval_log = pd.DataFrame()
         self.use_amp = self.cfg.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         # one encoder pass per step by default on GPUs; per-task passes on CPU, where padding
@@ -110,6 +111,13 @@ class JointTrainer:
         """Parameters updated at this phase: encoder (unless frozen) then heads."""
         named = chain(self.model.encoder.named_parameters(prefix="encoder"), self.model.head_parameters())
         return [(n, p) for n, p in named if p.requires_grad]
+
+    def encoded_train(self, task: str) -> EncodedRows:
+        """The task's training rows, tokenised once (steps then only gather and pad)."""
+        if task not in self._encoded:
+            data = self.tasks[task]
+            self._encoded[task] = EncodedRows(data.spec.type, data.train, self.tokenizer, self.config.model.max_length)
+        return self._encoded[task]
 
     def phase(self, step: int) -> str:
         return "head_warmup" if step <= self.cfg.head_warmup_steps else "joint"
@@ -161,8 +169,7 @@ class JointTrainer:
         shards = {task: self.dist.shard(rows) for task, rows in drawn.items()}
         # b_i^r / b_i: weights that sum this process's per-task losses and gradients to the global ones
         self.shard_weights = {task: len(rows) / self.step_counts[task] for task, rows in shards.items() if len(rows)}
-        batches = {task: collate(self.tasks[task].spec.type, self.tasks[task].train.iloc[rows], self.tokenizer,
-                                 self.config.model.max_length, self.device)
+        batches = {task: self.encoded_train(task).collate(rows, self.device)
                    for task, rows in shards.items() if len(rows)}
         self.callbacks.on_step_begin(self, step, batches)
         self.optimizer.zero_grad(set_to_none=True)
@@ -211,14 +218,14 @@ class JointTrainer:
                         p.grad = g * weight if p.grad is None else p.grad.add_(g, alpha=weight)
             else:
                 (loss * weight).backward()
-            losses[task] = float(loss.detach())
-        return losses
+            losses[task] = loss.detach()
+        return _to_floats(losses)
 
     def accumulate_packed(self, batches: dict, weights: dict[str, float]) -> dict[str, float]:
         """All tasks' sub-batches in one encoder pass and one backward (same gradient, fewer,
         larger kernels: what a GPU needs). Per-task passes remain for recorders that need
         each task's own gradient."""
-        return {task: float(loss) for task, loss in self._packed_backward(batches, weights).items()}
+        return _to_floats(self._packed_backward(batches, weights))
 
     def accumulate_packed_per_task(self, step: int, batches: dict, weights: dict[str, float]) -> dict[str, float]:
         """One packed pass, per-task encoder gradients split from it (``task_gradients``)."""
@@ -233,7 +240,7 @@ class JointTrainer:
                      else p.grad / weights[task] if id(p) in own_head and p.grad is not None else None
                      for _, p in named]
             self.callbacks.on_task_gradients(self, step, task, losses[task], grads)
-        return {task: float(loss) for task, loss in losses.items()}
+        return _to_floats(losses)
 
     def _packed_backward(self, batches: dict, weights: dict[str, float]) -> dict[str, torch.Tensor]:
         with self.autocast():
@@ -312,3 +319,9 @@ class JointTrainer:
         if not evals.empty:  # a checkpoint may precede the first evaluation
             self.eval_log = evals[evals["step"] <= self.step].reset_index(drop=True)
         log.info("resumed from %s (step %d)", path, self.step)
+
+
+def _to_floats(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    """One device-to-host copy per step (a float() per task would stall a GPU n times)."""
+    values = torch.stack([loss.float() for loss in losses.values()]).tolist() if losses else []
+    return dict(zip(losses, values))
