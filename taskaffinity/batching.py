@@ -63,6 +63,7 @@ class EncodedRows:
         self.labels = _labels(task_type, rows)
 
     def collate(self, rows: np.ndarray, device: torch.device | str) -> dict:
+        rows = np.ascontiguousarray(rows)
         c = self.choices
         picked = (np.repeat(np.asarray(rows) * c, c) + np.tile(np.arange(c), len(rows))).tolist()
         width = max(len(self.sequences["input_ids"][i]) for i in picked)
@@ -74,4 +75,4 @@ class EncodedRows:
                 out[r, : len(seq)] = seq
             tensor = torch.from_numpy(out)
             inputs[key] = (tensor.view(len(rows), c, width) if self.task_type == MULTIPLE_CHOICE else tensor).to(device)
-        return {"inputs": inputs, "labels": self.labels[torch.as_tensor(np.asarray(rows), dtype=torch.long)].to(device)}
+        return {"inputs": inputs, "labels": self.labels[torch.from_numpy(rows.astype(np.int64))].to(device)}

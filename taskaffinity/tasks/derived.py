@@ -124,3 +124,22 @@ def one_vs_rest_entries(task: str, labels: Iterable[Any] | None = None, *, min_e
         used.add(name)
         entries.append({"name": name, "one_vs_rest": spec.name, "positive": label})
     return entries
+
+
+MULTI_CLASS_SOURCES = ("bbc_topic", "trec6", "trec50", "wn_supersense")
+
+
+def real_task_entries(n: int, data=None, *, min_examples: int = 20) -> list:
+    """Entries for ``n`` different real tasks: the catalog, then one-vs-rest tasks of its
+    multi-class tasks taken in turn (about 90 in all), for runs with many tasks."""
+    from .catalog import CATALOG
+
+    entries: list = list(CATALOG)[:n]
+    queues = [one_vs_rest_entries(t, min_examples=min_examples, data=data) for t in MULTI_CLASS_SOURCES]
+    while len(entries) < n and any(queues):
+        for queue in queues:
+            if queue and len(entries) < n:
+                entries.append(queue.pop(0))
+    if len(entries) < n:
+        raise ConfigError(f"only {len(entries)} real tasks can be derived from the catalog, {n} asked for")
+    return entries
