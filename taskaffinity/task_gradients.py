@@ -81,10 +81,13 @@ class PackedTaskGradients:
         for k, (start, end) in enumerate(zip(self.bounds[:-1], self.bounds[1:])):
             index[k, : end - start] = torch.arange(start, end)
         self.index = index.to(device)
-        self.task_of_row = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(rows)).to(device)
         self.weights = weights
-        self.parts = {id(p): torch.zeros(len(rows), *p.shape, device=p.device, dtype=torch.float32)
-                      for p in self.params}
+        # one (tasks × P) buffer, a view per parameter: zeroing, summing and rescaling are one kernel each
+        self.flat = torch.zeros(len(rows), sum(p.numel() for p in self.params), device=device, dtype=torch.float32)
+        self.parts, offset = {}, 0
+        for p in self.params:
+            self.parts[id(p)] = self.flat[:, offset : offset + p.numel()].view(len(rows), *p.shape)
+            offset += p.numel()
         handles = []
         for module in self.modules if self.params else ():  # nothing to split while the encoder is frozen
             if isinstance(module, nn.Embedding):
@@ -99,11 +102,15 @@ class PackedTaskGradients:
                 handle.remove()
             for p in self.params:
                 p.requires_grad_(True)
+        if not self.params:
+            return
+        total = self.flat.sum(0)
+        offset = 0
         for p in self.params:
-            part = self.parts[id(p)]
-            p.grad = part.sum(0) if p.grad is None else p.grad.add_(part.sum(0))
-            for k, w in enumerate(weights):  # w_k ∇L_k → ∇L_k
-                part[k].div_(w)
+            part = total[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+            p.grad = part if p.grad is None else p.grad.add_(part)
+        self.flat.div_(torch.tensor(weights, device=self.flat.device).unsqueeze(1))  # w_k ∇L_k → ∇L_k
 
     def gradient(self, param: torch.Tensor, k: int) -> torch.Tensor:
         return self.parts[id(param)][k]
@@ -128,11 +135,11 @@ class PackedTaskGradients:
         n_rows, index = self.total_rows, self.index
         if isinstance(module, nn.Embedding):
             part = self.parts.get(id(module.weight))
-            if part is not None:  # one scatter into the (tasks × vocabulary) rows
+            if part is not None:  # scatter each task's rows into its own copy of the table
                 ids = x.reshape(n_rows, -1)
-                offsets = torch.repeat_interleave(self.task_of_row * module.num_embeddings, ids.shape[1])
-                flat = part.view(-1, part.shape[-1])
-                flat.index_add_(0, ids.reshape(-1) + offsets, delta.reshape(-1, delta.shape[-1]).float())
+                delta = delta.reshape(n_rows, -1, delta.shape[-1]).float()
+                for k, (start, end) in enumerate(zip(self.bounds[:-1], self.bounds[1:])):
+                    part[k].index_add_(0, ids[start:end].reshape(-1), delta[start:end].reshape(-1, delta.shape[-1]))
                 if module.padding_idx is not None:  # as autograd: no gradient for the padding row
                     part[:, module.padding_idx] = 0.0
             return None

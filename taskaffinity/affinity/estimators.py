@@ -15,18 +15,14 @@ import torch
 
 
 def flatten(tensors: list[torch.Tensor | None], like: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
-    """Concatenate tensors into one float32 vector (missing gradients count as zeros)."""
+    """Concatenate tensors into one float32 vector (missing gradients count as zeros); one kernel."""
     size = sum(t.numel() for t in like)
     out = torch.empty(size, dtype=torch.float32, device=like[0].device) if out is None else out
-    offset = 0
-    for tensor, ref in zip(tensors, like):
-        n = ref.numel()
-        if tensor is None:
-            out[offset : offset + n].zero_()
-        else:
-            out[offset : offset + n].copy_(tensor.reshape(-1))
-        offset += n
-    return out
+    pieces = [ref.new_zeros(ref.numel(), dtype=torch.float32) if t is None else t.reshape(-1)
+              for t, ref in zip(tensors, like)]
+    if any(p.dtype != torch.float32 for p in pieces):
+        pieces = [p.float() for p in pieces]
+    return torch.cat(pieces, out=out)
 
 
 def unflatten(vector: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -184,9 +184,10 @@ class StreamRecorder(Callback):
             self.sums = {}
         cells = np.ix_(present, present)
         self.counts[cells] += 1
-        for name, matrix in estimates.items():
+        values = torch.stack(list(estimates.values())).double().cpu().numpy()  # one device-to-host copy
+        for name, matrix in zip(estimates, values):
             total = self.sums.setdefault(name, np.zeros((n, n)))
-            total[cells] += matrix.double().cpu().numpy()
+            total[cells] += matrix
 
     def _emit(self, step: int):
         if self.counts is None:
