@@ -6,13 +6,17 @@ import numpy as np
 import pandas as pd
 
 
+ANNOTATE_UP_TO = 24  # tasks; past that, numbers would not fit the cells (the CSV files hold them)
+
+
 def affinity_heatmap(matrix: pd.DataFrame, *, title: str = "", mask: pd.DataFrame | None = None,
                      fmt: str | None = None):
     """Figure of ``matrix`` (rows: sources i, columns: targets j of Z_{i→j}).
 
     Cells where ``mask`` is True (e.g. not significantly different from 0) are hatched;
     the diagonal (self-affinity) is grey and kept out of the colour scale.
-    Values are annotated in scientific notation when they are small (lookahead Z ~ 1e-5).
+    Values are annotated (in scientific notation when small: lookahead Z ~ 1e-5) up to
+    ``ANNOTATE_UP_TO`` tasks.
     """
     import matplotlib
 
@@ -20,7 +24,7 @@ def affinity_heatmap(matrix: pd.DataFrame, *, title: str = "", mask: pd.DataFram
     import matplotlib.pyplot as plt
 
     n = len(matrix)
-    size = max(4.0, 0.6 * n + 2.5)
+    size = max(4.0, 0.6 * n + 2.5) if n <= ANNOTATE_UP_TO else 0.25 * n + 9.0  # many tasks: no numbers
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
     image = draw_affinity(ax, matrix, mask=mask, fmt=fmt)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="affinity of source onto target")
@@ -55,9 +59,10 @@ def draw_affinity(ax, matrix: pd.DataFrame, *, mask: pd.DataFrame | None = None,
     ax.set_xlabel("target task j")
     ax.set_ylabel("source task i")
     fmt = fmt or (".2f" if bound >= 0.01 else ".1e")
+    annotate = max(values.shape) <= ANNOTATE_UP_TO
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
-            if np.isfinite(values[i, j]):
+            if annotate and np.isfinite(values[i, j]):
                 dark = not is_self[i, j] and abs(values[i, j]) > 0.6 * bound
                 ax.text(j, i, format(values[i, j], fmt), ha="center", va="center", fontsize=fontsize,
                         color="white" if dark else ("0.35" if is_self[i, j] else "black"),

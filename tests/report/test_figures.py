@@ -310,3 +310,15 @@ def test_low_resource_heatmap_fraction_by_scale_per_target():
     assert next(t.get_text() for t in ax.texts if t.get_position() == (2, 1)) == "+0.040"  # mae down 0.04
     with pytest.raises(TaskAffinityError, match="target"):
         low_resource_heatmap(results, target="sms_spam")
+
+
+def test_heatmap_prints_values_for_few_tasks_only():
+    from taskaffinity.report.heatmap import ANNOTATE_UP_TO, affinity_heatmap
+
+    rng = np.random.default_rng(0)
+    for n, texts in ((4, 16), (ANNOTATE_UP_TO + 40, 0)):
+        names = [f"t{i}" for i in range(n)]
+        fig = affinity_heatmap(pd.DataFrame(rng.normal(size=(n, n)), index=names, columns=names))
+        assert len(fig.axes[0].texts) == texts
+        assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == names  # every task still labelled
+        plt.close(fig)
