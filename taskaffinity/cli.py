@@ -133,7 +133,8 @@ def cmd_affinity(args) -> int:
     result = record_affinity(load_run_config(args), args.out, resume=not args.no_resume, progress=not args.quiet)
     if not result.distributed.main:
         return 0
-    for estimator in ("lookahead_sgd", "stream_cosine"):
+    tasks = result.store.metadata.get("tasks", [])
+    for estimator in ("lookahead_sgd", "stream_cosine") if len(tasks) <= 12 else ():  # else see the CSV files
         if estimator in result.store.estimators:
             print(f"{estimator} (rows: source, columns: target)")
             print(result.store.matrix(estimator).to_string(float_format=lambda v: f"{v:.2e}"))
