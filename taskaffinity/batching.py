@@ -65,7 +65,7 @@ class EncodedRows:
     def collate(self, rows: np.ndarray, device: torch.device | str) -> dict:
         rows = np.ascontiguousarray(rows)
         c = self.choices
-        picked = (np.repeat(np.asarray(rows) * c, c) + np.tile(np.arange(c), len(rows))).tolist()
+        picked = (np.repeat(rows * c, c) + np.tile(np.arange(c), len(rows))).tolist()
         width = max(len(self.sequences["input_ids"][i]) for i in picked)
         inputs = {}
         for key in self.keys:

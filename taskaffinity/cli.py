@@ -11,6 +11,8 @@ import json
 import logging
 import sys
 
+from .distributed import current as current_process
+from .distributed import shutdown
 from .errors import TaskAffinityError
 
 
@@ -29,8 +31,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     finally:
-        from .distributed import shutdown
-
         shutdown()  # under torchrun: leave the process group cleanly
 
 
@@ -119,7 +119,7 @@ def cmd_train(args) -> int:
     from .api import train_study
 
     result = train_study(load_run_config(args), args.out, resume=not args.no_resume, progress=not args.quiet)
-    if not result.trainer.dist.main:
+    if not current_process().main:  # under torchrun, rank 0 reports
         return 0
     primary = result.metrics[result.metrics["primary"]]
     print(primary[["task", "metric", "value", "baseline"]].to_string(index=False, float_format="%.3f"))
@@ -131,7 +131,7 @@ def cmd_affinity(args) -> int:
     from .affinity.run import record_affinity
 
     result = record_affinity(load_run_config(args), args.out, resume=not args.no_resume, progress=not args.quiet)
-    if not result.distributed.main:
+    if not current_process().main:  # under torchrun, rank 0 reports
         return 0
     tasks = result.store.metadata.get("tasks", [])
     for estimator in ("lookahead_sgd", "stream_cosine") if len(tasks) <= 12 else ():  # else see the CSV files

@@ -59,20 +59,18 @@ class Distributed:
         """Sum many tensors across processes through flat buckets (few, large messages)."""
         if not self.active or not tensors:
             return
-        group: list[torch.Tensor] = []
+        groups: list[list[torch.Tensor]] = [[]]
         size = 0
-        for tensor in [*tensors, None]:
-            if tensor is not None and (size + tensor.numel() <= bucket or not group):
-                group.append(tensor)
-                size += tensor.numel()
-                continue
-            flat = torch.cat([t.reshape(-1) for t in group])
-            self.sum_(flat)
-            offset = 0
-            for t in group:
-                t.copy_(flat[offset : offset + t.numel()].view_as(t))
-                offset += t.numel()
-            group, size = ([tensor], tensor.numel()) if tensor is not None else ([], 0)
+        for tensor in tensors:
+            if groups[-1] and size + tensor.numel() > bucket:
+                groups.append([])
+                size = 0
+            groups[-1].append(tensor)
+            size += tensor.numel()
+        for group in groups:
+            flat = self.sum_(torch.cat([t.reshape(-1) for t in group]))
+            for t, part in zip(group, flat.split([t.numel() for t in group])):
+                t.copy_(part.view_as(t))
 
     def barrier(self) -> None:
         if self.active:
@@ -94,7 +92,8 @@ def setup() -> Distributed:
 
 
 def current() -> Distributed:
-    """Like :func:`setup` but never starts a process group (for code that only needs to know the rank)."""
+    """Like :func:`setup` but never starts a process group (for code that only needs to know the rank,
+    e.g. the command line deciding who prints)."""
     if dist.is_available() and dist.is_initialized():
         return Distributed(rank=dist.get_rank(), world=dist.get_world_size(),
                            local_rank=int(os.environ.get("LOCAL_RANK", "0")))

@@ -81,13 +81,11 @@ class PackedTaskGradients:
         for k, (start, end) in enumerate(zip(self.bounds[:-1], self.bounds[1:])):
             index[k, : end - start] = torch.arange(start, end)
         self.index = index.to(device)
-        self.weights = weights
         # one (tasks × P) buffer, a view per parameter: zeroing, summing and rescaling are one kernel each
-        self.flat = torch.zeros(len(rows), sum(p.numel() for p in self.params), device=device, dtype=torch.float32)
-        self.parts, offset = {}, 0
-        for p in self.params:
-            self.parts[id(p)] = self.flat[:, offset : offset + p.numel()].view(len(rows), *p.shape)
-            offset += p.numel()
+        sizes = [p.numel() for p in self.params]
+        self.flat = torch.zeros(len(rows), sum(sizes), device=device, dtype=torch.float32)
+        self.parts = {id(p): part.view(len(rows), *p.shape)
+                      for p, part in zip(self.params, self.flat.split(sizes, dim=1))}
         handles = []
         for module in self.modules if self.params else ():  # nothing to split while the encoder is frozen
             if isinstance(module, nn.Embedding):
@@ -104,11 +102,8 @@ class PackedTaskGradients:
                 p.requires_grad_(True)
         if not self.params:
             return
-        total = self.flat.sum(0)
-        offset = 0
-        for p in self.params:
-            part = total[offset : offset + p.numel()].view_as(p)
-            offset += p.numel()
+        for p, part in zip(self.params, self.flat.sum(0).split(sizes)):
+            part = part.view_as(p)
             p.grad = part if p.grad is None else p.grad.add_(part)
         self.flat.div_(torch.tensor(weights, device=self.flat.device).unsqueeze(1))  # w_k ∇L_k → ∇L_k
 

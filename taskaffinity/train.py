@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from itertools import chain
 from pathlib import Path
@@ -230,7 +231,7 @@ class JointTrainer:
     def accumulate_packed_per_task(self, step: int, batches: dict, weights: dict[str, float]) -> dict[str, float]:
         """One packed pass, per-task encoder gradients split from it (``task_gradients``)."""
         tasks = list(batches)
-        rows = [int(torch.tensor(b["inputs"]["input_ids"].shape[:-1]).prod()) for b in batches.values()]
+        rows = [math.prod(b["inputs"]["input_ids"].shape[:-1]) for b in batches.values()]  # choices count as rows
         with self.task_gradients.capture(rows, [weights[t] for t in tasks]):
             losses = self._packed_backward(batches, weights)
         named = self.trainable_parameters
@@ -285,10 +286,8 @@ class JointTrainer:
         """Logs then checkpoint, each atomic: logs never run ahead of a checkpoint that is lost.
 
         Only the main process writes; the others wait, so no process runs ahead of a checkpoint."""
-        if not self.dist.main:
-            self.dist.barrier()
-            return
-        self._write()
+        if self.dist.main:
+            self._write()
         self.dist.barrier()
 
     def _write(self) -> None:

@@ -18,7 +18,6 @@ import pandas as pd
 
 from ..callbacks import Callback
 from ..config import StudyConfig
-from ..distributed import Distributed
 from ..errors import ConfigError
 from ..evaluate import gain_over_baseline
 from ..storage import write_figure, write_json, write_text
@@ -34,7 +33,6 @@ class AffinityResult:
     store: AffinityStore
     fidelity: dict
     out_dir: Path | None
-    distributed: Distributed = Distributed()
 
 
 class StartOfRecording(Callback):
@@ -118,7 +116,7 @@ def record_affinity(config: StudyConfig, out_dir: str | Path | None = None, *, r
     report = fidelity(store)
     if result.out_dir and trainer.dist.main:
         write_outputs(store, report, result.out_dir, config)
-    return AffinityResult(store=store, fidelity=report, out_dir=result.out_dir, distributed=trainer.dist)
+    return AffinityResult(store=store, fidelity=report, out_dir=result.out_dir)
 
 
 def write_outputs(store: AffinityStore, report: dict, out: Path, config: StudyConfig) -> None:

@@ -82,9 +82,9 @@ class StreamRecorder(Callback):
         # Tasks of the global batch (the same on every process); under torchrun a task may have
         # no rows on this process, and its row must then add nothing to the sum over processes.
         self.present = [self.tasks.index(t) for t in trainer.step_counts]
-        for task in trainer.step_counts:
+        for task, k in zip(trainer.step_counts, self.present):
             if task not in batches and self.params:
-                self._buffers["g"][self.tasks.index(task)].zero_()
+                self._buffers["g"][k].zero_()
 
     def _setup(self, trainer):
         named = select_shared(list(trainer.model.shared_parameters()), self.parameters)

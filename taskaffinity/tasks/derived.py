@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import zlib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -25,7 +24,7 @@ import numpy as np
 from ..errors import ConfigError
 from .data import CLASS_TYPES, SPLITS, TaskData
 from .spec import TaskSpec
-from .splits import stratified_cap
+from .splits import stratified_cap, task_seed
 
 
 def is_one_vs_rest(spec: TaskSpec) -> bool:
@@ -52,10 +51,10 @@ def one_vs_rest_data(spec: TaskSpec, tasks: dict[str, TaskData], *, split_seed: 
     splits = {s: original.split(s).assign(label=(original.split(s)["label"] == positive_id).astype(int))
               for s in SPLITS}
     splits["train"] = _subsample_negatives(splits["train"], opts.get("negatives_per_positive"),
-                                           seed=_seed(split_seed, spec.name, "negatives"))
+                                           seed=task_seed(split_seed, spec.name, "negatives"))
     caps = {"train": spec.max_train, "validation": spec.max_eval, "test": spec.max_eval}
     for split, cap in caps.items():
-        splits[split] = stratified_cap(splits[split], cap, seed=_seed(split_seed, spec.name, split), stratify=True)
+        splits[split] = stratified_cap(splits[split], cap, seed=task_seed(split_seed, spec.name, split), stratify=True)
     derived_spec = dataclasses.replace(
         original.spec, name=spec.name, family=spec.family or original.spec.family,
         metric=spec.metric or "macro_f1", source=spec.source, max_train=spec.max_train, max_eval=spec.max_eval,
@@ -77,11 +76,6 @@ def _subsample_negatives(train, ratio: float | None, *, seed: int):
     keep = labels == 1
     keep[np.random.default_rng(seed).choice(negatives, size=keep_n, replace=False)] = True
     return train[keep].reset_index(drop=True)
-
-
-def _seed(base: int, *parts: str) -> int:
-    """Same per-task seeding as :func:`.prepare._seed` (independent of the other tasks)."""
-    return (base * 1_000_003 + zlib.crc32("/".join(parts).encode())) % 2**32
 
 
 def one_vs_rest_entries(task: str, labels: Iterable[Any] | None = None, *, min_examples: int = 0,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import zlib
 
 import numpy as np
 import pandas as pd
@@ -15,7 +14,7 @@ from .data import CLASS_TYPES, SPLITS, TaskData, clean_examples, encode_labels, 
 from .derived import is_one_vs_rest, one_vs_rest_data
 from .registry import read_source
 from .spec import TaskSpec
-from .splits import deduplicate_across_tasks, split_frame, stratified_cap
+from .splits import deduplicate_across_tasks, split_frame, stratified_cap, task_seed
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +53,13 @@ def prepare_tasks(specs: tuple[TaskSpec, ...] | list[TaskSpec], data: DataConfig
             splits = frame
         else:
             splits = split_frame(frame, val_fraction=data.val_fraction, test_fraction=data.test_fraction,
-                                 seed=_seed(data.split_seed, spec.name), stratify=stratify)
+                                 seed=task_seed(data.split_seed, spec.name), stratify=stratify)
         caps = {"train": spec.max_train or data.max_train}
         caps["validation"] = caps["test"] = spec.max_eval or data.max_eval
         for split in SPLITS:
             if splits[split].empty:
                 raise_empty(spec, split, where[spec.name])
-            splits[split] = stratified_cap(splits[split], caps[split], seed=_seed(data.split_seed, spec.name, split), stratify=stratify)
+            splits[split] = stratified_cap(splits[split], caps[split], seed=task_seed(data.split_seed, spec.name, split), stratify=stratify)
         splits, names, n_choices = encode_labels(spec, splits, where[spec.name])
         task = TaskData(spec=spec, label_names=names, n_choices=n_choices, removed_as_duplicates=removed[spec.name], **splits)
         tasks[spec.name] = _shuffled(task) if spec.shuffle_labels else task
@@ -107,11 +106,8 @@ def _shuffled(task: TaskData) -> TaskData:
 
     Validation and test keep true labels, so the control scores at chance.
     """
-    rng = np.random.default_rng(_seed(0, task.name, "shuffle"))
+    rng = np.random.default_rng(task_seed(0, task.name, "shuffle"))
     train = task.train.assign(label=rng.permutation(task.train["label"].to_numpy()))
     return dataclasses.replace(task, train=train)
 
 
-def _seed(base: int, *parts: str) -> int:
-    """A per-task seed that does not depend on which other tasks are loaded."""
-    return (base * 1_000_003 + zlib.crc32("/".join(parts).encode())) % 2**32

@@ -100,3 +100,8 @@ def deduplicate_across_tasks(frames: dict[str, pd.DataFrame]) -> tuple[dict[str,
         result[name] = frame[keep].reset_index(drop=True)
         removed[name] = int((~keep).sum())
     return result, removed
+
+
+def task_seed(base: int, *parts: str) -> int:
+    """A per-task seed that does not depend on which other tasks are loaded."""
+    return (base * 1_000_003 + zlib.crc32("/".join(parts).encode())) % 2**32
