@@ -3,7 +3,9 @@
 The trainer already backpropagates each task's sub-batch separately; this
 recorder reads those gradients (no extra forward or backward pass), writes each
 into a preallocated row (optionally a CountSketch of it), and at the end of the
-step forms the n×n Gram matrix with one matrix product. Per window of
+step forms the n×n products in one pass over cache-sized column blocks of
+that buffer (``block_products``), deriving the optimizer rule's direction for
+each block there instead of storing a second n×P buffer. Per window of
 ``window`` steps it keeps only O(n²) running sums and emits their means as one
 record per pair; windows are the samples for standard errors and bootstrap
 intervals. Sub-batches of different tasks are drawn independently, so
@@ -104,8 +106,6 @@ class StreamRecorder(Callback):
         width = self.sketch_dim if self.sketch else size
         rows = len(self.tasks)
         self._buffers = {"g": torch.zeros(rows, width, device=device)}
-        if self.optimizer_rule:
-            self._buffers["minus_update"] = torch.zeros(rows, width, device=device)
         self._flat = torch.empty(size, device=device) if self.sketch else None
         self._flat2 = torch.empty(size, device=device) if self.sketch and self.optimizer_rule else None
         self._fast = FlatAdamUpdate(self.params) if self.optimizer_rule and self.params else None
@@ -120,18 +120,22 @@ class StreamRecorder(Callback):
         flat_g = self._store("g", k, selected)
         if flat_g is not None and trainer.shard_weights[task] != 1.0:  # this process's share of g_i
             self._buffers["g"][k].mul_(trainer.shard_weights[task])
-        if self.optimizer_rule and flat_g is not None and not self.dist.active:  # else after the reduction
-            self._write_minus_update(trainer, k, flat_g)
+        if self.optimizer_rule and flat_g is not None and not self.dist.active and not self._fused():
+            self._write_minus_update(trainer, k, flat_g)  # (under torchrun: after the reduction)
         if self.embedding:
             self.embedding.add(task, grads[self.embedding_position], trainer.optimizer)
 
+    def _fused(self) -> bool:
+        """Whether −Δ_i·g_j comes from ``block_products`` (else from a stored n×P buffer of −Δ_i)."""
+        return self.fast_update is not None and self.sketch is None
+
     def _write_minus_update(self, trainer, row: int, flat_g: torch.Tensor) -> None:
         """Row ``row`` of −Δ: the optimizer's direction for the (unsketched) flat gradient alone."""
+        if "minus_update" not in self._buffers:
+            self._buffers["minus_update"] = torch.zeros_like(self._buffers["g"])
         if self.fast_update is None:
             update = optimizer_update(trainer.optimizer, self.params, unflatten(flat_g, self.params))
             self._store("minus_update", row, [d.neg_() for d in update])
-        elif self.sketch is None:
-            self.fast_update.minus_update(flat_g, out=self._buffers["minus_update"][row])
         else:
             self._buffers["minus_update"][row] = self.sketch(self.fast_update.minus_update(flat_g, out=self._flat2))
 
@@ -149,20 +153,22 @@ class StreamRecorder(Callback):
     def on_before_optimizer_step(self, trainer, step, losses):
         if not self.active(step) or len(self.present) < 2:
             return
-        # Products over all rows, then the small n×n block of present tasks: selecting rows
-        # of the n×P buffer would copy it (an absent task's row is stale and ignored).
+        # Only the present tasks' rows enter the products (an absent task's row is stale).
         g_all = self._buffers["g"]
         if self.params and self.dist.active:  # Σ_r (b_i^r / b_i) g_i^r = g_i, then the products
             self.dist.sum_(g_all)
-            if self.optimizer_rule:
+            if self.optimizer_rule and not self._fused():
                 for k in self.present:
                     self._write_minus_update(trainer, k, g_all[k])
         idx = torch.tensor(self.present, device=g_all.device)
         loss = torch.tensor([losses[t] for t in trainer.step_counts], device=g_all.device)
         eta = self.lookahead_lr or trainer.cfg.lr
-        gram = _block(row_products(g_all, g_all), idx)
-        if self.optimizer_rule:  # P_ij = −Δ_i · g_j
-            products = _block(row_products(self._buffers["minus_update"], g_all), idx)
+        fused = self.optimizer_rule and self._fused()
+        gram, products = block_products(g_all, idx, self.fast_update if fused else None)
+        if self.optimizer_rule and not fused:  # P_ij = −Δ_i · g_j from the stored directions
+            minus_update = self._buffers.get("minus_update")  # absent when only embeddings are streamed
+            products = (_block(row_products(minus_update, g_all), idx) if minus_update is not None
+                        else torch.zeros_like(gram))
         if self.embedding:
             emb_gram, emb_update_products = self.embedding.products([self.tasks[k] for k in self.present],
                                                                     trainer.optimizer)
@@ -215,6 +221,36 @@ class StreamRecorder(Callback):
         if partial:
             self.counts = np.array(partial["counts"])
             self.sums = {k: np.array(v) for k, v in partial["sums"].items()}
+
+
+def block_products(g: torch.Tensor, rows: torch.Tensor, adam: FlatAdamUpdate | None = None, *,
+                   block_elements: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """G = g_r g_rᵀ and, with ``adam``, P_ij = −Δ_i · g_j for the rows ``rows`` of the n×P buffer ``g``.
+
+    One pass over column blocks of ``rows``×w elements: each block of gradients is read
+    from memory once, and the optimizer's direction −Δ_i (nonlinear in g_i through Adam's
+    denominator) is formed for the block while it is in cache and used at once. Streaming
+    the optimizer rule then costs a few in-cache passes per block, not an n×P buffer of
+    directions written and read again (≈ 9 memory passes over P per task).
+    """
+    if block_elements is None:  # CPU: a few blocks fit in a core's L2; GPU: large blocks, few launches
+        block_elements = 2**19 if g.device.type == "cpu" else 2**24
+    n, size = len(rows), g.shape[1]
+    every_row = n == g.shape[0] and bool((rows == torch.arange(n, device=rows.device)).all())
+    width = max(1, block_elements // max(n, 1))
+    gram = g.new_zeros(n, n)
+    products = g.new_zeros(n, n) if adam is not None else None
+    if adam is not None:
+        out, scratch = (g.new_empty(n, min(width, size)) for _ in range(2))
+    for start in range(0, size, width):
+        columns = slice(start, min(start + width, size))
+        block = g[:, columns] if every_row else g[:, columns].index_select(0, rows)
+        gram.addmm_(block, block.T)
+        if adam is not None:
+            w = columns.stop - columns.start
+            minus_update = adam.minus_update(block, out[:, :w], columns=columns, scratch=scratch[:, :w])
+            products.addmm_(minus_update, block.T)
+    return gram, products
 
 
 def _block(matrix: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

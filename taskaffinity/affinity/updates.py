@@ -111,8 +111,8 @@ class FlatAdamUpdate:
         self.params = params
         size = sum(p.numel() for p in params)
         device = params[0].device
-        self.momentum, self.variance, self.decay, self.scratch = (
-            torch.empty(size, device=device) for _ in range(4))
+        self.momentum, self.variance, self.decay = (torch.empty(size, device=device) for _ in range(3))
+        self.scratch: torch.Tensor | None = None  # a whole-vector denominator, made on first use
 
     def refresh(self, optimizer) -> bool:
         """Read the optimizer's current state; False if this fast path does not cover it."""
@@ -132,25 +132,33 @@ class FlatAdamUpdate:
         lr, (beta1, beta2), self.eps = groups[0]["lr"], groups[0]["betas"], groups[0]["eps"]
         t = steps.pop() + 1
         bias1, bias2 = 1 - beta1**t, 1 - beta2**t
-        # −Δ = (η/b1)·(β1 m + (1−β1) g) / (√(β2 v + (1−β2) g²)/√b2 + ε) + η λ θ
+        # −Δ = (η/b1)·(β1 m + (1−β1) g) / (√((β2 v + (1−β2) g²)/b2) + ε) + η λ θ
         offset = 0
         for p, group, state in zip(params, groups, states):
             part = slice(offset, offset + p.numel())
             offset += p.numel()
             if state:
                 torch.mul(state["exp_avg"].reshape(-1), lr / bias1 * beta1, out=self.momentum[part])
-                torch.mul(state["exp_avg_sq"].reshape(-1), beta2, out=self.variance[part])
+                torch.mul(state["exp_avg_sq"].reshape(-1), beta2 / bias2, out=self.variance[part])
             else:
                 self.momentum[part].zero_()
                 self.variance[part].zero_()
             torch.mul(p.detach().reshape(-1), lr * group["weight_decay"], out=self.decay[part])
-        self.g_scale, self.g2_scale = lr / bias1 * (1 - beta1), 1 - beta2
-        self.root_bias2 = bias2**0.5
+        self.g_scale, self.g2_scale = lr / bias1 * (1 - beta1), (1 - beta2) / bias2
         return True
 
-    def minus_update(self, g: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """−Δ for the flat gradient ``g``, written into ``out`` (same length)."""
-        den = torch.addcmul(self.variance, g, g, value=self.g2_scale, out=self.scratch)
-        den.sqrt_().div_(self.root_bias2).add_(self.eps)
-        torch.add(self.momentum, g, alpha=self.g_scale, out=out)
-        return out.div_(den).add_(self.decay)
+    def minus_update(self, g: torch.Tensor, out: torch.Tensor, *, columns: slice = slice(None),
+                     scratch: torch.Tensor | None = None) -> torch.Tensor:
+        """−Δ for the flat gradient ``g``, written into ``out`` (same shape).
+
+        ``g`` may also be a block of rows, each one gradient's entries at ``columns`` of the
+        flat vector; ``scratch`` (shaped like ``g``) then holds the denominators.
+        """
+        if scratch is None:
+            if self.scratch is None:
+                self.scratch = torch.empty_like(self.variance)
+            scratch = self.scratch
+        den = torch.addcmul(self.variance[columns], g, g, value=self.g2_scale, out=scratch)
+        den.sqrt_().add_(self.eps)
+        torch.add(self.momentum[columns], g, alpha=self.g_scale, out=out)
+        return out.div_(den).add_(self.decay[columns])

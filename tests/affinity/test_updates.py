@@ -96,3 +96,30 @@ def test_flat_adam_update_declines_what_it_does_not_cover():
     assert not fast.refresh(torch.optim.Adam([p], weight_decay=0.1))
     assert not fast.refresh(torch.optim.SGD([p], lr=0.1))
     assert not fast.refresh(torch.optim.AdamW([torch.nn.Parameter(torch.randn(4))]))  # p not managed
+
+
+@pytest.mark.parametrize("rows", [[0, 1, 2, 3], [3, 1]])
+def test_block_products_equal_explicit_gram_and_optimizer_products(rows):
+    """The blocked one-pass products equal g_i·g_j and −Δ_i·g_j from the per-tensor optimizer rule,
+    for all rows or a subset in any order, with blocks that split parameters and a partial last block."""
+    from taskaffinity.affinity.stream import block_products
+    from taskaffinity.affinity.updates import FlatAdamUpdate
+
+    torch.manual_seed(3)
+    params = [torch.nn.Parameter(torch.randn(7, 5)), torch.nn.Parameter(torch.randn(11))]
+    optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.05)
+    for _ in range(2):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        optimizer.step()
+    grads = [[torch.randn_like(p) for p in params] for _ in range(4)]
+    g = torch.stack([torch.cat([t.reshape(-1) for t in task]) for task in grads])
+    fast = FlatAdamUpdate(params)
+    assert fast.refresh(optimizer)
+    index = torch.tensor(rows)
+    gram, products = block_products(g, index, fast, block_elements=3 * len(rows))  # 46 columns in blocks of 3
+    minus = torch.stack([-torch.cat([d.reshape(-1) for d in optimizer_update(optimizer, params, grads[r])])
+                         for r in rows])
+    torch.testing.assert_close(gram, g[index] @ g[index].T)
+    torch.testing.assert_close(products, minus @ g[index].T)
+    assert block_products(g, index)[1] is None
