@@ -16,8 +16,8 @@ similarity and the first-order forms of both rules (see ``estimators``).
 
 Cost per probe: n forward+backward passes for gradients (one training step's
 worth at equal batch sizes), then per rule n lookahead updates and n encoder
-passes over the whole probe batch, each packed into one padded pass (≈ n/3
-training steps per rule).
+passes over the whole probe batch (≈ n/3 training steps per rule), packed into
+one padded pass when the trainer packs tasks (GPU), else one pass per target.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class LookaheadRecorder(Callback):
                 products = torch.zeros_like(after)  # P_ij = Δ_i · g_j
                 for a in mine:
                     update = self.update(rule, trainer, params, unflatten(flat[at[sources[a]]], params))
-                    after[a] = self.losses_after(model, named, update, batches, targets)
+                    after[a] = self.losses_after(model, named, update, batches, targets, pack=trainer.packs_tasks)
                     if rule != "sgd":
                         products[a] = flatten(update, params) @ target_grads.T
                 trainer.dist.sum_(after)
@@ -157,14 +157,23 @@ class LookaheadRecorder(Callback):
 
     @staticmethod
     @torch.no_grad()
-    def losses_after(model, named, update, batches, names) -> torch.Tensor:
-        """L_j at θ_s + Δ for every target j, heads as they are: one packed encoder pass."""
+    def losses_after(model, named, update, batches, names, *, pack: bool = True) -> torch.Tensor:
+        """L_j at θ_s + Δ for every target j, heads as they are.
+
+        ``pack``: one encoder pass over all targets' batches padded to a common length (few
+        launches: the GPU choice), else one pass per target at its own length (fewest FLOPs:
+        the CPU choice, as for the trainer's ``pack_tasks``).
+        """
         moved = {n.removeprefix("encoder."): p.detach() + d for (n, p), d in zip(named, update)}
 
         def encoder(**inputs):
             return functional_call(model.encoder, moved, args=(), kwargs=inputs)
 
-        features = model.encode_packed([batches[name]["inputs"] for name in names], encoder=encoder)
+        inputs = [batches[name]["inputs"] for name in names]
+        if pack:
+            features = model.encode_packed(inputs, encoder=encoder)
+        else:
+            features = [model.encode_packed([x], encoder=encoder)[0] for x in inputs]
         losses = [model.head(name).loss(model.head(name)(f), batches[name]["labels"])
                   for name, f in zip(names, features)]
         return torch.stack(losses).float()
