@@ -59,6 +59,20 @@ class StartOfRecording(Callback):
         self.learned = state["learned"]
 
 
+def default_start_step(config: StudyConfig) -> int:
+    """First recorded step: after the head warm-up, and after ``settle_steps`` joint steps
+    (at most half of them).
+
+    The encoder's Adam state starts at the first joint step. While its second-moment
+    estimate averages only a few gradients, the optimizer rule's step for g_i alone has a
+    denominator set largely by g_i itself, so the source-independent part of that step
+    (momentum, weight decay) is largest for the source with the smallest gradient: a
+    shuffled-label task then looks like everyone's helper (measured in ``docs/affinity.md``).
+    """
+    training = config.training
+    return training.head_warmup_steps + 1 + min(config.affinity.settle_steps, training.steps // 2)
+
+
 def recorders_for(config: StudyConfig) -> tuple[list[Callback], int]:
     """The callbacks an affinity run needs, and the first recorded step."""
     cfg, training = config.affinity, config.training
@@ -70,7 +84,9 @@ def recorders_for(config: StudyConfig) -> tuple[list[Callback], int]:
     for key in ("probe_every", "probe_batch_size", "stream_window", "bootstrap", "probe_sources", "probe_targets"):
         if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
             raise ConfigError(f"affinity.{key} must be >= 1, got {getattr(cfg, key)}")
-    start = cfg.start_step if cfg.start_step is not None else training.head_warmup_steps + 1
+    if cfg.settle_steps < 0:
+        raise ConfigError(f"affinity.settle_steps must be >= 0, got {cfg.settle_steps}")
+    start = cfg.start_step if cfg.start_step is not None else default_start_step(config)
     total = training.head_warmup_steps + training.steps
     if not 1 <= start <= total:
         raise ConfigError(f"affinity.start_step {start} is outside the run's steps 1..{total}")

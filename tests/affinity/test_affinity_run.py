@@ -13,12 +13,13 @@ import yaml
 from taskaffinity.affinity.run import record_affinity
 from taskaffinity.affinity.store import AffinityStore
 from taskaffinity.affinity.updates import optimizer_update
+from taskaffinity.config import config_from_dict
 from taskaffinity.callbacks import Callback
 
 from conftest import TINY_MODEL, tiny_config
 
 TASKS = ["trec6", "bbc_topic", "vader_tweets", {"name": "trec6_twin", "duplicate_of": "trec6"}]
-AFFINITY = {"probe_every": 3, "probe_batch_size": 8, "stream_window": 2}
+AFFINITY = {"probe_every": 3, "probe_batch_size": 8, "stream_window": 2, "settle_steps": 0}
 
 
 def affinity_config(**training):
@@ -84,6 +85,26 @@ def test_stream_records_are_window_means_of_explicit_products(monkeypatch):
     assert probe_steps == [3, 6, 9]
 
 
+def test_sketched_stream_approximates_the_exact_stream():
+    """CountSketch rows (d = 2^16 buckets for the ~10^5 dense parameters; embeddings stay exact):
+    every streamed estimator, the optimizer rule's included, within ~1/√d of the exact one."""
+    import dataclasses
+
+    config = affinity_config()
+    config = dataclasses.replace(config, affinity=dataclasses.replace(config.affinity, rules=("sgd", "optimizer")))
+    exact = record_affinity(config, progress=False).store
+    sketched_config = dataclasses.replace(config, affinity=dataclasses.replace(config.affinity, sketch_dim=2**16))
+    sketched = record_affinity(sketched_config, progress=False).store
+    key = ["step", "source", "target"]
+    for estimator in ("stream_gram", "stream_cosine", "stream_first_order_sgd", "stream_first_order_optimizer"):
+        a = exact.select(estimator).sort_values(key).reset_index(drop=True)
+        b = sketched.select(estimator).sort_values(key).reset_index(drop=True)
+        assert len(a) == len(b) == 64 and (a[key] == b[key]).all().all()
+        scale = a.groupby("step")["value"].transform(lambda v: v.abs().max())
+        error = ((a["value"] - b["value"]).abs() / scale).max()
+        assert 0 < error < 0.05, (estimator, error)
+
+
 def test_interrupted_affinity_run_resumes_to_the_same_records(tmp_path):
     from tests_support import StopAfter
 
@@ -136,6 +157,7 @@ def test_cli_writes_store_matrices_fidelity_and_heatmaps(tmp_path):
     ("probe_split", "test", "affinity.probe_split"),
     ("parameters", "top:x", "'top:N' needs an integer"),
     ("start_step", 500, "affinity.start_step 500 is outside"),
+    ("settle_steps", -1, "affinity.settle_steps must be >= 0"),
 ])
 def test_bad_affinity_options(tmp_path, key, value, message):
     study = {"tasks": ["trec6", "bbc_topic"], "model": TINY_MODEL, "training": {"steps": 3},
@@ -146,3 +168,13 @@ def test_bad_affinity_options(tmp_path, key, value, message):
                              str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("warmup, steps, settle, expected", [(5, 100, 20, 26), (5, 10, 20, 11), (0, 100, 0, 1)])
+def test_recording_starts_after_warmup_and_settle_steps(warmup, steps, settle, expected):
+    from taskaffinity.affinity.run import recorders_for
+
+    config = config_from_dict({"tasks": ["trec6", "bbc_topic"], "training": {"steps": steps, "head_warmup_steps": warmup},
+                               "affinity": {"settle_steps": settle}}, where="<test>")
+    callbacks, start = recorders_for(config)
+    assert start == expected and all(getattr(cb, "start_step", start) == start for cb in callbacks)

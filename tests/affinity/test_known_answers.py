@@ -7,6 +7,24 @@ After a head warm-up (encoder frozen, every task above its baseline):
   other task) must be nobody's top partner, as source or target, and its mean
   |affinity| with the real tasks must be far below the twin pair's.
 
+Every real task has a real partner (BBC topic and its twin; TREC-6 and TREC-50, the
+same kind of questions under coarse and fine labels, on disjoint texts after
+de-duplication). "Nobody's top partner" is only decidable for a target that has one:
+a target whose affinity with every source is zero picks its arg-max among noise. Measured
+with an earlier set (vader_tweets in place of trec50, default probes), where neither
+vader_tweets nor trec6 had a pair significantly different from zero: at seed 0 the
+shuffled task was vader_tweets' arg-max under 4 of 10 estimators (gram 0.102 ± 0.121 vs
+trec6 0.100 ± 0.281) and trec6's under 2 streamed ones, and at seed 1 again vader_tweets'
+under first_order_optimizer, where the optimizer rule's source-independent part
+(momentum, decay) dominates such a column and the source with the smallest gradient
+gets the largest step.
+
+Recording starts at the default step, ``affinity.settle_steps`` joint steps after the
+warm-up. Recording from the first joint step instead (seed 0, fast settings), the shuffled
+task's optimizer-rule stream reached 0.0289 into bbc_topic (trec6's: 0.0226) and 0.0075 into
+trec6 (trec50's: 0.0066), so trec6 took it as its top partner; after 20 joint steps: 0.0035
+into trec6 against trec50's 0.0056 (``run.default_start_step`` says why).
+
 The default run uses one seed and smaller probes (32 examples, 24 tokens, 10 probes);
 the slow variant uses the default probe batch (64 examples) and 3 seeds.
 """
@@ -16,18 +34,21 @@ import pandas as pd
 import pytest
 
 from taskaffinity.affinity.run import record_affinity
-from taskaffinity.config import config_from_dict
+from taskaffinity.config import AffinityConfig, config_from_dict
 
 TWIN, ORIGINAL, NOISE = "bbc_twin", "bbc_topic", "rt_shuffled"
-TASKS = ["bbc_topic", "trec6", "vader_tweets", {"name": TWIN, "duplicate_of": ORIGINAL},
+TASKS = ["bbc_topic", "trec6", "trec50", {"name": TWIN, "duplicate_of": ORIGINAL},
          {"catalog": "rt_subjectivity", "name": NOISE, "shuffle_labels": True}]
+
+
+SETTLE = AffinityConfig().settle_steps  # the default: recording starts that many joint steps in
 
 
 def known_answer_run(*, seed: int, probe_batch_size: int, max_length: int, probes: int, warmup: int = 60):
     config = config_from_dict({
         "seed": seed, "tasks": TASKS, "model": {"max_length": max_length},
         "data": {"max_train": 600, "max_eval": 100},
-        "training": {"steps": 2 * probes, "batch_size": 20, "head_warmup_steps": warmup, "head_lr": 3e-3,
+        "training": {"steps": SETTLE + 2 * probes, "batch_size": 40, "head_warmup_steps": warmup, "head_lr": 3e-3,
                      "lr": 5e-5, "eval_every": 1000, "checkpoint_every": 1000},
         "affinity": {"probe_every": 2, "probe_batch_size": probe_batch_size, "stream_window": 2},
     }, where="<known-answer test>")
@@ -56,7 +77,7 @@ def check(store) -> dict[str, dict]:
 
 def assert_known_answers(store):
     learned = store.metadata["learned_at_start"]
-    assert all(learned[t]["learned"] for t in ("bbc_topic", "trec6", "vader_tweets", TWIN)), learned
+    assert all(learned[t]["learned"] for t in ("bbc_topic", "trec6", "trec50", TWIN)), learned
     results = check(store)
     assert len(results) == 10  # 6 probe estimators + 4 streamed
     failures = {e: r for e, r in results.items()
@@ -68,22 +89,7 @@ def test_twin_and_shuffled_controls_fast():
     assert_known_answers(known_answer_run(seed=0, probe_batch_size=32, max_length=24, probes=10))
 
 
-SEED0_MEASURED = (
-    "measured (8.5 min, 2 CPU cores): the twin was its twin's top partner both ways under every estimator that "
-    "was reported, and the shuffled task's mean |affinity| stayed at 0.02-0.1 of the twin pair's, but "
-    "vader_tweets (a regression task whose affinities with every other task are near zero) picked the "
-    "shuffled task as its top partner under first_order_optimizer and at least one more estimator")
-
-
-SEED1_MEASURED = (
-    "measured (9.4 min, 2 CPU cores): the same as seed 0: the twin was its twin's top partner both ways under "
-    "every estimator reported, the shuffled task's mean |affinity| was 0.06-0.1 of the twin pair's, and "
-    "vader_tweets picked the shuffled task as its top partner under first_order_optimizer and at least one more "
-    "estimator")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [pytest.param(0, marks=pytest.mark.xfail(strict=True, reason=SEED0_MEASURED)),
-                                  pytest.param(1, marks=pytest.mark.xfail(strict=True, reason=SEED1_MEASURED)), 2])
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_twin_and_shuffled_controls_default_probes(seed):
     assert_known_answers(known_answer_run(seed=seed, probe_batch_size=64, max_length=32, probes=15))
