@@ -81,7 +81,7 @@ class AffinityConfig:
     probe_sources: int | None = None  # many tasks: sources sampled per probe (default all)
     probe_targets: int | None = None  # many tasks: targets sampled per probe (default all)
     start_step: int | None = None  # first recorded step; default: after the head warm-up and settle_steps
-    settle_steps: int = 20  # joint steps before default recording (at most half the joint steps): Adam's moments settle
+    settle_steps: int = 20  # optimizer rule: joint steps before default recording (at most half): Adam's moments settle
     stream: bool = True  # first-order estimators on every training step's sub-batches
     stream_window: int = 10  # steps averaged into one streamed record
     parameters: str = "all"  # all, no_embeddings, top:N, regex:PATTERN

@@ -60,8 +60,8 @@ class StartOfRecording(Callback):
 
 
 def default_start_step(config: StudyConfig) -> int:
-    """First recorded step: after the head warm-up, and after ``settle_steps`` joint steps
-    (at most half of them).
+    """First recorded step: after the head warm-up, and, when the optimizer rule is recorded,
+    after ``settle_steps`` joint steps (at most half of them).
 
     The encoder's Adam state starts at the first joint step. While its second-moment
     estimate averages only a few gradients, the optimizer rule's step for g_i alone has a
@@ -69,8 +69,9 @@ def default_start_step(config: StudyConfig) -> int:
     (momentum, weight decay) is largest for the source with the smallest gradient: a
     shuffled-label task then looks like everyone's helper (measured in ``docs/affinity.md``).
     """
-    training = config.training
-    return training.head_warmup_steps + 1 + min(config.affinity.settle_steps, training.steps // 2)
+    training, affinity = config.training, config.affinity
+    settle = min(affinity.settle_steps, training.steps // 2) if "optimizer" in affinity.rules else 0
+    return training.head_warmup_steps + 1 + settle
 
 
 def recorders_for(config: StudyConfig) -> tuple[list[Callback], int]:

@@ -170,11 +170,13 @@ def test_bad_affinity_options(tmp_path, key, value, message):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("warmup, steps, settle, expected", [(5, 100, 20, 26), (5, 10, 20, 11), (0, 100, 0, 1)])
-def test_recording_starts_after_warmup_and_settle_steps(warmup, steps, settle, expected):
+@pytest.mark.parametrize("warmup, steps, settle, rules, expected", [
+    (5, 100, 20, ["sgd", "optimizer"], 26), (5, 10, 20, ["optimizer"], 11), (0, 100, 0, ["optimizer"], 1),
+    (5, 100, 20, ["sgd"], 6)])
+def test_recording_starts_after_warmup_and_settle_steps(warmup, steps, settle, rules, expected):
     from taskaffinity.affinity.run import recorders_for
 
     config = config_from_dict({"tasks": ["trec6", "bbc_topic"], "training": {"steps": steps, "head_warmup_steps": warmup},
-                               "affinity": {"settle_steps": settle}}, where="<test>")
+                               "affinity": {"settle_steps": settle, "rules": rules}}, where="<test>")
     callbacks, start = recorders_for(config)
     assert start == expected and all(getattr(cb, "start_step", start) == start for cb in callbacks)
