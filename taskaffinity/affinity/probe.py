@@ -30,7 +30,7 @@ from ..batching import collate
 from ..callbacks import Callback
 from .estimators import cosine_from_gram, first_order_from_products, flatten, lookahead_ratio, unflatten
 from .parameters import select_shared
-from .updates import optimizer_update, sgd_update
+from .updates import FlatAdamUpdate, optimizer_update, sgd_update
 
 
 class LookaheadRecorder(Callback):
@@ -86,11 +86,19 @@ class LookaheadRecorder(Callback):
             for rule in self.rules:
                 after = torch.zeros(len(sources), len(targets), device=flat.device)
                 products = torch.zeros_like(after)  # P_ij = Δ_i · g_j
+                fast = FlatAdamUpdate(params) if rule == "optimizer" and mine else None
+                if fast is not None and not fast.refresh(trainer.optimizer):
+                    fast = None
                 for a in mine:
-                    update = self.update(rule, trainer, params, unflatten(flat[at[sources[a]]], params))
+                    g_i = flat[at[sources[a]]]
+                    if fast is not None:  # the flat AdamW step: a few passes over one vector
+                        delta = fast.minus_update(g_i, out=torch.empty_like(g_i)).neg_()
+                        update = unflatten(delta, params)
+                    else:
+                        update = self.update(rule, trainer, params, unflatten(g_i, params))
                     after[a] = self.losses_after(model, named, update, batches, targets, pack=trainer.packs_tasks)
                     if rule != "sgd":
-                        products[a] = flatten(update, params) @ target_grads.T
+                        products[a] = (delta if fast is not None else flatten(update, params)) @ target_grads.T
                 trainer.dist.sum_(after)
                 if rule == "sgd":  # Δ_i · g_j = −η G_ij: no need to flatten the updates
                     products = -(self.lookahead_lr or trainer.cfg.lr) * out["gram"]

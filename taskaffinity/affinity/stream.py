@@ -164,7 +164,7 @@ class StreamRecorder(Callback):
         loss = torch.tensor([losses[t] for t in trainer.step_counts], device=g_all.device)
         eta = self.lookahead_lr or trainer.cfg.lr
         fused = self.optimizer_rule and self._fused()
-        gram, products = block_products(g_all, idx, self.fast_update if fused else None)
+        gram, products = block_products(g_all, self.present, self.fast_update if fused else None)
         if self.optimizer_rule and not fused:  # P_ij = −Δ_i · g_j from the stored directions
             minus_update = self._buffers.get("minus_update")  # absent when only embeddings are streamed
             products = (_block(row_products(minus_update, g_all), idx) if minus_update is not None
@@ -223,7 +223,7 @@ class StreamRecorder(Callback):
             self.sums = {k: np.array(v) for k, v in partial["sums"].items()}
 
 
-def block_products(g: torch.Tensor, rows: torch.Tensor, adam: FlatAdamUpdate | None = None, *,
+def block_products(g: torch.Tensor, rows: list[int], adam: FlatAdamUpdate | None = None, *,
                    block_elements: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """G = g_r g_rᵀ and, with ``adam``, P_ij = −Δ_i · g_j for the rows ``rows`` of the n×P buffer ``g``.
 
@@ -236,7 +236,8 @@ def block_products(g: torch.Tensor, rows: torch.Tensor, adam: FlatAdamUpdate | N
     if block_elements is None:  # CPU: a few blocks fit in a core's L2; GPU: large blocks, few launches
         block_elements = 2**19 if g.device.type == "cpu" else 2**24
     n, size = len(rows), g.shape[1]
-    every_row = n == g.shape[0] and bool((rows == torch.arange(n, device=rows.device)).all())
+    every_row = list(rows) == list(range(g.shape[0]))
+    index = None if every_row else torch.tensor(rows, device=g.device)
     width = max(1, block_elements // max(n, 1))
     gram = g.new_zeros(n, n)
     products = g.new_zeros(n, n) if adam is not None else None
@@ -244,7 +245,7 @@ def block_products(g: torch.Tensor, rows: torch.Tensor, adam: FlatAdamUpdate | N
         out, scratch = (g.new_empty(n, min(width, size)) for _ in range(2))
     for start in range(0, size, width):
         columns = slice(start, min(start + width, size))
-        block = g[:, columns] if every_row else g[:, columns].index_select(0, rows)
+        block = g[:, columns] if every_row else g[:, columns].index_select(0, index)
         gram.addmm_(block, block.T)
         if adam is not None:
             w = columns.stop - columns.start
