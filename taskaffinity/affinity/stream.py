@@ -233,7 +233,7 @@ def block_products(g: torch.Tensor, rows: list[int], adam: FlatAdamUpdate | None
     the optimizer rule then costs a few in-cache passes per block, not an n×P buffer of
     directions written and read again (≈ 9 memory passes over P per task).
     """
-    if block_elements is None:  # CPU: a few blocks fit in a core's L2; GPU: large blocks, few launches
+    if block_elements is None:  # CPU: 2 MB blocks (fastest measured: 2.7x faster than 64 KB); GPU: few launches
         block_elements = 2**19 if g.device.type == "cpu" else 2**24
     n, size = len(rows), g.shape[1]
     every_row = list(rows) == list(range(g.shape[0]))
