@@ -47,11 +47,14 @@ class MultiTaskModel(nn.Module):
     def head(self, task: str) -> nn.Module:
         return self.heads[self.head_of[task]]
 
-    def encode(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled sentence features for inputs of shape (batch, length) or (batch, choices, length)."""
+    def encode(self, inputs: dict[str, torch.Tensor], encoder=None) -> torch.Tensor:
+        """Pooled sentence features for inputs of shape (batch, length) or (batch, choices, length).
+
+        ``encoder`` may replace the module's encoder call, as in :meth:`encode_packed`.
+        """
         shape = inputs["input_ids"].shape
         flat = {k: v.reshape(-1, shape[-1]) for k, v in inputs.items()}
-        pooled = self.pool(self.encoder(**flat).last_hidden_state, flat["attention_mask"])
+        pooled = self.pool((encoder or self.encoder)(**flat).last_hidden_state, flat["attention_mask"])
         return pooled.reshape(*shape[:-1], -1)
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -181,7 +181,7 @@ class LookaheadRecorder(Callback):
         if pack:
             features = model.encode_packed(inputs, encoder=encoder)
         else:
-            features = [model.encode_packed([x], encoder=encoder)[0] for x in inputs]
+            features = [model.encode(x, encoder=encoder) for x in inputs]
         losses = [model.head(name).loss(model.head(name)(f), batches[name]["labels"])
                   for name, f in zip(names, features)]
         return torch.stack(losses).float()

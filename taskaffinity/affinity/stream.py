@@ -126,7 +126,9 @@ class StreamRecorder(Callback):
             self.embedding.add(task, grads[self.embedding_position], trainer.optimizer)
 
     def _fused(self) -> bool:
-        """Whether −Δ_i·g_j comes from ``block_products`` (else from a stored n×P buffer of −Δ_i)."""
+        """Whether −Δ_i·g_j comes from ``block_products`` (else from a stored n×P buffer of −Δ_i).
+
+        ``fast_update`` is only ever set when the optimizer rule is streamed."""
         return self.fast_update is not None and self.sketch is None
 
     def _write_minus_update(self, trainer, row: int, flat_g: torch.Tensor) -> None:
@@ -160,13 +162,13 @@ class StreamRecorder(Callback):
             if self.optimizer_rule and not self._fused():
                 for k in self.present:
                     self._write_minus_update(trainer, k, g_all[k])
-        idx = torch.tensor(self.present, device=g_all.device)
         loss = torch.tensor([losses[t] for t in trainer.step_counts], device=g_all.device)
         eta = self.lookahead_lr or trainer.cfg.lr
-        fused = self.optimizer_rule and self._fused()
+        fused = self._fused()
         gram, products = block_products(g_all, self.present, self.fast_update if fused else None)
         if self.optimizer_rule and not fused:  # P_ij = −Δ_i · g_j from the stored directions
             minus_update = self._buffers.get("minus_update")  # absent when only embeddings are streamed
+            idx = torch.tensor(self.present, device=g_all.device)
             products = (_block(row_products(minus_update, g_all), idx) if minus_update is not None
                         else torch.zeros_like(gram))
         if self.embedding:

@@ -13,8 +13,8 @@ import yaml
 from taskaffinity.affinity.run import record_affinity
 from taskaffinity.affinity.store import AffinityStore
 from taskaffinity.affinity.updates import optimizer_update
-from taskaffinity.config import config_from_dict
 from taskaffinity.callbacks import Callback
+from taskaffinity.config import config_from_dict
 
 from conftest import TINY_MODEL, tiny_config
 
