@@ -138,12 +138,25 @@ def cmd_affinity(args) -> int:
         if estimator in result.store.estimators:
             print(f"{estimator} (rows: source, columns: target)")
             print(result.store.matrix(estimator).to_string(float_format=lambda v: f"{v:.2e}"))
-    for pair, values in result.fidelity.items():
-        run = values["run_average"]
-        print(f"fidelity {pair}: Pearson {run['pearson']:.3f}, Spearman {run['spearman']:.3f}, "
-              f"sign agreement {run['sign_agreement']:.2f}")
+    print_trust(result.fidelity)
     print(f"wrote {result.out_dir}/ (affinity.parquet, matrix_*.csv, summary_*.csv, fidelity.json, heatmap_*.png)")
     return 0
+
+
+def print_trust(report: dict) -> None:
+    """How far to trust each matrix (reliability, significant pairs) and how estimators agree."""
+    from .affinity.reliability import reliability_table
+
+    table = reliability_table(report)
+    if not table.empty:
+        print("reliability of each run-averaged matrix (split-half, Spearman-Brown; within_target: how each "
+              "target ranks its sources; significant_share: pairs whose interval excludes 0):")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    for pair, values in report.get("agreement", {}).items():
+        run = values["run_average"]
+        limit = f" (ceiling {values['ceiling']:.2f})" if "ceiling" in values else ""
+        print(f"agreement {pair}: Pearson {run['pearson']:.3f}, Spearman {run['spearman']:.3f}{limit}, "
+              f"sign agreement {run['sign_agreement']:.2f}")
 
 
 def cmd_report(args) -> int:

@@ -1,9 +1,13 @@
-"""How well estimators agree: exact lookahead vs its first-order form, SGD vs optimizer rule.
+"""How well estimators agree: exact lookahead vs its first-order form, SGD vs optimizer rule,
+probes vs streams.
 
 For each pair of estimators, over off-diagonal (source ≠ target) entries:
 Pearson and Spearman correlation and the fraction of entries with the same sign,
 per probe (steps where both were recorded; summarised by median, min and max)
-and for the run-averaged matrices.
+and for the run-averaged matrices. Given the estimators' reliabilities
+(:mod:`.reliability`), each pair also gets the ``ceiling`` √(ρ_a·ρ_b) that its
+run-average Spearman is read against: two noisy estimators of one quantity agree
+at most that well.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
+from .reliability import ceiling
 from .store import AffinityStore
 
 PAIRS = (
@@ -20,6 +25,7 @@ PAIRS = (
     ("lookahead_sgd", "lookahead_optimizer"),
     ("first_order_sgd", "first_order_optimizer"),
     ("lookahead_sgd", "cosine"),
+    ("gram", "stream_gram"),
     ("first_order_sgd", "stream_first_order_sgd"),
     ("first_order_optimizer", "stream_first_order_optimizer"),
     ("cosine", "stream_cosine"),
@@ -40,8 +46,9 @@ def off_diagonal(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["source"] != frame["target"]]
 
 
-def fidelity(store: AffinityStore, pairs=PAIRS) -> dict:
-    """Agreement for every pair of recorded estimators in ``pairs``."""
+def fidelity(store: AffinityStore, pairs=PAIRS, reliability: dict[str, dict] | None = None) -> dict:
+    """Agreement for every pair of recorded estimators in ``pairs``; with ``reliability``
+    (estimator -> :func:`.reliability.estimator_reliability`) also each pair's ``ceiling``."""
     report = {}
     for a, b in pairs:
         if a not in store.estimators or b not in store.estimators:
@@ -60,6 +67,8 @@ def fidelity(store: AffinityStore, pairs=PAIRS) -> dict:
             if len(per_probe) else {},
             "run_average": agreement(both["value_a"].to_numpy(), both["value_b"].to_numpy()),
         }
+        if reliability and a in reliability and b in reliability:
+            report[f"{a} vs {b}"]["ceiling"] = ceiling(reliability[a]["reliability"], reliability[b]["reliability"])
     return report
 
 

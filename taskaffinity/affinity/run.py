@@ -3,7 +3,9 @@
 ``OUT/affinity.parquet``        tidy records + run metadata (see ``store``)
 ``OUT/matrix_<estimator>.csv``  run-averaged matrix per estimator (rows sources, columns targets)
 ``OUT/summary_<estimator>.csv`` mean, standard error, bootstrap CI, significance per pair
-``OUT/fidelity.json``           agreement between estimators (see ``fidelity``)
+``OUT/fidelity.json``           how far to trust each matrix: ``reliability`` per estimator (split-half,
+                               significant share, per-target offsets; see ``reliability``) and
+                               ``agreement`` between estimators against their ceilings (see ``fidelity``)
 ``OUT/heatmap_<estimator>.png`` annotated heatmap, non-significant cells hatched
 plus the training outputs of :func:`taskaffinity.api.train_study`.
 """
@@ -23,6 +25,7 @@ from ..evaluate import gain_over_baseline
 from ..storage import write_figure, write_json, write_text
 from .fidelity import fidelity
 from .probe import LookaheadRecorder
+from .reliability import estimator_reliability
 from .store import AffinityStore
 from .stream import StreamRecorder
 from .updates import RULES
@@ -116,6 +119,7 @@ def record_affinity(config: StudyConfig, out_dir: str | Path | None = None, *, r
     records = [r for cb in callbacks for r in getattr(cb, "records", [])]
     trainer = result.trainer
     probe = next((cb for cb in callbacks if isinstance(cb, LookaheadRecorder)), None)
+    stream = next((cb for cb in callbacks if isinstance(cb, StreamRecorder)), None)
     metadata = {
         "model": config.model.name, "tasks": list(trainer.tasks), "seed": config.seed,
         "lr": config.training.lr, "lookahead_lr_sgd": config.affinity.lookahead_lr or config.training.lr,
@@ -127,16 +131,30 @@ def record_affinity(config: StudyConfig, out_dir: str | Path | None = None, *, r
         "steps": trainer.step, "parameters": config.affinity.parameters, "sketch_dim": config.affinity.sketch_dim,
         "stream_window": config.affinity.stream_window, "learned_at_start": callbacks[0].learned,
         "probe_seconds_median": float(np.median(probe.seconds)) if probe and probe.seconds else None,
+        # what each recorder added to the run (host seconds): the cost column of validation tables
+        "probe_seconds": float(np.sum(probe.seconds)) if probe else None,
+        "stream_seconds": float(stream.seconds) if stream else None,
+        "training_seconds": float(pd.DataFrame(trainer.step_log).drop_duplicates("step")["seconds"].sum())
+        if trainer.step_log else None,
         "families": {name: task.spec.family for name, task in trainer.tasks.items()},
     }
     store = AffinityStore(pd.DataFrame(records), metadata)
-    report = fidelity(store)
+    summaries = {e: store.summary(e, n_boot=config.affinity.bootstrap, level=config.affinity.confidence,
+                                  seed=config.seed) for e in store.estimators}
+    report = trust_report(store, summaries, seed=config.seed)
     if result.out_dir and trainer.dist.main:
-        write_outputs(store, report, result.out_dir, config)
+        write_outputs(store, summaries, report, result.out_dir, config)
     return AffinityResult(store=store, fidelity=report, out_dir=result.out_dir)
 
 
-def write_outputs(store: AffinityStore, report: dict, out: Path, config: StudyConfig) -> None:
+def trust_report(store: AffinityStore, summaries: dict[str, pd.DataFrame], *, seed: int = 0) -> dict:
+    """``{"reliability": {estimator: ...}, "agreement": {"a vs b": ...}}``: the content of ``fidelity.json``."""
+    reliability = {e: estimator_reliability(store, e, summary=summaries[e], seed=seed) for e in store.estimators}
+    return {"reliability": reliability, "agreement": fidelity(store, reliability=reliability)}
+
+
+def write_outputs(store: AffinityStore, summaries: dict[str, pd.DataFrame], report: dict, out: Path,
+                  config: StudyConfig) -> None:
     import matplotlib.pyplot as plt
 
     from ..report.heatmap import affinity_heatmap
@@ -146,8 +164,7 @@ def write_outputs(store: AffinityStore, report: dict, out: Path, config: StudyCo
     for estimator in store.estimators:
         matrix = store.matrix(estimator)
         write_text(out / f"matrix_{estimator}.csv", matrix.to_csv())
-        summary = store.summary(estimator, n_boot=config.affinity.bootstrap, level=config.affinity.confidence,
-                                seed=config.seed)
+        summary = summaries[estimator]
         write_text(out / f"summary_{estimator}.csv", summary.to_csv(index=False))
         covers_zero = summary.pivot(index="source", columns="target", values="significant")
         mask = ~covers_zero.reindex(index=matrix.index, columns=matrix.columns).fillna(False).astype(bool)

@@ -16,6 +16,7 @@ file's schema metadata under the key ``taskaffinity``, so one file is complete.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -122,8 +123,6 @@ class AffinityStore:
         rng = np.random.default_rng(seed)
         picks = rng.integers(0, len(values), size=(n_boot, len(values)))
         with np.errstate(all="ignore"):
-            import warnings
-
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 boot = np.nanmean(values[picks], axis=1)
@@ -132,6 +131,27 @@ class AffinityStore:
                               "mean": mean, "se": se, "low": low, "high": high, "n": n})
         frame["significant"] = (frame["low"] > 0) | (frame["high"] < 0)
         return frame
+
+    def bootstrap_matrices(self, estimator: str, *, n_boot: int = 100, seed: int = 0, window=None):
+        """Yield ``n_boot`` run-averaged matrices, each over a bootstrap resample of the probes (or
+        streamed windows): the matrices another set of samples of the same run could have given.
+
+        Samples are resampled jointly for all pairs, as in :meth:`summary`; a pair that a
+        resample happens not to measure (sampled probe pairs) keeps its full-run mean.
+        """
+        rows = self.select(estimator, window)
+        wide = rows.pivot_table(index="step", columns=["source", "target"], values="value", aggfunc="mean")
+        values = wide.to_numpy()
+        full = self.matrix(estimator, window=window)
+        rng = np.random.default_rng(seed)
+        for _ in range(n_boot):
+            picks = rng.integers(0, len(values), size=len(values))
+            with warnings.catch_warnings():  # an unmeasured pair is NaN here, filled below
+                warnings.simplefilter("ignore", RuntimeWarning)
+                means = np.nanmean(values[picks], axis=0)
+            matrix = pd.Series(means, index=wide.columns).unstack("target").reindex(index=full.index,
+                                                                                      columns=full.columns)
+            yield matrix.fillna(full).rename_axis(index="source", columns="target")
 
     def significant_matrix(self, estimator: str, **kwargs) -> pd.DataFrame:
         """The mean matrix with entries whose CI covers zero masked as NaN."""

@@ -20,6 +20,9 @@ Estimators: ``stream_gram``, ``stream_cosine``, ``stream_first_order_sgd``
 
 from __future__ import annotations
 
+import functools
+import time
+
 import numpy as np
 import torch
 
@@ -44,6 +47,18 @@ class CountSketch:
         return torch.zeros(self.dim, device=vector.device).index_add_(0, self.bucket, vector * self.sign)
 
 
+def _timed(hook):
+    """Adds the hook's host time to ``self.seconds``: what streaming costs on top of the step."""
+    @functools.wraps(hook)
+    def timed(self, *args):
+        started = time.perf_counter()
+        try:
+            return hook(self, *args)
+        finally:
+            self.seconds += time.perf_counter() - started
+    return timed
+
+
 class StreamRecorder(Callback):
     wants_task_gradients = True
 
@@ -54,6 +69,7 @@ class StreamRecorder(Callback):
         self.lookahead_lr, self.optimizer_rule = lookahead_lr, optimizer_rule
         self.sketch_dim, self.seed = sketch_dim, seed
         self.records: list[dict] = []
+        self.seconds = 0.0
         self.sums: dict[str, np.ndarray] = {}
         self.counts: np.ndarray | None = None
         self._buffers = None
@@ -69,6 +85,7 @@ class StreamRecorder(Callback):
         return step >= self.start_step
 
     # -- set-up per step -----------------------------------------------------------------------
+    @_timed
     def on_step_begin(self, trainer, step, batches):
         if not self.active(step):
             return
@@ -112,6 +129,7 @@ class StreamRecorder(Callback):
         self.fast_update = None
 
     # -- per task ------------------------------------------------------------------------------
+    @_timed
     def on_task_gradients(self, trainer, step, task, loss, grads):
         if not self.active(step):
             return
@@ -152,6 +170,7 @@ class StreamRecorder(Callback):
         return flat
 
     # -- per step ------------------------------------------------------------------------------
+    @_timed
     def on_before_optimizer_step(self, trainer, step, losses):
         if not self.active(step) or len(self.present) < 2:
             return
@@ -215,10 +234,11 @@ class StreamRecorder(Callback):
         partial = None
         if self.counts is not None:
             partial = {"counts": self.counts.tolist(), "sums": {k: v.tolist() for k, v in self.sums.items()}}
-        return {"records": self.records, "partial": partial}
+        return {"records": self.records, "partial": partial, "seconds": self.seconds}
 
     def load_state_dict(self, state: dict) -> None:
         self.records = list(state["records"])
+        self.seconds = state.get("seconds", 0.0)
         partial = state.get("partial")
         if partial:
             self.counts = np.array(partial["counts"])

@@ -24,5 +24,17 @@ def make_grouping(method: str, **settings) -> BaseGrouping:
     return METHODS[method](**settings)
 
 
+def accepted_settings(method: str, **settings) -> dict:
+    """The subset of ``settings`` that ``method``'s constructor accepts (e.g. ``seed`` and ``solver``
+    only where they mean something), so one set of options can serve every method."""
+    import inspect
+
+    if method not in METHODS:
+        raise GroupingError(f"unknown grouping method '{method}' (choose from {', '.join(METHODS)})")
+    accepted = inspect.signature(METHODS[method].__init__).parameters
+    return {key: value for key, value in settings.items() if key in accepted}
+
+
 __all__ = ["BaseGrouping", "GroupingError", "HierarchicalGrouping", "LouvainGrouping", "METHODS",
-           "SpectralGrouping", "TagGrouping", "evaluate_groups", "make_grouping", "validate_affinity"]
+           "SpectralGrouping", "TagGrouping", "accepted_settings", "evaluate_groups", "make_grouping",
+           "validate_affinity"]

@@ -25,6 +25,8 @@ def add_commands(subparsers) -> None:
     group.add_argument("--singleton-score", type=float, default=0.0,
                        help="tag score of a task alone (default 0: no transfer)")
     group.add_argument("--seed", type=int, default=0, help="seed of randomised methods")
+    group.add_argument("--bootstrap", type=int, default=100,
+                       help="resamples of the probes/windows for the grouping's stability (default 100; 0: none)")
     group.add_argument("--json", action="store_true", help="print the JSON result document")
     group.add_argument("--out", help="also write the document to FILE (.json, .yaml or .yml)")
     group.set_defaults(handler=cmd_group)
@@ -34,6 +36,8 @@ def add_commands(subparsers) -> None:
     sources.add_argument("--target", required=True, help="target task")
     sources.add_argument("--top", type=int, help="show the N best sources")
     sources.add_argument("--estimator", help="affinity estimator (default: the only one recorded)")
+    sources.add_argument("--bootstrap", type=int, default=200,
+                         help="resamples of the probes/windows for the ranks' stability (default 200; 0: none)")
     sources.add_argument("--json", action="store_true", help="print a JSON list of objects")
     sources.set_defaults(handler=cmd_sources)
 
@@ -51,37 +55,84 @@ def _load(path: str, estimator: str | None):
     return store, estimator, store.matrix(estimator)  # unknown estimator: the store raises
 
 
-def _settings(args) -> dict:
-    settings = {"k": args.k, "singleton_score": args.singleton_score}
-    if args.method == "tag":
-        settings.update(solver=args.solver, seed=args.seed)
-    elif args.method in ("spectral", "louvain"):
-        settings["seed"] = args.seed
-    return settings
+def _check_bootstrap(n: int) -> None:
+    if n < 0:
+        raise GroupingError(f"--bootstrap must be >= 0, got {n}")
+
+
+def store_grouping(store, estimator: str, method: str, *, n_boot: int = 100, seed: int = 0,
+                   progress: bool = False, **settings) -> dict:
+    """The grouping document of ``method`` on a store's ``estimator``, with the estimator's
+    reliability and the grouping's stability over ``n_boot`` resamples of the run's probes or
+    windows (used by ``taskaffinity group`` and by studies with ``groups: affinity``)."""
+    from tqdm.auto import tqdm
+
+    from ..affinity.reliability import estimator_reliability
+    from .stability import choose_groups
+
+    resamples = None
+    if n_boot and store.select(estimator)["step"].nunique() > 1:
+        resamples = tqdm(store.bootstrap_matrices(estimator, n_boot=n_boot, seed=seed), total=n_boot,
+                         desc="grouping stability", disable=not progress, leave=False)
+    return choose_groups(store.matrix(estimator), method, resamples=resamples, estimator=estimator,
+                         reliability=estimator_reliability(store, estimator, seed=seed), seed=seed, **settings)
+
+
+def trust_lines(document: dict) -> list[str]:
+    """Plain sentences on how far a grouping document's choice can be believed."""
+    from ..affinity.reliability import verdict
+
+    lines = []
+    reliability = document.get("reliability")
+    if reliability:
+        within = reliability["within_target_reliability"]
+        needed = next((v for k, v in reliability.items() if k.startswith("samples_for_")), None)
+        line = (f"trust: {document.get('estimator')} has within-target reliability {within:.2f} "
+                f"({verdict(within)}) over {reliability['samples']} probes/windows")
+        if needed is not None and needed > reliability["samples"]:
+            line += (f"; 0.9 would need about {needed:.0f} (more recorded steps, or larger probe batches: "
+                     "noise falls with the square of the batch)")
+        elif needed is None:
+            line += "; its halves do not agree at all: more samples are not predicted to help"
+        lines.append(line)
+    stability = document.get("stability")
+    if stability:
+        shares = ", ".join(f"G{i + 1} {s:.0%}" for i, s in enumerate(stability["group_shares"]))
+        lines.append(f"stability over {stability['resamples']} bootstrap resamples of the probes/windows: the chosen "
+                     f"grouping came back in {stability['chosen_share']:.0%} "
+                     f"({'stable' if stability['stable'] else 'UNSTABLE: not a finding at this budget'}); "
+                     f"each group: {shares}; mean adjusted Rand index {stability['assignment_ari']:.2f}")
+    return lines
 
 
 def cmd_group(args) -> int:
-    from . import make_grouping
-    from .output import grouping_document, write_document
+    from .output import write_document
 
     if args.method not in METHOD_NAMES:
         raise GroupingError(f"unknown grouping method '{args.method}' (choose from {', '.join(METHOD_NAMES)})")
     if args.method != "tag" and args.solver != "auto":
         raise GroupingError("--solver applies to --method tag only")
-    _, estimator, matrix = _load(args.affinity, args.estimator)
-    grouping = make_grouping(args.method, **_settings(args)).fit(matrix)
-    document = grouping_document(grouping, estimator=estimator)
+    _check_bootstrap(args.bootstrap)
+    if args.out and not str(args.out).lower().endswith((".json", ".yaml", ".yml")):
+        raise GroupingError(f"output file must end in .json, .yaml or .yml, got '{args.out}'")
+    store, estimator, _ = _load(args.affinity, args.estimator)
+    document = store_grouping(store, estimator, args.method, n_boot=args.bootstrap, seed=args.seed,
+                            progress=not args.json, k=args.k, singleton_score=args.singleton_score,
+                            solver=args.solver)
     if args.out:
         write_document(args.out, document)
     if args.json:
         print(json.dumps(document, indent=2))
         return 0
-    print(f"{args.method} grouping of {len(grouping.tasks_)} tasks, estimator {estimator}, k = {args.k}: "
-          f"objective {grouping.objective_:.4g}")
-    width = max(len("tasks"), *(len(", ".join(g)) for g in grouping.groups_))
+    groups = document["groups"]
+    print(f"{args.method} grouping of {len(document['assignment'])} tasks, estimator {estimator}, k = {args.k}: "
+          f"objective {document['objective']:.4g}")
+    width = max(len("tasks"), *(len(", ".join(g["tasks"])) for g in groups))
     print(f"{'group':>5}  {'score':>9}  {'tasks':<{width}}  serves")
-    for i, (g, s, v) in enumerate(zip(grouping.groups_, grouping.scores_, grouping.serves_)):
-        print(f"{i:>5}  {s:>9.4g}  {', '.join(g):<{width}}  {', '.join(v)}")
+    for i, g in enumerate(groups):
+        print(f"{i:>5}  {g['score']:>9.4g}  {', '.join(g['tasks']):<{width}}  {', '.join(g['serves'])}")
+    for line in trust_lines(document):
+        print(line)
     if args.out:
         print(f"wrote {args.out}")
     return 0
@@ -90,16 +141,24 @@ def cmd_group(args) -> int:
 def cmd_sources(args) -> int:
     from .sources import rank_sources
 
+    _check_bootstrap(args.bootstrap)
     store, estimator, matrix = _load(args.affinity, args.estimator)
     if args.target not in list(matrix.columns):
         raise GroupingError(f"unknown target task '{args.target}' (tasks: {', '.join(map(str, matrix.columns))})")
     steps = store.select(estimator)["step"].nunique()
+    resamples = (store.bootstrap_matrices(estimator, n_boot=args.bootstrap)
+                 if steps > 1 and args.bootstrap else None)
     table = rank_sources(matrix, args.target, top=args.top, store=store if steps > 1 else None,
-                         estimator=estimator)
+                         estimator=estimator, resamples=resamples)
     if args.json:
         records = json.loads(table.to_json(orient="records"))
         print(json.dumps({"target": args.target, "estimator": estimator, "sources": records}, indent=2))
     else:
         print(f"sources ranked by {estimator} affinity onto {args.target}:")
         print(table.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+        if resamples is not None:
+            top = table.iloc[0]
+            print(f"rank stability over {args.bootstrap} bootstrap resamples of the probes/windows: "
+                  f"{top['source']} ranks first in {top['top1_share']:.0%} of them"
+                  f"{'' if top['top1_share'] >= 0.5 else ' (UNSTABLE: the top source is not a finding at this budget)'}")
     return 0

@@ -4,7 +4,14 @@ Schema::
 
     {"method": str, "estimator": str | null, "k": int, "objective": float,
      "groups": [{"tasks": [str, ...], "score": float, "serves": [str, ...]}, ...],
-     "assignment": {task: group_index}, "per_task_score": {task: float}}
+     "assignment": {task: group_index}, "per_task_score": {task: float},
+     "stability": {...} | absent, "reliability": {...} | absent}
+
+``stability`` (see :class:`.stability.GroupingStability`): over bootstrap resamples of
+the run's probes or windows, how often the chosen grouping came back
+(``chosen_share``), each chosen group (``group_shares``), the mean adjusted Rand
+index of the serving assignment and each pair's co-membership share.
+``reliability``: the estimator's split-half reliability from ``fidelity.json``.
 
 ``tasks`` are the members to train together, ``serves`` the members whose
 reported score comes from this group (the others only help, TAG's overlap,
@@ -19,11 +26,13 @@ from ..storage import write_json, write_text
 from ._base import GroupingError
 
 
-def grouping_document(grouping, *, estimator: str | None = None) -> dict:
-    """The result document of a fitted grouping object."""
+def grouping_document(grouping, *, estimator: str | None = None, stability=None,
+                      reliability: dict | None = None) -> dict:
+    """The result document of a fitted grouping object (with its stability and the estimator's
+    reliability when given)."""
     if not hasattr(grouping, "groups_"):
         raise GroupingError("grouping is not fitted: call fit(affinity) first")
-    return {
+    document = {
         "method": grouping.method,
         "estimator": estimator,
         "k": int(grouping.k),
@@ -33,6 +42,11 @@ def grouping_document(grouping, *, estimator: str | None = None) -> dict:
         "assignment": {t: int(g) for t, g in grouping.assignment_.items()},
         "per_task_score": {t: float(s) for t, s in grouping.per_task_score_.items()},
     }
+    if stability is not None:
+        document["stability"] = stability.to_dict()
+    if reliability is not None:
+        document["reliability"] = reliability
+    return document
 
 
 def write_document(path: str | Path, document: dict) -> Path:

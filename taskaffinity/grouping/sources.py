@@ -29,12 +29,35 @@ def _target_column(affinity: pd.DataFrame, target: str) -> tuple[list[str], np.n
     return sources, A[[tasks.index(s) for s in sources], j]
 
 
+def rank_stability(resamples, target: str) -> pd.DataFrame:
+    """How each source's rank onto ``target`` moves over resampled matrices.
+
+    Columns: ``source``, ``top1_share`` (share of resamples ranking it first),
+    ``rank_median`` and the 5–95 % range ``rank_low``, ``rank_high`` (1 = best).
+    """
+    ranks = []
+    for matrix in resamples:
+        sources, values = _target_column(matrix, target)
+        order = np.argsort(-values, kind="stable")
+        rank = np.empty(len(values), dtype=int)
+        rank[order] = np.arange(1, len(values) + 1)
+        ranks.append(rank)
+    if not ranks:
+        raise GroupingError("rank_stability needs at least one resampled matrix")
+    ranks = np.array(ranks)
+    return pd.DataFrame({"source": sources, "top1_share": (ranks == 1).mean(axis=0),
+                         "rank_median": np.median(ranks, axis=0),
+                         "rank_low": np.quantile(ranks, 0.05, axis=0, method="lower"),
+                         "rank_high": np.quantile(ranks, 0.95, axis=0, method="higher")})
+
+
 def rank_sources(affinity: pd.DataFrame, target: str, *, top: int | None = None, store=None,
-                 estimator: str | None = None, **summary_kwargs) -> pd.DataFrame:
+                 estimator: str | None = None, resamples=None, **summary_kwargs) -> pd.DataFrame:
     """Sources ranked by affinity onto ``target`` (best first).
 
-    Columns: ``rank, source, affinity`` and, with ``store`` and ``estimator``,
-    the store's ``mean, se, low, high, n, significant`` for the pair.
+    Columns: ``rank, source, affinity``; with ``store`` and ``estimator``, the store's
+    ``mean, se, low, high, n, significant`` for the pair; with ``resamples`` (bootstrap
+    matrices), the rank stability of :func:`rank_stability`.
     """
     sources, values = _target_column(affinity, target)
     if top is not None and top < 1:
@@ -47,6 +70,8 @@ def rank_sources(affinity: pd.DataFrame, target: str, *, top: int | None = None,
         summary = store.summary(estimator, **summary_kwargs)
         summary = summary[summary["target"] == target].drop(columns="target")
         frame = frame.merge(summary, on="source", how="left")
+    if resamples is not None:
+        frame = frame.merge(rank_stability(resamples, target), on="source", how="left")
     frame.insert(0, "rank", np.arange(1, len(frame) + 1))
     return frame.head(top).reset_index(drop=True) if top else frame.reset_index(drop=True)
 

@@ -90,6 +90,7 @@ def run_section(run: Path) -> Section:
 
 
 def affinity_section(run: Path, folder: Path) -> Section:
+    from ..affinity.reliability import reliability_table
     from ..affinity.store import AffinityStore
     from .figures import affinity_heatmap_clustered, affinity_trajectories, fidelity_scatter
 
@@ -120,18 +121,44 @@ def affinity_section(run: Path, folder: Path) -> Section:
     section.figures.append((_save(fig, folder, f"trajectories_{lead}"), f"{lead} over training steps, per source"))
     fidelity_path = path.parent / "fidelity.json"
     report = read_json(fidelity_path) if fidelity_path.is_file() else {}
+    agreement = report.get("agreement", {} if "reliability" in report else report)  # older runs: pairs only
     for pair in (("lookahead_sgd", "first_order_sgd"), ("lookahead_optimizer", "first_order_optimizer")):
         if all(e in store.estimators for e in pair):
-            numbers = next((v for k, v in report.items() if pair[0] in k and pair[1] in k), None)
+            numbers = next((v for k, v in agreement.items() if pair[0] in k and pair[1] in k), None)
             fig = fidelity_scatter(store.matrix(pair[0]), store.matrix(pair[1]),
                                    fidelity=numbers, title=f"{pair[1]} vs {pair[0]}")
             section.figures.append((_save(fig, folder, f"fidelity_{pair[0]}"), f"first-order form vs exact: {pair[0]}"))
-    if report:
+    trust = reliability_table(report)
+    if not trust.empty:
+        section.text.append(trust_sentence(trust))
+        section.tables.append(("reliability of each run-averaged matrix (split-half over its probes or windows, "
+                               "Spearman-Brown corrected; within_target: how each target ranks its sources; "
+                               "significant_share: off-diagonal pairs whose interval excludes 0; "
+                               "samples_for_0.9: probes or windows a within-target reliability of 0.9 needs)",
+                               trust))
+    if agreement:
         rows = [{"pair": k, **{f"run {m}": v.get("run_average", {}).get(m) for m in ("pearson", "spearman",
-                                                                                     "sign_agreement")}}
-                for k, v in report.items()]
-        section.tables.append(("fidelity (agreement of run-averaged matrices, off-diagonal)", pd.DataFrame(rows)))
+                                                                                     "sign_agreement")},
+                 "ceiling": v.get("ceiling")}
+                for k, v in agreement.items()]
+        section.tables.append(("agreement of run-averaged matrices (off-diagonal); two noisy estimators of one "
+                               "quantity cannot exceed the ceiling their reliabilities allow", pd.DataFrame(rows)))
     return section
+
+
+def trust_sentence(trust: pd.DataFrame) -> str:
+    """One plain sentence on which matrices can be believed."""
+    ranked = trust.sort_values("within_target", ascending=False)
+    good = ranked[ranked["within_target"] >= 0.75]["estimator"].tolist()
+    noise = ranked[~(ranked["within_target"] >= 0.5)]["estimator"].tolist()
+    parts = [f"Most reliable: {ranked.iloc[0]['estimator']} (within-target reliability "
+             f"{ranked.iloc[0]['within_target']:.2f}, {ranked.iloc[0]['verdict']})."]
+    if good:
+        parts.append(f"Good or better: {', '.join(good)}.")
+    if noise:
+        parts.append(f"Mostly noise at this budget (within-target reliability below 0.5; more steps or larger "
+                     f"probes would be needed, see samples_for_0.9): {', '.join(noise)}.")
+    return " ".join(parts)
 
 
 def _groups(run: Path) -> list[list[str]] | None:

@@ -115,17 +115,12 @@ def _affinity_run(study: Study, out: Path, progress: bool):
 
 
 def _choose_groups(study: Study, store, out: Path) -> tuple[dict, dict]:
-    from ..grouping import make_grouping
-    from ..grouping.output import grouping_document, write_document
+    from ..grouping.cli import store_grouping
+    from ..grouping.output import write_document
 
     settings = study.settings.grouping
-    options = {"k": settings.k, "seed": study.config.seed}
-    if settings.method == "tag":
-        options["solver"] = settings.solver
-    elif settings.method == "hierarchical":
-        options.pop("seed")
-    grouping = make_grouping(settings.method, **options).fit(store.matrix(settings.estimator))
-    document = grouping_document(grouping, estimator=settings.estimator)
+    document = store_grouping(store, settings.estimator, settings.method, n_boot=settings.bootstrap,
+                              seed=study.config.seed, k=settings.k, solver=settings.solver)
     write_document(out / "groups.json", document)
     groups = {f"G{i + 1}": tuple(g["tasks"]) for i, g in enumerate(document["groups"])}
     serves = {f"G{i + 1}": tuple(g["serves"]) for i, g in enumerate(document["groups"])}

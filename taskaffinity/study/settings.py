@@ -39,6 +39,7 @@ class GroupingSettings:
     k: int = 2
     estimator: str = "stream_first_order_sgd"
     solver: str = "auto"
+    bootstrap: int = 100  # resamples of the affinity run's probes/windows for the grouping's stability
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def settings_from_dict(raw, config: StudyConfig, *, where: str, base_dir: Path) 
         values["order"] = order
     values.update(_groups(raw, pool, kind, where, base_dir))
     values.update(_validation(raw.get("validation") or {}, where))
-    values["grouping"] = _build(GroupingSettings, raw.get("grouping") or {}, where, "study.grouping")
+    values["grouping"] = _grouping(raw.get("grouping") or {}, where)
     values["pretrain"] = _training(config.training, raw.get("pretrain") or {}, where, "study.pretrain")
     finetune_defaults = dataclasses.replace(config.training, head_warmup_steps=0)
     values["finetune"] = _training(finetune_defaults, raw.get("finetune") or {}, where, "study.finetune")
@@ -189,6 +190,20 @@ def _validation(raw: dict, where: str) -> dict:
     if randoms < 0:
         raise ConfigError(f"{where}: study.validation.random_groupings must be >= 0")
     return {"validation_mode": mode, "random_groupings": randoms}
+
+
+def _grouping(raw: dict, where: str) -> GroupingSettings:
+    from ..grouping import METHODS
+
+    settings = _build(GroupingSettings, raw, where, "study.grouping")
+    if settings.method not in METHODS:
+        raise ConfigError(f"{where}: study.grouping.method must be one of {', '.join(METHODS)}, "
+                          f"got {settings.method!r}")
+    if settings.k < 1:
+        raise ConfigError(f"{where}: study.grouping.k must be >= 1, got {settings.k}")
+    if settings.bootstrap < 0:
+        raise ConfigError(f"{where}: study.grouping.bootstrap must be >= 0, got {settings.bootstrap}")
+    return settings
 
 
 def _training(base: TrainConfig, overrides: dict, where: str, section: str) -> TrainConfig:

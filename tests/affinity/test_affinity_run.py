@@ -148,7 +148,10 @@ def test_cli_writes_store_matrices_fidelity_and_heatmaps(tmp_path):
             pd.read_csv(out / f"summary_{estimator}.csv").columns)
     report = json.loads((out / "fidelity.json").read_text())
     assert {"lookahead_sgd vs first_order_sgd", "lookahead_optimizer vs first_order_optimizer",
-            "lookahead_sgd vs lookahead_optimizer"} <= set(report)
+            "lookahead_sgd vs lookahead_optimizer"} <= set(report["agreement"])
+    assert set(report["reliability"]) == expected
+    assert all("ceiling" in v for v in report["agreement"].values())
+    assert "within_target" in result.stdout and "agreement lookahead_sgd vs first_order_sgd" in result.stdout
     assert store.metadata["rules"] == ["sgd", "optimizer"] and store.metadata["probe_every"] == 3
 
 

@@ -54,8 +54,11 @@ def test_group_table_and_out(store_path, tmp_path, capsys):
     assert run(["group", store_path, "--estimator", "lookahead_sgd", "--k", 2, "--out", out]) == 0
     text = capsys.readouterr().out
     assert "objective" in text and "a1, a2, a3" in text
+    assert "stability over 100 bootstrap resamples" in text and "came back in 100% (stable)" in text
+    assert "fewer than 4 samples" in text  # 3 probes: too few for a split-half reliability
     document = yaml.safe_load(out.read_text())
     assert document["method"] == "tag" and len(document["groups"]) == 2
+    assert document["stability"]["chosen_share"] == 1.0 and document["stability"]["resamples"] == 100
 
 
 def test_sources(store_path, capsys):
@@ -64,7 +67,8 @@ def test_sources(store_path, capsys):
     document = json.loads(capsys.readouterr().out)
     ranked = [r["source"] for r in document["sources"]]
     assert len(ranked) == 3 and set(ranked[:2]) == {"a2", "a3"}
-    assert {"affinity", "mean", "se", "low", "high", "significant"} <= set(document["sources"][0])
+    assert {"affinity", "mean", "se", "low", "high", "significant", "top1_share", "rank_low",
+            "rank_high"} <= set(document["sources"][0])
     assert run(["sources", store_path, "--target", "b2", "--estimator", "cosine"]) == 0
     assert "onto b2" in capsys.readouterr().out
 
@@ -77,6 +81,7 @@ def test_sources(store_path, capsys):
     (["group", "{p}", "--estimator", "cosine", "--k", "7"], "k must be"),
     (["group", "{p}", "--estimator", "cosine", "--k", "2", "--method", "kmeans"], "unknown grouping method"),
     (["group", "{p}", "--estimator", "cosine", "--k", "2", "--out", "x.csv"], r"\.json, \.yaml"),
+    (["group", "{p}", "--estimator", "cosine", "--k", "2", "--bootstrap", "-1"], "--bootstrap must be >= 0"),
     (["group", "missing.parquet", "--estimator", "cosine", "--k", "2"], "not found"),
 ])
 def test_bad_arguments(store_path, argv, message):

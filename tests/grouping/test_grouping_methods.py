@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pandas as pd
@@ -79,9 +78,7 @@ def test_heuristic_handles_100_tasks():
     A = rng.normal(size=(n, n))
     names = [f"t{j}" for j in range(n)]
     frame = pd.DataFrame(A, index=names, columns=names)
-    start = time.perf_counter()
-    model = TagGrouping(k=4).fit(frame)  # auto: heuristic beyond 20 tasks
-    assert time.perf_counter() - start < 30
+    model = TagGrouping(k=4).fit(frame)  # auto: heuristic beyond 20 tasks (its speed: bench/grouping_scaling.py)
     assert model.solver_ == "heuristic"
     assert len(model.groups_) <= 4
     assert set().union(*model.groups_) == set(names)

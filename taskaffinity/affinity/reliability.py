@@ -1,0 +1,196 @@
+"""How far a run-averaged affinity matrix can be trusted: reliability, noise ceilings, structure.
+
+An estimator's run average is the mean of k samples (probes, or streamed windows).
+Its **split-half reliability** is the Spearman correlation of the off-diagonal
+entries of two means over disjoint random halves of those samples, averaged over
+random splits; the **Spearman–Brown** formula ρ_k = f·r / (1 + (f − 1)·r) turns it
+into the reliability of the mean over all k samples (f = 2) and predicts how many
+samples a target reliability needs (Spearman 1910; Brown 1910). Two estimators of the
+same quantity cannot agree better than √(ρ_a·ρ_b), the **ceiling** their reliabilities
+allow (Spearman's attenuation bound).
+
+Reliability is reported twice: *pooled* over every off-diagonal pair, and *within
+target*: the mean over targets j of the Spearman correlation of column j (how j ranks
+its sources), which is what source ranking and grouping read. A matrix can be
+reliable pooled only because of per-target or per-source offsets that never change
+a within-target ranking; :func:`effect_shares` measures those offsets directly.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from .store import AffinityStore
+
+SPLITS = 100  # random half-splits averaged: the split-half estimate's own noise stays below ~0.02
+
+
+def sample_matrices(store: AffinityStore, estimator: str) -> tuple[list[str], np.ndarray]:
+    """Per-sample matrices of ``estimator``: task names and an array (k samples, n sources, n targets).
+
+    One sample per recorded step (a probe, or the end of a streamed window); NaN where a
+    sample did not measure a pair (sampled probe pairs).
+    """
+    tasks = store.tasks
+    rows = store.select(estimator)
+    steps = np.sort(rows["step"].unique())
+    at = {t: i for i, t in enumerate(tasks)}
+    cube = np.full((len(steps), len(tasks), len(tasks)), np.nan)
+    k = np.searchsorted(steps, rows["step"].to_numpy())
+    cube[k, rows["source"].map(at).to_numpy(), rows["target"].map(at).to_numpy()] = rows["value"].to_numpy()
+    return tasks, cube
+
+
+def spearman_brown(r: float, factor: float = 2.0) -> float:
+    """Reliability of a mean over ``factor`` times as many samples as one with reliability ``r``."""
+    if not np.isfinite(r):
+        return float("nan")
+    return float(factor * r / (1 + (factor - 1) * r)) if r > -1 / (factor - 1) else -1.0
+
+
+def samples_needed(reliability: float, samples: int, target: float = 0.9) -> float | None:
+    """Samples (probes or windows) the Spearman–Brown prophecy needs for ``target`` reliability.
+
+    None when the measured reliability is not positive: no number of samples is predicted
+    to help an estimator whose halves do not agree at all.
+    """
+    if not np.isfinite(reliability) or reliability <= 0:
+        return None
+    if reliability >= target:
+        return float(samples)
+    return float(samples * target * (1 - reliability) / (reliability * (1 - target)))
+
+
+def _off_diagonal(matrix: np.ndarray) -> np.ndarray:
+    return matrix[~np.eye(len(matrix), dtype=bool)]
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    keep = np.isfinite(a) & np.isfinite(b)
+    if keep.sum() < 3 or np.ptp(a[keep]) == 0 or np.ptp(b[keep]) == 0:
+        return float("nan")
+    return float(spearmanr(a[keep], b[keep]).statistic)
+
+
+def within_target_spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over targets j of the Spearman correlation of columns j (sources ≠ j) of two matrices."""
+    values = []
+    for j in range(a.shape[1]):
+        rows = np.arange(a.shape[0]) != j
+        values.append(_spearman(a[rows, j], b[rows, j]))
+    values = np.asarray(values)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def _half_means(cube: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    order = rng.permutation(len(cube))
+    half = len(cube) // 2
+    with warnings.catch_warnings():  # a pair no sample of a half measured is NaN, on purpose
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(cube[order[:half]], axis=0), np.nanmean(cube[order[half: 2 * half]], axis=0)
+
+
+def split_half(cube: np.ndarray, *, splits: int = SPLITS, seed: int = 0) -> dict:
+    """Split-half reliability of the mean of ``cube`` (k, n, n) over its first axis.
+
+    Returns ``samples`` (k), ``split_half`` and ``within_target_split_half`` (mean over
+    ``splits`` random halves), and their Spearman–Brown full-length ``reliability`` and
+    ``within_target_reliability``. NaN with fewer than 4 samples.
+    """
+    k = len(cube)
+    out = {"samples": int(k), "split_half": float("nan"), "within_target_split_half": float("nan")}
+    if k >= 4:
+        rng = np.random.default_rng(seed)
+        pooled, within = [], []
+        for _ in range(splits):
+            a, b = _half_means(cube, rng)
+            pooled.append(_spearman(_off_diagonal(a), _off_diagonal(b)))
+            within.append(within_target_spearman(a, b))
+        out["split_half"] = float(np.nanmean(pooled)) if np.isfinite(pooled).any() else float("nan")
+        out["within_target_split_half"] = float(np.nanmean(within)) if np.isfinite(within).any() else float("nan")
+    out["reliability"] = spearman_brown(out["split_half"])
+    out["within_target_reliability"] = spearman_brown(out["within_target_split_half"])
+    return out
+
+
+def effect_shares(matrix: np.ndarray) -> dict[str, float]:
+    """How much of the off-diagonal variance per-target and per-source offsets explain.
+
+    Least-squares fits of A_ij = μ + c_j (``target_share``), μ + r_i (``source_share``) and
+    μ + r_i + c_j (``additive_share``) to the off-diagonal entries; each share is the
+    fit's R². ``1 − additive_share`` is what depends on the pair itself. A large
+    ``target_share`` means a term common to every source dominates the matrix (e.g. the
+    optimizer rule's momentum and decay, identical for every source i: −Δ_0·g_j), which
+    no source ranking can use.
+    """
+    n = len(matrix)
+    off = ~np.eye(n, dtype=bool)
+    i, j = np.nonzero(off)
+    y = matrix[i, j]
+    keep = np.isfinite(y)
+    i, j, y = i[keep], j[keep], y[keep]
+    total = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
+    if total == 0 or n < 3:
+        return {"target_share": float("nan"), "source_share": float("nan"), "additive_share": float("nan")}
+
+    def r2(*factors: np.ndarray) -> float:
+        design = np.column_stack([np.ones(len(y))] + [np.eye(n)[f][:, 1:] for f in factors])
+        fitted = design @ np.linalg.lstsq(design, y, rcond=None)[0]
+        return float(1 - ((y - fitted) ** 2).sum() / total)
+
+    return {"target_share": r2(j), "source_share": r2(i), "additive_share": r2(i, j)}
+
+
+def estimator_reliability(store: AffinityStore, estimator: str, *, splits: int = SPLITS, seed: int = 0,
+                          target: float = 0.9, summary: pd.DataFrame | None = None) -> dict:
+    """Everything that says how far ``estimator``'s run-averaged matrix can be trusted.
+
+    Keys: those of :func:`split_half`; ``samples_for_<target>`` (Spearman–Brown prophecy
+    from the within-target reliability, the one rankings read); the shares of
+    :func:`effect_shares`; with ``summary`` (``AffinityStore.summary``) also
+    ``significant_share``: the share of off-diagonal pairs whose interval excludes 0.
+    """
+    tasks, cube = sample_matrices(store, estimator)
+    out = split_half(cube, splits=splits, seed=seed)
+    out[f"samples_for_{target:g}"] = samples_needed(out["within_target_reliability"], out["samples"], target)
+    out.update(effect_shares(store.matrix(estimator).to_numpy()))
+    if summary is not None:
+        off = summary[summary["source"] != summary["target"]]
+        out["significant_share"] = float(off["significant"].mean()) if len(off) else float("nan")
+    return out
+
+
+def ceiling(reliability_a: float, reliability_b: float) -> float:
+    """The largest correlation two estimators with these reliabilities can show (√(ρ_a·ρ_b))."""
+    if not (np.isfinite(reliability_a) and np.isfinite(reliability_b)):
+        return float("nan")
+    return float(np.sqrt(max(reliability_a, 0.0) * max(reliability_b, 0.0)))
+
+
+# Conventional bands of reliability coefficients (Koo & Li 2016 use 0.5 / 0.75 / 0.9 for ICCs).
+BANDS = ((0.9, "excellent"), (0.75, "good"), (0.5, "moderate"), (-np.inf, "mostly noise"))
+
+
+def verdict(reliability: float) -> str:
+    """A word for a reliability coefficient: excellent, good, moderate or mostly noise."""
+    if not np.isfinite(reliability):
+        return "unknown (fewer than 4 samples)"
+    return next(word for bound, word in BANDS if reliability >= bound)
+
+
+def reliability_table(report: dict) -> pd.DataFrame:
+    """``fidelity.json``'s reliability section as one row per estimator, for printing and reports."""
+    rows = []
+    for estimator, values in report.get("reliability", {}).items():
+        needed = next((v for k, v in values.items() if k.startswith("samples_for_")), None)
+        rows.append({"estimator": estimator, "samples": values["samples"], "reliability": values["reliability"],
+                     "within_target": values["within_target_reliability"],
+                     "verdict": verdict(values["within_target_reliability"]),
+                     "significant_share": values.get("significant_share", np.nan),
+                     "target_offset_share": values["target_share"],
+                     "samples_for_0.9": np.nan if needed is None else needed})
+    return pd.DataFrame(rows)

@@ -1,0 +1,106 @@
+"""Reliability of run-averaged matrices: known answers for split halves, Spearman-Brown, effect shares."""
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from taskaffinity.affinity.fidelity import fidelity
+from taskaffinity.affinity.reliability import (ceiling, effect_shares, estimator_reliability, sample_matrices,
+                                               samples_needed, spearman_brown, split_half, verdict)
+from taskaffinity.affinity.store import AffinityStore
+
+TASKS = [f"t{i}" for i in range(6)]
+
+
+def store_of(signal: np.ndarray, noise: float, samples: int = 20, seed: int = 0, name: str = "x") -> AffinityStore:
+    """Every sample = signal + independent Gaussian noise of sd ``noise``."""
+    rng = np.random.default_rng(seed)
+    rows = [{"step": step, "estimator": name, "source": s, "target": t,
+             "value": signal[i, j] + rng.normal(0, noise)}
+            for step in range(1, samples + 1) for (i, s), (j, t) in itertools.product(enumerate(TASKS), repeat=2)]
+    return AffinityStore(pd.DataFrame(rows), {"tasks": TASKS})
+
+
+SIGNAL = np.random.default_rng(42).normal(size=(6, 6))
+
+
+def test_spearman_brown_and_prophecy_by_hand():
+    assert spearman_brown(0.5) == pytest.approx(2 * 0.5 / 1.5)
+    assert spearman_brown(0.5, factor=4) == pytest.approx(4 * 0.5 / (1 + 3 * 0.5))
+    # 0.9 from 0.6 over 10 samples: 10 * 0.9 * 0.4 / (0.6 * 0.1) = 60
+    assert samples_needed(0.6, 10) == pytest.approx(60.0)
+    assert samples_needed(0.95, 10) == 10 and samples_needed(-0.1, 10) is None
+    assert ceiling(0.64, 0.81) == pytest.approx(0.72) and ceiling(-0.2, 0.9) == 0.0
+    assert [verdict(v) for v in (0.95, 0.8, 0.6, 0.1)] == ["excellent", "good", "moderate", "mostly noise"]
+
+
+def test_sample_matrices_place_every_value():
+    store = store_of(SIGNAL, 0.0, samples=3)
+    tasks, cube = sample_matrices(store, "x")
+    assert tasks == TASKS and cube.shape == (3, 6, 6)
+    np.testing.assert_allclose(cube[1], SIGNAL)
+
+
+def test_pure_signal_is_perfectly_reliable_and_pure_noise_is_not():
+    clean = split_half(sample_matrices(store_of(SIGNAL, 0.01), "x")[1])
+    assert clean["reliability"] > 0.99 and clean["within_target_reliability"] > 0.99
+    noise = split_half(sample_matrices(store_of(np.zeros((6, 6)), 1.0), "x")[1])
+    assert abs(noise["split_half"]) < 0.15 and abs(noise["within_target_split_half"]) < 0.15
+
+
+def test_reliability_grows_with_samples_as_spearman_brown_predicts():
+    """Quadrupling the samples of a moderately noisy estimator: the prophecy from the small run
+    (ρ_4k = 4ρ/(1+3ρ)) matches what the large run measures."""
+    small, large = [], []
+    for seed in range(6):
+        small.append(split_half(sample_matrices(store_of(SIGNAL, 3.0, samples=8, seed=seed), "x")[1])["reliability"])
+        large.append(split_half(sample_matrices(store_of(SIGNAL, 3.0, samples=32, seed=seed), "x")[1])["reliability"])
+    predicted = spearman_brown(float(np.mean(small)), factor=4)
+    assert np.mean(small) < 0.8
+    assert np.mean(large) == pytest.approx(predicted, abs=0.1)
+
+
+def test_effect_shares_separate_target_offsets_from_pair_structure():
+    offsets = np.tile(np.arange(6.0), (6, 1))  # A_ij = j: a term every source shares
+    shares = effect_shares(offsets)
+    assert shares["target_share"] == pytest.approx(1.0) and shares["additive_share"] == pytest.approx(1.0)
+    assert shares["source_share"] < 0.1
+    pairs = effect_shares(SIGNAL)
+    assert pairs["additive_share"] < 0.6  # a random matrix is mostly pair-specific
+
+
+def test_target_offsets_make_a_matrix_reliable_pooled_but_not_within_target():
+    """The optimizer rule's trap: a large per-target term common to all sources is reliable
+    pooled, yet says nothing about how a target ranks its sources."""
+    offsets = np.tile(np.arange(6.0) * 3, (6, 1))
+    result = split_half(sample_matrices(store_of(offsets, 1.0), "x")[1])
+    assert result["reliability"] > 0.9 and abs(result["within_target_split_half"]) < 0.2
+
+
+def test_estimator_reliability_and_fidelity_ceiling():
+    store = store_of(SIGNAL, 0.5)
+    other = store_of(SIGNAL, 0.5, seed=1, name="y")
+    both = AffinityStore(pd.concat([store.records, other.records]), {"tasks": TASKS})
+    summary = both.summary("x", n_boot=200)
+    values = estimator_reliability(both, "x", summary=summary)
+    assert values["samples"] == 20 and 0.5 < values["significant_share"] <= 1.0
+    assert values["samples_for_0.9"] <= 20
+    reliability = {e: estimator_reliability(both, e) for e in ("x", "y")}
+    report = fidelity(both, pairs=[("x", "y")], reliability=reliability)["x vs y"]
+    expected = np.sqrt(reliability["x"]["reliability"] * reliability["y"]["reliability"])
+    assert report["ceiling"] == pytest.approx(expected)
+    assert report["run_average"]["spearman"] <= report["ceiling"] + 0.05
+
+
+def test_bootstrap_matrices_resample_probes_jointly():
+    """With per-step values that are equal across pairs, a joint resample keeps them equal."""
+    rows = [{"step": step, "estimator": "x", "source": s, "target": t, "value": float(step)}
+            for step in range(1, 11) for s, t in itertools.product(TASKS[:3], repeat=2)]
+    store = AffinityStore(pd.DataFrame(rows), {"tasks": TASKS[:3]})
+    matrices = list(store.bootstrap_matrices("x", n_boot=20, seed=3))
+    assert len(matrices) == 20
+    for matrix in matrices:
+        assert list(matrix.index) == TASKS[:3] and np.ptp(matrix.to_numpy()) == pytest.approx(0.0)
+    assert np.std([m.iloc[0, 0] for m in matrices]) > 0  # the resamples differ
