@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from taskaffinity.affinity.fidelity import agreement, off_diagonal  # noqa: E402
 from taskaffinity.affinity.probe import LookaheadRecorder  # noqa: E402
-from taskaffinity.affinity.reliability import ceiling, estimator_reliability  # noqa: E402
+from taskaffinity.affinity.reliability import estimator_reliability  # noqa: E402
+from taskaffinity.stats import ceiling  # noqa: E402
 from taskaffinity.affinity.run import recorders_for  # noqa: E402
 from taskaffinity.affinity.store import AffinityStore  # noqa: E402
 from taskaffinity.affinity.stream import StreamRecorder  # noqa: E402

@@ -44,7 +44,7 @@ def build(config: StudyConfig, *, progress: bool = True,
     tasks = tasks if tasks is not None else prepare_tasks(config.tasks, config.data, progress=progress)
     torch.manual_seed(config.seed)  # fresh heads (and random-init encoders) are reproducible
     encoder, tokenizer = load_encoder(config.model)
-    return tasks, MultiTaskModel(encoder, tasks, config.model), tokenizer
+    return tasks, MultiTaskModel(encoder, tasks, config.model, seed=config.seed), tokenizer
 
 
 def train_study(config: StudyConfig, out_dir: str | Path | None = None, *, resume: bool = True,

@@ -11,6 +11,7 @@ from .config import ModelConfig
 from .errors import ConfigError
 from .heads import build_head
 from .tasks.data import TaskData
+from .tasks.splits import task_seed
 from .tasks.spec import MULTIPLE_CHOICE, REGRESSION
 
 
@@ -22,7 +23,10 @@ class MultiTaskModel(nn.Module):
     affinity recorders without unpacking a concatenated batch.
     """
 
-    def __init__(self, encoder: nn.Module, tasks: dict[str, TaskData], cfg: ModelConfig):
+    def __init__(self, encoder: nn.Module, tasks: dict[str, TaskData], cfg: ModelConfig, *, seed: int | None = None):
+        """``seed``: each head is initialised from a seed of (``seed``, head name), so a task's head
+        starts the same whichever other tasks share the model (paired single vs joint runs);
+        None draws heads from the global RNG in task order."""
         super().__init__()
         if cfg.pooling not in ("mean", "cls"):
             raise ConfigError(f"model.pooling must be 'mean' or 'cls', got '{cfg.pooling}'")
@@ -41,7 +45,11 @@ class MultiTaskModel(nn.Module):
                 key = f"mc__{task.spec.family}"  # Muppet: one shared scorer per multiple-choice family
             if key not in self.heads:
                 stats = task.label_stats() if task.spec.type == REGRESSION else (0.0, 1.0)
-                self.heads[key] = build_head(task.spec.type, hidden, task.n_classes, cfg.head_dropout, label_stats=stats)
+                with torch.random.fork_rng(devices=[], enabled=seed is not None):
+                    if seed is not None:
+                        torch.manual_seed(task_seed(seed, key, "head"))
+                    self.heads[key] = build_head(task.spec.type, hidden, task.n_classes, cfg.head_dropout,
+                                                 label_stats=stats)
             self.head_of[name] = key
 
     def head(self, task: str) -> nn.Module:

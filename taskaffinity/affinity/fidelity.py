@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
-from .reliability import ceiling
+from ..stats import ceiling
 from .store import AffinityStore
 
 PAIRS = (

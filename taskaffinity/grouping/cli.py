@@ -78,35 +78,8 @@ def store_grouping(store, estimator: str, method: str, *, n_boot: int = 100, see
                          reliability=estimator_reliability(store, estimator, seed=seed), seed=seed, **settings)
 
 
-def trust_lines(document: dict) -> list[str]:
-    """Plain sentences on how far a grouping document's choice can be believed."""
-    from ..affinity.reliability import verdict
-
-    lines = []
-    reliability = document.get("reliability")
-    if reliability:
-        within = reliability["within_target_reliability"]
-        needed = next((v for k, v in reliability.items() if k.startswith("samples_for_")), None)
-        line = (f"trust: {document.get('estimator')} has within-target reliability {within:.2f} "
-                f"({verdict(within)}) over {reliability['samples']} probes/windows")
-        if needed is not None and needed > reliability["samples"]:
-            line += (f"; 0.9 would need about {needed:.0f} (more recorded steps, or larger probe batches: "
-                     "noise falls with the square of the batch)")
-        elif needed is None:
-            line += "; its halves do not agree at all: more samples are not predicted to help"
-        lines.append(line)
-    stability = document.get("stability")
-    if stability:
-        shares = ", ".join(f"G{i + 1} {s:.0%}" for i, s in enumerate(stability["group_shares"]))
-        lines.append(f"stability over {stability['resamples']} bootstrap resamples of the probes/windows: the chosen "
-                     f"grouping came back in {stability['chosen_share']:.0%} "
-                     f"({'stable' if stability['stable'] else 'UNSTABLE: not a finding at this budget'}); "
-                     f"each group: {shares}; mean adjusted Rand index {stability['assignment_ari']:.2f}")
-    return lines
-
-
 def cmd_group(args) -> int:
-    from .output import write_document
+    from .output import trust_lines, write_document
 
     if args.method not in METHOD_NAMES:
         raise GroupingError(f"unknown grouping method '{args.method}' (choose from {', '.join(METHOD_NAMES)})")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..stats import verdict
 from ..storage import write_json, write_text
 from ._base import GroupingError
 
@@ -62,3 +63,28 @@ def write_document(path: str | Path, document: dict) -> Path:
     else:
         raise GroupingError(f"output file must end in .json, .yaml or .yml, got '{path.name}'")
     return path
+
+
+def trust_lines(document: dict) -> list[str]:
+    """Plain sentences on how far a grouping document's choice can be believed."""
+    lines = []
+    reliability = document.get("reliability")
+    if reliability:
+        within = reliability["within_target_reliability"]
+        needed = next((v for k, v in reliability.items() if k.startswith("samples_for_")), None)
+        line = (f"trust: {document.get('estimator')} has within-target reliability {within:.2f} "
+                f"({verdict(within)}) over {reliability['samples']} probes/windows")
+        if needed is not None and needed > reliability["samples"]:
+            line += (f"; 0.9 would need about {needed:.0f} (more recorded steps, or larger probe batches: "
+                     "noise falls with the square of the batch)")
+        elif needed is None:
+            line += "; its halves do not agree at all: more samples are not predicted to help"
+        lines.append(line)
+    stability = document.get("stability")
+    if stability:
+        shares = ", ".join(f"G{i + 1} {s:.0%}" for i, s in enumerate(stability["group_shares"]))
+        lines.append(f"stability over {stability['resamples']} bootstrap resamples of the probes/windows: the chosen "
+                     f"grouping came back in {stability['chosen_share']:.0%} "
+                     f"({'stable' if stability['stable'] else 'UNSTABLE: not a finding at this budget'}); "
+                     f"each group: {shares}; mean adjusted Rand index {stability['assignment_ari']:.2f}")
+    return lines

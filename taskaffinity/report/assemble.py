@@ -168,7 +168,8 @@ def _groups(run: Path) -> list[list[str]] | None:
 
 
 def groups_section(run: Path, folder: Path) -> Section:
-    from .figures import groups_table
+    from ..grouping.output import trust_lines
+    from .figures import comembership_heatmap, groups_table
 
     section = Section("Groups")
     if not (run / "groups.json").is_file():
@@ -177,7 +178,16 @@ def groups_section(run: Path, folder: Path) -> Section:
     document = read_json(run / "groups.json")
     section.text.append(f"{document['method']} grouping from {document.get('estimator')}, k = {document['k']}, "
                         f"objective {document['objective']:.4g}.")
+    section.text += trust_lines(document)
     section.figures.append((_save(groups_table(document), folder, "groups"), "chosen groups, served tasks, scores"))
+    stability = document.get("stability")
+    if stability:
+        comembership = pd.DataFrame(stability["comembership"])
+        fig = comembership_heatmap(comembership, chosen_share=stability["chosen_share"],
+                                   resamples=stability["resamples"])
+        section.figures.append((_save(fig, folder, "grouping_stability"),
+                                "how often each pair of tasks shares a group when the grouping is re-solved on "
+                                "bootstrap resamples of the affinity run's probes or windows"))
     return section
 
 
@@ -205,7 +215,7 @@ def study_section(run: Path, folder: Path) -> Section:
                                 "fraction of target training data × pre-finetuning scale"))
     else:
         _validation_figures(run, results, section, folder)
-    for name in ("transfer", "summary", "arms", "agreement", "gains"):
+    for name in ("transfer", "summary", "noise_ceiling", "agreement", "arms", "gains"):
         path = run / "tables" / f"{name}.csv"
         if path.is_file():
             section.tables.append((f"tables/{name}.csv", pd.read_csv(path, index_col=0 if name == "transfer" else None)))
@@ -216,19 +226,32 @@ def _validation_figures(run: Path, results: pd.DataFrame, section: Section, fold
     from ..affinity.store import AffinityStore
     from ..study.results import affinity_agreement, measured_gains
     from .figures import predicted_vs_measured
+    from .validation import validation_reading
 
+    tables = {name: pd.read_csv(run / "tables" / f"{name}.csv") for name in ("noise_ceiling", "agreement", "arms")
+              if (run / "tables" / f"{name}.csv").is_file()}
+    noise = tables["noise_ceiling"].iloc[0].to_dict() if "noise_ceiling" in tables else None
+    section.text += validation_reading(tables.get("agreement"), noise, tables.get("arms"))
     gains = measured_gains(results)
     path = run / "affinity" / "affinity.parquet"
     if gains.empty or not path.is_file():
         section.text.append("Predicted vs measured transfer needs the pair runs and the affinity run.")
         return
     store = AffinityStore.load(path)
-    for estimator in [e for e in PREFERRED_ESTIMATORS if e in store.estimators][:3]:
+    agreement = tables.get("agreement")
+    if agreement is not None and "within_target" in agreement:  # the three best predictors
+        shown = agreement.sort_values("within_target", ascending=False)["estimator"].head(3).tolist()
+    else:
+        shown = [e for e in PREFERRED_ESTIMATORS if e in store.estimators][:3]
+    for estimator in shown:
         matrix = store.matrix(estimator)
-        agreement = affinity_agreement(gains, matrix)
-        fig = predicted_vs_measured(gains, matrix, agreement=agreement, estimator=estimator)
+        numbers = affinity_agreement(gains, matrix)
+        if noise:
+            numbers["ceiling"] = noise.get("within_target_ceiling")
+        fig = predicted_vs_measured(gains, matrix, agreement=numbers, estimator=estimator)
         section.figures.append((_save(fig, folder, f"predicted_vs_measured_{estimator}"),
-                                f"affinity ({estimator}) vs measured gain of the target from training with the source"))
+                                f"affinity ({estimator}) vs measured gain of the target from training with the "
+                                "source (bars: ± standard error over seeds)"))
 
 
 def jobs_section(run: Path) -> Section:

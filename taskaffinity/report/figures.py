@@ -9,12 +9,13 @@ The numbers behind them are in :mod:`.tables` (:func:`transfer_table`, :func:`cr
 
 from __future__ import annotations
 
-from .figures_affinity import (affinity_heatmap_clustered, affinity_trajectories, cluster_layout, fidelity_scatter,
+from .figures_affinity import (affinity_heatmap_clustered, comembership_heatmap, affinity_trajectories, cluster_layout, fidelity_scatter,
                                predicted_vs_measured)
 from .figures_study import groups_table, low_resource_heatmap, scaling_curves, transfer_matrix
 from .heatmap import affinity_heatmap
 from .tables import critical_point, groups_frame, seed_summary, transfer_table
 
 __all__ = ["affinity_heatmap", "affinity_heatmap_clustered", "affinity_trajectories", "cluster_layout",
+           "comembership_heatmap",
            "critical_point", "fidelity_scatter", "groups_frame", "groups_table", "low_resource_heatmap",
            "predicted_vs_measured", "scaling_curves", "seed_summary", "transfer_matrix", "transfer_table"]

@@ -267,10 +267,20 @@ def predicted_vs_measured(gains: pd.DataFrame, matrix: pd.DataFrame, *, agreemen
     if rho is not None and ci:
         text += f" [{ci[0]:.2f}, {ci[1]:.2f}] ({agreement.get('level', 0.95):.0%} bootstrap CI)"
     text += f", n = {agreement.get('n_pairs', len(frame))} pairs"
+    if agreement.get("within_target") is not None:
+        text += f"\nwithin target \u03c1 = {agreement['within_target']:.2f}"
+        if agreement.get("within_target_p") is not None:
+            text += f" (permutation p = {agreement['within_target_p']:.3f})"
+    if agreement.get("ceiling") is not None and np.isfinite(agreement["ceiling"]):
+        text += f", noise ceiling {agreement['ceiling']:.2f}"
     fig, ax = plt.subplots(figsize=(5.6, 4.6), layout="constrained")
     ax.axhline(0, color="0.6", lw=0.8, ls="--")
     ax.axvline(0, color="0.8", lw=0.8)
-    ax.scatter(frame["affinity"], frame["gain"], s=28, color=PALETTE[1], alpha=0.85, edgecolor="white", lw=0.4)
+    if "se" in frame and frame["se"].notna().any():
+        ax.errorbar(frame["affinity"], frame["gain"], yerr=frame["se"].fillna(0), fmt="none", ecolor="0.75",
+                    elinewidth=0.8, zorder=1)
+    ax.scatter(frame["affinity"], frame["gain"], s=28, color=PALETTE[1], alpha=0.85, edgecolor="white", lw=0.4,
+               zorder=2)
     if len(frame):
         spread = (frame["affinity"].rank(pct=True) - 0.5).abs() + (frame["gain"].rank(pct=True) - 0.5).abs()
         middle = frame["affinity"].median()
@@ -283,4 +293,34 @@ def predicted_vs_measured(gains: pd.DataFrame, matrix: pd.DataFrame, *, agreemen
     ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3), useMathText=True)
     ax.set_title(text, fontsize=8)
     fig.suptitle(title or "Predicted affinity vs measured transfer")
+    return fig
+
+
+@paper_figure
+def comembership_heatmap(comembership: pd.DataFrame, *, chosen_share: float | None = None, resamples: int | None = None,
+                         title: str = ""):
+    """How often each pair of tasks shares a group over bootstrap resamples (0–1), tasks in
+    cluster order; the title says how often the chosen grouping came back."""
+    import matplotlib.pyplot as plt
+
+    frame = _square(comembership)
+    order, _, _ = cluster_layout(frame * 2 - 1)  # a similarity in [-1, 1]: the layout of affinity heatmaps
+    frame = frame.loc[order, order]
+    n = len(frame)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * n, 0.9 + 0.5 * n), layout="constrained")
+    image = ax.imshow(frame.to_numpy(), cmap="Greys", vmin=0, vmax=1)
+    if n <= 24:
+        for i in range(n):
+            for j in range(n):
+                value = frame.iat[i, j]
+                ax.text(j, i, f"{value:.0%}", ha="center", va="center", fontsize=7,
+                        color="white" if value > 0.6 else "black")
+    ax.set_xticks(range(n), order, rotation=45, ha="right")
+    ax.set_yticks(range(n), order)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of resamples in a common group")
+    if not title and chosen_share is not None:
+        title = f"grouping stability: chosen grouping returned in {chosen_share:.0%}"
+        if resamples:
+            title += f" of {resamples} resamples"
+    ax.set_title(title)
     return fig

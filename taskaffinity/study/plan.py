@@ -94,8 +94,12 @@ class Plan:
         return pd.DataFrame(rows)
 
     # -- building blocks ---------------------------------------------------------------------
-    def train(self, study: Study, tasks, *, seed: int, save_encoder: bool = True, measure: bool = False) -> TrainJob:
-        config = _job_config(study.config, tasks, study.settings.pretrain, seed)
+    def train(self, study: Study, tasks, *, seed: int, save_encoder: bool = True, measure: bool = False,
+              per_task_budget: bool = False) -> TrainJob:
+        training = study.settings.pretrain
+        if per_task_budget:
+            training = per_task_training(training, len(tuple(tasks)))
+        config = _job_config(study.config, tasks, training, seed)
         job_id = _job_id("train", config, save_encoder=save_encoder, measure=measure)
         job = TrainJob(id=job_id, config=config, save_encoder=save_encoder, measure=measure)
         return self.train_jobs.setdefault(job.id, job)
@@ -163,6 +167,20 @@ def _fine_tune_targets(plan: Plan, study: Study, kind: str, sets: list[tuple[str
                     plan.measurements.append(Measurement(job.id, kind, label, tasks, (target,), seed, fraction))
 
 
+def per_task_training(training: TrainConfig, n_tasks: int) -> TrainConfig:
+    """A joint run in which every task keeps its single-task budget: ``batch_size`` examples of each
+    task per step (uniform sampling, global batch n·b) for the same steps.
+
+    Validation ground truth must not mix help with dilution: with a shared batch, each task of
+    a pair would get only its sampling share, which depends on the partner's size, and the
+    measured "gain of j from i" would partly be the examples i took from j.
+    """
+    if n_tasks <= 1:
+        return training
+    return dataclasses.replace(training, batch_size=training.batch_size * n_tasks, sampling="uniform",
+                               tasks_per_step=None)
+
+
 def plan_validation(study: Study, groups: dict[str, tuple[str, ...]] | None,
                     serves: dict[str, tuple[str, ...]] | None = None) -> Plan:
     """Brute-force transfer among the pool tasks, and the chosen grouping against alternatives.
@@ -172,6 +190,11 @@ def plan_validation(study: Study, groups: dict[str, tuple[str, ...]] | None,
     each task alone, fine-tune on every other (intermediate-task transfer), against
     fine-tuning from the base model. With ``groups``: one model per chosen group,
     one all-task model, single-task models and random groupings of the same sizes.
+
+    Every joint run holds each task's budget at its single-task value (``per_task_training``:
+    ``study.pretrain.batch_size`` examples of every task per step), and a task's single run and
+    its joint runs share the seed (same head initialisation and example order), so a gain is
+    a paired difference.
     """
     plan, settings = Plan(), study.settings
     pool = settings.pool(study.config)
@@ -182,7 +205,7 @@ def plan_validation(study: Study, groups: dict[str, tuple[str, ...]] | None,
             plan.measurements.append(Measurement(job.id, "validation", "alone", (t,), (t,), seed, arm="single"))
         if not transfer:
             for a, b in combinations(pool, 2):
-                job = plan.train(study, (a, b), seed=seed, save_encoder=False, measure=True)
+                job = plan.train(study, (a, b), seed=seed, save_encoder=False, measure=True, per_task_budget=True)
                 plan.measurements.append(Measurement(job.id, "validation", "pair", (a, b), (a, b), seed, arm="pair"))
         else:
             for target in pool:
@@ -218,7 +241,7 @@ def _plan_grouping_arms(plan: Plan, study: Study, groups: dict, serves: dict | N
             if not measured:
                 continue
             tasks = tuple(t for t in pool if t in tasks)
-            job = plan.train(study, tasks, seed=seed, save_encoder=False, measure=True)
+            job = plan.train(study, tasks, seed=seed, save_encoder=False, measure=True, per_task_budget=True)
             plan.measurements.append(Measurement(job.id, "validation", f"{arm}:{'+'.join(tasks)}", tasks,
                                                  tuple(measured), seed, arm=arm))
 

@@ -12,12 +12,14 @@ on before (fine-tuning) or together with (joint runs) the target, joined by ``+`
 
 from __future__ import annotations
 
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from ..stats import spearman_brown
 from ..tasks.spec import signed_gain
 from .jobs import is_done, read_result
 
@@ -61,10 +63,11 @@ def transfer_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- validation studies ----------------------------------------------------------------------------
-def measured_gains(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """``source, target, gain``: how much training with (pairs) or pre-finetuning on (transfer) the
-    source improves the target over training it alone (pairs) or from the base model (transfer),
-    averaged over seeds."""
+def seed_gains(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """``source, target, seed, gain``: how much training with (pairs) or pre-finetuning on (transfer)
+    the source improves the target over training it alone (pairs) or from the base model
+    (transfer), per seed. The reference shares the seed (paired: same head initialisation and
+    example order), so each gain is a paired difference (positive = better, any metric direction)."""
     rows = primary_test(results, split)
     pairs = rows[rows["label"] == "pair"]
     alone = rows[rows["label"] == "alone"].set_index(["target", "seed"])["value"]
@@ -81,42 +84,134 @@ def measured_gains(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
             out.append({"source": row.pretrain_set, "target": row.target, "seed": row.seed, "metric": row.metric,
                         "value": row.value, "reference": base.get((row.target, row.seed), np.nan)})
     if not out:
-        return pd.DataFrame(columns=["source", "target", "gain", "n_seeds"])
+        return pd.DataFrame(columns=["source", "target", "seed", "gain"])
     frame = pd.DataFrame(out)
     frame["gain"] = signed_gain(frame["value"], frame["reference"], frame["metric"])
-    return (frame.dropna(subset=["gain"]).groupby(["source", "target"], sort=False)["gain"]
-            .agg(gain="mean", n_seeds="count").reset_index())
+    return frame.dropna(subset=["gain"]).reset_index(drop=True)
+
+
+def measured_gains(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """``source, target, gain, se, n_seeds``: the mean over seeds of :func:`seed_gains` and its
+    standard error (standard deviation of the paired per-seed gains / √n; NaN for one seed)."""
+    per_seed = seed_gains(results, split)
+    if per_seed.empty:
+        return pd.DataFrame(columns=["source", "target", "gain", "se", "n_seeds"])
+    grouped = per_seed.groupby(["source", "target"], sort=False)["gain"]
+    out = grouped.agg(gain="mean", sd="std", n_seeds="count").reset_index()
+    out["se"] = out["sd"] / np.sqrt(out["n_seeds"])
+    return out[["source", "target", "gain", "se", "n_seeds"]]
+
+
+def _within_target(frame: pd.DataFrame, x: str, y: str) -> float:
+    """Mean over targets of the Spearman correlation of ``x`` and ``y`` across that target's sources."""
+    values = [spearmanr(g[x], g[y]).statistic for _, g in frame.groupby("target")
+              if len(g) >= 3 and g[x].nunique() > 1 and g[y].nunique() > 1]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def gain_reliability(results: pd.DataFrame, split: str = "test") -> dict:
+    """How well measured gains agree with themselves across seeds: the noise ceiling.
+
+    For every pair of seeds, the Spearman correlation of their per-seed gains (pooled over
+    (source, target) pairs, and within target: how each target ranks its sources) is the
+    reliability of a one-seed measurement; its mean, stepped up to the number of seeds by
+    Spearman–Brown, is the reliability of the seed-averaged gains. No predictor can correlate
+    with those gains better than ``ceiling`` = √reliability (Spearman's attenuation bound; the
+    "noise ceiling" of Nili et al. 2014). NaN with fewer than 2 seeds.
+    """
+    per_seed = seed_gains(results, split)
+    seeds = sorted(per_seed["seed"].unique()) if not per_seed.empty else []
+    out = {"seeds": len(seeds), "seed_pair_spearman": float("nan"), "within_target_seed_pair_spearman": float("nan")}
+    if len(seeds) >= 2:
+        wide = per_seed.pivot_table(index=["source", "target"], columns="seed", values="gain").dropna()
+        pooled, within = [], []
+        for a, b in combinations(seeds, 2):
+            if wide[a].nunique() > 1 and wide[b].nunique() > 1:
+                pooled.append(spearmanr(wide[a], wide[b]).statistic)
+            within.append(_within_target(wide.reset_index(), a, b))
+        out["seed_pair_spearman"] = float(np.mean(pooled)) if pooled else float("nan")
+        out["within_target_seed_pair_spearman"] = float(np.nanmean(within)) if np.isfinite(within).any() else np.nan
+    for key, r in (("", out["seed_pair_spearman"]), ("within_target_", out["within_target_seed_pair_spearman"])):
+        reliability = spearman_brown(r, factor=len(seeds)) if len(seeds) >= 2 else float("nan")
+        out[f"{key}reliability"] = reliability
+        out[f"{key}ceiling"] = float(np.sqrt(max(reliability, 0.0))) if np.isfinite(reliability) else float("nan")
+    return out
+
+
+def _permutation_p(frame: pd.DataFrame, observed: float, permutations: int, rng) -> float:
+    """One-sided p-value of a mean within-target Spearman ``observed`` under shuffled sources.
+
+    Spearman's ρ is Pearson's r of ranks, and shuffling a target's gains permutes their ranks,
+    so each permutation is one matrix product per target."""
+    from scipy.stats import rankdata
+
+    null = np.zeros(permutations)
+    used = 0
+    for _, group in frame.groupby("target"):
+        if len(group) < 3 or group["affinity"].nunique() < 2 or group["gain"].nunique() < 2:
+            continue
+        a = rankdata(group["affinity"]) - (len(group) + 1) / 2
+        g = rankdata(group["gain"]) - (len(group) + 1) / 2
+        shuffled = np.array([rng.permutation(g) for _ in range(permutations)])
+        null += shuffled @ a / (np.linalg.norm(a) * np.linalg.norm(g))
+        used += 1
+    null /= max(used, 1)
+    return float((1 + np.sum(null >= observed - 1e-12)) / (1 + permutations))
 
 
 def affinity_agreement(gains: pd.DataFrame, matrix: pd.DataFrame, *, n_boot: int = 1000, level: float = 0.95,
-                       seed: int = 0) -> dict:
-    """Spearman correlation between affinity i→j and measured gain of j from i, with a bootstrap CI over pairs."""
+                       seed: int = 0, permutations: int = 1000) -> dict:
+    """How well affinity i→j predicts the measured gain of j from i.
+
+    ``spearman`` over all (source, target) pairs with a bootstrap CI over pairs;
+    ``within_target``: the mean over targets of the Spearman correlation across each target's
+    sources (what source ranking and grouping read), with a bootstrap CI over targets and a
+    one-sided permutation p-value (sources shuffled within each target: the chance that a
+    predictor with no information ranks as well).
+    """
     frame = gains.assign(affinity=[matrix.loc[s, t] if s in matrix.index and t in matrix.columns else np.nan
                                    for s, t in zip(gains["source"], gains["target"])]).dropna(subset=["affinity"])
+    out = {"spearman": None, "ci": None, "within_target": None, "within_target_ci": None,
+           "within_target_p": None, "level": level, "n_pairs": len(frame)}
     if len(frame) < 3:
-        return {"spearman": None, "ci": None, "n_pairs": len(frame)}
-    rho = float(spearmanr(frame["affinity"], frame["gain"]).statistic)
+        return out
     rng = np.random.default_rng(seed)
+    tail = (1 - level) / 2
+    out["spearman"] = float(spearmanr(frame["affinity"], frame["gain"]).statistic)
     boots = []
     for _ in range(n_boot):
         sample = frame.iloc[rng.integers(0, len(frame), len(frame))]
         if sample["affinity"].nunique() > 1 and sample["gain"].nunique() > 1:
             boots.append(spearmanr(sample["affinity"], sample["gain"]).statistic)
-    tail = (1 - level) / 2
-    ci = [float(np.quantile(boots, tail)), float(np.quantile(boots, 1 - tail))] if boots else None
-    return {"spearman": rho, "ci": ci, "level": level, "n_pairs": len(frame)}
+    out["ci"] = [float(np.quantile(boots, tail)), float(np.quantile(boots, 1 - tail))] if boots else None
+    per_target = {t: spearmanr(g["affinity"], g["gain"]).statistic for t, g in frame.groupby("target")
+                  if len(g) >= 3 and g["affinity"].nunique() > 1 and g["gain"].nunique() > 1}
+    if per_target:
+        values = np.array(list(per_target.values()))
+        out["within_target"] = float(values.mean())
+        picks = rng.integers(0, len(values), size=(n_boot, len(values)))
+        out["within_target_ci"] = [float(np.quantile(values[picks].mean(axis=1), tail)),
+                                   float(np.quantile(values[picks].mean(axis=1), 1 - tail))]
+        out["within_target_p"] = _permutation_p(frame, out["within_target"], permutations, rng)
+    return out
 
 
 def arm_summary(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Per grouping arm (chosen, all, single, random1, ...): mean gain of the measured tasks over
-    their single-task models, and the mean metric."""
+    their single-task models (same seed), its standard error over seeds (of the per-seed mean
+    gains; NaN for one seed), and the mean metric."""
     rows = primary_test(results, split)
     alone = rows[rows["label"] == "alone"].set_index(["target", "seed"])["value"]
     arms = rows[rows["arm"].isin(["single", "all", "chosen"]) | rows["arm"].str.startswith("random")].copy()
     if arms.empty:
-        return pd.DataFrame(columns=["arm", "mean_gain_over_single", "mean_value", "n_tasks"])
+        return pd.DataFrame(columns=["arm", "mean_gain_over_single", "se", "n_seeds", "mean_value", "n_tasks"])
     reference = pd.Series([alone.get((t, s), np.nan) for t, s in zip(arms["target"], arms["seed"])], index=arms.index)
     arms["gain"] = signed_gain(arms["value"], reference, arms["metric"])
-    return (arms.groupby("arm", sort=False)
-            .agg(mean_gain_over_single=("gain", "mean"), mean_value=("value", "mean"), n_tasks=("target", "nunique"))
-            .reset_index())
+    per_seed = arms.groupby(["arm", "seed"], sort=False)["gain"].mean().groupby(level="arm", sort=False)
+    spread = pd.DataFrame({"se": per_seed.std() / np.sqrt(per_seed.count()), "n_seeds": per_seed.count()})
+    summary = (arms.groupby("arm", sort=False)
+               .agg(mean_gain_over_single=("gain", "mean"), mean_value=("value", "mean"),
+                    n_tasks=("target", "nunique"))
+               .reset_index())
+    summary = summary.merge(spread.reset_index(), on="arm", how="left")
+    return summary[["arm", "mean_gain_over_single", "se", "n_seeds", "mean_value", "n_tasks"]]

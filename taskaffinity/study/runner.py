@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -28,8 +29,8 @@ from .executors import make_executor
 from .jobs import is_done, job_folder, run_job
 from .plan import Plan, make_plan
 from .pool import load_pool, prepare_pool
-from .results import (affinity_agreement, arm_summary, collect_results, label_summary, measured_gains,
-                      transfer_table)
+from .results import (affinity_agreement, arm_summary, collect_results, gain_reliability, label_summary,
+                      measured_gains, transfer_table)
 from .settings import Study
 
 
@@ -140,15 +141,39 @@ def study_tables(study: Study, results: pd.DataFrame, affinity=None) -> dict[str
     if kind == "low_resource":
         return {"summary": label_summary(results, by=("target", "fraction", "label"))}
     tables = {"gains": measured_gains(results), "arms": arm_summary(results)}
+    noise = gain_reliability(results)
+    tables["noise_ceiling"] = pd.DataFrame([noise])
     if affinity is not None and not tables["gains"].empty:
-        rows = []
-        for estimator in affinity.estimators:
-            agreement = affinity_agreement(tables["gains"], affinity.matrix(estimator), seed=study.config.seed)
-            ci = agreement["ci"] or [None, None]
-            rows.append({"estimator": estimator, "spearman": agreement["spearman"], "ci_low": ci[0],
-                         "ci_high": ci[1], "n_pairs": agreement["n_pairs"]})
-        tables["agreement"] = pd.DataFrame(rows)
+        tables["agreement"] = agreement_table(affinity, tables["gains"], noise, seed=study.config.seed)
     return tables
+
+
+def agreement_table(store, gains: pd.DataFrame, noise: dict, *, seed: int = 0) -> pd.DataFrame:
+    """Per estimator: Spearman of affinity vs measured gain (pooled and within target, with CIs and a
+    permutation p-value), read against the noise ceiling of the gains and the ceiling that the
+    estimator's own reliability leaves, and what the estimator cost in the affinity run."""
+    from ..affinity.reliability import estimator_reliability
+
+    meta = store.metadata
+    training = meta.get("training_seconds") or float("nan")
+    rows = []
+    for estimator in store.estimators:
+        agreement = affinity_agreement(gains, store.matrix(estimator), seed=seed)
+        reliability = estimator_reliability(store, estimator, seed=seed)
+        ci = agreement["ci"] or [None, None]
+        within_ci = agreement["within_target_ci"] or [None, None]
+        own = reliability["within_target_reliability"]
+        gain_rel = noise["within_target_reliability"]
+        attainable = (float(np.sqrt(max(own, 0.0) * max(gain_rel, 0.0)))
+                      if np.isfinite(own) and np.isfinite(gain_rel) else float("nan"))
+        seconds = meta.get("stream_seconds" if estimator.startswith("stream_") else "probe_seconds")
+        rows.append({"estimator": estimator, "spearman": agreement["spearman"], "ci_low": ci[0], "ci_high": ci[1],
+                     "ceiling": noise["ceiling"], "within_target": agreement["within_target"],
+                     "within_ci_low": within_ci[0], "within_ci_high": within_ci[1],
+                     "within_p": agreement["within_target_p"], "within_ceiling": noise["within_target_ceiling"],
+                     "estimator_reliability": own, "attainable": attainable, "n_pairs": agreement["n_pairs"],
+                     "cost_seconds": seconds, "cost_share_of_run": (seconds / training) if seconds else None})
+    return pd.DataFrame(rows)
 
 
 def study_status(out_dir: str | Path) -> pd.DataFrame:

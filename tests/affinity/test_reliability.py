@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from taskaffinity.affinity.fidelity import fidelity
-from taskaffinity.affinity.reliability import (ceiling, effect_shares, estimator_reliability, sample_matrices,
-                                               samples_needed, spearman_brown, split_half, verdict)
+from taskaffinity.affinity.reliability import effect_shares, estimator_reliability, sample_matrices, split_half
+from taskaffinity.stats import ceiling, samples_needed, spearman_brown, verdict
 from taskaffinity.affinity.store import AffinityStore
 
 TASKS = [f"t{i}" for i in range(6)]

@@ -1,0 +1,58 @@
+"""Plain reading of a validation study: are the gains measurable, and does any estimator predict them?
+
+Inputs are the study's tables (``tables/noise_ceiling.csv``, ``tables/agreement.csv``,
+``tables/arms.csv``); the output is a list of sentences generated from their numbers, so
+the report can never claim more than the tables show.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+ALPHA = 0.05  # one-sided permutation test of within-target agreement
+
+
+def _fmt(value, digits: int = 2) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def validation_reading(agreement: pd.DataFrame | None, noise: dict | None, arms: pd.DataFrame | None = None) -> list[str]:
+    """Sentences: the gains' noise ceiling, which estimators beat chance against it, and the arms."""
+    lines = []
+    if noise:
+        ceiling = noise.get("within_target_ceiling", np.nan)
+        lines.append(
+            f"Noise ceiling: over {int(noise.get('seeds', 0))} seeds, the measured gains agree with themselves at "
+            f"Spearman {_fmt(noise.get('within_target_seed_pair_spearman'))} within target between two seeds "
+            f"({_fmt(noise.get('seed_pair_spearman'))} pooled), a reliability of "
+            f"{_fmt(noise.get('within_target_reliability'))} for the seed average (Spearman–Brown): no predictor can "
+            f"rank a target's sources better than ρ ≈ {_fmt(ceiling)} against these gains.")
+        if not np.isfinite(ceiling) or ceiling < 0.3:
+            lines.append("The gains are mostly noise at this budget (ceiling below 0.3): agreement numbers below "
+                         "cannot show that any estimator predicts transfer; more seeds or larger test sets would.")
+    if agreement is not None and not agreement.empty and "within_target" in agreement:
+        ranked = agreement.sort_values("within_target", ascending=False, na_position="last")
+        beating = ranked[ranked["within_p"] < ALPHA]
+        best = ranked.iloc[0]
+        lines.append(
+            f"Best within-target agreement: {best['estimator']} (ρ = {_fmt(best['within_target'])}, "
+            f"CI [{_fmt(best['within_ci_low'])}, {_fmt(best['within_ci_high'])}], permutation p = "
+            f"{_fmt(best['within_p'], 3)}; pooled ρ = {_fmt(best['spearman'])}).")
+        if beating.empty:
+            lines.append(f"No estimator ranks sources better than chance (every permutation p ≥ {ALPHA}).")
+        else:
+            lines.append("Better than chance (p < 0.05): " + ", ".join(
+                f"{row.estimator} (ρ = {_fmt(row.within_target)}, {_fmt(row.within_target / row.within_ceiling, 1)}×"
+                f" the ceiling)" if np.isfinite(row.within_ceiling) and row.within_ceiling > 0 else row.estimator
+                for row in beating.itertuples()) + ".")
+        inverse = ranked[ranked["within_ci_high"] < 0]["estimator"].tolist()
+        if inverse:
+            lines.append(f"Ranking sources inversely (interval below 0): {', '.join(inverse)}.")
+    if arms is not None and not arms.empty:
+        parts = [f"{row.arm} {row.mean_gain_over_single:+.3f} ± {_fmt(row.se, 3)}" for row in arms.itertuples()
+                 if row.arm != "single"]
+        if parts:
+            lines.append("Grouping arms, mean gain over single-task models (± standard error over seeds): "
+                         + "; ".join(parts) + ".")
+    return lines

@@ -1,0 +1,143 @@
+"""Validation studies: budget-fixed joint runs, paired seeds, gains with errors, the noise ceiling."""
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from taskaffinity.api import build
+from taskaffinity.config import config_from_dict
+from taskaffinity.study import load_study, run_study
+from taskaffinity.study.plan import make_plan
+from taskaffinity.study.results import affinity_agreement, gain_reliability, measured_gains
+
+from conftest import TINY_MODEL
+
+POOL = ["trec6", "sms_spam", "bbc_topic"]
+
+
+def results_frame(true_gain: dict, noise: float, seeds=(0, 1, 2, 3), seed: int = 0) -> pd.DataFrame:
+    """A pairs-mode results table: every task alone and every pair, test accuracy per seed.
+
+    The value of target j in the pair (i, j) is alone_j + true_gain[(i, j)] + noise.
+    """
+    rng = np.random.default_rng(seed)
+    tasks = sorted({t for pair in true_gain for t in pair})
+    rows = []
+    for s in seeds:
+        alone = {t: 0.6 + rng.normal(0, 0.05) for t in tasks}
+        for t in tasks:
+            rows.append({"label": "alone", "arm": "single", "pretrain_set": t, "target": t, "seed": s,
+                         "value": alone[t]})
+        for a, b in itertools.combinations(tasks, 2):
+            for source, target in ((a, b), (b, a)):
+                rows.append({"label": "pair", "arm": "pair", "pretrain_set": f"{a}+{b}", "target": target, "seed": s,
+                             "value": alone[target] + true_gain[(source, target)] + rng.normal(0, noise)})
+    frame = pd.DataFrame(rows)
+    return frame.assign(split="test", metric="accuracy", primary=True, kind="validation")
+
+
+TASKS = [f"t{i}" for i in range(6)]
+TRUE = {(s, t): g for (s, t), g in zip(itertools.permutations(TASKS, 2),
+                                       np.random.default_rng(7).normal(0, 0.05, size=30))}
+
+
+def test_gains_are_paired_differences_with_standard_errors():
+    frame = results_frame(TRUE, noise=0.0)
+    gains = measured_gains(frame).set_index(["source", "target"])
+    assert len(gains) == 30 and (gains["n_seeds"] == 4).all()
+    for pair, gain in TRUE.items():  # the alone run's seed noise cancels in the paired difference
+        assert gains.loc[pair, "gain"] == pytest.approx(gain, abs=1e-12)
+        assert gains.loc[pair, "se"] == pytest.approx(0.0, abs=1e-12)
+    noisy = measured_gains(results_frame(TRUE, noise=0.02)).set_index(["source", "target"])
+    assert noisy["se"].median() == pytest.approx(0.02 / np.sqrt(4), rel=0.5)
+
+
+def test_noise_ceiling_separates_measurable_gains_from_noise():
+    clean = gain_reliability(results_frame(TRUE, noise=0.005))
+    assert clean["seeds"] == 4 and clean["reliability"] > 0.95 and clean["within_target_ceiling"] > 0.9
+    noise = gain_reliability(results_frame({k: 0.0 for k in TRUE}, noise=0.05))
+    assert abs(noise["seed_pair_spearman"]) < 0.3 and noise["within_target_ceiling"] < 0.6
+    one_seed = gain_reliability(results_frame(TRUE, noise=0.01, seeds=(0,)))
+    assert one_seed["seeds"] == 1 and np.isnan(one_seed["ceiling"])
+
+
+def test_within_target_agreement_and_its_permutation_test():
+    gains = measured_gains(results_frame(TRUE, noise=0.0))
+    truth = pd.DataFrame(0.0, index=TASKS, columns=TASKS)
+    for (s, t), g in TRUE.items():
+        truth.loc[s, t] = g
+    perfect = affinity_agreement(gains, truth, permutations=500)
+    assert perfect["spearman"] == pytest.approx(1.0) and perfect["within_target"] == pytest.approx(1.0)
+    assert perfect["within_target_p"] < 0.01
+    inverse = affinity_agreement(gains, -truth, permutations=500)
+    assert inverse["within_target"] == pytest.approx(-1.0) and inverse["within_target_p"] > 0.99
+    # target offsets alone (a column effect) carry no within-target information
+    offsets = pd.DataFrame(np.tile(np.arange(6.0), (6, 1)), index=TASKS, columns=TASKS)
+    assert affinity_agreement(gains, offsets)["within_target"] is None  # constant within every target
+
+
+def write_validation(folder, **study):
+    raw = {"seed": 1, "tasks": POOL, "model": TINY_MODEL, "data": {"max_train": 60, "max_eval": 20},
+           "training": {"steps": 4, "batch_size": 8, "eval_every": 100, "checkpoint_every": 100,
+                        "eval_batch_size": 64, "head_warmup_steps": 1},
+           "affinity": {"rules": ["sgd"], "probe_every": 1, "probe_batch_size": 8, "stream_window": 1},
+           "study": {"kind": "validation", "seeds": [0, 1], "groups": "affinity",
+                     "grouping": {"method": "tag", "k": 2, "estimator": "stream_cosine", "bootstrap": 10},
+                     "validation": {"random_groupings": 1}, **study}}
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_joint_runs_hold_each_tasks_budget(tmp_path):
+    study = load_study(write_validation(tmp_path))
+    plan = make_plan(study, {"G1": ("trec6", "sms_spam")}, {"G1": ("trec6", "sms_spam")})
+    for job in plan.train_jobs.values():
+        training = job.config.training
+        assert training.batch_size == 8 * len(job.tasks) and training.steps == 4
+        assert training.sampling == ("uniform" if len(job.tasks) > 1 else "natural")
+    seeds = {frozenset(j.tasks): set() for j in plan.train_jobs.values()}
+    for job in plan.train_jobs.values():
+        seeds[frozenset(job.tasks)].add(job.config.seed)
+    assert all(s == {0, 1} for s in seeds.values())  # single and joint runs share the seeds
+
+
+def test_heads_start_the_same_alone_and_in_company():
+    config = config_from_dict({"seed": 5, "tasks": ["trec6", "sms_spam"], "model": TINY_MODEL,
+                               "data": {"max_train": 30, "max_eval": 10}}, where="<test>")
+    alone = config_from_dict({"seed": 5, "tasks": ["sms_spam"], "model": TINY_MODEL,
+                              "data": {"max_train": 30, "max_eval": 10}}, where="<test>")
+    _, joint_model, _ = build(config, progress=False)
+    _, alone_model, _ = build(alone, progress=False)
+    for a, b in zip(joint_model.head("sms_spam").parameters(), alone_model.head("sms_spam").parameters()):
+        assert torch_equal(a, b)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_validation_study_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    result = run_study(load_study(write_validation(tmp_path)), out, progress=False)
+    assert (result.status["status"] == "done").all()
+    noise = pd.read_csv(out / "tables" / "noise_ceiling.csv")
+    assert noise.loc[0, "seeds"] == 2 and {"reliability", "within_target_ceiling"} <= set(noise.columns)
+    agreement = pd.read_csv(out / "tables" / "agreement.csv")
+    assert {"spearman", "within_target", "within_p", "ceiling", "within_ceiling", "estimator_reliability",
+            "cost_seconds", "cost_share_of_run"} <= set(agreement.columns)
+    assert set(agreement["estimator"]) >= {"stream_cosine", "lookahead_sgd"}
+    assert (agreement["cost_seconds"] > 0).all()
+    gains = pd.read_csv(out / "tables" / "gains.csv")
+    assert len(gains) == 6 and (gains["n_seeds"] == 2).all() and gains["se"].notna().all()
+    groups = yaml.safe_load((out / "groups.json").read_text())
+    assert groups["stability"]["resamples"] == 10 and "within_target_reliability" in groups["reliability"]
+    from taskaffinity.report.assemble import build_report
+
+    text = (build_report(out).with_suffix(".md")).read_text()
+    assert "Noise ceiling" in text and "Best within-target agreement" in text and "stability" in text
