@@ -74,7 +74,8 @@ class TrainConfig:
 class AffinityConfig:
     """Affinity recording during the joint run (``taskaffinity affinity``)."""
 
-    rules: tuple = ("sgd", "optimizer")  # lookahead update rules probed exactly
+    rules: tuple = ("sgd", "optimizer")  # update rules whose lookahead is measured
+    lookahead: str = "exact"  # exact: TAG's lookahead passes per source; first_order: their first-order forms only
     probe_every: int = 10  # exact lookahead probe every k steps
     probe_batch_size: int = 64  # examples per task per probe (TAG used 256 per batch)
     probe_split: str = "train"  # or "validation": a held-out probe pool never trained on

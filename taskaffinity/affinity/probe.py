@@ -39,8 +39,9 @@ class LookaheadRecorder(Callback):
     def __init__(self, *, rules=("sgd", "optimizer"), every: int = 10, batch_size: int = 64,
                  split: str = "train", start_step: int = 1, parameters: str = "all",
                  lookahead_lr: float | None = None, sources: int | None = None, targets: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, exact: bool = True):
         self.rules, self.every, self.batch_size = tuple(rules), every, batch_size
+        self.exact = exact  # False: first-order forms only, no lookahead encoder passes (≈ n/3 steps saved per rule)
         self.sources, self.targets = sources, targets
         self.split, self.start_step, self.parameters = split, start_step, parameters
         self.lookahead_lr, self.seed = lookahead_lr, seed
@@ -89,23 +90,27 @@ class LookaheadRecorder(Callback):
                 fast = FlatAdamUpdate(params) if rule == "optimizer" and mine else None
                 if fast is not None and not fast.refresh(trainer.optimizer):
                     fast = None
-                for a in mine:
+                moved = mine if self.exact or rule != "sgd" else ()  # sgd's first-order form needs only G
+                for a in moved:
                     g_i = flat[at[sources[a]]]
                     if fast is not None:  # the flat AdamW step: a few passes over one vector
                         delta = fast.minus_update(g_i, out=torch.empty_like(g_i)).neg_()
                         update = unflatten(delta, params)
                     else:
                         update = self.update(rule, trainer, params, unflatten(g_i, params))
-                    after[a] = self.losses_after(model, named, update, batches, targets, pack=trainer.packs_tasks)
+                    if self.exact:
+                        after[a] = self.losses_after(model, named, update, batches, targets, pack=trainer.packs_tasks)
                     if rule != "sgd":
                         products[a] = (delta if fast is not None else flatten(update, params)) @ target_grads.T
-                trainer.dist.sum_(after)
+                if self.exact:
+                    trainer.dist.sum_(after)
                 if rule == "sgd":  # Δ_i · g_j = −η G_ij: no need to flatten the updates
                     products = -(self.lookahead_lr or trainer.cfg.lr) * out["gram"]
                 else:
                     trainer.dist.sum_(products)
                 out[f"first_order_{rule}"] = first_order_from_products(-products, target_losses)
-                out[f"lookahead_{rule}"] = lookahead_ratio(after, target_losses)
+                if self.exact:
+                    out[f"lookahead_{rule}"] = lookahead_ratio(after, target_losses)
         finally:
             model.train(was_training)
             torch.set_rng_state(rng_cpu)

@@ -80,10 +80,15 @@ def split_half(cube: np.ndarray, *, splits: int = SPLITS, seed: int = 0) -> dict
 
     Returns ``samples`` (k), ``split_half`` and ``within_target_split_half`` (mean over
     ``splits`` random halves), and their Spearman–Brown full-length ``reliability`` and
-    ``within_target_reliability``. NaN with fewer than 4 samples.
+    ``within_target_reliability``; NaN with fewer than 4 samples. Also ``early_late``
+    (within target): the agreement of the first and the second half of the recording. Random
+    halves interleave in time, so they measure sampling noise; when ``early_late`` is much
+    lower, the matrix itself changed during training and its run average depends on when it
+    was recorded.
     """
     k = len(cube)
-    out = {"samples": int(k), "split_half": float("nan"), "within_target_split_half": float("nan")}
+    out = {"samples": int(k), "split_half": float("nan"), "within_target_split_half": float("nan"),
+           "early_late": float("nan")}
     if k >= 4:
         rng = np.random.default_rng(seed)
         pooled, within = [], []
@@ -93,6 +98,10 @@ def split_half(cube: np.ndarray, *, splits: int = SPLITS, seed: int = 0) -> dict
             within.append(within_target_spearman(a, b))
         out["split_half"] = float(np.nanmean(pooled)) if np.isfinite(pooled).any() else float("nan")
         out["within_target_split_half"] = float(np.nanmean(within)) if np.isfinite(within).any() else float("nan")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            early, late = np.nanmean(cube[: k // 2], axis=0), np.nanmean(cube[k - k // 2:], axis=0)
+        out["early_late"] = within_target_spearman(early, late)
     out["reliability"] = spearman_brown(out["split_half"])
     out["within_target_reliability"] = spearman_brown(out["within_target_split_half"])
     return out
@@ -155,6 +164,7 @@ def reliability_table(report: dict) -> pd.DataFrame:
         rows.append({"estimator": estimator, "samples": values["samples"], "reliability": values["reliability"],
                      "within_target": values["within_target_reliability"],
                      "verdict": verdict(values["within_target_reliability"]),
+                     "early_late": values.get("early_late", np.nan),
                      "significant_share": values.get("significant_share", np.nan),
                      "target_offset_share": values["target_share"],
                      "samples_for_0.9": np.nan if needed is None else needed})

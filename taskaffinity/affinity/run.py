@@ -83,6 +83,8 @@ def recorders_for(config: StudyConfig) -> tuple[list[Callback], int]:
     unknown = [r for r in cfg.rules if r not in RULES]
     if unknown:
         raise ConfigError(f"affinity.rules: unknown rule '{unknown[0]}' (use {', '.join(RULES)})")
+    if cfg.lookahead not in ("exact", "first_order"):
+        raise ConfigError(f"affinity.lookahead must be exact or first_order, got '{cfg.lookahead}'")
     if cfg.probe_split not in ("train", "validation"):
         raise ConfigError(f"affinity.probe_split must be train or validation, got '{cfg.probe_split}'")
     for key in ("probe_every", "probe_batch_size", "stream_window", "bootstrap", "probe_sources", "probe_targets"):
@@ -99,7 +101,7 @@ def recorders_for(config: StudyConfig) -> tuple[list[Callback], int]:
     if cfg.rules:
         callbacks.append(LookaheadRecorder(rules=cfg.rules, every=cfg.probe_every, batch_size=cfg.probe_batch_size,
                                            split=cfg.probe_split, sources=cfg.probe_sources,
-                                           targets=cfg.probe_targets, **common))
+                                           targets=cfg.probe_targets, exact=cfg.lookahead == "exact", **common))
     if cfg.stream:
         callbacks.append(StreamRecorder(window=cfg.stream_window, optimizer_rule="optimizer" in cfg.rules,
                                         sketch_dim=cfg.sketch_dim, **common))
@@ -123,7 +125,8 @@ def record_affinity(config: StudyConfig, out_dir: str | Path | None = None, *, r
     metadata = {
         "model": config.model.name, "tasks": list(trainer.tasks), "seed": config.seed,
         "lr": config.training.lr, "lookahead_lr_sgd": config.affinity.lookahead_lr or config.training.lr,
-        "rules": list(config.affinity.rules), "probe_every": config.affinity.probe_every,
+        "rules": list(config.affinity.rules), "lookahead": config.affinity.lookahead,
+        "probe_every": config.affinity.probe_every,
         "probe_batch_size": config.affinity.probe_batch_size, "probe_split": config.affinity.probe_split,
         "probe_sources": config.affinity.probe_sources, "probe_targets": config.affinity.probe_targets,
         "tasks_per_step": config.training.tasks_per_step,

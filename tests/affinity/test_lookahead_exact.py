@@ -150,3 +150,13 @@ def test_sampled_pairs_are_exactly_the_full_probes_values(trained):
     covered = {(s, t) for step in range(1, 60) for s in sampled.pairs(step, names)[0]
                for t in sampled.pairs(step, names)[1]}
     assert covered == {(s, t) for s in names for t in names}
+
+
+def test_first_order_probes_equal_the_exact_probes_first_order_forms(trained):
+    """lookahead: first_order skips the lookahead passes and records the same first-order values."""
+    trainer, recorder = trained
+    exact = recorder.probe(trainer, step=7)
+    cheap = LookaheadRecorder(every=1, batch_size=12, lookahead_lr=1e-2, seed=5, exact=False).probe(trainer, step=7)
+    assert set(cheap) == {"gram", "cosine", "first_order_sgd", "first_order_optimizer"}
+    for name, values in cheap.items():
+        np.testing.assert_allclose(values, exact[name], rtol=1e-6, atol=1e-12)

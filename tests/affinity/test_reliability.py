@@ -104,3 +104,21 @@ def test_bootstrap_matrices_resample_probes_jointly():
     for matrix in matrices:
         assert list(matrix.index) == TASKS[:3] and np.ptp(matrix.to_numpy()) == pytest.approx(0.0)
     assert np.std([m.iloc[0, 0] for m in matrices]) > 0  # the resamples differ
+
+
+def test_early_late_flags_a_matrix_that_changes_during_training():
+    """Random halves interleave in time (sampling noise only); early vs late sees the drift."""
+    other = np.random.default_rng(3).normal(size=(6, 6))
+    early, late = store_of(SIGNAL, 0.05, samples=10), store_of(other, 0.05, samples=10, seed=1)
+    records = pd.concat([early.records, late.records.assign(step=late.records["step"] + 10)])
+    result = split_half(sample_matrices(AffinityStore(records, {"tasks": TASKS}), "x")[1])
+    assert result["within_target_reliability"] > 0.8
+    assert result["early_late"] == pytest.approx(within_target(SIGNAL, other), abs=0.1)
+    steady = split_half(sample_matrices(store_of(SIGNAL, 0.05), "x")[1])
+    assert steady["early_late"] > 0.95
+
+
+def within_target(a, b):
+    from taskaffinity.affinity.reliability import within_target_spearman
+
+    return within_target_spearman(a, b)
