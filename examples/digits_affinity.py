@@ -86,7 +86,7 @@ def train(seed: int = 0, *, warmup: int = 150, steps: int = 300, batch: int = 64
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     # Record after the heads have learned: affinities through untrained heads are noise.
     meter = AffinityMeter(model, model.trunk, tasks=list(classes), optimizer=optimizer, window=window,
-                          shared_input=True, start=warmup + 1)
+                          start=warmup + 1)
     gen = torch.Generator().manual_seed(seed)
     for step in range(1, warmup + steps + 1):
         rows = train_rows[torch.randint(0, len(train_rows), (batch,), generator=gen)]

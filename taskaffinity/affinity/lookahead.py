@@ -81,14 +81,13 @@ def task_losses(out, tasks: list[str], where: str = "losses_fn") -> list[str]:
 
 
 def lookahead(model: nn.Module, shared: list[tuple[str, torch.Tensor]], losses_fn, tasks: list[str], *,
-              rules=("sgd",), lr: float | None = None, optimizer=None, shared_input: bool = False
+              rules=("sgd",), lr: float | None = None, optimizer=None, vmap: bool = False
               ) -> tuple[list[str], dict[str, np.ndarray]]:
     """Exact lookahead and gradient estimators at the current parameters (module docstring).
 
     ``shared``: (name in ``model``, parameter) pairs of θ_s; ``losses_fn(model)`` returns
-    {task: scalar loss} on a fixed probe batch; ``shared_input``: the losses come from one
-    forward over one batch (gradients by one batched vector-Jacobian product), else from
-    separate per-task batches (one backward each). Returns the probed tasks (in ``tasks``
+    {task: scalar loss} on a fixed probe batch; ``vmap``: gradients by one batched
+    vector-Jacobian product (losses of one shared graph), else one backward per task. Returns the probed tasks (in ``tasks``
     order) and float64 arrays k × k per estimator, [source i, target j].
     """
     names = [n for n, _ in shared]
@@ -97,7 +96,7 @@ def lookahead(model: nn.Module, shared: list[tuple[str, torch.Tensor]], losses_f
         out = losses_fn(model)
         probed = task_losses(out, tasks)
         losses = torch.stack([out[t].reshape(()) for t in probed]).float()
-        flat = shared_gradients([out[t].reshape(()) for t in probed], params, shared_input=shared_input)
+        flat = shared_gradients([out[t].reshape(()) for t in probed], params, vmap=vmap)
         losses = losses.detach()
         del out
         gram = flat @ flat.T
@@ -131,16 +130,16 @@ def lookahead(model: nn.Module, shared: list[tuple[str, torch.Tensor]], losses_f
     return probed, {k: v.detach().double().cpu().numpy() for k, v in arrays.items()}
 
 
-def shared_gradients(losses: list[torch.Tensor], params: list[torch.Tensor], *, shared_input: bool,
+def shared_gradients(losses: list[torch.Tensor], params: list[torch.Tensor], *, vmap: bool = False,
                      retain_graph: bool = False) -> torch.Tensor:
     """k × P float32 matrix of the flattened gradients of each loss w.r.t. ``params``.
 
-    ``shared_input``: one batched vector-Jacobian product (``is_grads_batched``) through
-    the common graph, else one backward per loss through its own graph.
+    ``vmap``: one batched vector-Jacobian product (``is_grads_batched``) through the
+    common graph, else one backward per loss (graph kept until the last).
     """
     k = len(losses)
     flat = torch.empty(k, sum(p.numel() for p in params), device=params[0].device)
-    if shared_input:
+    if vmap:
         grads = batched_gradients(torch.stack(losses), params, retain_graph=retain_graph)
         offset = 0
         for p, g in zip(params, grads):

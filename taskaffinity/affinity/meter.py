@@ -19,18 +19,18 @@ trainable parameter of ``model`` (heads included), adding to what is there, exac
 as ``sum(w_i * L_i).backward()`` would. :meth:`probe` measures TAG's exact lookahead
 (``lookahead``) on a probe batch of the caller's choice.
 
-Two ways losses relate to inputs (LibMTL's ``multi_input`` distinction):
+Per-task gradients cost one backward per task (``torch.autograd.grad`` of L_i, graph
+kept until the last task):
 
-* per-task batches (``shared_input=False``, heterogeneous batches): each L_i has its
-  own sub-batch and graph; one backward per task, the FLOPs of the caller's own
-  backward over the whole batch.
-* one shared batch (``shared_input=True``: one forward, one head per task, as for
-  CelebA or Taskonomy): the k per-task gradients come from one batched
-  vector-Jacobian product through the shared graph (``lookahead.batched_gradients``);
-  the heads' gradients from one backward of the weighted sum through the heads only.
-  It costs more than a plain backward (the trunk is traversed with k cotangents):
-  ``docs/own_loop.md`` has the measurements, and ways to pay less (``every``,
-  fewer shared parameters).
+* per-task batches (heterogeneous batches: each L_i has its own sub-batch and graph):
+  the FLOPs of the caller's own backward over the whole batch;
+* one shared batch (one forward, one head per task, as for CelebA or Taskonomy): every
+  task's backward traverses the whole trunk, ≈ k backward passes. No exact method
+  avoids that (each g_i needs task i's cotangent through every shared layer); the
+  batched vector-Jacobian product (``vmap=True``) and torchjd's Gramian engine were
+  measured against the loop (``docs/own_loop.md``, ``bench/meter_overhead.py``). To pay
+  less: fewer shared parameters (the trunk's top layers), or record every k-th step
+  (``every``).
 """
 
 from __future__ import annotations
@@ -81,8 +81,10 @@ class AffinityMeter:
     window : int
         Recorded steps per streamed record: each record is a window mean, the sample
         unit of standard errors, bootstrap intervals and reliability.
-    shared_input : bool
-        True when all losses come from one forward over one batch (see module docstring).
+    vmap : bool
+        Compute the k per-task gradients with one vmapped backward of the k cotangents
+        (``is_grads_batched``) instead of k backward passes; only for losses of one shared
+        graph. Wider kernels, more memory; measured slower on CPU (``docs/own_loop.md``).
     start, every : int
         Record at steps ``start, start + every, ...`` (steps count ``backward``/``record``
         calls from 1); other steps are a plain backward of the weighted sum. Start after
@@ -96,7 +98,7 @@ class AffinityMeter:
 
     def __init__(self, model: nn.Module, shared, *, tasks: list[str], lr: float | None = None,
                  optimizer: torch.optim.Optimizer | None = None, estimators=None, window: int = 10,
-                 shared_input: bool = False, start: int = 1, every: int = 1, sketch_dim: int | None = None,
+                 vmap: bool = False, start: int = 1, every: int = 1, sketch_dim: int | None = None,
                  seed: int = 0):
         self.model, self.optimizer = model, optimizer
         self.tasks = _check_tasks(tasks)
@@ -119,7 +121,7 @@ class AffinityMeter:
                 raise TaskAffinityError(f"AffinityMeter: {key} must be an integer >= 1, got {value!r}")
         if sketch_dim is not None and (not isinstance(sketch_dim, int) or sketch_dim < 1):
             raise TaskAffinityError(f"AffinityMeter: sketch_dim must be an integer >= 1, got {sketch_dim!r}")
-        self.window, self.shared_input, self.start, self.every = window, shared_input, start, every
+        self.window, self.vmap, self.start, self.every = window, vmap, start, every
         self.sketch_dim, self.seed = sketch_dim, seed
         self.step = 0
         self.records: list[dict] = []
@@ -169,8 +171,8 @@ class AffinityMeter:
         rows = self._buffer()
         rows.begin(self.optimizer)
         index = [self.tasks.index(t) for t in present]
-        if self.shared_input:
-            self._shared_input(rows, index, values, w, write_grad)
+        if self.vmap:
+            self._vmapped(rows, index, values, w, write_grad)
         else:
             self._per_task(rows, index, values, w, write_grad)
         if len(present) >= 2:
@@ -194,7 +196,7 @@ class AffinityMeter:
         return [float(weights[t]) for t in present]
 
     def _per_task(self, rows, index, values, w, write_grad):
-        """One backward per task through its own graph (heterogeneous batches)."""
+        """One backward per task; the graph is kept until the last one (shared trunks need it)."""
         shared = [p for _, p in self.shared]
         others = self._others() if write_grad else []
         params = shared + others
@@ -205,7 +207,7 @@ class AffinityMeter:
             if write_grad:
                 _add_grads(params, grads, w[k])
 
-    def _shared_input(self, rows, index, values, w, write_grad):
+    def _vmapped(self, rows, index, values, w, write_grad):
         """k cotangents through the common graph at once; heads by one backward of Σ w_i L_i."""
         shared = [p for _, p in self.shared]
         grads = batched_gradients(torch.stack(values), shared, retain_graph=True)
@@ -240,7 +242,7 @@ class AffinityMeter:
         """TAG's exact lookahead Z_{i→j} on a probe batch, recorded into the store.
 
         ``losses_fn(model) -> {task: scalar loss}`` evaluates the tasks on a fixed probe
-        batch (per-task batches or one shared batch, as ``shared_input`` says); it is
+        batch (per-task batches or one shared batch); it is
         called once for the gradients and once per source and rule with the shared
         parameters replaced (``functional_call``), in eval mode. ``rules``: of ``sgd``
         and ``optimizer`` (default: both with an optimizer, else ``sgd``). Records
@@ -255,7 +257,7 @@ class AffinityMeter:
             raise TaskAffinityError("AffinityMeter.probe: the optimizer rule needs AffinityMeter(optimizer=...)")
         started = time.perf_counter()
         probed, arrays = lookahead(self.model, self.shared, losses_fn, self.tasks, rules=rules, lr=self.lr,
-                                   optimizer=self.optimizer, shared_input=self.shared_input)
+                                   optimizer=self.optimizer, vmap=self.vmap)
         at = self.step if step is None else step
         self.records.extend({"step": at, "estimator": e, "source": s, "target": t, "value": float(m[i, j])}
                             for e, m in arrays.items() for i, s in enumerate(probed) for j, t in enumerate(probed))
@@ -267,7 +269,7 @@ class AffinityMeter:
     @property
     def metadata(self) -> dict:
         return {"tasks": self.tasks, "lookahead_lr_sgd": self.lr, "stream_window": self.window,
-                "start_step": self.start, "every": self.every, "steps": self.step, "shared_input": self.shared_input,
+                "start_step": self.start, "every": self.every, "steps": self.step, "vmap": self.vmap,
                 "shared_parameters": int(sum(p.numel() for _, p in self.shared)), "sketch_dim": self.sketch_dim,
                 "optimizer": type(self.optimizer).__name__ if self.optimizer is not None else None,
                 "meter_seconds": self.seconds, "source": "AffinityMeter"}

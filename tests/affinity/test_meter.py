@@ -54,19 +54,18 @@ def flat_grad(loss, params):
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params, retain_graph=True)]).double()
 
 
-@pytest.mark.parametrize("shared_input", [True, False])
-def test_grad_is_the_weighted_sum_and_windows_are_means_of_explicit_products(data, shared_input):
+@pytest.mark.parametrize("shared_batch, vmap", [(True, False), (True, True), (False, False)])
+def test_grad_is_the_weighted_sum_and_windows_are_means_of_explicit_products(data, shared_batch, vmap):
     x, labels = data
     model = Net()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
-    meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.05, optimizer=optimizer, window=2,
-                          shared_input=shared_input)
+    meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.05, optimizer=optimizer, window=2, vmap=vmap)
     weights = {"digit": 0.5, "parity": 1.0, "ge5": 2.0, "loop": 1.5}
     gen = torch.Generator().manual_seed(0)
     expected = {e: [] for e in meter.estimators}
     shared = list(model.trunk.parameters())
     for step in range(4):
-        if shared_input:
+        if shared_batch:
             rows = torch.randint(0, len(x), (32,), generator=gen)
             make = lambda m: shared_losses(m, x, labels, rows)  # noqa: E731
         else:  # heterogeneous batch: each task its own rows
@@ -142,7 +141,7 @@ def test_absent_tasks_start_and_every(data):
 def test_record_keeps_the_graph_and_leaves_grad_alone(data):
     x, labels = data
     model = Net()
-    meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.1, window=1, shared_input=True)
+    meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.1, window=1)
     losses = shared_losses(model, x, labels, torch.arange(40))
     meter.record(losses)
     assert all(p.grad is None for p in model.parameters())
@@ -178,7 +177,7 @@ def test_save_writes_what_the_affinity_run_writes(data, tmp_path):
     x, labels = data
     model = Net()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    meter = AffinityMeter(model, model.trunk, tasks=TASKS, optimizer=optimizer, window=2, shared_input=True)
+    meter = AffinityMeter(model, model.trunk, tasks=TASKS, optimizer=optimizer, window=2)
     assert meter.lr == 1e-2  # taken from the optimizer
     gen = torch.Generator().manual_seed(2)
     for step in range(12):
@@ -193,7 +192,7 @@ def test_save_writes_what_the_affinity_run_writes(data, tmp_path):
         assert {f"matrix_{e}.csv", f"summary_{e}.csv", f"heatmap_{e}.png"} <= names
     loaded = AffinityStore.load(tmp_path / "out" / "affinity.parquet")
     pd.testing.assert_frame_equal(loaded.records, meter.store.records)
-    assert loaded.metadata["tasks"] == TASKS and loaded.metadata["shared_input"] is True
+    assert loaded.metadata["tasks"] == TASKS and loaded.metadata["vmap"] is False
     report = json.loads((tmp_path / "out" / "fidelity.json").read_text())
     assert report["reliability"]["stream_gram"]["samples"] == 6
     assert "lookahead_sgd vs first_order_sgd" in report["agreement"]

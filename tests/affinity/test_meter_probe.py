@@ -40,7 +40,7 @@ def probe_losses(x, labels):
 
 def test_lookahead_equals_explicit_updates_for_both_rules(trained):
     model, optimizer, x, labels = trained
-    meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.05, optimizer=optimizer, shared_input=True)
+    meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.05, optimizer=optimizer, vmap=True)
     losses_fn = probe_losses(x, labels)
     rng = torch.get_rng_state()
     frames = meter.probe(losses_fn)
@@ -93,8 +93,8 @@ def test_lookahead_equals_explicit_updates_for_both_rules(trained):
     assert np.corrcoef(exact, first)[0, 1] > 0.95
 
 
-@pytest.mark.parametrize("shared_input", [True, False])
-def test_probe_leaves_parameters_buffers_optimizer_and_rng_bit_identical(trained, shared_input):
+@pytest.mark.parametrize("shared_batch", [True, False])
+def test_probe_leaves_parameters_buffers_optimizer_and_rng_bit_identical(trained, shared_batch):
     model, optimizer, x, labels = trained
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}  # BatchNorm running stats included
@@ -104,13 +104,13 @@ def test_probe_leaves_parameters_buffers_optimizer_and_rng_bit_identical(trained
     modes = []
     hooks = [m.register_forward_pre_hook(lambda mod, args: modes.append(mod.training))
              for m in model.modules() if isinstance(m, (nn.Dropout, nn.BatchNorm1d))]
-    if shared_input:
+    if shared_batch:
         losses_fn = probe_losses(x, labels)
     else:
         def losses_fn(net):  # per-task probe batches
             return {t: nn.functional.cross_entropy(net.heads[t](net.trunk(x[k * 50: k * 50 + 40])),
                                                    labels[t][k * 50: k * 50 + 40]) for k, t in enumerate(TASKS)}
-    meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.05, optimizer=optimizer, shared_input=shared_input)
+    meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.05, optimizer=optimizer, vmap=shared_batch)
     try:
         meter.probe(losses_fn)
     finally:
