@@ -129,6 +129,7 @@ class AffinityMeter:
         self.windows = WindowedMeans(self.tasks)
         self._recorded_in_window = 0
         self._rows: GradientRows | None = None
+        self._losses: dict[int, float] = {}
 
     # -- the training step --------------------------------------------------------------------
     def recording(self, step: int | None = None) -> bool:
@@ -156,36 +157,61 @@ class AffinityMeter:
     def _step(self, losses, weights, *, write_grad: bool):
         present = task_losses(losses, self.tasks, where="AffinityMeter.backward(losses)")
         w = self._weights(weights, present)
-        self.step += 1
         values = [losses[t].reshape(()) for t in present]
         total = sum(wi * v for wi, v in zip(w, values))
-        if not self.recording(self.step):
+        if not self.begin_step():
             if write_grad:
                 total.backward()
             return total.detach()
         started = time.perf_counter()
-        shared = [p for _, p in self.shared]
-        if not all(p.requires_grad for p in shared):
+        if not all(p.requires_grad for _, p in self.shared):
             raise TaskAffinityError("AffinityMeter: a shared parameter has requires_grad=False at a recorded step "
                                     "(frozen trunk?); start recording after unfreezing (start=)")
-        rows = self._buffer()
-        rows.begin(self.optimizer)
         index = [self.tasks.index(t) for t in present]
         if self.vmap:
-            self._vmapped(rows, index, values, w, write_grad)
+            self._vmapped(index, values, w, write_grad)
         else:
-            self._per_task(rows, index, values, w, write_grad)
-        if len(present) >= 2:
-            gram, products = rows.products(index)
-            loss = torch.stack([v.detach().float() for v in values]).to(gram.device)
+            self._per_task(index, values, w, write_grad)
+        self._losses.update({row: float(v.detach()) for row, v in zip(index, values)})
+        self.seconds += time.perf_counter() - started
+        self.end_step()
+        return total.detach()
+
+    # -- per-task gradients computed elsewhere (a trainer that already has them) ----------------
+    def begin_step(self) -> bool:
+        """Open the next step; returns whether it is recorded. With :meth:`add_gradients` and
+        :meth:`end_step`, for callers that compute per-task gradients themselves."""
+        self.step += 1
+        self._losses: dict[int, float] = {}
+        if not self.recording(self.step):
+            return False
+        self._buffer().begin(self.optimizer)  # the optimizer's state before this step's update
+        return True
+
+    def add_gradients(self, task: str, loss: float, grads: list[torch.Tensor | None]) -> None:
+        """Task ``task``'s loss L_i and gradient g_i at this (recorded) step: one tensor (or None)
+        per shared parameter, in the order of ``meter.shared``."""
+        if task not in self.tasks:
+            raise TaskAffinityError(f"AffinityMeter.add_gradients: unknown task '{task}'")
+        row = self.tasks.index(task)
+        self._buffer().write(row, list(grads))
+        self._losses[row] = float(loss)
+
+    def end_step(self) -> None:
+        """Products of this step's gradients into the window; emits the window when it is full."""
+        started = time.perf_counter()
+        index = sorted(self._losses)  # tasks in the meter's order
+        if len(index) >= 2 and self.recording(self.step):
+            gram, products = self._rows.products(index)
+            loss = torch.tensor([self._losses[k] for k in index], device=gram.device)
             estimates = step_estimates(gram, loss, self.lr, products)
             self.windows.add({e: estimates[e] for e in self.estimators}, index)
             self._recorded_in_window += 1
             if self._recorded_in_window == self.window:
                 self.records.extend(self.windows.emit(self.step))
                 self._recorded_in_window = 0
+        self._losses = {}
         self.seconds += time.perf_counter() - started
-        return total.detach()
 
     def _weights(self, weights, present) -> list[float]:
         if weights is None:
@@ -195,9 +221,9 @@ class AffinityMeter:
             raise TaskAffinityError(f"AffinityMeter.backward: no weight for task '{missing[0]}'")
         return [float(weights[t]) for t in present]
 
-    def _per_task(self, rows, index, values, w, write_grad):
+    def _per_task(self, index, values, w, write_grad):
         """One backward per task; the graph is kept until the last one (shared trunks need it)."""
-        shared = [p for _, p in self.shared]
+        rows, shared = self._rows, [p for _, p in self.shared]
         others = self._others() if write_grad else []
         params = shared + others
         for k, (row, loss) in enumerate(zip(index, values)):
@@ -207,11 +233,11 @@ class AffinityMeter:
             if write_grad:
                 _add_grads(params, grads, w[k])
 
-    def _vmapped(self, rows, index, values, w, write_grad):
+    def _vmapped(self, index, values, w, write_grad):
         """k cotangents through the common graph at once; heads by one backward of Σ w_i L_i."""
         shared = [p for _, p in self.shared]
         grads = batched_gradients(torch.stack(values), shared, retain_graph=True)
-        rows.write_batched(index, grads)
+        self._rows.write_batched(index, grads)
         if not write_grad:
             return
         weights = torch.tensor(w, dtype=torch.float32)

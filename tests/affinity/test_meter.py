@@ -199,3 +199,29 @@ def test_save_writes_what_the_affinity_run_writes(data, tmp_path):
     assert set(store.estimators) == {"stream_gram", "stream_cosine", "stream_first_order_sgd",
                                      "stream_first_order_optimizer", "gram", "cosine", "lookahead_sgd",
                                      "first_order_sgd", "lookahead_optimizer", "first_order_optimizer"}
+
+
+def test_gradients_from_elsewhere_give_the_same_records(data):
+    """begin_step / add_gradients / end_step (a trainer that has per-task gradients) == backward."""
+    x, labels = data
+    model = Net()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    fed = copy.deepcopy(model)
+    fed_optimizer = torch.optim.Adam(fed.parameters(), lr=1e-2)
+    meter = AffinityMeter(model, model.trunk, tasks=TASKS, optimizer=optimizer, window=2)
+    other = AffinityMeter(fed, fed.trunk, tasks=TASKS, optimizer=fed_optimizer, window=2)
+    for step in range(4):
+        rows = torch.arange(step * 40, step * 40 + 40)
+        optimizer.zero_grad()
+        meter.backward(shared_losses(model, x, labels, rows))
+        optimizer.step()
+        fed_optimizer.zero_grad()
+        losses = shared_losses(fed, x, labels, rows)
+        assert other.begin_step()
+        for task in reversed(TASKS):  # the order gradients arrive in does not matter
+            grads = torch.autograd.grad(losses[task], list(fed.trunk.parameters()), retain_graph=True)
+            other.add_gradients(task, float(losses[task].detach()), grads)
+        sum(losses.values()).backward()
+        other.end_step()
+        fed_optimizer.step()
+    pd.testing.assert_frame_equal(meter.store.records, other.store.records, rtol=1e-5, atol=1e-9)
