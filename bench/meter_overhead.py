@@ -18,6 +18,8 @@ round):
     meter_opt     the same plus stream_first_order_optimizer (an AdamW direction per task)
     meter_vmap    meter with vmap=True: the k per-task gradients from one vmapped backward
     meter_top     meter with shared = the encoder's last layer only (minilm)
+    meter_feat    feature_gram and feature_cosine only: gradients w.r.t. the pooled features z,
+                  k backward passes through the heads, one through the trunk (minilm)
     naive         k autograd.grad calls by hand, no estimators: the per-task backward floor
                   (n <= --naive-up-to)
     torchjd       torchjd.autogram.Engine(...).compute_gramian(losses), then losses.backward(weights):
@@ -73,8 +75,9 @@ class Variant:
     def step(self):
         self.optimizer.zero_grad(set_to_none=True)
         losses = self.forward(self.model)
+        features = losses.pop("features", None)
         if self.meter is not None:
-            self.meter.backward(losses)
+            self.meter.backward(losses, features=features)
         elif self.mode == "naive":
             shared = list(self.model.trunk.parameters())
             values = list(losses.values())
@@ -167,7 +170,8 @@ def minilm_setting(n: int, args, encoder, batch, labels) -> dict:
     def forward(model):
         hidden = model.trunk(**batch).last_hidden_state
         z = (hidden * mask).sum(1) / mask.sum(1)
-        return {f"task{i}": nn.functional.cross_entropy(head(z), labels) for i, head in enumerate(model.heads)}
+        losses = {f"task{i}": nn.functional.cross_entropy(head(z), labels) for i, head in enumerate(model.heads)}
+        return {**losses, "features": z}
 
     trunk = lambda m: m.trunk  # noqa: E731
     sgd_family = {"estimators": ["stream_gram", "stream_cosine", "stream_first_order_sgd"]}
@@ -178,7 +182,9 @@ def minilm_setting(n: int, args, encoder, batch, labels) -> dict:
                 Variant("meter_vmap", copy.deepcopy(base), forward, trunk=trunk,
                         meter_kwargs={**tasks, **sgd_family, "vmap": True}),
                 Variant("meter_top", copy.deepcopy(base), forward, trunk=lambda m: m.trunk.encoder.layer[-1],
-                        meter_kwargs={**tasks, **sgd_family})]
+                        meter_kwargs={**tasks, **sgd_family}),
+                Variant("meter_feat", copy.deepcopy(base), forward, trunk=trunk,
+                        meter_kwargs={**tasks, "estimators": ["feature_gram", "feature_cosine"]})]
     if n <= args.naive_up_to:
         variants.append(Variant("naive", copy.deepcopy(base), forward, mode="naive"))
     if importlib.util.find_spec("torchjd") is not None:

@@ -48,7 +48,7 @@ from .gradient_rows import GradientRows
 from .lookahead import batched_gradients, lookahead, task_losses
 from .store import COLUMNS, AffinityStore
 from .updates import RULES
-from .windows import STREAMED, WindowedMeans, step_estimates
+from .windows import FEATURE, STREAMED, WindowedMeans, feature_estimates, step_estimates
 
 
 class AffinityMeter:
@@ -77,7 +77,10 @@ class AffinityMeter:
         Streamed estimators to record: of ``stream_gram``, ``stream_cosine``,
         ``stream_first_order_sgd`` (all from one Gram matrix, one cost) and
         ``stream_first_order_optimizer`` (an Adam step per task and step). Default: all
-        four with an optimizer, the first three without.
+        four with an optimizer, the first three without. ``feature_gram`` and
+        ``feature_cosine`` (``windows.feature_estimates``) use gradients with respect to
+        the shared representation passed as ``backward(..., features=z)``: alone, they
+        cost k backward passes through the heads instead of through the trunk.
     window : int
         Recorded steps per streamed record: each record is a window mean, the sample
         unit of standard errors, bootstrap intervals and reliability.
@@ -111,9 +114,12 @@ class AffinityMeter:
         self.lr = float(lr)
         default = STREAMED if optimizer is not None else STREAMED[:3]
         self.estimators = tuple(default if estimators is None else estimators)
-        unknown = [e for e in self.estimators if e not in STREAMED]
+        unknown = [e for e in self.estimators if e not in STREAMED + FEATURE]
         if unknown:
-            raise TaskAffinityError(f"AffinityMeter: unknown estimator '{unknown[0]}' (choose from {', '.join(STREAMED)})")
+            raise TaskAffinityError(f"AffinityMeter: unknown estimator '{unknown[0]}' "
+                                    f"(choose from {', '.join(STREAMED + FEATURE)})")
+        self.parameter_estimators = [e for e in self.estimators if e in STREAMED]
+        self.feature_estimators = [e for e in self.estimators if e in FEATURE]
         if "stream_first_order_optimizer" in self.estimators and optimizer is None:
             raise TaskAffinityError("AffinityMeter: stream_first_order_optimizer needs optimizer=")
         for key, value in (("window", window), ("start", start), ("every", every)):
@@ -137,24 +143,27 @@ class AffinityMeter:
         step = self.step + 1 if step is None else step
         return step >= self.start and (step - self.start) % self.every == 0
 
-    def backward(self, losses: dict[str, torch.Tensor], weights: dict[str, float] | None = None) -> torch.Tensor:
+    def backward(self, losses: dict[str, torch.Tensor], weights: dict[str, float] | None = None, *,
+                 features: torch.Tensor | None = None) -> torch.Tensor:
         """One training step's backward: per-task gradients into the estimators, Σ_i w_i ∇L_i into ``.grad``.
 
         ``losses``: task -> scalar loss (a subset of ``tasks`` is fine: absent tasks are
-        skipped for this step); ``weights``: task -> w_i (default 1 for every task).
-        Frees the graph, as ``loss.backward()`` does. Returns the detached Σ_i w_i L_i.
+        skipped for this step); ``weights``: task -> w_i (default 1 for every task);
+        ``features``: the shared representation z the losses are computed from (needed by
+        the ``feature_*`` estimators). Frees the graph, as ``loss.backward()`` does.
+        Returns the detached Σ_i w_i L_i.
         """
-        return self._step(losses, weights, write_grad=True)
+        return self._step(losses, weights, write_grad=True, features=features)
 
-    def record(self, losses: dict[str, torch.Tensor]) -> None:
+    def record(self, losses: dict[str, torch.Tensor], *, features: torch.Tensor | None = None) -> None:
         """Per-task gradients into the estimators only, graph kept: the caller's own backward follows.
 
         For frameworks that run the backward themselves (Lightning, Hugging Face
         ``Trainer``): costs the per-task gradients on top of that backward.
         """
-        self._step(losses, None, write_grad=False)
+        self._step(losses, None, write_grad=False, features=features)
 
-    def _step(self, losses, weights, *, write_grad: bool):
+    def _step(self, losses, weights, *, write_grad: bool, features=None):
         present = task_losses(losses, self.tasks, where="AffinityMeter.backward(losses)")
         w = self._weights(weights, present)
         values = [losses[t].reshape(()) for t in present]
@@ -168,10 +177,13 @@ class AffinityMeter:
             raise TaskAffinityError("AffinityMeter: a shared parameter has requires_grad=False at a recorded step "
                                     "(frozen trunk?); start recording after unfreezing (start=)")
         index = [self.tasks.index(t) for t in present]
-        if self.vmap:
-            self._vmapped(index, values, w, write_grad)
-        else:
-            self._per_task(index, values, w, write_grad)
+        if self.feature_estimators:
+            if features is None:
+                raise TaskAffinityError(f"AffinityMeter: {self.feature_estimators[0]} needs backward(..., features=z), "
+                                        "z the shared representation the losses are computed from")
+            self._features(values, w, features, write_grad and not self.parameter_estimators)
+        if self.parameter_estimators:
+            (self._vmapped if self.vmap else self._per_task)(index, values, w, write_grad)
         self._losses.update({row: float(v.detach()) for row, v in zip(index, values)})
         self.seconds += time.perf_counter() - started
         self.end_step()
@@ -183,9 +195,11 @@ class AffinityMeter:
         :meth:`end_step`, for callers that compute per-task gradients themselves."""
         self.step += 1
         self._losses: dict[int, float] = {}
+        self._feature_gram = None
         if not self.recording(self.step):
             return False
-        self._buffer().begin(self.optimizer)  # the optimizer's state before this step's update
+        if self.parameter_estimators:
+            self._buffer().begin(self.optimizer)  # the optimizer's state before this step's update
         return True
 
     def add_gradients(self, task: str, loss: float, grads: list[torch.Tensor | None]) -> None:
@@ -202,9 +216,13 @@ class AffinityMeter:
         started = time.perf_counter()
         index = sorted(self._losses)  # tasks in the meter's order
         if len(index) >= 2 and self.recording(self.step):
-            gram, products = self._rows.products(index)
-            loss = torch.tensor([self._losses[k] for k in index], device=gram.device)
-            estimates = step_estimates(gram, loss, self.lr, products)
+            estimates = {}
+            if self.parameter_estimators:
+                gram, products = self._rows.products(index)
+                loss = torch.tensor([self._losses[k] for k in index], device=gram.device)
+                estimates.update(step_estimates(gram, loss, self.lr, products))
+            if self._feature_gram is not None:
+                estimates.update(feature_estimates(self._feature_gram))
             self.windows.add({e: estimates[e] for e in self.estimators}, index)
             self._recorded_in_window += 1
             if self._recorded_in_window == self.window:
@@ -222,16 +240,16 @@ class AffinityMeter:
         return [float(weights[t]) for t in present]
 
     def _per_task(self, index, values, w, write_grad):
-        """One backward per task; the graph is kept until the last one (shared trunks need it)."""
+        """One backward per task to the shared parameters only (it stops at the lowest of them),
+        graph kept; then the other parameters (heads) from one backward of Σ w_i L_i."""
         rows, shared = self._rows, [p for _, p in self.shared]
-        others = self._others() if write_grad else []
-        params = shared + others
         for k, (row, loss) in enumerate(zip(index, values)):
-            grads = torch.autograd.grad(loss, params, allow_unused=True,
-                                        retain_graph=not write_grad or k < len(values) - 1)
-            rows.write(row, list(grads[: len(shared)]))
+            grads = torch.autograd.grad(loss, shared, allow_unused=True, retain_graph=True)
+            rows.write(row, list(grads))
             if write_grad:
-                _add_grads(params, grads, w[k])
+                _add_grads(shared, grads, w[k])
+        if write_grad:
+            self._rest(values, w)
 
     def _vmapped(self, index, values, w, write_grad):
         """k cotangents through the common graph at once; heads by one backward of Σ w_i L_i."""
@@ -245,12 +263,22 @@ class AffinityMeter:
             if g is not None:
                 summed = torch.tensordot(weights.to(g.device, g.dtype), g, dims=1)
                 p.grad = summed if p.grad is None else p.grad.add_(summed)
+        self._rest(values, w)
+
+    def _rest(self, values, w):
+        """Σ w_i ∇L_i into ``.grad`` of the non-shared parameters; frees the graph."""
         others = self._others()
         total = sum(wi * v for wi, v in zip(w, values))
         if others:
             _add_grads(others, torch.autograd.grad(total, others, allow_unused=True), 1.0)
-        else:  # nothing else to differentiate: free the graph as backward would
-            del total
+
+    def _features(self, values, w, features, write_grad):
+        """c_i = ∂L_i/∂z through the heads only; then, if asked, one plain backward of Σ w_i L_i."""
+        c = [torch.autograd.grad(v, features, retain_graph=True)[0].reshape(-1).float() for v in values]
+        c = torch.stack(c)
+        self._feature_gram = c @ c.T
+        if write_grad:
+            sum(wk * v for wk, v in zip(w, values)).backward()
 
     def _others(self) -> list[torch.Tensor]:
         shared = {id(p) for _, p in self.shared}

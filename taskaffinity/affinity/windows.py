@@ -13,6 +13,13 @@ does after it has a step's per-task gradient products:
                                                                  Eq. 2 to first order)
   ``stream_first_order_optimizer``  P_ij / L_j = −Δ_i·g_j / L_j  (same, with the optimizer's step)
 
+* :func:`feature_estimates` does the same for gradients with respect to the shared
+  *representation* z (the trunk's output every head reads) instead of the shared
+  parameters: c_i = ∂L_i/∂z, ``feature_gram`` = c_i·c_j and ``feature_cosine``. These cost
+  k backward passes through the heads only; they ignore the trunk's Jacobian J
+  (g_i·g_j = c_iᵀ J Jᵀ c_j), as MGDA-UB's bound does (Sener & Koltun 2018), so they are a
+  different quantity from ``stream_gram``, measured against it in ``docs/own_loop.md``.
+
 * :class:`WindowedMeans` sums them over ``window`` recorded steps and emits the means
   as tidy records (one per pair): windows are the samples behind standard errors,
   bootstrap intervals and reliability (``store``, ``reliability``).
@@ -26,6 +33,7 @@ import torch
 from .estimators import cosine_from_gram, first_order_from_products
 
 STREAMED = ("stream_gram", "stream_cosine", "stream_first_order_sgd", "stream_first_order_optimizer")
+FEATURE = ("feature_gram", "feature_cosine")
 
 
 def step_estimates(gram: torch.Tensor, losses: torch.Tensor, lr: float,
@@ -41,6 +49,11 @@ def step_estimates(gram: torch.Tensor, losses: torch.Tensor, lr: float,
     if products is not None:
         out["stream_first_order_optimizer"] = first_order_from_products(products, losses)
     return out
+
+
+def feature_estimates(gram: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``feature_gram`` and ``feature_cosine`` from the k × k Gram matrix of c_i = ∂L_i/∂z."""
+    return {"feature_gram": gram, "feature_cosine": cosine_from_gram(gram)}
 
 
 class WindowedMeans:

@@ -225,3 +225,24 @@ def test_gradients_from_elsewhere_give_the_same_records(data):
         other.end_step()
         fed_optimizer.step()
     pd.testing.assert_frame_equal(meter.store.records, other.store.records, rtol=1e-5, atol=1e-9)
+
+
+def test_feature_estimators_are_products_of_representation_gradients(data):
+    """feature_gram = c_i·c_j with c_i = ∂L_i/∂z; .grad as the plain backward; parameter estimators optional."""
+    x, labels = data
+    model = Net()
+    meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.1, window=1, estimators=["feature_gram", "feature_cosine"])
+    rows = torch.arange(50)
+    z = model.trunk(x[rows])
+    losses = {t: nn.functional.cross_entropy(model.heads[t](z), labels[t][rows]) for t in TASKS}
+    c = [torch.autograd.grad(losses[t], z, retain_graph=True)[0].reshape(-1).double() for t in TASKS]
+    twin = copy.deepcopy(model)
+    zt = twin.trunk(x[rows])
+    sum(nn.functional.cross_entropy(twin.heads[t](zt), labels[t][rows]) for t in TASKS).backward()
+    meter.backward(losses, features=z)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6)
+    gram = np.array([[float(a @ b) for b in c] for a in c])
+    np.testing.assert_allclose(meter.store.matrix("feature_gram").loc[TASKS, TASKS].to_numpy(), gram, rtol=1e-4)
+    with pytest.raises(TaskAffinityError, match="needs backward\\(..., features=z\\)"):
+        meter.backward(shared_losses(model, x, labels, rows))
