@@ -10,7 +10,9 @@ same inputs, one head each on a shared MLP trunk:
 
 The known answer: the twin is its twin's top partner in both directions, and the
 shuffled task is nobody's top partner. The loop is the reader's loop, with
-``AffinityMeter.backward`` where ``loss.backward()`` was, and a probe now and then.
+``AffinityMeter.backward`` where ``loss.backward()`` was, and a probe now and then. Besides
+the parameter-gradient estimators it records the cheap representation-gradient ones
+(``feature_*``) and prints how well the two agree.
 
     python examples/digits_affinity.py --out runs/digits          # ~20 s on 2 CPU cores
 
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 from sklearn.datasets import load_digits
 from torch import nn
 
@@ -35,7 +38,8 @@ from taskaffinity.grouping.cli import store_grouping
 from taskaffinity.grouping.output import trust_lines, write_document
 
 TWIN_OF = "parity"
-ESTIMATORS = ("stream_gram", "stream_cosine", "stream_first_order_sgd", "stream_first_order_optimizer")
+ESTIMATORS = ("stream_gram", "stream_cosine", "stream_first_order_sgd", "stream_first_order_optimizer",
+              "feature_gram", "feature_cosine")
 
 
 def digit_tasks(seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -63,15 +67,18 @@ class MultiHeadMLP(nn.Module):
         self.trunk = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.heads = nn.ModuleDict({task: nn.Linear(hidden, n) for task, n in classes.items()})
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         z = self.trunk(x)
-        return {task: head(z) for task, head in self.heads.items()}
+        return z, {task: head(z) for task, head in self.heads.items()}
 
 
-def task_losses(model: nn.Module, x: torch.Tensor, labels: dict[str, torch.Tensor], rows) -> dict[str, torch.Tensor]:
-    """Every task's mean cross-entropy on the same rows: one forward, one head per task."""
-    logits = model(x[rows])
-    return {task: nn.functional.cross_entropy(out, labels[task][rows]) for task, out in logits.items()}
+def task_losses(model: nn.Module, x: torch.Tensor, labels: dict[str, torch.Tensor], rows, *,
+                with_features: bool = False):
+    """Every task's mean cross-entropy on the same rows: one forward, one head per task
+    (and the shared features z the heads read, for the meter's ``feature_*`` estimators)."""
+    z, logits = model(x[rows])
+    losses = {task: nn.functional.cross_entropy(out, labels[task][rows]) for task, out in logits.items()}
+    return (losses, z) if with_features else losses
 
 
 def train(seed: int = 0, *, warmup: int = 150, steps: int = 300, batch: int = 64, lr: float = 3e-3,
@@ -86,18 +93,19 @@ def train(seed: int = 0, *, warmup: int = 150, steps: int = 300, batch: int = 64
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     # Record after the heads have learned: affinities through untrained heads are noise.
     meter = AffinityMeter(model, model.trunk, tasks=list(classes), optimizer=optimizer, window=window,
-                          start=warmup + 1)
+                          start=warmup + 1, estimators=ESTIMATORS)
     gen = torch.Generator().manual_seed(seed)
     for step in range(1, warmup + steps + 1):
         rows = train_rows[torch.randint(0, len(train_rows), (batch,), generator=gen)]
         optimizer.zero_grad()
-        meter.backward(task_losses(model, x, labels, rows))   # instead of sum(losses).backward()
+        losses, features = task_losses(model, x, labels, rows, with_features=True)
+        meter.backward(losses, features=features)   # instead of sum(losses.values()).backward()
         optimizer.step()
         if step > warmup and (step - warmup) % probe_every == 0:
             meter.probe(lambda m: task_losses(m, x, labels, probe_rows))
     model.eval()
     with torch.no_grad():
-        logits = model(x[probe_rows])
+        _, logits = model(x[probe_rows])
     meter.accuracy = {task: float((out.argmax(1) == labels[task][probe_rows]).float().mean())
                       for task, out in logits.items()}
     return meter
@@ -131,6 +139,10 @@ def main(argv=None) -> int:
         print(f"{estimator:>30}: top partner of {TWIN_OF} = {partners[TWIN_OF]}, of {TWIN_OF}_twin = "
               f"{partners[TWIN_OF + '_twin']}; shuffled is top partner of "
               f"{[t for t, s in partners.items() if s == 'shuffled'] or 'nobody'}")
+    off = ~np.eye(len(store.tasks), dtype=bool)
+    for a, b in (("stream_cosine", "feature_cosine"), ("stream_gram", "feature_gram")):
+        rho = spearmanr(store.matrix(a).to_numpy()[off], store.matrix(b).to_numpy()[off]).statistic
+        print(f"{a} vs {b}: Spearman {rho:.2f} over off-diagonal pairs of the run averages")
     print(f"TAG groups ({args.estimator}, k = {args.k}): "
           + " | ".join(", ".join(g["tasks"]) for g in document["groups"]))
     for line in trust_lines(document):
