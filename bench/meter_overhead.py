@@ -149,7 +149,8 @@ def digits_setting(args) -> dict:
                         meter_kwargs={"tasks": list(classes), "vmap": True,
                                       "estimators": ["stream_gram", "stream_cosine", "stream_first_order_sgd"]})]
     result = run_rounds(variants, args.rounds, max(args.block, 20))
-    return summarise("digits", len(classes), result, {"shared_parameters": sum(p.numel() for p in base.trunk.parameters())})
+    shared = sum(p.numel() for p in base.trunk.parameters())
+    return summarise("digits", len(classes), result, {"shared_parameters": shared})
 
 
 # -- MiniLM with n heads on one batch -------------------------------------------------------------

@@ -87,8 +87,9 @@ def lookahead(model: nn.Module, shared: list[tuple[str, torch.Tensor]], losses_f
 
     ``shared``: (name in ``model``, parameter) pairs of θ_s; ``losses_fn(model)`` returns
     {task: scalar loss} on a fixed probe batch; ``vmap``: gradients by one batched
-    vector-Jacobian product (losses of one shared graph), else one backward per task. Returns the probed tasks (in ``tasks``
-    order) and float64 arrays k × k per estimator, [source i, target j].
+    vector-Jacobian product (losses of one shared graph), else one backward per task.
+    Returns the probed tasks (in ``tasks`` order) and float64 arrays k × k per estimator,
+    [source i, target j].
     """
     names = [n for n, _ in shared]
     params = [p for _, p in shared]

@@ -31,7 +31,8 @@ class Net(nn.Module):
     def __init__(self, seed=0, norm=False):
         super().__init__()
         torch.manual_seed(seed)
-        layers = [nn.Linear(64, 24)] + ([nn.BatchNorm1d(24), nn.Dropout(0.2)] if norm else []) + [nn.ReLU(), nn.Linear(24, 16), nn.ReLU()]
+        norms = [nn.BatchNorm1d(24), nn.Dropout(0.2)] if norm else []
+        layers = [nn.Linear(64, 24), *norms, nn.ReLU(), nn.Linear(24, 16), nn.ReLU()]
         self.trunk = nn.Sequential(*layers)
         self.heads = nn.ModuleDict({t: nn.Linear(16, 10 if t == "digit" else 2) for t in TASKS})
 
@@ -231,7 +232,8 @@ def test_feature_estimators_are_products_of_representation_gradients(data):
     """feature_gram = c_i·c_j with c_i = ∂L_i/∂z; .grad as the plain backward; parameter estimators optional."""
     x, labels = data
     model = Net()
-    meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.1, window=1, estimators=["feature_gram", "feature_cosine"])
+    meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.1, window=1,
+                          estimators=["feature_gram", "feature_cosine"])
     rows = torch.arange(50)
     z = model.trunk(x[rows])
     losses = {t: nn.functional.cross_entropy(model.heads[t](z), labels[t][rows]) for t in TASKS}
