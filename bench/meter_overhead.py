@@ -26,9 +26,10 @@ round):
                   the Gram matrix only, no per-task gradients (if torchjd is installed)
 
 Printed per setting and n: the plain step time, the median over rounds of the paired
-ratios variant / plain, and peak resident memory after the first block of plain steps
-and after the first block of each variant (process-wide maxima, so each is an upper
-bound for that variant). Example:
+ratios variant / plain, and each variant's step memory: the peak resident memory during
+its first (untimed) block above what was resident before it (Linux; activations,
+gradients and the meter's buffers, allocated then). The machine is shared and noisy:
+use several rounds and read the spread. Example:
 
     python bench/meter_overhead.py --tasks 4 8 16 32 --rounds 5 --json bench_meter.json
 """
@@ -54,8 +55,32 @@ sys.path.insert(0, str(ROOT))
 from taskaffinity import AffinityMeter  # noqa: E402
 
 
-def peak_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+def _status_mb(key: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak() -> float | None:
+    """Reset the process's peak resident memory (Linux: clear_refs 5); returns resident MB now."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    return _status_mb("VmRSS")
+
+
+def step_memory_mb(base: float | None) -> float:
+    """Peak resident memory since :func:`reset_peak` above ``base``: what the block allocated
+    (activations, gradients, the meter's buffers); the lifetime peak where /proc is unavailable."""
+    peak = _status_mb("VmHWM")
+    if base is None or peak is None:
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return round(peak - base, 1)
 
 
 class Variant:
@@ -104,11 +129,12 @@ def run_rounds(variants: list[Variant], rounds: int, block: int) -> dict:
     peaks = {}
     for r in range(rounds + 1):  # round 0 warms up (allocations, caches) and is not timed
         for v in variants:
+            base = reset_peak() if r == 0 else None
             started = time.perf_counter()
             for _ in range(block):
                 v.step()
             if r == 0:
-                peaks[v.name] = peak_mb()
+                peaks[v.name] = step_memory_mb(base)
             else:
                 times[v.name].append((time.perf_counter() - started) / block)
     return {"times": times, "peaks": peaks}
@@ -120,7 +146,7 @@ def summarise(setting: str, n: int, result: dict, extra: dict) -> dict:
     for name, values in times.items():
         if name != "plain":
             row[f"{name}/plain"] = round(statistics.median([a / b for a, b in zip(values, plain)]), 3)
-    row["peak_rss_mb"] = result["peaks"]
+    row["step_memory_mb"] = result["peaks"]
     return row
 
 
