@@ -168,19 +168,20 @@ class AffinityMeter:
         w = self._weights(weights, present)
         values = [losses[t].reshape(()) for t in present]
         total = sum(wi * v for wi, v in zip(w, values))
+        if self.recording():  # checked before the step opens: a refused call changes nothing
+            if not all(p.requires_grad for _, p in self.shared):
+                raise TaskAffinityError("AffinityMeter: a shared parameter has requires_grad=False at a recorded "
+                                        "step (frozen trunk?); start recording after unfreezing (start=)")
+            if self.feature_estimators and features is None:
+                raise TaskAffinityError(f"AffinityMeter: {self.feature_estimators[0]} needs backward(..., "
+                                        "features=z), z the shared representation the losses are computed from")
         if not self.begin_step():
             if write_grad:
                 total.backward()
             return total.detach()
         started = time.perf_counter()
-        if not all(p.requires_grad for _, p in self.shared):
-            raise TaskAffinityError("AffinityMeter: a shared parameter has requires_grad=False at a recorded step "
-                                    "(frozen trunk?); start recording after unfreezing (start=)")
         index = [self.tasks.index(t) for t in present]
         if self.feature_estimators:
-            if features is None:
-                raise TaskAffinityError(f"AffinityMeter: {self.feature_estimators[0]} needs backward(..., features=z), "
-                                        "z the shared representation the losses are computed from")
             self._features(values, w, features, write_grad and not self.parameter_estimators)
         if self.parameter_estimators:
             (self._vmapped if self.vmap else self._per_task)(index, values, w, write_grad)

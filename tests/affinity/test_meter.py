@@ -275,3 +275,15 @@ def test_sketched_and_non_adam_paths_agree_with_the_exact_stream(data, make_opti
         a = exact.matrix(estimator).to_numpy()[off]
         b = sketched.matrix(estimator).to_numpy()[off]
         assert np.abs(a - b).max() <= 0.05 * np.abs(a).max(), estimator
+
+
+def test_a_refused_step_changes_nothing(data):
+    x, labels = data
+    model = Net()
+    meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.1, estimators=["feature_cosine"])
+    with pytest.raises(TaskAffinityError, match="features=z"):
+        meter.backward(shared_losses(model, x, labels, torch.arange(10)))
+    model.trunk.requires_grad_(False)
+    with pytest.raises(TaskAffinityError, match="frozen trunk"):
+        meter.backward(shared_losses(model, x, labels, torch.arange(10)))
+    assert meter.step == 0 and all(p.grad is None for p in model.parameters())
