@@ -2,8 +2,20 @@
 
 One joint multi-task run records inter-task affinities (TAG lookahead, first-order
 and gradient estimators); grouping turns them into task groups. Entry points:
-:mod:`taskaffinity.api` (``train_study``), :mod:`taskaffinity.affinity.run`
-(``record_affinity``), :mod:`taskaffinity.grouping`, and the ``taskaffinity`` CLI.
+:class:`AffinityMeter` (affinities in your own training loop), :mod:`taskaffinity.api`
+(``train_study``), :mod:`taskaffinity.affinity.run` (``record_affinity``),
+:mod:`taskaffinity.grouping`, and the ``taskaffinity`` CLI.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):  # imported on first use: `import taskaffinity` stays light
+    if name == "AffinityMeter":
+        from .affinity.meter import AffinityMeter
+
+        return AffinityMeter
+    raise AttributeError(f"module 'taskaffinity' has no attribute '{name}'")
+
+
+__all__ = ["AffinityMeter", "__version__"]

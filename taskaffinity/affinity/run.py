@@ -157,7 +157,7 @@ def trust_report(store: AffinityStore, summaries: dict[str, pd.DataFrame], *, se
 
 
 def write_outputs(store: AffinityStore, summaries: dict[str, pd.DataFrame], report: dict, out: Path,
-                  config: StudyConfig) -> None:
+                  config: StudyConfig | None = None, *, confidence: float | None = None) -> None:
     import matplotlib.pyplot as plt
 
     from ..report.heatmap import affinity_heatmap
@@ -171,7 +171,8 @@ def write_outputs(store: AffinityStore, summaries: dict[str, pd.DataFrame], repo
         write_text(out / f"summary_{estimator}.csv", summary.to_csv(index=False))
         covers_zero = summary.pivot(index="source", columns="target", values="significant")
         mask = ~covers_zero.reindex(index=matrix.index, columns=matrix.columns).fillna(False).astype(bool)
-        fig = affinity_heatmap(matrix, mask=mask, title=f"{estimator} (hatched: {config.affinity.confidence:.0%} CI covers 0)")
+        level = confidence if confidence is not None else config.affinity.confidence
+        fig = affinity_heatmap(matrix, mask=mask, title=f"{estimator} (hatched: {level:.0%} CI covers 0)")
         write_figure(out / f"heatmap_{estimator}.png", fig, dpi=120)
         plt.close(fig)
 

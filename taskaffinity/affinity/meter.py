@@ -1,0 +1,400 @@
+"""Task affinity in any PyTorch training loop: ``AffinityMeter``.
+
+::
+
+    meter = AffinityMeter(model, model.trunk, tasks=["a", "b", "c"], lr=1e-3, optimizer=optimizer)
+    for batch in loader:
+        losses = {task: loss_fn(task, model, batch) for task in tasks}   # scalar per task
+        meter.backward(losses)          # per-task gradients -> estimators; Σ_i w_i ∇L_i -> .grad
+        optimizer.step(); optimizer.zero_grad()
+    meter.save("runs/mine")             # affinity.parquet, matrices, summaries, fidelity.json, heatmaps
+
+Every recorded step, ``backward`` computes g_i = ∇_θs L_i for each task (θ_s: the
+shared parameters), forms the step's Gram matrix G_ij = g_i·g_j and, with an
+optimizer, P_ij = −Δ_i·g_j (Δ_i: the optimizer's step for g_i alone), turns them into
+the streamed estimators of ``windows`` (same definitions, names and [source i,
+target j] convention as the ``taskaffinity affinity`` run) and averages them over
+windows of ``window`` recorded steps. It writes Σ_i w_i ∇L_i into ``.grad`` of every
+trainable parameter of ``model`` (heads included), adding to what is there, exactly
+as ``sum(w_i * L_i).backward()`` would. :meth:`probe` measures TAG's exact lookahead
+(``lookahead``) on a probe batch of the caller's choice.
+
+Per-task gradients cost one backward per task (``torch.autograd.grad`` of L_i, graph
+kept until the last task):
+
+* per-task batches (heterogeneous batches: each L_i has its own sub-batch and graph):
+  the FLOPs of the caller's own backward over the whole batch;
+* one shared batch (one forward, one head per task, as for CelebA or Taskonomy): every
+  task's backward traverses the whole trunk, ≈ k backward passes. No exact method
+  avoids that (each g_i needs task i's cotangent through every shared layer); the
+  batched vector-Jacobian product (``vmap=True``) and torchjd's Gramian engine were
+  measured against the loop (``docs/own_loop.md``, ``bench/meter_overhead.py``). To pay
+  less: fewer shared parameters (the trunk's top layers), or record every k-th step
+  (``every``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..errors import TaskAffinityError
+from .gradient_rows import GradientRows
+from .lookahead import batched_gradients, lookahead, task_losses
+from .store import COLUMNS, AffinityStore
+from .updates import RULES
+from .windows import FEATURE, STREAMED, WindowedMeans, feature_estimates, step_estimates
+
+
+class AffinityMeter:
+    """Records inter-task affinities from per-task losses in the caller's own training loop.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Holds every trainable parameter (shared trunk and task heads); ``.grad`` of its
+        parameters receives the weighted sum of the per-task gradients.
+    shared : nn.Module or iterable of parameters
+        θ_s, the parameters every task's update moves (the trunk, or part of it): all
+        affinities are computed on gradients with respect to these. They must belong to
+        ``model``. Fewer shared parameters cost less (``docs/own_loop.md``).
+    tasks : list of str
+        Task names; every matrix is indexed [source i, target j] in this order.
+    lr : float, optional
+        η of the SGD rule (``stream_first_order_sgd`` = η G_ij / L_j, the probe's
+        ``lookahead_sgd``); default: the optimizer's learning rate at construction. Kept
+        constant so steps compare like with like.
+    optimizer : torch.optim.Optimizer, optional
+        Enables the optimizer rule (``stream_first_order_optimizer``, ``lookahead_optimizer``):
+        Δ_i is the step it would take for g_i alone from its current state (Adam, AdamW,
+        SGD with momentum; its state is read, never written).
+    estimators : list of str, optional
+        Streamed estimators to record: of ``stream_gram``, ``stream_cosine``,
+        ``stream_first_order_sgd`` (all from one Gram matrix, one cost) and
+        ``stream_first_order_optimizer`` (an Adam step per task and step). Default: all
+        four with an optimizer, the first three without. ``feature_gram`` and
+        ``feature_cosine`` (``windows.feature_estimates``) use gradients with respect to
+        the shared representation passed as ``backward(..., features=z)``: alone, they
+        cost k backward passes through the heads instead of through the trunk.
+    window : int
+        Recorded steps per streamed record: each record is a window mean, the sample
+        unit of standard errors, bootstrap intervals and reliability.
+    vmap : bool
+        Compute the k per-task gradients with one vmapped backward of the k cotangents
+        (``is_grads_batched``) instead of k backward passes; only for losses of one shared
+        graph. Wider kernels, more memory; measured slower on CPU (``docs/own_loop.md``).
+    start, every : int
+        Record at steps ``start, start + every, ...`` (steps count ``backward``/``record``
+        calls from 1); other steps are a plain backward of the weighted sum. Start after
+        the heads have learned: affinities through untrained heads are noise.
+    sketch_dim : int, optional
+        Keep CountSketches of dimension d instead of the P-dimensional gradients
+        (inner products unbiased, variance ∝ 1/d; memory k·d).
+    seed : int
+        Seed of the sketch.
+    """
+
+    def __init__(self, model: nn.Module, shared, *, tasks: list[str], lr: float | None = None,
+                 optimizer: torch.optim.Optimizer | None = None, estimators=None, window: int = 10,
+                 vmap: bool = False, start: int = 1, every: int = 1, sketch_dim: int | None = None,
+                 seed: int = 0):
+        self.model, self.optimizer = model, optimizer
+        self.tasks = _check_tasks(tasks)
+        self.shared = _named_shared(model, shared)
+        if lr is None and optimizer is not None:
+            lr = _lr_of(optimizer, self.shared[0][1])
+        if lr is None or not lr > 0:
+            raise TaskAffinityError(f"AffinityMeter: lr (η of the SGD rule) must be > 0, got {lr} "
+                                    "(pass lr=, or an optimizer to take it from)")
+        self.lr = float(lr)
+        default = STREAMED if optimizer is not None else STREAMED[:3]
+        self.estimators = tuple(default if estimators is None else estimators)
+        unknown = [e for e in self.estimators if e not in STREAMED + FEATURE]
+        if unknown:
+            raise TaskAffinityError(f"AffinityMeter: unknown estimator '{unknown[0]}' "
+                                    f"(choose from {', '.join(STREAMED + FEATURE)})")
+        self.parameter_estimators = [e for e in self.estimators if e in STREAMED]
+        self.feature_estimators = [e for e in self.estimators if e in FEATURE]
+        if "stream_first_order_optimizer" in self.estimators and optimizer is None:
+            raise TaskAffinityError("AffinityMeter: stream_first_order_optimizer needs optimizer=")
+        for key, value in (("window", window), ("start", start), ("every", every)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TaskAffinityError(f"AffinityMeter: {key} must be an integer >= 1, got {value!r}")
+        if sketch_dim is not None and (not isinstance(sketch_dim, int) or sketch_dim < 1):
+            raise TaskAffinityError(f"AffinityMeter: sketch_dim must be an integer >= 1, got {sketch_dim!r}")
+        self.window, self.vmap, self.start, self.every = window, vmap, start, every
+        self.sketch_dim, self.seed = sketch_dim, seed
+        self.step = 0
+        self.records: list[dict] = []
+        self.seconds = 0.0  # host seconds inside backward/record/probe: what recording costs, with the backward
+        self.windows = WindowedMeans(self.tasks)
+        self._recorded_in_window = 0
+        self._rows: GradientRows | None = None
+        self._losses: dict[int, float] = {}
+
+    # -- the training step --------------------------------------------------------------------
+    def recording(self, step: int | None = None) -> bool:
+        """Whether step ``step`` (default: the next one) is recorded."""
+        step = self.step + 1 if step is None else step
+        return step >= self.start and (step - self.start) % self.every == 0
+
+    def backward(self, losses: dict[str, torch.Tensor], weights: dict[str, float] | None = None, *,
+                 features: torch.Tensor | None = None) -> torch.Tensor:
+        """One training step's backward: per-task gradients into the estimators, Σ_i w_i ∇L_i into ``.grad``.
+
+        ``losses``: task -> scalar loss (a subset of ``tasks`` is fine: absent tasks are
+        skipped for this step); ``weights``: task -> w_i (default 1 for every task);
+        ``features``: the shared representation z the losses are computed from (needed by
+        the ``feature_*`` estimators). Frees the graph, as ``loss.backward()`` does.
+        Returns the detached Σ_i w_i L_i.
+        """
+        return self._step(losses, weights, write_grad=True, features=features)
+
+    def record(self, losses: dict[str, torch.Tensor], *, features: torch.Tensor | None = None) -> None:
+        """Per-task gradients into the estimators only, graph kept: the caller's own backward follows.
+
+        For frameworks that run the backward themselves (Lightning, Hugging Face
+        ``Trainer``): costs the per-task gradients on top of that backward.
+        """
+        self._step(losses, None, write_grad=False, features=features)
+
+    def _step(self, losses, weights, *, write_grad: bool, features=None):
+        present = task_losses(losses, self.tasks, where="AffinityMeter.backward(losses)")
+        w = self._weights(weights, present)
+        values = [losses[t].reshape(()) for t in present]
+        total = sum(wi * v for wi, v in zip(w, values))
+        if self.recording():  # checked before the step opens: a refused call changes nothing
+            if not all(p.requires_grad for _, p in self.shared):
+                raise TaskAffinityError("AffinityMeter: a shared parameter has requires_grad=False at a recorded "
+                                        "step (frozen trunk?); start recording after unfreezing (start=)")
+            if self.feature_estimators and features is None:
+                raise TaskAffinityError(f"AffinityMeter: {self.feature_estimators[0]} needs backward(..., "
+                                        "features=z), z the shared representation the losses are computed from")
+        if not self.begin_step():
+            if write_grad:
+                total.backward()
+            return total.detach()
+        started = time.perf_counter()
+        index = [self.tasks.index(t) for t in present]
+        if self.feature_estimators:
+            self._features(values, w, features, write_grad and not self.parameter_estimators)
+        if self.parameter_estimators:
+            (self._vmapped if self.vmap else self._per_task)(index, values, w, write_grad)
+        self._losses.update({row: float(v.detach()) for row, v in zip(index, values)})
+        self.seconds += time.perf_counter() - started
+        self.end_step()
+        return total.detach()
+
+    # -- per-task gradients computed elsewhere (a trainer that already has them) ----------------
+    def begin_step(self) -> bool:
+        """Open the next step; returns whether it is recorded. With :meth:`add_gradients` and
+        :meth:`end_step`, for callers that compute per-task gradients themselves."""
+        self.step += 1
+        self._losses: dict[int, float] = {}
+        self._feature_gram = None
+        if not self.recording(self.step):
+            return False
+        if self.parameter_estimators:
+            self._buffer().begin(self.optimizer)  # the optimizer's state before this step's update
+        return True
+
+    def add_gradients(self, task: str, loss: float, grads: list[torch.Tensor | None]) -> None:
+        """Task ``task``'s loss L_i and gradient g_i at this (recorded) step: one tensor (or None)
+        per shared parameter, in the order of ``meter.shared``."""
+        if task not in self.tasks:
+            raise TaskAffinityError(f"AffinityMeter.add_gradients: unknown task '{task}'")
+        row = self.tasks.index(task)
+        self._buffer().write(row, list(grads))
+        self._losses[row] = float(loss)
+
+    def end_step(self) -> None:
+        """Products of this step's gradients into the window; emits the window when it is full."""
+        started = time.perf_counter()
+        index = sorted(self._losses)  # tasks in the meter's order
+        if len(index) >= 2 and self.recording(self.step):
+            estimates = {}
+            if self.parameter_estimators:
+                gram, products = self._rows.products(index)
+                loss = torch.tensor([self._losses[k] for k in index], device=gram.device)
+                estimates.update(step_estimates(gram, loss, self.lr, products))
+            if self._feature_gram is not None:
+                estimates.update(feature_estimates(self._feature_gram))
+            self.windows.add({e: estimates[e] for e in self.estimators}, index)
+            self._recorded_in_window += 1
+            if self._recorded_in_window == self.window:
+                self.records.extend(self.windows.emit(self.step))
+                self._recorded_in_window = 0
+        self._losses = {}
+        self.seconds += time.perf_counter() - started
+
+    def _weights(self, weights, present) -> list[float]:
+        if weights is None:
+            return [1.0] * len(present)
+        missing = [t for t in present if t not in weights]
+        if missing:
+            raise TaskAffinityError(f"AffinityMeter.backward: no weight for task '{missing[0]}'")
+        return [float(weights[t]) for t in present]
+
+    def _per_task(self, index, values, w, write_grad):
+        """One backward per task to the shared parameters only (it stops at the lowest of them),
+        graph kept; then the other parameters (heads) from one backward of Σ w_i L_i."""
+        rows, shared = self._rows, [p for _, p in self.shared]
+        for k, (row, loss) in enumerate(zip(index, values)):
+            grads = torch.autograd.grad(loss, shared, allow_unused=True, retain_graph=True)
+            rows.write(row, list(grads))
+            if write_grad:
+                _add_grads(shared, grads, w[k])
+        if write_grad:
+            self._rest(values, w)
+
+    def _vmapped(self, index, values, w, write_grad):
+        """k cotangents through the common graph at once; heads by one backward of Σ w_i L_i."""
+        shared = [p for _, p in self.shared]
+        grads = batched_gradients(torch.stack(values), shared, retain_graph=True)
+        self._rows.write_batched(index, grads)
+        if not write_grad:
+            return
+        weights = torch.tensor(w, dtype=torch.float32)
+        for p, g in zip(shared, grads):
+            if g is not None:
+                summed = torch.tensordot(weights.to(g.device, g.dtype), g, dims=1)
+                p.grad = summed if p.grad is None else p.grad.add_(summed)
+        self._rest(values, w)
+
+    def _rest(self, values, w):
+        """Σ w_i ∇L_i into ``.grad`` of the non-shared parameters; frees the graph."""
+        others = self._others()
+        total = sum(wi * v for wi, v in zip(w, values))
+        if others:
+            _add_grads(others, torch.autograd.grad(total, others, allow_unused=True), 1.0)
+
+    def _features(self, values, w, features, write_grad):
+        """c_i = ∂L_i/∂z through the heads only; then, if asked, one plain backward of Σ w_i L_i."""
+        c = [torch.autograd.grad(v, features, retain_graph=True)[0].reshape(-1).float() for v in values]
+        c = torch.stack(c)
+        self._feature_gram = c @ c.T
+        if write_grad:
+            sum(wk * v for wk, v in zip(w, values)).backward()
+
+    def _others(self) -> list[torch.Tensor]:
+        shared = {id(p) for _, p in self.shared}
+        return [p for p in self.model.parameters() if p.requires_grad and id(p) not in shared]
+
+    def _buffer(self) -> GradientRows:
+        if self._rows is None:
+            self._rows = GradientRows([p for _, p in self.shared], len(self.tasks),
+                                      optimizer_rule="stream_first_order_optimizer" in self.estimators,
+                                      sketch_dim=self.sketch_dim, seed=self.seed)
+        return self._rows
+
+    # -- exact lookahead ------------------------------------------------------------------------
+    def probe(self, losses_fn, *, rules=None, step: int | None = None) -> dict[str, pd.DataFrame]:
+        """TAG's exact lookahead Z_{i→j} on a probe batch, recorded into the store.
+
+        ``losses_fn(model) -> {task: scalar loss}`` evaluates the tasks on a fixed probe
+        batch (per-task batches or one shared batch); it is
+        called once for the gradients and once per source and rule with the shared
+        parameters replaced (``functional_call``), in eval mode. ``rules``: of ``sgd``
+        and ``optimizer`` (default: both with an optimizer, else ``sgd``). Records
+        ``lookahead_<rule>``, ``first_order_<rule>``, ``gram`` and ``cosine`` at ``step``
+        (default: the meter's current step) and returns them as source × target frames.
+        """
+        rules = tuple(rules) if rules is not None else (RULES if self.optimizer is not None else ("sgd",))
+        bad = [r for r in rules if r not in RULES]
+        if bad:
+            raise TaskAffinityError(f"AffinityMeter.probe: unknown rule '{bad[0]}' (use {', '.join(RULES)})")
+        if "optimizer" in rules and self.optimizer is None:
+            raise TaskAffinityError("AffinityMeter.probe: the optimizer rule needs AffinityMeter(optimizer=...)")
+        started = time.perf_counter()
+        probed, arrays = lookahead(self.model, self.shared, losses_fn, self.tasks, rules=rules, lr=self.lr,
+                                   optimizer=self.optimizer, vmap=self.vmap)
+        at = self.step if step is None else step
+        self.records.extend({"step": at, "estimator": e, "source": s, "target": t, "value": float(m[i, j])}
+                            for e, m in arrays.items() for i, s in enumerate(probed) for j, t in enumerate(probed))
+        self.seconds += time.perf_counter() - started
+        return {e: pd.DataFrame(m, index=pd.Index(probed, name="source"), columns=pd.Index(probed, name="target"))
+                for e, m in arrays.items()}
+
+    # -- results --------------------------------------------------------------------------------
+    @property
+    def metadata(self) -> dict:
+        return {"tasks": self.tasks, "lookahead_lr_sgd": self.lr, "stream_window": self.window,
+                "start_step": self.start, "every": self.every, "steps": self.step, "vmap": self.vmap,
+                "shared_parameters": int(sum(p.numel() for _, p in self.shared)), "sketch_dim": self.sketch_dim,
+                "optimizer": type(self.optimizer).__name__ if self.optimizer is not None else None,
+                "meter_seconds": self.seconds, "source": "AffinityMeter"}
+
+    @property
+    def store(self) -> AffinityStore:
+        """Every finished window and probe as an ``AffinityStore`` (an unfinished window is not in it)."""
+        return AffinityStore(pd.DataFrame(self.records, columns=list(COLUMNS)), self.metadata)
+
+    def save(self, folder: str | Path, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+             metadata: dict | None = None) -> AffinityStore:
+        """Write what ``taskaffinity affinity`` writes: ``affinity.parquet``, ``matrix_*.csv``,
+        ``summary_*.csv`` (mean, se, bootstrap CI), ``fidelity.json`` (reliability and
+        agreement) and ``heatmap_*.png``. ``metadata`` is added to the store's."""
+        from .run import trust_report, write_outputs
+
+        store = self.store
+        if store.records.empty:
+            raise TaskAffinityError("AffinityMeter.save: nothing recorded yet (no finished window or probe)")
+        store.metadata.update(metadata or {})
+        summaries = {e: store.summary(e, n_boot=n_boot, level=level, seed=seed) for e in store.estimators}
+        write_outputs(store, summaries, trust_report(store, summaries, seed=seed), Path(folder), confidence=level)
+        return store
+
+    def state_dict(self) -> dict:
+        """JSON-able state (records, step, the open window) for checkpoints."""
+        return {"step": self.step, "records": list(self.records), "seconds": self.seconds,
+                "window": self.windows.state_dict(), "recorded_in_window": self._recorded_in_window}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.records, self.seconds = state["step"], list(state["records"]), state["seconds"]
+        self.windows.load_state_dict(state["window"])
+        self._recorded_in_window = state["recorded_in_window"]
+
+
+def _add_grads(params, grads, weight: float) -> None:
+    for p, g in zip(params, grads):
+        if g is not None:
+            p.grad = g * weight if p.grad is None else p.grad.add_(g, alpha=weight)
+
+
+def _check_tasks(tasks) -> list[str]:
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    if len(tasks) < 2:
+        raise TaskAffinityError(f"AffinityMeter: tasks must name at least two tasks, got {tasks}")
+    if any(not isinstance(t, str) or not t for t in tasks):
+        raise TaskAffinityError(f"AffinityMeter: task names must be non-empty strings, got {tasks}")
+    dup = sorted({t for t in tasks if tasks.count(t) > 1})
+    if dup:
+        raise TaskAffinityError(f"AffinityMeter: duplicate task name(s): {', '.join(dup)}")
+    return tasks
+
+
+def _named_shared(model: nn.Module, shared) -> list[tuple[str, nn.Parameter]]:
+    """(name in ``model``, parameter) for each shared parameter, in ``model``'s order."""
+    if not isinstance(model, nn.Module):
+        raise TaskAffinityError(f"AffinityMeter: model must be a torch.nn.Module, got {type(model).__name__}")
+    params = list(shared.parameters()) if isinstance(shared, nn.Module) else list(shared)
+    if any(isinstance(p, tuple) for p in params):  # named_parameters() given
+        params = [p for _, p in params]
+    wanted = {id(p) for p in params}
+    named = [(n, p) for n, p in model.named_parameters() if id(p) in wanted]
+    if not params or len(named) != len(wanted):
+        raise TaskAffinityError("AffinityMeter: shared must be a module or parameters of the model, "
+                                f"got {len(params)} parameter(s), {len(named)} of them in the model")
+    return named
+
+
+def _lr_of(optimizer, param) -> float | None:
+    for group in optimizer.param_groups:
+        if any(p is param for p in group["params"]):
+            return float(group["lr"])
+    return None

@@ -1,0 +1,108 @@
+"""PyTorch Lightning callback that records task affinities (``pip install 'taskaffinity[lightning]'``).
+
+Contract: the LightningModule's ``training_step`` returns a dict with the loss Lightning
+backpropagates under ``"loss"`` and the per-task scalar losses it is made of under
+``"task_losses"``::
+
+    def training_step(self, batch, batch_idx):
+        z = self.backbone(batch["x"])
+        task_losses = {t: F.cross_entropy(self.heads[t](z), batch[t]) for t in self.tasks}
+        return {"loss": sum(task_losses.values()), "task_losses": task_losses}
+
+    trainer = pl.Trainer(callbacks=[AffinityCallback("backbone", out="runs/aff")])
+
+Right before Lightning's backward (``on_before_backward``, automatic and manual
+optimization alike) the callback hands ``task_losses`` to
+:meth:`AffinityMeter.record <taskaffinity.affinity.meter.AffinityMeter.record>`: per-task
+gradients of the shared parameters, graph kept, ``.grad`` left to Lightning. Lightning's
+own backward, precision plugin, gradient accumulation and clipping run unchanged; the
+per-task gradients cost extra (``docs/own_loop.md``). Each micro-batch is one recorded
+step. Results: ``callback.meter.store``; with ``out``, written at the end of fitting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+from .affinity.meter import AffinityMeter
+from .errors import TaskAffinityError
+
+
+class AffinityCallback(pl.Callback):
+    """Records task affinities from a LightningModule whose ``training_step`` returns ``task_losses``.
+
+    ``shared``: the name of the module attribute holding the shared parameters (e.g.
+    ``"backbone"``), or a function ``pl_module -> module or parameters``. ``tasks``: task
+    order of the matrices (default: the order of the first step's ``task_losses``).
+    ``optimizer_rule``: record ``stream_first_order_optimizer`` with the module's
+    (first) optimizer. ``out``: folder for :meth:`AffinityMeter.save` at the end of fitting.
+    Other keywords go to :class:`AffinityMeter` (``lr``, ``window``, ``vmap``,
+    ``start``, ``every``, ``estimators``, ``sketch_dim``).
+    """
+
+    def __init__(self, shared, *, tasks: list[str] | None = None, optimizer_rule: bool = True,
+                 out: str | Path | None = None, **meter_kwargs):
+        self.shared, self.tasks, self.optimizer_rule = shared, tasks, optimizer_rule
+        self.out, self.meter_kwargs = out, meter_kwargs
+        self.meter: AffinityMeter | None = None
+        self._pending: dict | None = None
+        self._state: dict | None = None
+
+    # -- catching task_losses on their way from training_step to the backward -------------------
+    def setup(self, trainer, pl_module, stage):
+        if stage != "fit" or "training_step" in vars(pl_module):
+            return
+        step = pl_module.training_step
+
+        def training_step(*args, **kwargs):
+            output = step(*args, **kwargs)
+            if not isinstance(output, dict) or not isinstance(output.get("task_losses"), dict):
+                raise TaskAffinityError(
+                    f"AffinityCallback: {type(pl_module).__name__}.training_step must return a dict with "
+                    "'loss' and 'task_losses' (task -> scalar loss), got "
+                    + (f"keys {sorted(output)}" if isinstance(output, dict) else type(output).__name__))
+            self._pending = output["task_losses"]
+            return output
+
+        pl_module.training_step = training_step  # an instance attribute: the class stays as it is
+
+    def teardown(self, trainer, pl_module, stage):
+        if stage == "fit" and "training_step" in vars(pl_module):
+            del pl_module.training_step
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        if self._pending is None:
+            return
+        losses, self._pending = self._pending, None
+        if self.meter is None:
+            self.meter = self._make_meter(trainer, pl_module, losses)
+        self.meter.record(losses)
+
+    def _make_meter(self, trainer, pl_module, losses) -> AffinityMeter:
+        shared = self.shared(pl_module) if callable(self.shared) else getattr(pl_module, self.shared, None)
+        if shared is None:
+            raise TaskAffinityError(f"AffinityCallback: {type(pl_module).__name__} has no attribute '{self.shared}' "
+                                    "(shared= names the module holding the shared parameters)")
+        optimizer = trainer.optimizers[0] if self.optimizer_rule and trainer.optimizers else None
+        if optimizer is not None and hasattr(optimizer, "optimizer"):  # Lightning's wrapper
+            optimizer = optimizer.optimizer
+        meter = AffinityMeter(pl_module, shared, tasks=self.tasks or list(losses), optimizer=optimizer,
+                              **self.meter_kwargs)
+        if self._state is not None:
+            meter.load_state_dict(self._state)
+        return meter
+
+    # -- results and checkpoints ----------------------------------------------------------------
+    def on_train_end(self, trainer, pl_module):
+        if self.out is not None and self.meter is not None and trainer.is_global_zero:
+            self.meter.save(self.out)
+
+    def state_dict(self) -> dict:
+        return {"meter": self.meter.state_dict()} if self.meter is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._state = state_dict.get("meter")
+        if self.meter is not None and self._state is not None:
+            self.meter.load_state_dict(self._state)
