@@ -98,10 +98,9 @@ class JobWorker:
         self._bases = {key: base}  # one base model at a time: studies use one
         return base
 
-    def pool(self, config, root: Path) -> dict:
+    def pool(self, config, root: Path, fingerprint: str) -> dict:
         """``load_pool`` for ``config.tasks``, each task read once per pool folder and fingerprint."""
         folder = Path(root) / "data"
-        fingerprint = read_json(folder / "index.json").get("fingerprint")
         out = {}
         for spec in config.tasks:
             key = (str(folder.resolve()), fingerprint, _key(spec))
@@ -154,12 +153,12 @@ class JobWorker:
         config = job.config
         if device:
             config = dataclasses.replace(config, training=dataclasses.replace(config.training, device=device))
-        tasks = self.pool(config, root)
+        fingerprint = read_json(root / "data" / "index.json").get("fingerprint")  # the pool as prepared
+        tasks = self.pool(config, root, fingerprint)
         fraction, init = 1.0, None
         if isinstance(job, FinetuneJob):
             fraction = job.fraction
             if fraction < 1.0:
-                fingerprint = read_json(root / "data" / "index.json").get("fingerprint")
                 tasks = {name: self._subsample((str(root.resolve()), fingerprint, name, fraction,
                                                 config.data.split_seed), task) for name, task in tasks.items()}
             if job.pretrain is not None:
@@ -179,7 +178,7 @@ class JobWorker:
             p.requires_grad_(True)
             p.grad = None
         measure = isinstance(job, FinetuneJob) or job.measure
-        data_key = (str(root.resolve()), read_json(root / "data" / "index.json").get("fingerprint"), fraction)
+        data_key = (str(root.resolve()), fingerprint, fraction)
         trainer = StudyTrainer(config, tasks, model, base.tokenizer, out_dir=folder / "run", progress=False,
                                worker=self, data_key=data_key, splits=("validation", "test") if measure
                                else ("validation",), checkpoint_seconds=self.checkpoint_seconds)
@@ -214,6 +213,12 @@ class StudyTrainer(JointTrainer):
     def encoded_train(self, task: str):
         return self.worker.encoded_rows(self.data_key, self.tasks[task], self._tokenizer_key, self.tokenizer,
                                         self.config.model.max_length)
+
+    def _maybe_resume(self) -> None:
+        super()._maybe_resume()
+        # evaluations restored with a checkpoint (perhaps the fresh path's, of validation only, at the
+        # last step) are not this job's final one: train() evaluates ``splits`` at the end when none is left
+        self.eval_log = self.eval_log.iloc[0:0]
 
     def should_evaluate(self, step: int, last: bool) -> bool:
         return last  # only the final scores enter the results; evaluating changes nothing else

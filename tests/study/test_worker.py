@@ -175,3 +175,27 @@ def test_a_job_failing_mid_training_does_not_disturb_the_next(tmp_path, monkeypa
     finally:
         release_worker()
     pd.testing.assert_frame_equal(results(root, baseline), results(fresh_root, baseline), check_exact=True)
+
+
+def test_worker_finishes_a_job_the_fresh_path_checkpointed_at_its_last_step(tmp_path, monkeypatch):
+    """Killed between its final checkpoint and its result: the worker resumes at the last step and
+    still measures validation and test."""
+    import taskaffinity.study.jobs as jobs
+
+    study, fresh_root = make_study(tmp_path / "fresh")
+    _, root = make_study(tmp_path / "resumed")
+    job = next(j for j in make_plan(study).finetune_jobs.values() if j.pretrain is None)
+    run_job_fresh((job, str(fresh_root)), "cpu")
+
+    def killed(path, frame):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs, "write_parquet", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_job_fresh((job, str(root)), "cpu")
+    monkeypatch.undo()
+    assert (job_folder(root, job.id) / "run" / "checkpoints" / "latest").read_text().strip() == "step-000006"
+    JobWorker().run(job, str(root), "cpu")
+    resumed = results(root, [job])
+    assert set(resumed["split"]) == {"validation", "test"}
+    pd.testing.assert_frame_equal(resumed, results(fresh_root, [job]), check_exact=True)
