@@ -152,7 +152,10 @@ class ParallelExecutor(Executor):
                         if slot.process is None:
                             self._start(ctx, slot, number)
                         slot.index, slot.start = pending.pop(), time.perf_counter()
-                        slot.conn.send(pickle.dumps((fn, items[slot.index], slot.device)))
+                        try:
+                            slot.conn.send(pickle.dumps((fn, items[slot.index], slot.device)))
+                        except OSError:  # the worker died before reading (BrokenPipeError): wait() sees EOF
+                            pass
                 busy = {slot.conn: slot for slot in slots if slot.index is not None}
                 for conn in wait(list(busy)):  # readable: a message arrived or the process is gone
                     slot = busy[conn]
