@@ -161,8 +161,8 @@ class ParallelExecutor(Executor):
                     slot = busy[conn]
                     try:
                         message = conn.recv()
-                    except EOFError:  # died before sending: killed, os._exit, segfault
-                        message = _DIED
+                    except (EOFError, OSError):  # died before sending: killed, os._exit, segfault (a reset
+                        message = _DIED          # connection when it died with our item unread)
                     where = f"process {slot.process.pid} {slot.device}"
                     if message is _DIED or message is not None or not self.reuse:
                         self._stop(slot)  # the device is reused only once the process is gone
