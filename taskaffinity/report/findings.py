@@ -50,11 +50,11 @@ class PairedTest:
     std: float  # spread of the differences (ddof 1; NaN when n < 2)
     p: float | None  # Wilcoxon signed-rank, two-sided; None when n < MIN_TEST_N or every difference is 0
 
-    def describe(self, unit: str = "") -> str:
+    def describe(self) -> str:
         spread = f" ± {self.std:.3f} (std)" if np.isfinite(self.std) else ""
         test = (f"Wilcoxon p = {self.p:.3g}" if self.p is not None
                 else f"n = {self.n} is too small for a test" if self.n < MIN_TEST_N else "no test (all equal)")
-        return f"{self.mean:+.3f}{unit}{spread} over n = {self.n} pairs, {test}"
+        return f"{self.mean:+.3f}{spread} over n = {self.n} pairs, {test}"
 
 
 @dataclass(frozen=True)
@@ -232,9 +232,9 @@ def _below_baseline(gains: pd.DataFrame, wide: pd.DataFrame) -> Finding:
     else:
         result = DOES_NOT_HOLD if (frame["p (one-sided, above)"] < ALPHA / m).all() else OPPOSITE_DIRECTION
     worst = below.loc[below["Δ vs baseline"].idxmin()] if len(below) else None
-    evidence = (f"{len(below)} of {len(frame)} (target, set) cells are below the baseline on average over {n_seeds} seeds; "
-                f"{len(clear)} clearly (one-sided t-test with the target's pooled seed variance, Bonferroni over "
-                f"{m} cells)" + (f"; the largest drop: '{worst['set']}' on {worst['target']}, "
+    evidence = (f"{len(below)} of {len(frame)} (target, set) cells are below the baseline on average over "
+                f"{n_seeds} seeds; {len(clear)} clearly (one-sided t-test with the target's pooled seed variance, "
+                f"Bonferroni over {m} cells)" + (f"; the largest drop: '{worst['set']}' on {worst['target']}, "
                                   f"{worst['Δ vs baseline']:+.3f} (seed std {worst['seed std']:.3f})"
                                   if worst is not None else "") + ".")
     table = below.sort_values("Δ vs baseline")[["target", "set", "Δ vs baseline", "seed std",
@@ -258,7 +258,8 @@ def _k_gains(results: pd.DataFrame, split: str) -> pd.DataFrame:
 def scaling_findings(results: pd.DataFrame, *, split: str = "test") -> list[Finding]:
     """Muppet §5.1: few pre-finetuning tasks can hurt, more help past a critical point."""
     if BASELINE not in set(results["label"]):
-        return [Finding("pre-finetuning is compared with the baseline", MUPPET, NOT_MEASURED, "no baseline results")]
+        return [Finding("pre-finetuning is compared with the baseline", MUPPET, NOT_MEASURED,
+                        "no baseline results")]
     gains = _k_gains(results, split)
     tests = {k: paired_test(gains[k]) for k in gains.columns}
     table = pd.DataFrame({"k": list(tests), "mean Δ vs baseline": [t.mean for t in tests.values()],
@@ -276,7 +277,8 @@ def scaling_findings(results: pd.DataFrame, *, split: str = "test") -> list[Find
     if point is None and helps_verdict == HOLDS:
         helps_verdict = SAME_DIRECTION  # the mean curve never stays above the baseline
     critical = ("no critical point: the mean curve does not stay above the baseline up to the largest k"
-                if point is None else f"critical point k = {point} (the mean curve stays above the baseline from there)")
+                if point is None else
+                f"critical point k = {point} (the mean curve stays above the baseline from there)")
     helps = Finding(f"more tasks help past a critical point (k = {largest} above the baseline)", MUPPET, helps_verdict,
                     f"Δ at k = {largest}: {tests[largest].describe()}; {critical}; per target: "
                     + ", ".join(f"{t} {'none' if p is None else p}" for t, p in per_target.items())

@@ -75,7 +75,8 @@ def test_families_findings_hold_when_built_in():
     assert table_b.loc["sent+quest+style", "best for n targets"] == 3
     assert findings["(c)"].verdict == HOLDS
     below = findings["(c)"].table
-    assert set(below.index.get_level_values("set")) == {"sent+style"} and below["clearly below"].all()  # 3 targets, each clearly below
+    assert set(below.index.get_level_values("set")) == {"sent+style"}
+    assert below["clearly below"].all() and len(below) == 3  # each target clearly below
     assert findings["(c)"].evidence.startswith("3 of 21 (target, set) cells are below the baseline on average "
                                                "over 4 seeds; 3 clearly")
 
