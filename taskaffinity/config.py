@@ -102,6 +102,12 @@ class ExecutorConfig:
     address: str | None = None  # ray: cluster address ("auto", "ray://head:10001"); none starts a local Ray
     num_cpus: float = 1.0  # ray: CPUs reserved per experiment
     num_gpus: float = 0.0  # ray: GPUs reserved per experiment
+    # A worker keeps the base model, tokenised rows and evaluation batches across its jobs (results are
+    # identical); false: every job loads everything afresh and runs in its own process (parallel).
+    reuse_worker: bool = True
+    # Reusing workers checkpoint a running job at most this often (wall time; 0: every step); a job
+    # shorter than this writes none: a write costs more than re-running it (docs/studies.md).
+    checkpoint_seconds: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -143,15 +143,22 @@ class JointTrainer:
             bar.update(1)
             bar.set_postfix(loss=f"{sum(losses.values()) / max(len(losses), 1):.3f}", phase=self.phase(step))
             last = step == self.total_steps
-            if last or step % self.cfg.eval_every == 0 or step == self.cfg.head_warmup_steps:
+            if self.should_evaluate(step, last):
                 self.run_evaluation(step)
-            if self.out_dir and (last or step % self.cfg.checkpoint_every == 0):
+            if self.out_dir and self.should_checkpoint(step, last):
                 self.save()
         bar.close()
         if self.eval_log.empty or self.eval_log["step"].max() < self.step:
             self.run_evaluation(self.step)
         self.callbacks.on_train_end(self)
         return self.eval_log[self.eval_log["step"] == self.step].reset_index(drop=True)
+
+    def should_evaluate(self, step: int, last: bool) -> bool:
+        return last or step % self.cfg.eval_every == 0 or step == self.cfg.head_warmup_steps
+
+    def should_checkpoint(self, step: int, last: bool) -> bool:
+        """Every ``checkpoint_every`` steps and at the end (a finished run resumes to its last evaluation)."""
+        return last or step % self.cfg.checkpoint_every == 0
 
     def train_step(self, step: int) -> dict[str, float]:
         phase = self.phase(step)

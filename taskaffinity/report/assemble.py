@@ -2,7 +2,8 @@
 
 Sections: the run (configuration, costs), affinities (clustered heatmaps,
 trajectories, fidelity), groups, the study (transfer matrix, scaling curves,
-low-resource grid, predicted vs measured transfer) and the jobs. Figures are also
+low-resource grid, predicted vs measured transfer), the jobs and what the results show about
+the published findings (:mod:`.findings`). Figures are also
 saved as PNG and SVG under ``report/``. A section whose inputs are missing (a run
 still in progress, a study without an affinity run) says so instead of failing.
 """
@@ -36,8 +37,10 @@ def build_report(run_dir: str | Path) -> Path:
     """Write ``report.html``, ``report.md`` and ``report/*.png|svg`` into ``run_dir``; return the HTML path."""
     run = Path(run_dir)
     figures = run / "report"
+    from .reading import findings_section
+
     sections = [run_section(run), affinity_section(run, figures), groups_section(run, figures),
-                study_section(run, figures), jobs_section(run)]
+                study_section(run, figures), jobs_section(run), findings_section(run)]
     title = _study_name(run)
     write_text(run / "report.md", to_markdown(title, sections))
     write_text(run / "report.html", to_html(title, sections, figures))

@@ -2,10 +2,11 @@
 
 ``fn`` must be a picklable top-level function that writes its own results (atomically);
 an executor only runs it and records whether it succeeded. ``LocalExecutor`` runs items
-one after the other in this process, ``ParallelExecutor`` gives every item a freshly
-spawned process on one of N device slots (a crash or OOM kill hurts only that item, GPU
-memory is freed in between), ``RayExecutor`` submits one Ray task per item to a local
-or remote cluster. A failing item never stops the others; Ctrl-C stops everything.
+one after the other in this process, ``ParallelExecutor`` runs items in spawned worker
+processes on N device slots (a crash or OOM kill hurts only the item that was running;
+with ``reuse`` a slot's process runs item after item and is replaced after a failure,
+without it every item gets a fresh process), ``RayExecutor`` submits one Ray task per
+item to a local or remote cluster. A failing item never stops the others; Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -85,72 +86,122 @@ class LocalExecutor(Executor):
         return outcomes
 
 
-def _child(payload: bytes, conn, threads: int) -> None:
-    """Bootstrap of one spawned experiment: limit threads before fn's module (torch) is imported."""
+def _serve(conn, threads: int, reuse: bool) -> None:
+    """Main of a spawned worker: run the items the parent sends until it sends None.
+
+    Threads are limited before fn's module (torch) is imported. After an item that
+    raised, or after its only item when not reusing, the process exits: the parent
+    starts a fresh one, so no failure's leftover state reaches the next item.
+    """
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
-    try:
-        fn, item, device = pickle.loads(payload)
-        if "torch" in sys.modules:  # already imported (by __main__ or this package): the env var came too late
-            sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-        fn(item, device)
-        message = None
-    except Exception as exc:
-        message = _describe(exc)[:10_000]  # stays far below the pipe buffer
-    conn.send(message)
+    while True:
+        try:
+            payload = conn.recv()
+        except EOFError:  # the parent is gone
+            break
+        if payload is None:
+            break
+        try:
+            fn, item, device = pickle.loads(payload)
+            if "torch" in sys.modules:  # already imported (by __main__ or this package): the env var came too late
+                sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+            fn(item, device)
+            message = None
+        except Exception as exc:
+            message = _describe(exc)[:10_000]  # stays far below the pipe buffer
+        conn.send(message)
+        if message is not None or not reuse:
+            break
     conn.close()
 
 
-class ParallelExecutor(Executor):
-    """One spawned process per item, at most one per device slot alive at a time."""
+@dataclass
+class _Slot:
+    device: str
+    process: Any = None
+    conn: Any = None
+    index: int | None = None  # the item it runs
+    start: float = 0.0
+    exitcode: int | None = None  # of its last process
 
-    def __init__(self, devices: list[str]):
+
+class ParallelExecutor(Executor):
+    """Spawned worker processes, one per device slot alive at a time.
+
+    ``reuse``: a slot's process runs item after item, so a study worker keeps its
+    models and data between jobs; it is replaced after an item that raised. Off: a
+    fresh process per item. Either way a crash or OOM kill fails only the item that
+    was running, and its slot gets a new process.
+    """
+
+    def __init__(self, devices: list[str], *, reuse: bool = True):
         self.devices = list(devices)
+        self.reuse = reuse
         self.threads = max(1, (os.cpu_count() or 1) // len(self.devices))
 
     def map(self, fn, items, *, desc="experiments", progress=True):
         ctx = mp.get_context("spawn")  # never fork a process that may hold CUDA or Ray state
         bar, outcomes = _Progress(len(items), desc, progress), [None] * len(items)
-        pending, free = list(range(len(items)))[::-1], list(range(len(self.devices)))[::-1]
-        running: dict = {}  # parent end of the pipe -> (index, slot, process, start)
+        pending = list(range(len(items)))[::-1]
+        slots = [_Slot(device) for device in self.devices]
         try:
-            while pending or running:
-                while pending and free:
-                    index, slot = pending.pop(), free.pop()
-                    device = self.devices[slot]
-                    recv, send = ctx.Pipe(duplex=False)
-                    payload = pickle.dumps((fn, items[index], device))
-                    proc = ctx.Process(target=_child, args=(payload, send, self.threads), daemon=True,
-                                       name=f"taskaffinity-{index}")
-                    proc.start()
-                    send.close()  # only the child holds the write end: EOF means it died
-                    running[recv] = (index, slot, proc, time.perf_counter())
-                for recv in wait(list(running)):  # readable: a message arrived or the child is gone
-                    index, slot, proc, start = running.pop(recv)
+            while pending or any(slot.index is not None for slot in slots):
+                for number, slot in enumerate(slots):
+                    if pending and slot.index is None:
+                        if slot.process is None:
+                            self._start(ctx, slot, number)
+                        slot.index, slot.start = pending.pop(), time.perf_counter()
+                        try:
+                            slot.conn.send(pickle.dumps((fn, items[slot.index], slot.device)))
+                        except OSError:  # the worker died before reading (BrokenPipeError): wait() sees EOF
+                            pass
+                busy = {slot.conn: slot for slot in slots if slot.index is not None}
+                for conn in wait(list(busy)):  # readable: a message arrived or the process is gone
+                    slot = busy[conn]
                     try:
-                        message = recv.recv()
-                    except EOFError:  # died before sending: killed, os._exit, segfault
-                        message = _DIED
-                    recv.close()
-                    proc.join(timeout=30)  # the device is reused only once the process is gone
-                    if proc.is_alive():
-                        proc.terminate()
-                        proc.join()
+                        message = conn.recv()
+                    except (EOFError, OSError):  # died before sending: killed, os._exit, segfault (a reset
+                        message = _DIED          # connection when it died with our item unread)
+                    where = f"process {slot.process.pid} {slot.device}"
+                    if message is _DIED or message is not None or not self.reuse:
+                        self._stop(slot)  # the device is reused only once the process is gone
                     if message is _DIED:
-                        message = f"worker exited with code {proc.exitcode}"
-                    outcomes[index] = Outcome(message is None, message, time.perf_counter() - start,
-                                              f"process {proc.pid} {self.devices[slot]}")
-                    free.append(slot)
-                    bar.update(outcomes[index])
+                        message = f"worker exited with code {slot.exitcode}"
+                    outcomes[slot.index] = Outcome(message is None, message, time.perf_counter() - slot.start, where)
+                    bar.update(outcomes[slot.index])
+                    slot.index = None
         except BaseException:
-            for _, _, proc, _ in running.values():
-                proc.terminate()
-            for _, _, proc, _ in running.values():
-                proc.join()
+            for slot in slots:
+                if slot.process is not None:
+                    slot.process.terminate()
+                    slot.process.join()
             raise
         finally:
             bar.close()
+        for slot in slots:  # idle workers: ask them to exit
+            if slot.process is not None:
+                slot.conn.send(None)
+                self._stop(slot)
         return outcomes
+
+    def _start(self, ctx, slot: _Slot, number: int) -> None:
+        parent, child = ctx.Pipe()
+        slot.process = ctx.Process(target=_serve, args=(child, self.threads, self.reuse), daemon=True,
+                                   name=f"taskaffinity-worker-{number}")
+        slot.process.start()
+        child.close()  # only the worker holds its end: EOF means it died
+        slot.conn = parent
+
+    @staticmethod
+    def _stop(slot: _Slot) -> None:
+        slot.process.join(timeout=30)
+        if slot.process.is_alive():
+            slot.process.terminate()
+            slot.process.join()
+        slot.exitcode = slot.process.exitcode
+        slot.conn.close()
+        slot.process = slot.conn = None
 
 
 def _ray_task(fn, item, device: str) -> tuple[bool, str | None, float, str]:
@@ -252,12 +303,14 @@ def make_executor(config) -> Executor:
         raise ConfigError(f"study.executor.kind is '{config.kind}'; allowed: {', '.join(EXECUTOR_KINDS)}")
     if config.workers is not None and config.workers < 1:
         raise ConfigError(f"study.executor.workers must be at least 1, got {config.workers}")
+    if config.checkpoint_seconds < 0:
+        raise ConfigError(f"study.executor.checkpoint_seconds must be >= 0, got {config.checkpoint_seconds}")
     if config.kind == "local":
         return LocalExecutor()
     if config.kind == "parallel":
         devices = _check_devices(tuple(config.devices))
         n = config.workers or len(devices)
-        return ParallelExecutor([devices[i % len(devices)] for i in range(n)])
+        return ParallelExecutor([devices[i % len(devices)] for i in range(n)], reuse=config.reuse_worker)
     if config.num_gpus > 0 and config.address is None:
         import torch
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -38,8 +39,31 @@ def is_done(root: str | Path, job_id: str) -> bool:
     return (job_folder(root, job_id) / "result.parquet").is_file()
 
 
-def run_job(item: tuple[TrainJob | FinetuneJob, str], device: str | None = None) -> None:
-    """Train and measure one job; a finished job is left alone."""
+@dataclass(frozen=True)
+class JobOptions:
+    """How a job runs (never what it computes: results do not depend on these)."""
+
+    reuse_worker: bool = True  # this process's JobWorker keeps models and data across jobs
+    checkpoint_seconds: float = 60.0  # reusing worker: checkpoint a running job at most this often
+
+
+def run_job(item: tuple, device: str | None = None) -> None:
+    """Train and measure one job; a finished job is left alone.
+
+    ``item``: ``(job, root)`` or ``(job, root, JobOptions)``; by default this process's
+    reusing worker runs it (:mod:`taskaffinity.study.worker`), else :func:`run_job_fresh`.
+    """
+    job, root, *rest = item
+    options = rest[0] if rest else JobOptions()
+    if not options.reuse_worker:
+        return run_job_fresh((job, root), device)
+    from .worker import worker
+
+    worker(options.checkpoint_seconds).run(job, root, device)
+
+
+def run_job_fresh(item: tuple[TrainJob | FinetuneJob, str], device: str | None = None) -> None:
+    """The reference path: load everything for this job alone, checkpoint every ``checkpoint_every`` steps."""
     from ..api import train_study
 
     job, root = item

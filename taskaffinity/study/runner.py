@@ -26,7 +26,7 @@ import yaml
 
 from ..storage import read_json, write_json, write_parquet, write_text
 from .executors import make_executor
-from .jobs import is_done, job_folder, run_job
+from .jobs import JobOptions, is_done, job_folder, run_job
 from .plan import Plan, make_plan
 from .pool import load_pool, prepare_pool
 from .results import (affinity_agreement, arm_summary, collect_results, gain_reliability, label_summary,
@@ -61,17 +61,13 @@ def run_study(study: Study, out_dir: str | Path, *, progress: bool = True) -> St
     write_parquet(out / "jobs.parquet", plan.jobs_frame())
 
     root = str(out)
-    _run_wave(executor, [j for j in plan.train_jobs.values() if not is_done(root, j.id)], root,
-              "pre-finetuning", progress)
-    ready, blocked = [], []
-    for job in plan.finetune_jobs.values():
-        if is_done(root, job.id):
-            continue
-        (ready if job.pretrain is None or is_done(root, job.pretrain) else blocked).append(job)
-    for job in blocked:
-        _record_failure(root, job.id, f"pre-finetuning job {job.pretrain} did not finish "
-                                      f"(see experiments/{job.pretrain}/error.json)", 0.0)
-    _run_wave(executor, ready, root, "fine-tuning", progress)
+    options = JobOptions(study.settings.executor.reuse_worker, study.settings.executor.checkpoint_seconds)
+    try:
+        _run_jobs(executor, plan, root, options, progress)
+    finally:
+        from .worker import release_worker
+
+        release_worker()  # the in-process worker's models and data (local executor)
 
     results = collect_results(out, frame)
     write_parquet(out / "results.parquet", results)
@@ -84,10 +80,25 @@ def run_study(study: Study, out_dir: str | Path, *, progress: bool = True) -> St
     return StudyResult(plan, results, status, tables, out)
 
 
-def _run_wave(executor, jobs: list, root: str, desc: str, progress: bool) -> None:
+def _run_jobs(executor, plan: Plan, root: str, options: JobOptions, progress: bool) -> None:
+    """Pre-finetuning jobs first, then the fine-tuning jobs whose encoders exist."""
+    _run_wave(executor, [j for j in plan.train_jobs.values() if not is_done(root, j.id)], root, options,
+              "pre-finetuning", progress)
+    ready, blocked = [], []
+    for job in plan.finetune_jobs.values():
+        if is_done(root, job.id):
+            continue
+        (ready if job.pretrain is None or is_done(root, job.pretrain) else blocked).append(job)
+    for job in blocked:
+        _record_failure(root, job.id, f"pre-finetuning job {job.pretrain} did not finish "
+                                      f"(see experiments/{job.pretrain}/error.json)", 0.0)
+    _run_wave(executor, ready, root, options, "fine-tuning", progress)
+
+
+def _run_wave(executor, jobs: list, root: str, options: JobOptions, desc: str, progress: bool) -> None:
     if not jobs:
         return
-    outcomes = executor.map(run_job, [(job, root) for job in jobs], desc=desc, progress=progress)
+    outcomes = executor.map(run_job, [(job, root, options) for job in jobs], desc=desc, progress=progress)
     for job, outcome in zip(jobs, outcomes):
         if outcome.ok:
             (job_folder(root, job.id) / "error.json").unlink(missing_ok=True)

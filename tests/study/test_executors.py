@@ -23,6 +23,8 @@ def work(item: tuple, device) -> None:
         os._exit(3)
     if action == "interrupt":
         raise KeyboardInterrupt
+    if action == "pid":
+        Path(folder, f"{name}.pid").write_text(str(os.getpid()))
     if action == "threads":
         import torch
 
@@ -71,6 +73,24 @@ def test_parallel_survives_failures_and_crashes_and_passes_slot_devices(tmp_path
     assert set(files.values()) <= {"dev0", "dev1"}
     for outcome in outcomes:
         assert outcome.where.startswith("process ") and outcome.where.split()[-1] in ("dev0", "dev1")
+
+
+def test_parallel_reuses_a_slots_process_until_an_item_fails(tmp_path):
+    items = items_for(tmp_path, "pid", "pid", "fail", "pid", "crash", "pid")
+    outcomes = ParallelExecutor(["cpu"]).map(work, items, progress=False)
+    assert [o.ok for o in outcomes] == [True, True, False, True, False, True]
+    assert outcomes[4].error == "worker exited with code 3"
+    pids = [int((tmp_path / f"item{i}.pid").read_text()) for i in (0, 1, 3, 5)]
+    assert pids[0] == pids[1]  # one process ran both
+    assert len({pids[1], pids[2], pids[3]}) == 3  # a fresh process after the failure and after the crash
+    assert outcomes[0].where == outcomes[1].where == f"process {pids[0]} cpu"
+
+
+def test_parallel_without_reuse_gives_every_item_a_fresh_process(tmp_path):
+    outcomes = ParallelExecutor(["cpu"], reuse=False).map(work, items_for(tmp_path, "pid", "pid", "pid"),
+                                                           progress=False)
+    assert all(o.ok for o in outcomes)
+    assert len({(tmp_path / f"item{i}.pid").read_text() for i in range(3)}) == 3
 
 
 def test_parallel_runs_items_concurrently(tmp_path):
