@@ -167,7 +167,7 @@ class JobWorker:
                     raise FileNotFoundError(f"pre-finetuning job {job.pretrain} has no saved encoder ({init})")
         started = time.perf_counter()
         base = self.base(config.model, config.seed)  # seeds the RNG as the fresh path's build() does
-        model = MultiTaskModel(base.encoder, tasks, config.model)  # fresh heads, drawn from that RNG
+        model = MultiTaskModel(base.encoder, tasks, config.model, seed=config.seed)  # fresh heads, as build() draws them
         if init is not None:
             from safetensors.torch import load_file
 
