@@ -13,7 +13,7 @@ import torch
 from scipy.stats import pearsonr
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
 
-from .batching import collate
+from .batching import EncodedRows
 from .model import MultiTaskModel
 from .tasks.data import CLASS_TYPES, TaskData
 from .tasks.spec import MULTIPLE_CHOICE, REGRESSION, signed_gain
@@ -44,20 +44,26 @@ def baseline_scores(task: TaskData, split: str) -> dict[str, float]:
 
 @torch.inference_mode()
 def predict(model: MultiTaskModel, task: TaskData, split: str, tokenizer, *, max_length: int,
-            batch_size: int, device, autocast=None) -> np.ndarray:
+            batch_size: int, device, autocast=None, encoded: EncodedRows | None = None) -> np.ndarray:
+    """Head outputs for every row of a split (``encoded``: the split already tokenised)."""
     frame = task.split(split)
+    if encoded is None:
+        encoded = EncodedRows(task.spec.type, frame, tokenizer, max_length, what=f"task '{task.name}', {split} split")
     head = model.head(task.name)
     outputs = []
     for start in range(0, len(frame), batch_size):
-        batch = collate(task.spec.type, frame.iloc[start : start + batch_size], tokenizer, max_length, device)
+        batch = encoded.collate(np.arange(start, min(start + batch_size, len(frame))), device)
         with autocast() if autocast else torch.autocast("cpu", enabled=False):
             outputs.append(head.predict(model(task.name, batch["inputs"])).float().cpu())
     return torch.cat(outputs).numpy()
 
 
 def evaluate(model: MultiTaskModel, tasks: dict[str, TaskData], tokenizer, *, splits=("validation",),
-             max_length: int, batch_size: int, device, autocast=None) -> pd.DataFrame:
-    """Evaluate every task on the given splits; the model is left in the mode it had."""
+             max_length: int, batch_size: int, device, autocast=None, encoded=None) -> pd.DataFrame:
+    """Evaluate every task on the given splits; the model is left in the mode it had.
+
+    ``encoded(task, split)``: the split tokenised once (a trainer's cache); default: tokenised here.
+    """
     was_training = model.training
     model.eval()
     rows = []
@@ -65,7 +71,8 @@ def evaluate(model: MultiTaskModel, tasks: dict[str, TaskData], tokenizer, *, sp
         for name, task in tasks.items():
             for split in splits:
                 predictions = predict(model, task, split, tokenizer, max_length=max_length,
-                                      batch_size=batch_size, device=device, autocast=autocast)
+                                      batch_size=batch_size, device=device, autocast=autocast,
+                                      encoded=encoded(name, split) if encoded else None)
                 metrics = score(task.spec.type, task.split(split)["label"].to_numpy(), predictions)
                 baseline = baseline_scores(task, split)
                 for metric, value in metrics.items():

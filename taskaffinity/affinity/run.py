@@ -118,6 +118,7 @@ def record_affinity(config: StudyConfig, out_dir: str | Path | None = None, *, r
     probe = next((cb for cb in callbacks if isinstance(cb, LookaheadRecorder)), None)
     metadata = {
         "model": config.model.name, "tasks": list(trainer.tasks), "seed": config.seed,
+        "run_fingerprint": trainer.fingerprint,  # configuration + data: a study reuses the run only for both
         "lr": config.training.lr, "lookahead_lr_sgd": config.affinity.lookahead_lr or config.training.lr,
         "rules": list(config.affinity.rules), "probe_every": config.affinity.probe_every,
         "probe_batch_size": config.affinity.probe_batch_size, "probe_split": config.affinity.probe_split,

@@ -60,8 +60,7 @@ def one_vs_rest_data(spec: TaskSpec, tasks: dict[str, TaskData], *, split_seed: 
         metric=spec.metric or "macro_f1", source=spec.source, max_train=spec.max_train, max_eval=spec.max_eval,
         duplicate_of=None, shuffle_labels=spec.shuffle_labels, options=dict(opts),
     )
-    return TaskData(spec=derived_spec, label_names=(f"not_{positive}", positive), n_choices=0,
-                    removed_as_duplicates=0, **splits)
+    return TaskData(spec=derived_spec, label_names=(f"not_{positive}", positive), n_choices=0, **splits)
 
 
 def _subsample_negatives(train, ratio: float | None, *, seed: int):

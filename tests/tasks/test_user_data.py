@@ -90,7 +90,8 @@ def test_nan_regression_label(tmp_path):
     rows = [(t, float(i)) for i, (t, _) in enumerate(REVIEWS)]
     rows[7] = (rows[7][0], float("nan"))
     write_csv(tmp_path / "a.csv", rows)
-    with pytest.raises(TaskDataError, match=r"task 'r': missing \(NaN\) label in .*a\.csv, row 7"):
+    # the 8th data row is line 9 in an editor (the header is line 1)
+    with pytest.raises(TaskDataError, match=r"task 'r': missing label in .*a\.csv, line 9 \(an empty cell or null\)"):
         prepare(tmp_path, {"name": "r", "file": "a.csv", "type": "regression", "text_fields": "body",
                            "label_field": "stars"})
 
@@ -99,7 +100,7 @@ def test_non_numeric_regression_label(tmp_path):
     rows = [(t, str(i)) for i, (t, _) in enumerate(REVIEWS)]
     rows[3] = (rows[3][0], "three")
     write_csv(tmp_path / "a.csv", rows)
-    with pytest.raises(TaskDataError, match=r"row 3 is not a finite number: 'three'"):
+    with pytest.raises(TaskDataError, match=r"line 5 is not a finite number: 'three'"):
         prepare(tmp_path, {"name": "r", "file": "a.csv", "type": "regression", "text_fields": "body",
                            "label_field": "stars"})
 
@@ -122,7 +123,7 @@ def test_multiple_choice_rows_are_checked(tmp_path):
     rows[4]["answer"] = 5
     path = tmp_path / "mc.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
-    with pytest.raises(TaskDataError, match=r"row 4 must be a choice index 0\.\.2, got 5"):
+    with pytest.raises(TaskDataError, match=r"mc\.jsonl, line 5 must be a choice index 0\.\.2, got 5"):
         prepare(tmp_path, {"name": "mc", "file": "mc.jsonl", "type": "multiple_choice", "text_fields": "q",
                            "choices_field": "options", "label_field": "answer"})
 
