@@ -86,6 +86,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 def cmd_tasks_list(args) -> int:
     from .tasks.listing import catalog_table
 
+    logging.getLogger("taskaffinity.tasks").setLevel(logging.WARNING)  # the table has the shared-text counts
     table, missing = catalog_table()
     if args.json:
         print(json.dumps(table.to_dict("records"), indent=2))
