@@ -4,7 +4,7 @@ A study entry ``{name: bbc_sport, one_vs_rest: bbc_topic, positive: sport}``
 (parsed in :mod:`.registry`) becomes a classification task whose label is 1 for
 ``sport`` and 0 for every other topic. Its examples come from the original's
 *prepared* splits, so they share its splits (no test text of one is trained on by
-the other) and its cross-task de-duplication. Training keeps every positive and at
+the other) and its handling of texts shared with other tasks. Training keeps every positive and at
 most ``negatives_per_positive`` negatives per positive (a fixed random sample
 seeded by the task's name); validation and test keep their natural balance.
 
