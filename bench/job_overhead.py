@@ -60,7 +60,7 @@ STUDY = {
               "groups": {"G": ["trec6", "sms_spam", "bbc_topic"]},
               "finetune": {"steps": 30, "batch_size": 16, "lr": 1e-4, "head_lr": 3e-3}},
 }
-PARTS = ("load encoder", "read pool", "tokenise train", "tokenise eval", "checkpoint writes", "other")
+PARTS = ("load encoder", "read pool", "tokenise", "checkpoint writes", "other")
 
 
 class Meter:
@@ -93,10 +93,8 @@ class Meter:
     def __enter__(self):
         self.wrap(JointTrainer, "train_step", "train steps")
         for cls in (JointTrainer, StudyTrainer):
-            self.wrap(cls, "encoded_train", "tokenise train", inside="train steps")
-        self.wrap(evaluate, "predict_batches", "eval passes")
-        self.wrap(evaluate, "collate", "tokenise eval inside passes", inside="eval passes")
-        self.wrap(worker_module, "eval_batches", "tokenise eval")
+            self.wrap(cls, "encode", "tokenise")  # every split, at start-up (a worker: cached across jobs)
+        self.wrap(evaluate, "predict", "eval passes")
         self.wrap(api, "load_encoder", "load encoder")
         self.wrap(worker_module.JobWorker, "base", "load encoder")
         self.wrap(jobs, "load_pool", "read pool")
@@ -110,10 +108,9 @@ class Meter:
 
     def split(self, wall: float) -> dict:
         s = self.seconds
-        train = s["train steps"] - s["tokenise train"]
-        passes = s["eval passes"] - s["tokenise eval inside passes"]
-        parts = {"load encoder": s["load encoder"], "read pool": s["read pool"], "tokenise train": s["tokenise train"],
-                 "tokenise eval": s["tokenise eval"] + s["tokenise eval inside passes"],
+        train = s["train steps"]
+        passes = s["eval passes"]
+        parts = {"load encoder": s["load encoder"], "read pool": s["read pool"], "tokenise": s["tokenise"],
                  "checkpoint writes": s["checkpoint writes"]}
         overhead = wall - train - passes
         return {"wall": wall, "train passes": train, "eval passes": passes, "overhead": overhead, **parts,

@@ -28,12 +28,21 @@ class TrainResult:
     out_dir: Path | None
 
 
+STAT_COLUMNS = ("rows_read", "dropped_empty", "dropped_duplicates", "dropped_conflicting", "shared_texts",
+                "removed_shared")
+
+
 def task_table(tasks: dict[str, TaskData]) -> pd.DataFrame:
-    """One row per task: what it is and how many examples each split holds."""
+    """One row per task: what it is, how many examples each split holds, and what preparation did.
+
+    ``rows_read`` .. ``removed_shared``: see ``TaskData.stats`` (0 for tasks derived from
+    another); ``data_fingerprint``: the hash of the prepared data that enters the run's identity.
+    """
     return pd.DataFrame([
         {"name": t.name, "family": t.spec.family, "type": t.spec.type, "metric": t.spec.primary_metric,
          "n_train": len(t.train), "n_val": len(t.validation), "n_test": len(t.test),
-         "n_classes": t.n_classes, "source": t.spec.source, "removed_as_duplicates": t.removed_as_duplicates}
+         "n_classes": t.n_classes, "source": t.spec.source,
+         **{k: int(t.stats.get(k, 0)) for k in STAT_COLUMNS}, "data_fingerprint": t.fingerprint()}
         for t in tasks.values()
     ])
 
@@ -65,6 +74,8 @@ def train_study(config: StudyConfig, out_dir: str | Path | None = None, *, resum
         model.encoder.load_state_dict(load_file(str(init_encoder)))
     trainer = JointTrainer(config, tasks, model, tokenizer, out_dir=out_dir, callbacks=list(callbacks),
                            progress=progress)
+    if resume:  # a checkpoint of another configuration or other data is refused before anything is written
+        trainer.resume()
     out = Path(out_dir) if out_dir else None
     if out and trainer.dist.main:  # under torchrun, one process writes
         out.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # our own notes (texts shared between tasks, a pad token chosen, a resumed run) are part of the run log
+    logging.getLogger("taskaffinity").setLevel(logging.INFO)
     try:
         return args.handler(args) or 0
     except TaskAffinityError as err:
@@ -84,6 +86,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 def cmd_tasks_list(args) -> int:
     from .tasks.listing import catalog_table
 
+    logging.getLogger("taskaffinity.tasks").setLevel(logging.WARNING)  # the table has the shared-text counts
     table, missing = catalog_table()
     if args.json:
         print(json.dumps(table.to_dict("records"), indent=2))

@@ -35,14 +35,44 @@ class ModelConfig:
     share_multiple_choice_heads: bool = False  # one scorer per family for multiple-choice tasks
 
 
+SHARED_INPUTS = ("same_split", "one_task", "independent")
+
+
 @dataclass(frozen=True)
 class DataConfig:
+    """How task data is split and capped (``taskaffinity.tasks.prepare``).
+
+    ``shared_inputs``: what happens to a text that several tasks of the study contain
+    (one file with two label columns; TREC-6 and TREC-50): ``same_split`` puts it in the
+    same split of every task (nothing leaks from one task's train into another's test,
+    nothing is thrown away); ``one_task`` keeps it in one task only, chosen by a hash of
+    the text (disjoint inputs); ``independent`` splits each task on its own (leaks).
+    ``deduplicate`` is its old name: true means ``one_task``, false ``independent``.
+    """
+
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     max_train: int | None = 2000  # per task, stratified; a task's own max_train wins
     max_eval: int | None = 500  # per task and split (validation, test)
     split_seed: int = 0  # splits stay fixed when the training seed changes
-    deduplicate: bool = True  # remove texts shared across tasks
+    shared_inputs: str = "same_split"  # same_split | one_task | independent
+    deduplicate: bool | None = None  # old name of shared_inputs (true: one_task, false: independent)
+
+    def __post_init__(self):
+        if self.deduplicate is not None:
+            object.__setattr__(self, "shared_inputs", "one_task" if self.deduplicate else "independent")
+            object.__setattr__(self, "deduplicate", None)
+        if self.shared_inputs not in SHARED_INPUTS:
+            raise ConfigError(f"data.shared_inputs must be one of {', '.join(SHARED_INPUTS)}, "
+                              f"got {self.shared_inputs!r}")
+        for key in ("val_fraction", "test_fraction"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ConfigError(f"data.{key} must be in [0, 1), got {getattr(self, key)}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError("data.val_fraction + data.test_fraction must be below 1 (train needs rows)")
+        for key in ("max_train", "max_eval"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"data.{key} must be a positive integer or null, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -124,6 +154,7 @@ class StudyConfig:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out.pop("source_file")
+        out["data"].pop("deduplicate")  # an alias, resolved into shared_inputs
         return _plain(out)
 
     def fingerprint(self) -> str:
@@ -172,6 +203,8 @@ def config_from_dict(raw: Any, *, where: str = "<config>", base_dir: Path | None
         for i, entry in enumerate(raw["tasks"])
     )
     _check_task_set(tasks, where)
+    if isinstance(raw.get("data"), dict) and {"deduplicate", "shared_inputs"} <= set(raw["data"]):
+        raise ConfigError(f"{where}: data.deduplicate is the old name of data.shared_inputs: give only one")
     sections = {key: _build(cls, raw.get(key) or {}, where, key) for key, cls in SECTIONS.items()}
     name = coerce(raw.get("name", "study"), str, f"{where}: name")
     seed = coerce(raw.get("seed", 0), int, f"{where}: seed")
@@ -234,7 +267,10 @@ def _build(cls, raw: Any, where: str, section: str):
     _reject_unknown(raw, set(fields), where, prefix)
     hints = get_type_hints(cls)
     values = {key: coerce(value, hints[key], f"{where}: {prefix}{key}") for key, value in raw.items()}
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as err:  # a check of the section's own (e.g. DataConfig.__post_init__)
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def coerce(value: Any, hint: Any, what: str) -> Any:

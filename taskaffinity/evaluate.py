@@ -13,7 +13,7 @@ import torch
 from scipy.stats import pearsonr
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
 
-from .batching import collate
+from .batching import EncodedRows
 from .model import MultiTaskModel
 from .tasks.data import CLASS_TYPES, TaskData
 from .tasks.spec import MULTIPLE_CHOICE, REGRESSION, signed_gain
@@ -42,42 +42,27 @@ def baseline_scores(task: TaskData, split: str) -> dict[str, float]:
     return score(task.spec.type, labels, np.full(len(labels), majority))
 
 
-def eval_batches(task: TaskData, split: str, tokenizer, *, max_length: int, batch_size: int,
-                 device: torch.device | str = "cpu") -> list[dict]:
-    """A split's rows in evaluation batches of ``batch_size`` (the last may be smaller), collated as by
-    :func:`~taskaffinity.batching.collate`: build them once and evaluate many models on them."""
-    frame = task.split(split)
-    return [collate(task.spec.type, frame.iloc[start : start + batch_size], tokenizer, max_length, device)
-            for start in range(0, len(frame), batch_size)]
-
-
 @torch.inference_mode()
-def predict_batches(model: MultiTaskModel, task: str, batches, *, device, autocast=None) -> np.ndarray:
-    """Head predictions of ``task`` over ``batches`` (any device; moved to ``device``), concatenated."""
-    head = model.head(task)
+def predict(model: MultiTaskModel, task: TaskData, split: str, tokenizer, *, max_length: int,
+            batch_size: int, device, autocast=None, encoded: EncodedRows | None = None) -> np.ndarray:
+    """Head outputs for every row of a split (``encoded``: the split already tokenised)."""
+    frame = task.split(split)
+    if encoded is None:
+        encoded = EncodedRows(task.spec.type, frame, tokenizer, max_length, what=f"task '{task.name}', {split} split")
+    head = model.head(task.name)
     outputs = []
-    for batch in batches:
-        inputs = {k: v.to(device) for k, v in batch["inputs"].items()}
+    for start in range(0, len(frame), batch_size):
+        batch = encoded.collate(np.arange(start, min(start + batch_size, len(frame))), device)
         with autocast() if autocast else torch.autocast("cpu", enabled=False):
-            outputs.append(head.predict(model(task, inputs)).float().cpu())
+            outputs.append(head.predict(model(task.name, batch["inputs"])).float().cpu())
     return torch.cat(outputs).numpy()
 
 
-def predict(model: MultiTaskModel, task: TaskData, split: str, tokenizer, *, max_length: int,
-            batch_size: int, device, autocast=None) -> np.ndarray:
-    frame = task.split(split)
-    batches = (collate(task.spec.type, frame.iloc[start : start + batch_size], tokenizer, max_length, device)
-               for start in range(0, len(frame), batch_size))  # tokenised lazily: one batch in memory at a time
-    return predict_batches(model, task.name, batches, device=device, autocast=autocast)
-
-
 def evaluate(model: MultiTaskModel, tasks: dict[str, TaskData], tokenizer, *, splits=("validation",),
-             max_length: int, batch_size: int, device, autocast=None, batches=None) -> pd.DataFrame:
+             max_length: int, batch_size: int, device, autocast=None, encoded=None) -> pd.DataFrame:
     """Evaluate every task on the given splits; the model is left in the mode it had.
 
-    Rows are ordered split by split, then task by task. ``batches``: optional
-    ``batches(task, split)`` returning that split's :func:`eval_batches` (built once
-    and reused across models, e.g. by a study worker); default: tokenised here.
+    Rows are ordered split by split, then task by task. ``encoded(task, split)``: the split tokenised once (a trainer's cache); default: tokenised here.
     """
     was_training = model.training
     model.eval()
@@ -85,12 +70,9 @@ def evaluate(model: MultiTaskModel, tasks: dict[str, TaskData], tokenizer, *, sp
     try:
         for split in splits:
             for name, task in tasks.items():
-                if batches is None:
-                    predictions = predict(model, task, split, tokenizer, max_length=max_length,
-                                          batch_size=batch_size, device=device, autocast=autocast)
-                else:
-                    predictions = predict_batches(model, name, batches(task, split), device=device,
-                                                  autocast=autocast)
+                predictions = predict(model, task, split, tokenizer, max_length=max_length,
+                                      batch_size=batch_size, device=device, autocast=autocast,
+                                      encoded=encoded(name, split) if encoded else None)
                 metrics = score(task.spec.type, task.split(split)["label"].to_numpy(), predictions)
                 baseline = baseline_scores(task, split)
                 for metric, value in metrics.items():

@@ -66,8 +66,14 @@ class MultiTaskModel(nn.Module):
         return pooled.reshape(*shape[:-1], -1)
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Sentence features (batch, hidden) from token features (batch, length, hidden).
+
+        ``cls``: the first real token ([CLS] for BERT-style tokenizers), wherever padding
+        sits; ``mean``: the mean over real tokens (attention mask 1) only.
+        """
         if self.pooling == "cls":
-            return hidden[:, 0]
+            first = attention_mask.to(torch.int8).argmax(dim=1)  # argmax returns the first maximum
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 

@@ -14,6 +14,8 @@ noise).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import math
 import time
@@ -37,9 +39,29 @@ from .model import MultiTaskModel
 from .sampling import HeterogeneousSampler
 from .storage import read_json, write_parquet
 from .task_gradients import PackedTaskGradients, covered_modules
-from .tasks.data import TaskData
+from .tasks.data import SPLITS, TaskData
 
 log = logging.getLogger(__name__)
+
+
+def run_fingerprint(config: StudyConfig, tasks: dict[str, TaskData]) -> str:
+    """Identity of a run: its configuration and each task's prepared data (``TaskData.fingerprint``).
+
+    A checkpoint resumes only into the same identity: a changed file is refused like a
+    changed configuration, never taken for the old one.
+    """
+    blob = json.dumps({"config": config.fingerprint(), "data": data_fingerprints(tasks)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def data_fingerprints(tasks: dict[str, TaskData]) -> dict[str, str]:
+    return {name: task.fingerprint() for name, task in tasks.items()}
+
+
+def checkpoint_fingerprint(out_dir: str | Path) -> str | None:
+    """The run fingerprint of the newest checkpoint in ``out_dir`` (None when there is none)."""
+    path = latest_checkpoint(Path(out_dir) / "checkpoints")
+    return read_json(path / "state.json").get("fingerprint") if path is not None else None
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -83,7 +105,12 @@ class JointTrainer:
         self.total_steps = self.cfg.head_warmup_steps + self.cfg.steps
         self.step = 0
         self.step_log: list[dict] = []
-        self._encoded: dict[str, EncodedRows] = {}
+        self.data_fingerprints = data_fingerprints(tasks)
+        self.fingerprint = run_fingerprint(config, tasks)
+        self._resumed = False
+        # every split tokenised now: a text the tokenizer cannot encode fails here, not after training
+        self._encoded: dict[tuple[str, str], EncodedRows] = {
+            (name, split): self.encode(name, split) for name in tasks for split in SPLITS}
         self.eval_log = pd.DataFrame()
         self.use_amp = self.cfg.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         # one encoder pass per step by default on GPUs; per-task passes on CPU, where padding
@@ -113,12 +140,18 @@ class JointTrainer:
         named = chain(self.model.encoder.named_parameters(prefix="encoder"), self.model.head_parameters())
         return [(n, p) for n, p in named if p.requires_grad]
 
+    def encode(self, task: str, split: str) -> EncodedRows:
+        """Tokenise a task's split (called once per split, at start-up; a study worker caches it)."""
+        data = self.tasks[task]
+        return EncodedRows(data.spec.type, data.split(split), self.tokenizer, self.config.model.max_length,
+                           what=f"task '{task}', {split} split")
+
+    def encoded(self, task: str, split: str = "train") -> EncodedRows:
+        """A task's split, tokenised once (steps and evaluations then only gather and pad)."""
+        return self._encoded[task, split]
+
     def encoded_train(self, task: str) -> EncodedRows:
-        """The task's training rows, tokenised once (steps then only gather and pad)."""
-        if task not in self._encoded:
-            data = self.tasks[task]
-            self._encoded[task] = EncodedRows(data.spec.type, data.train, self.tokenizer, self.config.model.max_length)
-        return self._encoded[task]
+        return self.encoded(task, "train")
 
     def phase(self, step: int) -> str:
         return "head_warmup" if step <= self.cfg.head_warmup_steps else "joint"
@@ -132,7 +165,7 @@ class JointTrainer:
     def train(self, *, resume: bool = True) -> pd.DataFrame:
         """Run (or finish) training; return the last evaluation (tidy frame)."""
         if resume:
-            self._maybe_resume()
+            self.resume()
         self.model.train()
         self.callbacks.on_train_begin(self)
         bar = tqdm(total=self.total_steps, initial=self.step, desc="joint training", disable=not self.progress)
@@ -281,7 +314,8 @@ class JointTrainer:
 
     def run_evaluation(self, step: int) -> pd.DataFrame:
         metrics = evaluate(self.model, self.tasks, self.tokenizer, max_length=self.config.model.max_length,
-                           batch_size=self.cfg.eval_batch_size, device=self.device, autocast=self.autocast)
+                           batch_size=self.cfg.eval_batch_size, device=self.device, autocast=self.autocast,
+                           encoded=self.encoded)
         metrics.insert(0, "step", step)
         metrics.insert(1, "phase", self.phase(step))
         self.eval_log = pd.concat([self.eval_log, metrics], ignore_index=True)
@@ -300,19 +334,30 @@ class JointTrainer:
     def _write(self) -> None:
         write_parquet(self.out_dir / "steps.parquet", pd.DataFrame(self.step_log))
         write_parquet(self.out_dir / "eval.parquet", self.eval_log)
-        state = {"fingerprint": self.config.fingerprint(), "sampler": self.sampler.state_dict(),
+        state = {"fingerprint": self.fingerprint, "config_fingerprint": self.config.fingerprint(),
+                 "data_fingerprints": self.data_fingerprints, "sampler": self.sampler.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "callbacks": self.callbacks.state_dict()}
         save_checkpoint(self.out_dir / "checkpoints", self.step, self.model, self.optimizer, state)
 
-    def _maybe_resume(self) -> None:
-        if self.out_dir is None:
+    def resume(self) -> None:
+        """Continue from the newest checkpoint in ``out_dir``, if any (once; ``train`` calls it too).
+
+        Raises ConfigError, before anything is loaded or written, when the checkpoint
+        belongs to another configuration or other data (see :func:`run_fingerprint`).
+        """
+        if self.out_dir is None or self._resumed:
             return
+        self._resumed = True
         path = latest_checkpoint(self.out_dir / "checkpoints")
         if path is None:
             return
-        if read_json(path / "state.json")["fingerprint"] != self.config.fingerprint():
+        saved = read_json(path / "state.json")
+        if saved.get("fingerprint") != self.fingerprint:
+            changed = [t for t, fp in self.data_fingerprints.items() if saved.get("data_fingerprints", {}).get(t) != fp]
+            detail = (f" (the data of task {', '.join(repr(t) for t in changed)} changed)"
+                      if changed and saved.get("config_fingerprint") == self.config.fingerprint() else "")
             raise ConfigError(
-                f"{self.out_dir} holds a run of a different configuration; use another --out "
+                f"{self.out_dir} holds a run of a different configuration or data{detail}; use another --out "
                 "or --no-resume to start over")
         state = load_checkpoint(path, self.model, self.optimizer, self.device)
         self.step = state["step"]

@@ -124,6 +124,7 @@ def record_affinity(config: StudyConfig, out_dir: str | Path | None = None, *, r
     stream = next((cb for cb in callbacks if isinstance(cb, StreamRecorder)), None)
     metadata = {
         "model": config.model.name, "tasks": list(trainer.tasks), "seed": config.seed,
+        "run_fingerprint": trainer.fingerprint,  # configuration + data: a study reuses the run only for both
         "lr": config.training.lr, "lookahead_lr_sgd": config.affinity.lookahead_lr or config.training.lr,
         "rules": list(config.affinity.rules), "lookahead": config.affinity.lookahead,
         "probe_every": config.affinity.probe_every,

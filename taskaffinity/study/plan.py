@@ -75,6 +75,7 @@ class Plan:
     train_jobs: dict[str, TrainJob] = field(default_factory=dict)
     finetune_jobs: dict[str, FinetuneJob] = field(default_factory=dict)
     measurements: list[Measurement] = field(default_factory=list)
+    data: dict[str, str] = field(default_factory=dict)  # task -> prepared-data fingerprint (pool.prepare_pool)
 
     def frame(self) -> pd.DataFrame:
         """One row per (measurement, target): the plan as a tidy table."""
@@ -100,36 +101,39 @@ class Plan:
         if per_task_budget:
             training = per_task_training(training, len(tuple(tasks)))
         config = _job_config(study.config, tasks, training, seed)
-        job_id = _job_id("train", config, save_encoder=save_encoder, measure=measure)
+        job_id = _job_id("train", config, self.data, save_encoder=save_encoder, measure=measure)
         job = TrainJob(id=job_id, config=config, save_encoder=save_encoder, measure=measure)
         return self.train_jobs.setdefault(job.id, job)
 
     def finetune(self, study: Study, target: str, seed: int, fraction: float, pretrain: TrainJob | None) -> FinetuneJob:
         config = _job_config(study.config, (target,), study.settings.finetune, seed)
-        job_id = _job_id("finetune", config, fraction=fraction, pretrain=pretrain.id if pretrain else None)
+        job_id = _job_id("finetune", config, self.data, fraction=fraction, pretrain=pretrain.id if pretrain else None)
         job = FinetuneJob(id=job_id, config=config, fraction=fraction, pretrain=pretrain.id if pretrain else None)
         return self.finetune_jobs.setdefault(job.id, job)
 
 
 def make_plan(study: Study, groups: dict[str, tuple[str, ...]] | None = None,
-              serves: dict[str, tuple[str, ...]] | None = None) -> Plan:
+              serves: dict[str, tuple[str, ...]] | None = None, data: dict[str, str] | None = None) -> Plan:
     """Every experiment of the study.
 
     ``groups`` override the settings' (chosen from an affinity run); ``serves``
     says which members each group is measured on (TAG groups overlap: a task may
-    help in one group and be served by another).
+    help in one group and be served by another). ``data``: each task's prepared-data
+    fingerprint; a job's id includes those of the tasks it trains on, so a job whose
+    data changed gets a new id and runs again, and the others are kept.
     """
     kind = study.settings.kind
+    plan = Plan(data=dict(data or {}))
     if kind == "combinations":
-        return plan_combinations(study, groups or study.settings.groups)
+        return plan_combinations(study, groups or study.settings.groups, plan)
     if kind in ("scaling", "low_resource"):
-        return plan_nested(study)
-    return plan_validation(study, groups or study.settings.groups, serves)
+        return plan_nested(study, plan)
+    return plan_validation(study, groups or study.settings.groups, serves, plan)
 
 
-def plan_combinations(study: Study, groups: dict[str, tuple[str, ...]]) -> Plan:
+def plan_combinations(study: Study, groups: dict[str, tuple[str, ...]], plan: Plan | None = None) -> Plan:
     """Every non-empty combination of groups (2^g − 1) plus the baseline, fine-tuned on each target."""
-    plan, settings = Plan(), study.settings
+    plan, settings = plan or Plan(), study.settings
     sets = [(BASELINE, ())]
     for size in range(1, len(groups) + 1):
         for combo in combinations(groups, size):
@@ -148,9 +152,9 @@ def scaling_order(study: Study) -> tuple[str, ...]:
     return tuple(pool)
 
 
-def plan_nested(study: Study) -> Plan:
+def plan_nested(study: Study, plan: Plan | None = None) -> Plan:
     """Nested supersets of k tasks (each contains the previous), fine-tuned on each target (and fraction)."""
-    plan, order = Plan(), scaling_order(study)
+    plan, order = plan or Plan(), scaling_order(study)
     sets = [(f"k={k}" if k else BASELINE, order[:k]) for k in sorted(set(study.settings.sizes))]
     _fine_tune_targets(plan, study, study.settings.kind, sets)
     return plan
@@ -182,7 +186,7 @@ def per_task_training(training: TrainConfig, n_tasks: int) -> TrainConfig:
 
 
 def plan_validation(study: Study, groups: dict[str, tuple[str, ...]] | None,
-                    serves: dict[str, tuple[str, ...]] | None = None) -> Plan:
+                    serves: dict[str, tuple[str, ...]] | None = None, plan: Plan | None = None) -> Plan:
     """Brute-force transfer among the pool tasks, and the chosen grouping against alternatives.
 
     ``pairs``: every task alone and every pair trained jointly; the gain of j from
@@ -196,7 +200,7 @@ def plan_validation(study: Study, groups: dict[str, tuple[str, ...]] | None,
     its joint runs share the seed (same head initialisation and example order), so a gain is
     a paired difference.
     """
-    plan, settings = Plan(), study.settings
+    plan, settings = plan or Plan(), study.settings
     pool = settings.pool(study.config)
     for seed in settings.seeds:
         transfer = settings.validation_mode == "transfer"  # fine-tuning starts from the alone models' encoders
@@ -263,6 +267,9 @@ def _job_config(config: StudyConfig, tasks, training: TrainConfig, seed: int) ->
                                seed=seed, name="experiment", affinity=AffinityConfig(), source_file=None)
 
 
-def _job_id(kind: str, config: StudyConfig, **extra) -> str:
-    blob = json.dumps({"job": kind, "config": config.to_dict(), **extra}, sort_keys=True, default=str)
+def _job_id(kind: str, config: StudyConfig, data: dict[str, str], **extra) -> str:
+    """Hash of what changes a job's result: its config, extras, and the data of exactly its tasks."""
+    own = {t.name: data[t.name] for t in config.tasks if t.name in data}
+    blob = json.dumps({"job": kind, "config": config.to_dict(), **extra, **({"data": own} if own else {})},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,9 +1,16 @@
-"""The study's task pool, prepared once and shared by every experiment.
+"""The study's task pool, prepared once per invocation and shared by every experiment.
 
-Splits, caps and cross-task de-duplication are computed over the whole pool
+Splits, caps and texts shared between tasks are settled over the whole pool
 (targets included), so a target's test texts never appear in any pre-finetuning
-set, and every experiment sees identical splits. Stored as one Parquet file per
-task and split plus a JSON index of label metadata (no pickles).
+training set, and every experiment sees identical splits. Stored as one Parquet
+file per task and split plus a JSON index of label metadata and data fingerprints
+(no pickles).
+
+Every ``study run`` prepares the pool again from its sources (seconds) and rewrites
+only the tasks whose prepared data changed, so an edited file, a changed cap or a
+new version of a catalog package is never served from an old pool; the data
+fingerprints enter the job ids (``plan``), so exactly the jobs whose tasks changed
+run again.
 """
 
 from __future__ import annotations
@@ -19,22 +26,24 @@ from ..tasks.data import SPLITS, TaskData
 from ..tasks.prepare import prepare_tasks
 
 
-def prepare_pool(config: StudyConfig, folder: str | Path, *, progress: bool = True) -> None:
-    """Prepare every task of the study into ``folder`` (skipped when already there)."""
+def prepare_pool(config: StudyConfig, folder: str | Path, *, progress: bool = True) -> dict[str, str]:
+    """Prepare every task of the study into ``folder``; return each task's data fingerprint."""
     folder = Path(folder)
     index_path = folder / "index.json"
-    if index_path.is_file() and read_json(index_path).get("fingerprint") == _fingerprint(config):
-        return
+    old = read_json(index_path).get("tasks", {}) if index_path.is_file() else {}
     tasks = prepare_tasks(config.tasks, config.data, progress=progress)
+    entries = {}
     for name, task in tasks.items():
-        for split in SPLITS:
-            write_parquet(folder / f"{name}.{split}.parquet", task.split(split))
-    write_json(index_path, {  # last: its presence means the pool is complete
-        "fingerprint": _fingerprint(config),
         # type, family and metric as prepared: derived tasks (duplicate_of, one_vs_rest) only know them now
-        "tasks": {name: {"type": t.spec.type, "family": t.spec.family, "metric": t.spec.metric,
-                         "label_names": list(t.label_names), "n_choices": t.n_choices,
-                         "removed_as_duplicates": t.removed_as_duplicates} for name, t in tasks.items()}})
+        entries[name] = {"type": task.spec.type, "family": task.spec.family, "metric": task.spec.metric,
+                         "label_names": list(task.label_names), "n_choices": task.n_choices,
+                         "stats": task.stats, "fingerprint": task.fingerprint()}
+        files_there = all((folder / f"{name}.{split}.parquet").is_file() for split in SPLITS)
+        if old.get(name) != entries[name] or not files_there:
+            for split in SPLITS:
+                write_parquet(folder / f"{name}.{split}.parquet", task.split(split))
+    write_json(index_path, {"tasks": entries})  # last: it describes files that are all written
+    return {name: entry["fingerprint"] for name, entry in entries.items()}
 
 
 def load_pool(config: StudyConfig, folder: str | Path) -> dict[str, TaskData]:
@@ -44,16 +53,8 @@ def load_pool(config: StudyConfig, folder: str | Path) -> dict[str, TaskData]:
     tasks = {}
     for spec in config.tasks:
         meta = index[spec.name]
-        if "type" in meta:
-            spec = dataclasses.replace(spec, type=meta["type"], family=meta["family"], metric=meta["metric"])
+        spec = dataclasses.replace(spec, type=meta["type"], family=meta["family"], metric=meta["metric"])
         frames = {split: pd.read_parquet(folder / f"{spec.name}.{split}.parquet") for split in SPLITS}
         tasks[spec.name] = TaskData(spec=spec, label_names=tuple(meta["label_names"]), n_choices=meta["n_choices"],
-                                    removed_as_duplicates=meta["removed_as_duplicates"], **frames)
+                                    stats=dict(meta.get("stats", {})), **frames)
     return tasks
-
-
-def _fingerprint(config: StudyConfig) -> str:
-    import dataclasses
-
-    return dataclasses.replace(config, training=type(config.training)(), affinity=type(config.affinity)(),
-                               model=type(config.model)(), seed=0, name="pool").fingerprint()

@@ -49,13 +49,13 @@ def run_study(study: Study, out_dir: str | Path, *, progress: bool = True) -> St
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "study.yaml", yaml.safe_dump({**study.config.to_dict(), "study": _plain(study.settings)},
                                                   sort_keys=False))
-    prepare_pool(study.config, out / "data", progress=progress)
+    data = prepare_pool(study.config, out / "data", progress=progress)
     groups, serves, affinity = None, None, None
     if study.settings.groups_from_affinity or study.settings.kind == "validation":
         affinity = _affinity_run(study, out, progress)
         if study.settings.groups_from_affinity:
             groups, serves = _choose_groups(study, affinity, out)
-    plan = make_plan(study, groups, serves)
+    plan = make_plan(study, groups, serves, data=data)
     frame = plan.frame()
     write_parquet(out / "plan.parquet", frame)
     write_parquet(out / "jobs.parquet", plan.jobs_frame())
@@ -116,14 +116,19 @@ def _affinity_run(study: Study, out: Path, progress: bool):
     from ..affinity.run import record_affinity
     from ..affinity.store import AffinityStore
 
+    from ..train import checkpoint_fingerprint, run_fingerprint
+
     pool = set(study.settings.pool(study.config))
     config = dataclasses.replace(study.config, tasks=tuple(t for t in study.config.tasks if t.name in pool))
     folder = out / "affinity"
+    tasks = load_pool(config, out / "data")
+    identity = run_fingerprint(config, tasks)  # reused only for the same configuration and data
     if (folder / "affinity.parquet").is_file() and (folder / "summary.json").is_file():
         store = AffinityStore.load(folder / "affinity.parquet")
-        if store.metadata.get("tasks") == [t.name for t in config.tasks]:
+        if store.metadata.get("run_fingerprint") == identity:
             return store
-    return record_affinity(config, folder, progress=progress, tasks=load_pool(config, out / "data")).store
+    resume = checkpoint_fingerprint(folder) in (None, identity)  # else the data changed: record again
+    return record_affinity(config, folder, resume=resume, progress=progress, tasks=tasks).store
 
 
 def _choose_groups(study: Study, store, out: Path) -> tuple[dict, dict]:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from ..evaluate import eval_batches, evaluate
+from ..evaluate import evaluate
 from ..model import MultiTaskModel
 from ..storage import read_json, write_parquet, write_safetensors
 from ..train import JointTrainer
@@ -75,7 +75,6 @@ class JobWorker:
         self._bases: dict[str, _Base] = {}
         self._pools: dict[tuple, dict] = {}
         self._rows: OrderedDict = OrderedDict()
-        self._eval: OrderedDict = OrderedDict()
         self._subsamples: dict[tuple, object] = {}
 
     # -- caches ------------------------------------------------------------------------------
@@ -119,17 +118,13 @@ class JobWorker:
             cache.popitem(last=False)
         return value
 
-    def encoded_rows(self, data_key: tuple, task, tokenizer_key: str, tokenizer, max_length: int):
+    def encoded_rows(self, data_key: tuple, task, split: str, tokenizer_key: str, tokenizer, max_length: int):
+        """A task's split tokenised with ``tokenizer``, cached across jobs (``data_key``'s fraction: train only)."""
         from ..batching import EncodedRows
 
-        key = (data_key, task.name, tokenizer_key, max_length)
-        return self._lru(self._rows, key, lambda: EncodedRows(task.spec.type, task.train, tokenizer, max_length))
-
-    def eval_batches(self, data_key: tuple, task, split: str, tokenizer_key: str, tokenizer, max_length: int,
-                     batch_size: int) -> list[dict]:
-        key = (data_key[:2], task.name, split, tokenizer_key, max_length, batch_size)  # fraction: train only
-        return self._lru(self._eval, key, lambda: eval_batches(task, split, tokenizer, max_length=max_length,
-                                                               batch_size=batch_size))
+        key = (data_key if split == "train" else data_key[:2], task.name, split, tokenizer_key, max_length)
+        return self._lru(self._rows, key, lambda: EncodedRows(task.spec.type, task.split(split), tokenizer,
+                                                              max_length, what=f"task '{task.name}', {split} split"))
 
     def drop_model(self) -> None:
         """Forget the reused modules (after a failed job: their state is not trusted)."""
@@ -208,14 +203,13 @@ class StudyTrainer(JointTrainer):
         self.checkpoint_seconds = checkpoint_seconds
         self._last_save = time.perf_counter()
         super().__init__(*args, **kwargs)
-        self._tokenizer_key = _key(self.config.model)
 
-    def encoded_train(self, task: str):
-        return self.worker.encoded_rows(self.data_key, self.tasks[task], self._tokenizer_key, self.tokenizer,
-                                        self.config.model.max_length)
+    def encode(self, task: str, split: str):
+        return self.worker.encoded_rows(self.data_key, self.tasks[task], split, _key(self.config.model),
+                                        self.tokenizer, self.config.model.max_length)
 
-    def _maybe_resume(self) -> None:
-        super()._maybe_resume()
+    def resume(self) -> None:
+        super().resume()
         # evaluations restored with a checkpoint (perhaps the fresh path's, of validation only, at the
         # last step) are not this job's final one: train() evaluates ``splits`` at the end when none is left
         self.eval_log = self.eval_log.iloc[0:0]
@@ -235,12 +229,8 @@ class StudyTrainer(JointTrainer):
 
         max_length, size = self.config.model.max_length, self.cfg.eval_batch_size
 
-        def batches(task, split):
-            return self.worker.eval_batches(self.data_key, task, split, self._tokenizer_key, self.tokenizer,
-                                            max_length, size)
-
         metrics = evaluate(self.model, self.tasks, self.tokenizer, splits=self.splits, max_length=max_length,
-                           batch_size=size, device=self.device, autocast=self.autocast, batches=batches)
+                           batch_size=size, device=self.device, autocast=self.autocast, encoded=self.encoded)
         metrics.insert(0, "step", step)
         metrics.insert(1, "phase", self.phase(step))
         self.eval_log = pd.concat([self.eval_log, metrics], ignore_index=True)

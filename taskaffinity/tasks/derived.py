@@ -4,7 +4,7 @@ A study entry ``{name: bbc_sport, one_vs_rest: bbc_topic, positive: sport}``
 (parsed in :mod:`.registry`) becomes a classification task whose label is 1 for
 ``sport`` and 0 for every other topic. Its examples come from the original's
 *prepared* splits, so they share its splits (no test text of one is trained on by
-the other) and its cross-task de-duplication. Training keeps every positive and at
+the other) and its handling of texts shared with other tasks. Training keeps every positive and at
 most ``negatives_per_positive`` negatives per positive (a fixed random sample
 seeded by the task's name); validation and test keep their natural balance.
 
@@ -60,8 +60,7 @@ def one_vs_rest_data(spec: TaskSpec, tasks: dict[str, TaskData], *, split_seed: 
         metric=spec.metric or "macro_f1", source=spec.source, max_train=spec.max_train, max_eval=spec.max_eval,
         duplicate_of=None, shuffle_labels=spec.shuffle_labels, options=dict(opts),
     )
-    return TaskData(spec=derived_spec, label_names=(f"not_{positive}", positive), n_choices=0,
-                    removed_as_duplicates=0, **splits)
+    return TaskData(spec=derived_spec, label_names=(f"not_{positive}", positive), n_choices=0, **splits)
 
 
 def _subsample_negatives(train, ratio: float | None, *, seed: int):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 
 from ..errors import TaskDataError
+
+log = logging.getLogger(__name__)
 
 # Split names tried, in order, for our train / validation / test.
 SPLIT_ALIASES = {
@@ -14,10 +18,13 @@ SPLIT_ALIASES = {
 }
 
 
-def load_hub_splits(task: str, path: str, config: str | None = None) -> dict[str, pd.DataFrame]:
-    """Download (or read from the local cache) a hub dataset; return its splits as frames.
+def load_hub_splits(task: str, path: str, config: str | None = None, *,
+                    label_field: str = "label") -> dict[str, pd.DataFrame]:
+    """Download (or read from the local cache) a hub dataset; return its labelled splits as frames.
 
-    Only splits present in the dataset are returned; ``train`` is required.
+    ``train`` is required. A ``ClassLabel`` column becomes its class names (``negative``,
+    not ``0``). A split without labels (every label -1 or null, as GLUE's test splits)
+    is left out, with a log line; the splits left out are then carved from train.
     """
     try:
         import datasets
@@ -37,10 +44,31 @@ def load_hub_splits(task: str, path: str, config: str | None = None) -> dict[str
         ) from None
     splits = {}
     for ours, names in SPLIT_ALIASES.items():
-        for name in names:
-            if name in dataset:
-                splits[ours] = dataset[name].to_pandas()
-                break
+        name = next((n for n in names if n in dataset), None)
+        if name is None:
+            continue
+        frame = _labelled_frame(dataset[name], label_field)
+        if frame is None:
+            log.info("task '%s': split '%s' of hub dataset '%s' has no labels: not used", task, name, path)
+            continue
+        splits[ours] = frame
     if "train" not in splits:
-        raise TaskDataError(f"task '{task}': hub dataset '{path}' has no train split (has {list(dataset)})")
+        raise TaskDataError(f"task '{task}': hub dataset '{path}' has no labelled train split (has {list(dataset)})")
     return splits
+
+
+def _labelled_frame(split, label_field: str) -> pd.DataFrame | None:
+    """The split as a frame with class names for ClassLabel ids; None if no row has a label."""
+    frame = split.to_pandas()
+    if label_field not in frame.columns:
+        return frame  # the column check names what is missing
+    feature = split.features.get(label_field)
+    labels = frame[label_field]
+    if hasattr(feature, "int2str") and hasattr(feature, "names"):  # datasets.ClassLabel
+        # -1 marks an unlabelled row (GLUE test splits); it is no class
+        labels = labels.map(lambda v: None if v is None or pd.isna(v) or int(v) < 0 else feature.names[int(v)])
+        frame = frame.assign(**{label_field: labels.astype(object)})
+    if frame[label_field].isna().all():
+        return None
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
+    return frame

@@ -29,7 +29,7 @@ def catalog_table(data: DataConfig = DataConfig()) -> tuple[pd.DataFrame, dict[s
             break
         except MissingSourceError as err:  # reported installed, but files are absent
             missing[err.task] = err.install_hint
-    table = task_table(tasks)
+    table = task_table(tasks).drop(columns="data_fingerprint")
     table["licence"] = [get_entry(n).licence for n in table["name"]]
     table["description"] = [get_entry(n).description for n in table["name"]]
     return table, missing

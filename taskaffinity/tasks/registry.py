@@ -177,7 +177,8 @@ def _resolve(path: Any, base_dir: Path) -> str:
 
 
 def read_source(spec: TaskSpec) -> tuple[dict[str, pd.DataFrame] | pd.DataFrame, str]:
-    """Raw rows of a task: one frame to split, or a dict of given splits; plus a description."""
+    """Raw rows of a task: one frame to split, or a dict of given splits (``train`` and any of
+    ``validation``, ``test``: missing ones are carved from train); plus a description."""
     kind, _, rest = spec.source.partition(":")
     if kind == "catalog":
         from .catalog import get_entry, load_raw
@@ -196,6 +197,5 @@ def read_source(spec: TaskSpec) -> tuple[dict[str, pd.DataFrame] | pd.DataFrame,
         from .hub import load_hub_splits
 
         path, _, config = rest.partition("#")
-        splits = load_hub_splits(spec.name, path, config or None)
-        return (splits if len(splits) == 3 else splits["train"]), f"hub dataset {rest}"
+        return load_hub_splits(spec.name, path, config or None, label_field=spec.label_field), f"hub dataset {rest}"
     raise ConfigError(f"task '{spec.name}': unknown source '{spec.source}'")

@@ -111,6 +111,27 @@ def test_job_ids_depend_on_what_changes_results_only(tmp_path):
     assert by_label(longer)[BASELINE] == by_label(first)[BASELINE]  # the baseline does not depend on pre-finetuning
 
 
+def test_job_ids_include_the_data_of_exactly_their_tasks(tmp_path):
+    groups = {"Q": ["trec6"], "T": ["bbc_topic", "sms_spam"]}
+    study = load_study(study_file(tmp_path, {"kind": "combinations", "targets": ["vader_amazon"], "groups": groups}))
+    data = {t: f"fp-{t}" for t in POOL}
+    before = make_plan(study, data=data)
+    after = make_plan(study, data={**data, "sms_spam": "fp-sms_spam-edited"})
+    jobs = {**before.train_jobs, **before.finetune_jobs}
+
+    def uses(job, task):
+        if hasattr(job, "tasks"):
+            return task in job.tasks
+        return task == job.target or (job.pretrain is not None and uses(before.train_jobs[job.pretrain], task))
+
+    changed = {i for i in jobs} - set(after.train_jobs) - set(after.finetune_jobs)
+    assert changed == {i for i, job in jobs.items() if uses(job, "sms_spam")}
+    assert len(changed) == 2 * 2  # T and Q+T, and the fine-tuning runs from them
+    target_edited = make_plan(study, data={**data, "vader_amazon": "other"})
+    assert set(target_edited.train_jobs) == set(before.train_jobs)  # pre-finetuning never sees the target
+    assert set(target_edited.finetune_jobs).isdisjoint(before.finetune_jobs)
+
+
 @pytest.mark.parametrize("study, message", [
     ({"kind": "transfer"}, "study.kind must be one of"),
     ({"kind": "combinations", "targets": ["nope"], "groups": {"A": ["trec6"]}}, "study.targets: 'nope'"),

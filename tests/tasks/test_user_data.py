@@ -90,7 +90,8 @@ def test_nan_regression_label(tmp_path):
     rows = [(t, float(i)) for i, (t, _) in enumerate(REVIEWS)]
     rows[7] = (rows[7][0], float("nan"))
     write_csv(tmp_path / "a.csv", rows)
-    with pytest.raises(TaskDataError, match=r"task 'r': missing \(NaN\) label in .*a\.csv, row 7"):
+    # the 8th data row is line 9 in an editor (the header is line 1)
+    with pytest.raises(TaskDataError, match=r"task 'r': missing label in .*a\.csv, line 9 \(an empty cell or null\)"):
         prepare(tmp_path, {"name": "r", "file": "a.csv", "type": "regression", "text_fields": "body",
                            "label_field": "stars"})
 
@@ -99,7 +100,7 @@ def test_non_numeric_regression_label(tmp_path):
     rows = [(t, str(i)) for i, (t, _) in enumerate(REVIEWS)]
     rows[3] = (rows[3][0], "three")
     write_csv(tmp_path / "a.csv", rows)
-    with pytest.raises(TaskDataError, match=r"row 3 is not a finite number: 'three'"):
+    with pytest.raises(TaskDataError, match=r"line 5 is not a finite number: 'three'"):
         prepare(tmp_path, {"name": "r", "file": "a.csv", "type": "regression", "text_fields": "body",
                            "label_field": "stars"})
 
@@ -122,7 +123,7 @@ def test_multiple_choice_rows_are_checked(tmp_path):
     rows[4]["answer"] = 5
     path = tmp_path / "mc.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
-    with pytest.raises(TaskDataError, match=r"row 4 must be a choice index 0\.\.2, got 5"):
+    with pytest.raises(TaskDataError, match=r"mc\.jsonl, line 5 must be a choice index 0\.\.2, got 5"):
         prepare(tmp_path, {"name": "mc", "file": "mc.jsonl", "type": "multiple_choice", "text_fields": "q",
                            "choices_field": "options", "label_field": "answer"})
 
@@ -147,3 +148,50 @@ def test_hub_dataset_unreachable_gives_clear_error(tmp_path):
     assert result.returncode == 2
     assert "task 'sst2': could not load Hugging Face dataset 'nyu-mll/glue' (config 'sst2')" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def hub_dataset(test_labels):
+    import datasets
+
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+    train = {"sentence": [f"sentence {i} is {'good' if i % 2 else 'bad'}" for i in range(60)] + [None],
+             "label": [i % 2 for i in range(60)] + [1]}
+    validation = {"sentence": [f"held out {i}" for i in range(10)], "label": [i % 2 for i in range(10)]}
+    test = {"sentence": [f"hidden {i}" for i in range(10)], "label": test_labels}
+    return datasets.DatasetDict({name: datasets.Dataset.from_dict(rows, features=features)
+                                 for name, rows in (("train", train), ("validation", validation), ("test", test))})
+
+
+def test_hub_class_labels_become_names_and_an_unlabelled_test_split_is_carved_from_train(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, config=None: hub_dataset([-1] * 10))  # GLUE's test
+    task = prepare(tmp_path, {"name": "sst", "hf": "glue", "hf_config": "sst2", "text_fields": "sentence"})["sst"]
+    assert task.label_names == ("negative", "positive")
+    assert len(task.validation) == 10 and set(task.validation["text"]) == {f"held out {i}" for i in range(10)}
+    assert len(task.test) == 6 and not set(task.test["text"]) & set(task.train["text"])  # 10% of train's 60
+    assert task.stats["dropped_empty"] == 1  # the null sentence
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, config=None: hub_dataset([i % 2 for i in range(10)]))
+    task = prepare(tmp_path, {"name": "sst", "hf": "glue", "text_fields": "sentence"})["sst"]
+    assert {len(task.train), len(task.validation), len(task.test)} == {60, 10}
+
+
+def test_multiple_choice_splits_must_agree_on_the_number_of_choices(tmp_path):
+    for name, k in (("a", 3), ("b", 3), ("c", 4)):
+        rows = [{"q": f"{name} question {i}", "options": [f"o{j}" for j in range(k)], "answer": i % k} for i in range(12)]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(TaskDataError, match=r"task 'mc': the test split of .* has 4 choices per example, train has 3"):
+        prepare(tmp_path, {"name": "mc", "train_file": "a.jsonl", "validation_file": "b.jsonl", "test_file": "c.jsonl",
+                           "type": "multiple_choice", "text_fields": "q", "choices_field": "options",
+                           "label_field": "answer"})
+
+
+def test_dropping_more_than_a_small_share_of_rows_is_reported(tmp_path, caplog):
+    rows = REVIEWS + REVIEWS[:5] + [("", "pos")] * 2 + [(REVIEWS[6][0], "neg" if REVIEWS[6][1] == "pos" else "pos")]
+    write_csv(tmp_path / "a.csv", rows)
+    with caplog.at_level("WARNING", logger="taskaffinity"):
+        task = prepare(tmp_path, {"name": "r", "file": "a.csv", "text_fields": "body", "label_field": "stars"})["r"]
+    assert {k: task.stats[k] for k in ("rows_read", "dropped_empty", "dropped_duplicates", "dropped_conflicting")} == {
+        "rows_read": 68, "dropped_empty": 2, "dropped_duplicates": 5, "dropped_conflicting": 2}
+    assert "task 'r': 9 of 68 rows of" in caplog.text
+    assert "(2 empty, 5 duplicates, 2 with conflicting labels; see tasks.parquet)" in caplog.text

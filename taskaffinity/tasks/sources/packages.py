@@ -66,8 +66,10 @@ def _read_text(path: Path) -> str:
 
 
 def _read_csv(task: str, path: Path, columns: list[str]) -> pd.DataFrame:
-    """Read a CSV (compression from the suffix) and check it has ``columns``."""
-    frame = pd.read_csv(path)
+    """Read a CSV (compression from the suffix) and check it has ``columns``.
+
+    Only an empty cell is missing: a message that reads "NA" or "null" is a text."""
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise TaskDataError(f"task '{task}': {path} lacks column(s) {missing}")
