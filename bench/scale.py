@@ -47,7 +47,7 @@ from taskaffinity.affinity.stream import StreamRecorder  # noqa: E402
 from taskaffinity.api import build  # noqa: E402
 from taskaffinity.callbacks import CallbackList  # noqa: E402
 from taskaffinity.config import DataConfig, config_from_dict  # noqa: E402
-from taskaffinity.tasks.derived import real_task_entries  # noqa: E402
+from taskaffinity.tasks.entries import real_task_entries  # noqa: E402
 from taskaffinity.train import JointTrainer  # noqa: E402
 
 TINY = {"init": "random", "overrides": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2,
