@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):  # imported on first use: `import taskaffinity` stays light
     if name == "AffinityMeter":
-        from .affinity.meter import AffinityMeter
+        from .meter import AffinityMeter
 
         return AffinityMeter
     raise AttributeError(f"module 'taskaffinity' has no attribute '{name}'")

@@ -1,4 +1,7 @@
-"""Study configuration: frozen dataclasses loaded from YAML (``yaml.safe_load`` only).
+"""Run configuration: frozen dataclasses loaded from YAML (``yaml.safe_load`` only).
+
+:class:`RunConfig` configures one joint run (tasks, model, data, training, affinity
+recording); a study (``taskaffinity.study.settings.Study``) adds a ``study:`` section on top.
 
 Unknown keys are rejected with the key path and the file named, so a typo never
 silently falls back to a default.
@@ -103,7 +106,9 @@ class ExecutorConfig:
 
 
 @dataclass(frozen=True)
-class StudyConfig:
+class RunConfig:
+    """One joint run: its tasks and the ``model``, ``data``, ``training`` and ``affinity`` sections."""
+
     tasks: tuple[TaskSpec, ...]
     name: str = "study"
     seed: int = 0
@@ -125,6 +130,9 @@ class StudyConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+StudyConfig = RunConfig  # its earlier name (it configures one joint run, not a study)
+
+
 def _plain(value):
     """Tuples to lists, recursively: YAML and JSON friendly."""
     if isinstance(value, dict):
@@ -138,8 +146,8 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "training": TrainConfig, "
 TOP_KEYS = {"name", "seed", "tasks", "study", *SECTIONS}  # "study": taskaffinity.study.settings
 
 
-def load_config(path: str | Path) -> StudyConfig:
-    """Read a study YAML into a :class:`StudyConfig`."""
+def load_config(path: str | Path) -> RunConfig:
+    """Read a run (or study) YAML into a :class:`RunConfig`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -150,7 +158,7 @@ def load_config(path: str | Path) -> StudyConfig:
     return config_from_dict(raw, where=str(path), base_dir=path.parent)
 
 
-def config_from_dict(raw: Any, *, where: str = "<config>", base_dir: Path | None = None) -> StudyConfig:
+def config_from_dict(raw: Any, *, where: str = "<config>", base_dir: Path | None = None) -> RunConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: the top level must be a mapping with keys {sorted(TOP_KEYS)}")
     _reject_unknown(raw, TOP_KEYS, where, "")
@@ -168,7 +176,7 @@ def config_from_dict(raw: Any, *, where: str = "<config>", base_dir: Path | None
     sections = {key: _build(cls, raw.get(key) or {}, where, key) for key, cls in SECTIONS.items()}
     name = coerce(raw.get("name", "study"), str, f"{where}: name")
     seed = coerce(raw.get("seed", 0), int, f"{where}: seed")
-    return StudyConfig(tasks=tasks, name=name, seed=seed, source_file=where, **sections)
+    return RunConfig(tasks=tasks, name=name, seed=seed, source_file=where, **sections)
 
 
 def _check_task_set(tasks: tuple[TaskSpec, ...], where: str) -> None:

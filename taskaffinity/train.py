@@ -30,7 +30,7 @@ from transformers import get_scheduler
 from .batching import EncodedRows
 from .callbacks import Callback, CallbackList
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import StudyConfig
+from .config import RunConfig
 from .distributed import setup as setup_distributed
 from .errors import ConfigError
 from .evaluate import evaluate
@@ -44,7 +44,7 @@ from .tasks.data import SPLITS, TaskData
 log = logging.getLogger(__name__)
 
 
-def run_fingerprint(config: StudyConfig, tasks: dict[str, TaskData]) -> str:
+def run_fingerprint(config: RunConfig, tasks: dict[str, TaskData]) -> str:
     """Identity of a run: its configuration and each task's prepared data (``TaskData.fingerprint``).
 
     A checkpoint resumes only into the same identity: a changed file is refused like a
@@ -79,7 +79,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 class JointTrainer:
     """Trains a MultiTaskModel on all tasks at once; see the module docstring."""
 
-    def __init__(self, config: StudyConfig, tasks: dict[str, TaskData], model: MultiTaskModel, tokenizer, *,
+    def __init__(self, config: RunConfig, tasks: dict[str, TaskData], model: MultiTaskModel, tokenizer, *,
                  out_dir: str | Path | None = None, callbacks: list[Callback] = (), progress: bool = True):
         self.config, self.cfg = config, config.training
         self.tasks, self.model, self.tokenizer = tasks, model, tokenizer

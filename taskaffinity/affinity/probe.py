@@ -28,7 +28,7 @@ from torch.func import functional_call
 
 from ..batching import collate
 from ..callbacks import Callback
-from .estimators import cosine_from_gram, first_order_from_products, flatten, lookahead_ratio, unflatten
+from .formulas import cosine_from_gram, first_order_from_products, flatten, lookahead_ratio, unflatten
 from .parameters import select_shared
 from .updates import FlatAdamUpdate, optimizer_update, sgd_update
 

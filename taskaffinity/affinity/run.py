@@ -1,13 +1,9 @@
-"""One joint run with affinity recorders, and everything it writes.
+"""One joint run with affinity recorders: which recorders a run config asks for, and the store,
+summaries and trust report it produces.
 
-``OUT/affinity.parquet``        tidy records + run metadata (see ``store``)
-``OUT/matrix_<estimator>.csv``  run-averaged matrix per estimator (rows sources, columns targets)
-``OUT/summary_<estimator>.csv`` mean, standard error, bootstrap CI, significance per pair
-``OUT/fidelity.json``           how far to trust each matrix: ``reliability`` per estimator (split-half,
-                               significant share, per-target offsets; see ``reliability``) and
-                               ``agreement`` between estimators against their ceilings (see ``fidelity``)
-``OUT/heatmap_<estimator>.png`` annotated heatmap, non-significant cells hatched
-plus the training outputs of :func:`taskaffinity.api.train_study`.
+``OUT/`` holds the data files of :mod:`.outputs` (store, matrices, summaries, ``fidelity.json``)
+plus the training outputs of :func:`taskaffinity.joint.train_joint_model`;
+:func:`taskaffinity.api.record_affinity` adds the heatmaps.
 """
 
 from __future__ import annotations
@@ -19,13 +15,12 @@ import numpy as np
 import pandas as pd
 
 from ..callbacks import Callback
-from ..config import StudyConfig
+from ..config import RunConfig
 from ..errors import ConfigError
 from ..evaluate import gain_over_baseline
-from ..storage import write_figure, write_json, write_text
-from .fidelity import fidelity
+from ..joint import train_joint_model
+from .outputs import summaries_of, trust_report, write_data
 from .probe import LookaheadRecorder
-from .reliability import estimator_reliability
 from .store import AffinityStore
 from .stream import StreamRecorder
 from .updates import RULES
@@ -34,8 +29,10 @@ from .updates import RULES
 @dataclass
 class AffinityResult:
     store: AffinityStore
-    fidelity: dict
+    fidelity: dict  # the content of fidelity.json (see .outputs.trust_report)
     out_dir: Path | None
+    summaries: dict[str, pd.DataFrame] | None = None  # per estimator, see AffinityStore.summary
+    writes: bool = False  # this process wrote out_dir (under torchrun only rank 0 does)
 
 
 class StartOfRecording(Callback):
@@ -62,7 +59,7 @@ class StartOfRecording(Callback):
         self.learned = state["learned"]
 
 
-def default_start_step(config: StudyConfig) -> int:
+def default_start_step(config: RunConfig) -> int:
     """First recorded step: after the head warm-up, and, when the optimizer rule is recorded,
     after ``settle_steps`` joint steps (at most half of them).
 
@@ -77,7 +74,7 @@ def default_start_step(config: StudyConfig) -> int:
     return training.head_warmup_steps + 1 + settle
 
 
-def recorders_for(config: StudyConfig) -> tuple[list[Callback], int]:
+def recorders_for(config: RunConfig) -> tuple[list[Callback], int]:
     """The callbacks an affinity run needs, and the first recorded step."""
     cfg, training = config.affinity, config.training
     unknown = [r for r in cfg.rules if r not in RULES]
@@ -108,16 +105,14 @@ def recorders_for(config: StudyConfig) -> tuple[list[Callback], int]:
     return callbacks, start
 
 
-def record_affinity(config: StudyConfig, out_dir: str | Path | None = None, *, resume: bool = True,
+def record_affinity(config: RunConfig, out_dir: str | Path | None = None, *, resume: bool = True,
                     progress: bool = True, tasks=None) -> AffinityResult:
-    """Run the joint training with recorders; write the store, matrices, fidelity and heatmaps.
+    """Run the joint training with recorders; write the store, matrices, summaries and fidelity.
 
     ``tasks``: already prepared task data (default: prepared from ``config``).
     """
-    from ..api import train_study
-
     callbacks, start = recorders_for(config)
-    result = train_study(config, out_dir, resume=resume, callbacks=callbacks, progress=progress, tasks=tasks)
+    result = train_joint_model(config, out_dir, resume=resume, callbacks=callbacks, progress=progress, tasks=tasks)
     records = [r for cb in callbacks for r in getattr(cb, "records", [])]
     trainer = result.trainer
     probe = next((cb for cb in callbacks if isinstance(cb, LookaheadRecorder)), None)
@@ -143,37 +138,10 @@ def record_affinity(config: StudyConfig, out_dir: str | Path | None = None, *, r
         "families": {name: task.spec.family for name, task in trainer.tasks.items()},
     }
     store = AffinityStore(pd.DataFrame(records), metadata)
-    summaries = {e: store.summary(e, n_boot=config.affinity.bootstrap, level=config.affinity.confidence,
-                                  seed=config.seed) for e in store.estimators}
+    summaries = summaries_of(store, n_boot=config.affinity.bootstrap, level=config.affinity.confidence,
+                             seed=config.seed)
     report = trust_report(store, summaries, seed=config.seed)
-    if result.out_dir and trainer.dist.main:
-        write_outputs(store, summaries, report, result.out_dir, config)
-    return AffinityResult(store=store, fidelity=report, out_dir=result.out_dir)
-
-
-def trust_report(store: AffinityStore, summaries: dict[str, pd.DataFrame], *, seed: int = 0) -> dict:
-    """``{"reliability": {estimator: ...}, "agreement": {"a vs b": ...}}``: the content of ``fidelity.json``."""
-    reliability = {e: estimator_reliability(store, e, summary=summaries[e], seed=seed) for e in store.estimators}
-    return {"reliability": reliability, "agreement": fidelity(store, reliability=reliability)}
-
-
-def write_outputs(store: AffinityStore, summaries: dict[str, pd.DataFrame], report: dict, out: Path,
-                  config: StudyConfig | None = None, *, confidence: float | None = None) -> None:
-    import matplotlib.pyplot as plt
-
-    from ..report.heatmap import affinity_heatmap
-
-    store.save(out / "affinity.parquet")
-    write_json(out / "fidelity.json", report)
-    for estimator in store.estimators:
-        matrix = store.matrix(estimator)
-        write_text(out / f"matrix_{estimator}.csv", matrix.to_csv())
-        summary = summaries[estimator]
-        write_text(out / f"summary_{estimator}.csv", summary.to_csv(index=False))
-        covers_zero = summary.pivot(index="source", columns="target", values="significant")
-        mask = ~covers_zero.reindex(index=matrix.index, columns=matrix.columns).fillna(False).astype(bool)
-        level = confidence if confidence is not None else config.affinity.confidence
-        fig = affinity_heatmap(matrix, mask=mask, title=f"{estimator} (hatched: {level:.0%} CI covers 0)")
-        write_figure(out / f"heatmap_{estimator}.png", fig, dpi=120)
-        plt.close(fig)
-
+    writes = bool(result.out_dir) and trainer.dist.main
+    if writes:
+        write_data(store, summaries, report, result.out_dir)
+    return AffinityResult(store=store, fidelity=report, out_dir=result.out_dir, summaries=summaries, writes=writes)

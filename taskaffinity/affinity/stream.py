@@ -29,7 +29,7 @@ import torch
 from ..callbacks import Callback
 from ..errors import ConfigError
 from .embedding_rows import EmbeddingRows, input_embedding
-from .estimators import cosine_from_gram, first_order_from_products, flatten, row_products, unflatten
+from .formulas import cosine_from_gram, first_order_from_products, flatten, row_products, unflatten
 from .parameters import select_shared
 from .updates import FlatAdamUpdate, optimizer_update
 

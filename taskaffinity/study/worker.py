@@ -39,9 +39,9 @@ from ..evaluate import evaluate
 from ..model import MultiTaskModel
 from ..storage import read_json, write_parquet, write_safetensors
 from ..train import JointTrainer
-from .jobs import _subsample, is_done, job_folder
+from .layout import is_done, job_folder
 from .plan import FinetuneJob, TrainJob
-from .pool import load_pool
+from .pool import load_pool, subsample_train
 
 
 def _key(value) -> str:
@@ -189,7 +189,7 @@ class JobWorker:
     def _subsample(self, key: tuple, task):
         """The job's fixed share of a task's training rows (``key`` ends with fraction, split seed)."""
         if key not in self._subsamples:
-            self._subsamples[key] = _subsample(task, key[3], key[4])
+            self._subsamples[key] = subsample_train(task, key[3], key[4])
         return self._subsamples[key]
 
 
