@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import time
-from itertools import chain
 from pathlib import Path
 
 import pandas as pd
@@ -28,7 +27,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .batching import EncodedRows
-from .callbacks import Callback, CallbackList
+from .callbacks import Callback, CallbackList, StepContext, TrainingContext
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .distributed import setup as setup_distributed
@@ -120,7 +119,13 @@ class JointTrainer:
         modules = covered_modules(model.encoder)
         own_heads = len(set(model.head_of.values())) == len(model.head_of)
         self.task_gradients = PackedTaskGradients(modules) if modules is not None and own_heads else None
-        self.callbacks.check(self)
+        # what callbacks may read (callbacks.py): made before they are checked and before any step
+        self.context = TrainingContext(
+            tasks=tasks, model=model, tokenizer=tokenizer, optimizer=self.optimizer, device=self.device,
+            dist=self.dist, lr=self.cfg.lr, max_length=config.model.max_length, loss_scales=self.loss_scales,
+            packs_tasks=self.packs_tasks, use_amp=self.use_amp, head_warmup_steps=self.cfg.head_warmup_steps,
+            total_steps=self.total_steps)
+        self.callbacks.check(self.context)
 
     # -- set-up ------------------------------------------------------------------------------
     def param_groups_for(self, model: MultiTaskModel) -> list[dict]:
@@ -137,8 +142,7 @@ class JointTrainer:
     @property
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         """Parameters updated at this phase: encoder (unless frozen) then heads."""
-        named = chain(self.model.encoder.named_parameters(prefix="encoder"), self.model.head_parameters())
-        return [(n, p) for n, p in named if p.requires_grad]
+        return self.context.trainable_parameters
 
     def encode(self, task: str, split: str) -> EncodedRows:
         """Tokenise a task's split (called once per split, at start-up; a study worker caches it)."""
@@ -154,7 +158,7 @@ class JointTrainer:
         return self.encoded(task, "train")
 
     def phase(self, step: int) -> str:
-        return "head_warmup" if step <= self.cfg.head_warmup_steps else "joint"
+        return self.context.phase(step)
 
     def autocast(self):
         if self.use_amp:
@@ -167,7 +171,9 @@ class JointTrainer:
         if resume:
             self.resume()
         self.model.train()
-        self.callbacks.on_train_begin(self)
+        self.callbacks.on_train_begin(self.context)
+        if self.step == 0 and self.callbacks.wants_evaluation(0):  # a callback asked for the state before training
+            self.run_evaluation(0)
         bar = tqdm(total=self.total_steps, initial=self.step, desc="joint training", disable=not self.progress)
         while self.step < self.total_steps:
             step = self.step + 1
@@ -176,14 +182,14 @@ class JointTrainer:
             bar.update(1)
             bar.set_postfix(loss=f"{sum(losses.values()) / max(len(losses), 1):.3f}", phase=self.phase(step))
             last = step == self.total_steps
-            if self.should_evaluate(step, last):
+            if self.should_evaluate(step, last) or self.callbacks.wants_evaluation(step):
                 self.run_evaluation(step)
             if self.out_dir and self.should_checkpoint(step, last):
                 self.save()
         bar.close()
         if self.eval_log.empty or self.eval_log["step"].max() < self.step:
             self.run_evaluation(self.step)
-        self.callbacks.on_train_end(self)
+        self.callbacks.on_train_end(self.context)
         return self.eval_log[self.eval_log["step"] == self.step].reset_index(drop=True)
 
     def should_evaluate(self, step: int, last: bool) -> bool:
@@ -212,20 +218,21 @@ class JointTrainer:
         self.shard_weights = {task: len(rows) / self.step_counts[task] for task, rows in shards.items() if len(rows)}
         batches = {task: self.encoded_train(task).collate(rows, self.device)
                    for task, rows in shards.items() if len(rows)}
-        self.callbacks.on_step_begin(self, step, batches)
+        self.context.step_context = StepContext(step, phase, dict(self.step_counts), dict(self.shard_weights))
+        self.callbacks.on_step_begin(self.context, step, batches)
         self.optimizer.zero_grad(set_to_none=True)
         losses = self.accumulate_gradients(step, batches)
         if self.dist.active:
             losses = self.reduce_losses(losses)
             self.reduce_gradients()
-        self.callbacks.on_before_optimizer_step(self, step, losses)
+        self.callbacks.on_before_optimizer_step(self.context, step, losses)
         params = [p for _, p in self.trainable_parameters]
         if self.cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
         self.optimizer.step()
         if phase == "joint":
             self.scheduler.step()
-        self.callbacks.on_after_optimizer_step(self, step, losses)
+        self.callbacks.on_after_optimizer_step(self.context, step, losses)
         seconds = time.perf_counter() - started
         lr = self.optimizer.param_groups[0]["lr"] if phase == "joint" else 0.0
         for task, loss in losses.items():
@@ -253,7 +260,7 @@ class JointTrainer:
             weight = weights[task]
             if self.callbacks.wants_task_gradients:
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
-                self.callbacks.on_task_gradients(self, step, task, loss.detach(), grads)
+                self.callbacks.on_task_gradients(self.context, step, task, loss.detach(), grads)
                 for p, g in zip(params, grads):  # grads stay untouched: callbacks may keep them
                     if g is not None:
                         p.grad = g * weight if p.grad is None else p.grad.add_(g, alpha=weight)
@@ -280,7 +287,7 @@ class JointTrainer:
             grads = [self.task_gradients.gradient(p, k) if id(p) in self.task_gradients.parts
                      else p.grad / weights[task] if id(p) in own_head and p.grad is not None else None
                      for _, p in named]
-            self.callbacks.on_task_gradients(self, step, task, losses[task], grads)
+            self.callbacks.on_task_gradients(self.context, step, task, losses[task], grads)
         return _to_floats(losses)
 
     def _packed_backward(self, batches: dict, weights: dict[str, float]) -> dict[str, torch.Tensor]:
@@ -319,7 +326,7 @@ class JointTrainer:
         metrics.insert(0, "step", step)
         metrics.insert(1, "phase", self.phase(step))
         self.eval_log = pd.concat([self.eval_log, metrics], ignore_index=True)
-        self.callbacks.on_evaluate(self, step, metrics)
+        self.callbacks.on_evaluate(self.context, step, metrics)
         return metrics
 
     # -- persistence -------------------------------------------------------------------------

@@ -36,17 +36,18 @@ class AffinityResult:
 
 
 class StartOfRecording(Callback):
-    """Evaluates once when recording starts, so the store says which tasks had been learned."""
+    """Has the trainer evaluate just before recording starts (after step ``start_step − 1``), so the
+    store says which tasks had been learned when their affinities were first measured."""
 
     def __init__(self, start_step: int):
         self.start_step = start_step
         self.learned: dict | None = None
 
-    def on_step_begin(self, trainer, step, batches):
-        if step == self.start_step and self.learned is None:
-            evals = trainer.eval_log
-            done = evals[evals["step"] == step - 1] if not evals.empty else evals
-            metrics = done if not done.empty else trainer.run_evaluation(step - 1)
+    def wants_evaluation(self, step):
+        return step == self.start_step - 1 and self.learned is None
+
+    def on_evaluate(self, context, step, metrics):
+        if step == self.start_step - 1 and self.learned is None:
             primary = metrics[metrics["primary"]].reset_index(drop=True)
             gains = gain_over_baseline(primary)
             self.learned = {row.task: {"metric": row.metric, "value": row.value, "baseline": row.baseline,
