@@ -193,7 +193,9 @@ def _validation(raw: dict, where: str) -> dict:
 
 
 def _grouping(raw: dict, where: str) -> GroupingSettings:
+    from ..affinity.estimators import ESTIMATORS
     from ..grouping import METHODS
+    from ..grouping.tag import SOLVERS
 
     settings = _build(GroupingSettings, raw, where, "study.grouping")
     if settings.method not in METHODS:
@@ -203,6 +205,11 @@ def _grouping(raw: dict, where: str) -> GroupingSettings:
         raise ConfigError(f"{where}: study.grouping.k must be >= 1, got {settings.k}")
     if settings.bootstrap < 0:
         raise ConfigError(f"{where}: study.grouping.bootstrap must be >= 0, got {settings.bootstrap}")
+    if settings.estimator not in ESTIMATORS:
+        raise ConfigError(f"{where}: study.grouping.estimator must be one of {', '.join(ESTIMATORS)}, "
+                          f"got {settings.estimator!r}")
+    if settings.solver not in SOLVERS:
+        raise ConfigError(f"{where}: study.grouping.solver must be one of {', '.join(SOLVERS)}, got {settings.solver!r}")
     return settings
 
 
