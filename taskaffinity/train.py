@@ -83,7 +83,6 @@ class JointTrainer:
         self.config, self.cfg = config, config.training
         self.tasks, self.model, self.tokenizer = tasks, model, tokenizer
         self.out_dir = Path(out_dir) if out_dir else None
-        self.callbacks = CallbackList(callbacks)
         self.dist = setup_distributed()  # one process unless launched by torchrun
         self.progress = progress and self.dist.main
         self.device = resolve_device(self.cfg.device, self.dist.local_rank)
@@ -119,6 +118,7 @@ class JointTrainer:
         modules = covered_modules(model.encoder)
         own_heads = len(set(model.head_of.values())) == len(model.head_of)
         self.task_gradients = PackedTaskGradients(modules) if modules is not None and own_heads else None
+        self.set_callbacks(callbacks)
         # what callbacks may read (callbacks.py): made before they are checked and before any step
         self.context = TrainingContext(
             tasks=tasks, model=model, tokenizer=tokenizer, optimizer=self.optimizer, device=self.device,
@@ -241,24 +241,42 @@ class JointTrainer:
         return losses
 
     def accumulate_gradients(self, step: int, batches: dict) -> dict[str, float]:
-        """Backpropagate each task's weighted loss (b_i / B) · L_i / s_i into ``.grad``.
+        """Backpropagate each task's weighted loss (b_i / B) · L_i / s_i into ``.grad``, along the
+        gradient path chosen when the callbacks were set (:meth:`set_callbacks`).
 
         B is the global batch; under torchrun b_i and L_i are this process's shard's.
         """
-        named = self.trainable_parameters
-        params = [p for _, p in named]
         total = sum(self.step_counts.values())
         weights = {task: len(batch["labels"]) / total / self.loss_scales[task] for task, batch in batches.items()}
+        return self.gradient_path(step, batches, weights)
+
+    def set_callbacks(self, callbacks) -> None:
+        """Use these callbacks from now on, and choose the gradient path they need (once, not per step):
+
+        - ``accumulate_packed``: all tasks in one encoder pass, no per-task gradient (GPU default);
+        - ``accumulate_packed_per_task``: one packed pass, per-task gradients split from it;
+        - ``accumulate_per_task``: one pass per task (CPU default; also when a packed split is
+          impossible: shared heads or encoder layers it does not cover).
+        """
+        self.callbacks = callbacks if isinstance(callbacks, CallbackList) else CallbackList(callbacks)
         if self.packs_tasks and not self.callbacks.wants_task_gradients:
-            return self.accumulate_packed(batches, weights)
-        if self.packs_tasks and self.task_gradients is not None:
-            return self.accumulate_packed_per_task(step, batches, weights)
+            self.gradient_path = self.accumulate_packed
+        elif self.packs_tasks and self.task_gradients is not None:
+            self.gradient_path = self.accumulate_packed_per_task
+        else:
+            self.gradient_path = self.accumulate_per_task
+
+    def accumulate_per_task(self, step: int, batches: dict, weights: dict[str, float]) -> dict[str, float]:
+        """Each task's sub-batch forwarded and backpropagated on its own: the FLOPs of one pass over
+        the whole batch, and each task's own gradient for the callbacks that want it."""
+        params = [p for _, p in self.trainable_parameters]
+        wants = self.callbacks.wants_task_gradients
         losses = {}
         for task, batch in batches.items():
             with self.autocast():
                 loss, _ = self.model.loss(task, batch)
             weight = weights[task]
-            if self.callbacks.wants_task_gradients:
+            if wants:
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
                 self.callbacks.on_task_gradients(self.context, step, task, loss.detach(), grads)
                 for p, g in zip(params, grads):  # grads stay untouched: callbacks may keep them
@@ -269,7 +287,7 @@ class JointTrainer:
             losses[task] = loss.detach()
         return _to_floats(losses)
 
-    def accumulate_packed(self, batches: dict, weights: dict[str, float]) -> dict[str, float]:
+    def accumulate_packed(self, step: int, batches: dict, weights: dict[str, float]) -> dict[str, float]:
         """All tasks' sub-batches in one encoder pass and one backward (same gradient, fewer,
         larger kernels: what a GPU needs). Per-task passes remain for recorders that need
         each task's own gradient."""

@@ -234,7 +234,7 @@ class StudyTrainer(JointTrainer):
         metrics.insert(0, "step", step)
         metrics.insert(1, "phase", self.phase(step))
         self.eval_log = pd.concat([self.eval_log, metrics], ignore_index=True)
-        self.callbacks.on_evaluate(self, step, metrics)
+        self.callbacks.on_evaluate(self.context, step, metrics)
         return metrics
 
 
