@@ -100,8 +100,10 @@ class TrainConfig:
         _at_least("training", self, ("steps", "batch_size", "eval_every", "eval_batch_size", "checkpoint_every"), 1)
         _at_least("training", self, ("head_warmup_steps", "weight_decay", "max_grad_norm"), 0)
         _check(self.tasks_per_step is None or 1 <= self.tasks_per_step <= self.batch_size,
-               f"training.tasks_per_step must be between 1 and batch_size ({self.batch_size}), got {self.tasks_per_step}")
-        _check(self.lr > 0 and self.head_lr > 0, f"training.lr and training.head_lr must be > 0, got {self.lr}, {self.head_lr}")
+               f"training.tasks_per_step must be between 1 and batch_size ({self.batch_size}), "
+               f"got {self.tasks_per_step}")
+        _check(self.lr > 0 and self.head_lr > 0,
+               f"training.lr and training.head_lr must be > 0, got {self.lr}, {self.head_lr}")
         _check(0 <= self.warmup_ratio <= 1, f"training.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
 
 
@@ -128,13 +130,17 @@ class AffinityConfig:
 
     def __post_init__(self):
         unknown = [r for r in self.rules if r not in LOOKAHEAD_RULES]
-        _check(not unknown, f"affinity.rules: unknown rule '{unknown[0] if unknown else ''}' (use {', '.join(LOOKAHEAD_RULES)})")
-        _check(self.lookahead in LOOKAHEAD_MODES, f"affinity.lookahead must be exact or first_order, got '{self.lookahead}'")
-        _check(self.probe_split in PROBE_SPLITS, f"affinity.probe_split must be train or validation, got '{self.probe_split}'")
+        _check(not unknown,
+               f"affinity.rules: unknown rule '{unknown[0] if unknown else ''}' (use {', '.join(LOOKAHEAD_RULES)})")
+        _check(self.lookahead in LOOKAHEAD_MODES,
+               f"affinity.lookahead must be exact or first_order, got '{self.lookahead}'")
+        _check(self.probe_split in PROBE_SPLITS,
+               f"affinity.probe_split must be train or validation, got '{self.probe_split}'")
         _at_least("affinity", self, ("probe_every", "probe_batch_size", "stream_window", "bootstrap", "probe_sources",
                                      "probe_targets", "start_step", "sketch_dim"), 1)
         _at_least("affinity", self, ("settle_steps",), 0)
-        _check(self.lookahead_lr is None or self.lookahead_lr > 0, f"affinity.lookahead_lr must be > 0, got {self.lookahead_lr}")
+        _check(self.lookahead_lr is None or self.lookahead_lr > 0,
+               f"affinity.lookahead_lr must be > 0, got {self.lookahead_lr}")
         _check(0 < self.confidence < 1, f"affinity.confidence must be in (0, 1), got {self.confidence}")
 
 

@@ -80,27 +80,27 @@ class JointTrainer:
 
     def __init__(self, config: RunConfig, tasks: dict[str, TaskData], model: MultiTaskModel, tokenizer, *,
                  out_dir: str | Path | None = None, callbacks: list[Callback] = (), progress: bool = True):
-        self.config, self.cfg = config, config.training
+        self.config, self.training = config, config.training
         self.tasks, self.model, self.tokenizer = tasks, model, tokenizer
         self.out_dir = Path(out_dir) if out_dir else None
         self.dist = setup_distributed()  # one process unless launched by torchrun
         self.progress = progress and self.dist.main
-        self.device = resolve_device(self.cfg.device, self.dist.local_rank)
+        self.device = resolve_device(self.training.device, self.dist.local_rank)
         self.model.to(self.device)
         try:
             self.sampler = HeterogeneousSampler(
-                {name: len(t.train) for name, t in tasks.items()}, batch_size=self.cfg.batch_size,
-                method=self.cfg.sampling, temperature=self.cfg.temperature, seed=config.seed,
-                tasks_per_step=self.cfg.tasks_per_step)
+                {name: len(t.train) for name, t in tasks.items()}, batch_size=self.training.batch_size,
+                method=self.training.sampling, temperature=self.training.temperature, seed=config.seed,
+                tasks_per_step=self.training.tasks_per_step)
         except ValueError as err:  # a bad training option: the user's config, not a crash
             raise ConfigError(f"{config.source_file or 'config'}: {err}") from None
-        self.loss_scales = {name: loss_scale(t.spec.type, t.n_classes) if self.cfg.loss_scaling else 1.0
+        self.loss_scales = {name: loss_scale(t.spec.type, t.n_classes) if self.training.loss_scaling else 1.0
                             for name, t in tasks.items()}
         self.optimizer = torch.optim.AdamW(self.param_groups_for(model))
         self.scheduler = get_scheduler(
-            self.cfg.scheduler, self.optimizer, num_warmup_steps=round(self.cfg.warmup_ratio * self.cfg.steps),
-            num_training_steps=self.cfg.steps)
-        self.total_steps = self.cfg.head_warmup_steps + self.cfg.steps
+            self.training.scheduler, self.optimizer, num_warmup_steps=round(self.training.warmup_ratio * self.training.steps),
+            num_training_steps=self.training.steps)
+        self.total_steps = self.training.head_warmup_steps + self.training.steps
         self.step = 0
         self.step_log: list[dict] = []
         self.data_fingerprints = data_fingerprints(tasks)
@@ -110,10 +110,10 @@ class JointTrainer:
         self._encoded: dict[tuple[str, str], EncodedRows] = {
             (name, split): self.encode(name, split) for name in tasks for split in SPLITS}
         self.eval_log = pd.DataFrame()
-        self.use_amp = self.cfg.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.use_amp = self.training.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         # one encoder pass per step by default on GPUs; per-task passes on CPU, where padding
         # every task to the longest costs more than the extra passes save
-        self.packs_tasks = self.cfg.pack_tasks if self.cfg.pack_tasks is not None else self.device.type == "cuda"
+        self.packs_tasks = self.training.pack_tasks if self.training.pack_tasks is not None else self.device.type == "cuda"
         # Per-task gradients from packed passes need per-task heads and covered encoder layers
         modules = covered_modules(model.encoder)
         own_heads = len(set(model.head_of.values())) == len(model.head_of)
@@ -122,8 +122,8 @@ class JointTrainer:
         # what callbacks may read (callbacks.py): made before they are checked and before any step
         self.context = TrainingContext(
             tasks=tasks, model=model, tokenizer=tokenizer, optimizer=self.optimizer, device=self.device,
-            dist=self.dist, lr=self.cfg.lr, max_length=config.model.max_length, loss_scales=self.loss_scales,
-            packs_tasks=self.packs_tasks, use_amp=self.use_amp, head_warmup_steps=self.cfg.head_warmup_steps,
+            dist=self.dist, lr=self.training.lr, max_length=config.model.max_length, loss_scales=self.loss_scales,
+            packs_tasks=self.packs_tasks, use_amp=self.use_amp, head_warmup_steps=self.training.head_warmup_steps,
             total_steps=self.total_steps)
         self.callbacks.check(self.context)
 
@@ -133,11 +133,11 @@ class JointTrainer:
         def split(named, lr):
             decay = [p for n, p in named if p.ndim > 1]
             no_decay = [p for n, p in named if p.ndim <= 1]
-            return [{"params": decay, "lr": lr, "weight_decay": self.cfg.weight_decay},
+            return [{"params": decay, "lr": lr, "weight_decay": self.training.weight_decay},
                     {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
 
-        return split(list(model.shared_parameters()), self.cfg.lr) + split(
-            list(model.head_parameters()), self.cfg.head_lr)
+        return split(list(model.shared_parameters()), self.training.lr) + split(
+            list(model.head_parameters()), self.training.head_lr)
 
     @property
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
@@ -193,19 +193,19 @@ class JointTrainer:
         return self.eval_log[self.eval_log["step"] == self.step].reset_index(drop=True)
 
     def should_evaluate(self, step: int, last: bool) -> bool:
-        return last or step % self.cfg.eval_every == 0 or step == self.cfg.head_warmup_steps
+        return last or step % self.training.eval_every == 0 or step == self.training.head_warmup_steps
 
     def should_checkpoint(self, step: int, last: bool) -> bool:
         """Every ``checkpoint_every`` steps and at the end (a finished run resumes to its last evaluation)."""
-        return last or step % self.cfg.checkpoint_every == 0
+        return last or step % self.training.checkpoint_every == 0
 
     def train_step(self, step: int) -> dict[str, float]:
         phase = self.phase(step)
         self.model.encoder.requires_grad_(phase == "joint")
         if phase == "head_warmup":  # constant head LR, no encoder update, schedule not started
             for group in self.optimizer.param_groups[2:]:
-                group["lr"] = self.cfg.head_lr
-        elif step == self.cfg.head_warmup_steps + 1:
+                group["lr"] = self.training.head_lr
+        elif step == self.training.head_warmup_steps + 1:
             for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
                 group["lr"] = lr
         # dropout: reproducible, resumable, and different on every process
@@ -227,8 +227,8 @@ class JointTrainer:
             self.reduce_gradients()
         self.callbacks.on_before_optimizer_step(self.context, step, losses)
         params = [p for _, p in self.trainable_parameters]
-        if self.cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        if self.training.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, self.training.max_grad_norm)
         self.optimizer.step()
         if phase == "joint":
             self.scheduler.step()
@@ -339,7 +339,7 @@ class JointTrainer:
 
     def run_evaluation(self, step: int) -> pd.DataFrame:
         metrics = evaluate(self.model, self.tasks, self.tokenizer, max_length=self.config.model.max_length,
-                           batch_size=self.cfg.eval_batch_size, device=self.device, autocast=self.autocast,
+                           batch_size=self.training.eval_batch_size, device=self.device, autocast=self.autocast,
                            encoded=self.encoded)
         metrics.insert(0, "step", step)
         metrics.insert(1, "phase", self.phase(step))

@@ -24,12 +24,13 @@ class Estimator:
 
 _RELATIVE = "relative change of L_j (dimensionless)"
 ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
-    Estimator("lookahead_sgd", "Z_{i→j} = 1 − L_j(θ_s − η g_i) / L_j(θ_s), heads frozen (TAG, Fifty et al. 2021)",
-              _RELATIVE, "probe"),
+    Estimator("lookahead_sgd",
+              "Z_{i→j} = 1 − L_j(θ_s − η g_i) / L_j(θ_s), heads frozen (TAG, Fifty et al. 2021)", _RELATIVE, "probe"),
     Estimator("lookahead_optimizer", "1 − L_j(θ_s + Δ_i) / L_j(θ_s), Δ_i the optimizer's step for g_i alone",
               _RELATIVE, "probe"),
     Estimator("first_order_sgd", "η g_i·g_j / L_j: first-order form of lookahead_sgd", _RELATIVE, "probe"),
-    Estimator("first_order_optimizer", "−Δ_i·g_j / L_j: first-order form of lookahead_optimizer", _RELATIVE, "probe"),
+    Estimator("first_order_optimizer", "−Δ_i·g_j / L_j: first-order form of lookahead_optimizer", _RELATIVE,
+              "probe"),
     Estimator("gram", "g_i·g_j", "loss² per parameter²", "probe"),
     Estimator("cosine", "g_i·g_j / (‖g_i‖ ‖g_j‖)", "none, in [−1, 1]", "probe"),
     Estimator("stream_gram", "g_i·g_j of each training step, averaged over a window", "loss² per parameter²",

@@ -75,17 +75,18 @@ def default_start_step(config: RunConfig) -> int:
 
 def recorders_for(config: RunConfig) -> tuple[list[Callback], int]:
     """The callbacks an affinity run needs, and the first recorded step."""
-    cfg = config.affinity  # its options are checked when the config is made (config.AffinityConfig)
-    start = cfg.start_step if cfg.start_step is not None else default_start_step(config)
-    common = dict(start_step=start, parameters=cfg.parameters, lookahead_lr=cfg.lookahead_lr, seed=config.seed)
+    affinity = config.affinity  # its options are checked when the config is made (config.AffinityConfig)
+    start = affinity.start_step if affinity.start_step is not None else default_start_step(config)
+    common = dict(start_step=start, parameters=affinity.parameters, lookahead_lr=affinity.lookahead_lr, seed=config.seed)
     callbacks: list[Callback] = [StartOfRecording(start)]
-    if cfg.rules:
-        callbacks.append(LookaheadRecorder(rules=cfg.rules, every=cfg.probe_every, batch_size=cfg.probe_batch_size,
-                                           split=cfg.probe_split, sources=cfg.probe_sources,
-                                           targets=cfg.probe_targets, exact=cfg.lookahead == "exact", **common))
-    if cfg.stream:
-        callbacks.append(StreamRecorder(window=cfg.stream_window, optimizer_rule="optimizer" in cfg.rules,
-                                        sketch_dim=cfg.sketch_dim, **common))
+    if affinity.rules:
+        callbacks.append(LookaheadRecorder(rules=affinity.rules, every=affinity.probe_every,
+                                           batch_size=affinity.probe_batch_size, split=affinity.probe_split,
+                                           sources=affinity.probe_sources, targets=affinity.probe_targets,
+                                           exact=affinity.lookahead == "exact", **common))
+    if affinity.stream:
+        callbacks.append(StreamRecorder(window=affinity.stream_window, optimizer_rule="optimizer" in affinity.rules,
+                                        sketch_dim=affinity.sketch_dim, **common))
     return callbacks, start
 
 

@@ -227,7 +227,7 @@ class StudyTrainer(JointTrainer):
     def run_evaluation(self, step: int):
         import pandas as pd
 
-        max_length, size = self.config.model.max_length, self.cfg.eval_batch_size
+        max_length, size = self.config.model.max_length, self.training.eval_batch_size
 
         metrics = evaluate(self.model, self.tasks, self.tokenizer, splits=self.splits, max_length=max_length,
                            batch_size=size, device=self.device, autocast=self.autocast, encoded=self.encoded)
