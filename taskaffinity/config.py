@@ -115,7 +115,9 @@ class AffinityConfig:
     lookahead: str = "exact"  # exact: TAG's lookahead passes per source; first_order: their first-order forms only
     probe_every: int = 10  # exact lookahead probe every k steps
     probe_batch_size: int = 64  # examples per task per probe (TAG used 256 per batch)
-    probe_split: str = "train"  # or "validation": a held-out probe pool never trained on
+    # validation: a held-out pool never trained on (docs/affinity.md: more reliable than train-split
+    # probes, whose gradients shrink as the encoder fits that set); or "train"
+    probe_split: str = "validation"
     probe_sources: int | None = None  # many tasks: sources sampled per probe (default all)
     probe_targets: int | None = None  # many tasks: targets sampled per probe (default all)
     start_step: int | None = None  # first recorded step; default: after the head warm-up and settle_steps

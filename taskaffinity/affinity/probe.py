@@ -140,8 +140,22 @@ class LookaheadRecorder(Callback):
 
         return sample(self.sources), sample(self.targets)
 
+    def pool_half(self, frame_rows: int, task_index: int, step: int) -> np.ndarray:
+        """The rows this step's probe may draw from: one of two fixed, disjoint halves of the pool,
+        alternating from probe to probe.
+
+        Consecutive probes thus see disjoint examples, so the split-half reliability of
+        odd against even probes (``reliability.split_half(..., halves=...)``) counts the noise
+        of the finite probe pool too: random halves of probes drawn from one small pool would
+        share its examples and overstate how well the matrix would replicate on new data.
+        """
+        order = np.random.default_rng([self.seed, task_index, 0x4A1F]).permutation(frame_rows)
+        half = (step // self.every) % 2  # probes are ``every`` steps apart: the parity alternates
+        return np.sort(order[half::2])
+
     def probe_batches(self, context, step: int, names: list[str] | None = None) -> dict[str, dict]:
-        """Seeded probe batch per task (of ``names``, default all), independent of the training sampler."""
+        """Seeded probe batch per task (of ``names``, default all) from this probe's half of the pool,
+        independent of the training sampler."""
         context = training_context(context)
         batches = {}
         for k, (name, task) in enumerate(context.tasks.items()):
@@ -149,7 +163,8 @@ class LookaheadRecorder(Callback):
                 continue
             frame = task.split(self.split)
             rng = np.random.default_rng([self.seed, step, k, 0xAFF])
-            rows = rng.choice(len(frame), size=min(self.batch_size, len(frame)), replace=False)
+            pool = self.pool_half(len(frame), k, step) if len(frame) >= 2 else np.arange(len(frame))
+            rows = rng.choice(pool, size=min(self.batch_size, len(pool)), replace=False)
             batches[name] = collate(task.spec.type, frame.iloc[np.sort(rows)], context.tokenizer,
                                     context.max_length, context.device)
         return batches

@@ -46,6 +46,16 @@ def sample_matrices(store: AffinityStore, estimator: str) -> tuple[list[str], np
     return tasks, cube
 
 
+def pool_halves(store: AffinityStore, estimator: str) -> np.ndarray | None:
+    """For a probe estimator whose probes alternated between two disjoint halves of their example
+    pool: which samples (sorted steps) came from the first half; None otherwise (random halves)."""
+    every = store.metadata.get("probe_every")
+    if estimator.startswith("stream_") or not store.metadata.get("probe_pool_halves") or not every:
+        return None
+    steps = np.sort(store.select(estimator)["step"].unique())
+    return (steps // every) % 2 == 0
+
+
 def _off_diagonal(matrix: np.ndarray) -> np.ndarray:
     return matrix[~np.eye(len(matrix), dtype=bool)]
 
@@ -75,11 +85,19 @@ def _half_means(cube: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
         return np.nanmean(cube[order[:half]], axis=0), np.nanmean(cube[order[half: 2 * half]], axis=0)
 
 
-def split_half(cube: np.ndarray, *, splits: int = SPLITS, seed: int = 0) -> dict:
+def _given_halves(cube: np.ndarray, halves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(cube[halves], axis=0), np.nanmean(cube[~halves], axis=0)
+
+
+def split_half(cube: np.ndarray, *, splits: int = SPLITS, seed: int = 0, halves: np.ndarray | None = None) -> dict:
     """Split-half reliability of the mean of ``cube`` (k, n, n) over its first axis.
 
     Returns ``samples`` (k), ``split_half`` and ``within_target_split_half`` (mean over
-    ``splits`` random halves), and their Spearman–Brown full-length ``reliability`` and
+    ``splits`` random halves, or the one split given by the boolean ``halves`` of length k:
+    probes that drew from disjoint halves of their example pool, see
+    ``LookaheadRecorder.pool_half``), and their Spearman–Brown full-length ``reliability`` and
     ``within_target_reliability``; NaN with fewer than 4 samples. Also ``early_late``
     (within target): the agreement of the first and the second half of the recording. Random
     halves interleave in time, so they measure sampling noise; when ``early_late`` is much
@@ -92,8 +110,8 @@ def split_half(cube: np.ndarray, *, splits: int = SPLITS, seed: int = 0) -> dict
     if k >= 4:
         rng = np.random.default_rng(seed)
         pooled, within = [], []
-        for _ in range(splits):
-            a, b = _half_means(cube, rng)
+        for _ in range(splits if halves is None else 1):
+            a, b = _half_means(cube, rng) if halves is None else _given_halves(cube, np.asarray(halves, bool))
             pooled.append(_spearman(_off_diagonal(a), _off_diagonal(b)))
             within.append(within_target_spearman(a, b))
         out["split_half"] = float(np.nanmean(pooled)) if np.isfinite(pooled).any() else float("nan")
@@ -145,7 +163,7 @@ def estimator_reliability(store: AffinityStore, estimator: str, *, splits: int =
     ``significant_share``: the share of off-diagonal pairs whose interval excludes 0.
     """
     tasks, cube = sample_matrices(store, estimator)
-    out = split_half(cube, splits=splits, seed=seed)
+    out = split_half(cube, splits=splits, seed=seed, halves=pool_halves(store, estimator))
     out[f"samples_for_{target:g}"] = samples_needed(out["within_target_reliability"], out["samples"], target)
     out.update(effect_shares(store.matrix(estimator).to_numpy()))
     if summary is not None:

@@ -109,6 +109,7 @@ def record_affinity(config: RunConfig, out_dir: str | Path | None = None, *, res
         "rules": list(config.affinity.rules), "lookahead": config.affinity.lookahead,
         "probe_every": config.affinity.probe_every,
         "probe_batch_size": config.affinity.probe_batch_size, "probe_split": config.affinity.probe_split,
+        "probe_pool_halves": True,  # probes alternate between disjoint halves of the pool (pool_half)
         "probe_sources": config.affinity.probe_sources, "probe_targets": config.affinity.probe_targets,
         "tasks_per_step": config.training.tasks_per_step,
         "head_warmup_steps": config.training.head_warmup_steps, "start_step": start,

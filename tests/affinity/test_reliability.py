@@ -122,3 +122,33 @@ def within_target(a, b):
     from taskaffinity.affinity.reliability import within_target_spearman
 
     return within_target_spearman(a, b)
+
+
+def test_consecutive_probes_draw_from_disjoint_halves_of_the_pool():
+    from taskaffinity.affinity.probe import LookaheadRecorder
+
+    recorder = LookaheadRecorder(every=5, batch_size=8)
+    first, second, third = (recorder.pool_half(11, 0, step) for step in (20, 25, 30))
+    assert not set(first) & set(second)  # no example in both halves
+    assert sorted(set(first) | set(second)) == list(range(11))  # together: the whole pool
+    assert np.array_equal(first, third)  # every other probe: the same half
+    assert not np.array_equal(first, recorder.pool_half(11, 1, 20))  # each task its own split
+
+
+def test_pool_halves_split_shared_example_noise_that_random_halves_miss():
+    """Probes of one small pool share its examples: a noise term fixed per half of the pool
+    (the examples' own idiosyncrasy) replicates across random halves of probes but not across
+    the two disjoint pool halves, so only the pool split sees it."""
+    rng = np.random.default_rng(0)
+    half_noise = rng.normal(0, 1.0, size=(2, 6, 6))  # one fixed draw per pool half, no signal
+    cube = np.stack([half_noise[k % 2] + rng.normal(0, 0.05, size=(6, 6)) for k in range(20)])
+    halves = np.arange(20) % 2 == 0
+    random_halves = split_half(cube)
+    by_pool = split_half(cube, halves=halves)
+    assert random_halves["within_target_reliability"] > 0.75  # looks reliable ("good")
+    assert verdict(by_pool["within_target_reliability"]) == "mostly noise"  # it is not: new examples disagree
+    rows = [{"step": 20 + 5 * k, "estimator": "gram", "source": s, "target": t, "value": cube[k, i, j]}
+            for k in range(20) for (i, s), (j, t) in itertools.product(enumerate(TASKS), repeat=2)]
+    store = AffinityStore(pd.DataFrame(rows), {"tasks": TASKS, "probe_every": 5, "probe_pool_halves": True})
+    assert estimator_reliability(store, "gram")["within_target_reliability"] == pytest.approx(
+        by_pool["within_target_reliability"])
