@@ -160,6 +160,18 @@ def test_imports_follow_the_pipeline(graph):
     assert problems == [], "arrows against the data flow:\n" + "\n".join(problems)
 
 
+def test_no_layer_reaches_a_forbidden_one_through_others(graph):
+    """The same rules over chains of imports: importing a module imports everything it reaches."""
+    problems = []
+    for area, banned, why in FORBIDDEN:
+        for source in [n for n in graph if _in(n, area)]:
+            for target in nx.descendants(graph, source):
+                if target == banned if banned in EXTERNAL else _in(target, banned):
+                    path = nx.shortest_path(graph, source, target)
+                    problems.append(f"{' -> '.join(path)}: {why}")
+    assert problems == [], "chains against the data flow:\n" + "\n".join(sorted(set(problems)))
+
+
 def print_graph(graph: nx.DiGraph, packages: bool = False) -> None:
     """One ``importer -> imported`` line per internal edge, sorted, package prefix dropped; with
     ``packages`` each subpackage (``affinity``, ``tasks`` ...) is one node and inner arrows are dropped."""
