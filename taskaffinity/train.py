@@ -337,10 +337,13 @@ class JointTrainer:
                 p.grad = torch.zeros_like(p)
         self.dist.sum_tensors_([p.grad for p in used])
 
+    #: splits every evaluation scores (a study job's final evaluation adds ``test``)
+    eval_splits: tuple[str, ...] = ("validation",)
+
     def run_evaluation(self, step: int) -> pd.DataFrame:
-        metrics = evaluate(self.model, self.tasks, self.tokenizer, max_length=self.config.model.max_length,
-                           batch_size=self.training.eval_batch_size, device=self.device, autocast=self.autocast,
-                           encoded=self.encoded)
+        metrics = evaluate(self.model, self.tasks, self.tokenizer, splits=self.eval_splits,
+                           max_length=self.config.model.max_length, batch_size=self.training.eval_batch_size,
+                           device=self.device, autocast=self.autocast, encoded=self.encoded)
         metrics.insert(0, "step", step)
         metrics.insert(1, "phase", self.phase(step))
         self.eval_log = pd.concat([self.eval_log, metrics], ignore_index=True)
