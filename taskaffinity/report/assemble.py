@@ -102,9 +102,7 @@ def affinity_section(run: Path, folder: Path) -> Section:
     groups = _groups(run)
     for estimator in report_order(store.estimators):
         matrix = store.matrix(estimator)
-        summary = store.summary(estimator, n_boot=200, seed=0)
-        significant = summary.pivot(index="source", columns="target", values="significant")
-        mask = ~significant.reindex(index=matrix.index, columns=matrix.columns).fillna(False).astype(bool)
+        mask = store.covers_zero(estimator, n_boot=200, seed=0)
         fig = affinity_heatmap_clustered(matrix, title=estimator, mask=mask, groups=groups)
         section.figures.append((_save(fig, folder, f"heatmap_{estimator}"),
                                 f"{estimator}: run-averaged affinity, clustered (average linkage)"))
