@@ -35,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from taskaffinity.affinity.probe import LookaheadRecorder  # noqa: E402
 from taskaffinity.affinity.stream import StreamRecorder  # noqa: E402
 from taskaffinity.api import build  # noqa: E402
-from taskaffinity.callbacks import CallbackList  # noqa: E402
 from taskaffinity.config import config_from_dict  # noqa: E402
 from taskaffinity.tasks.catalog import CATALOG  # noqa: E402
 from taskaffinity.train import JointTrainer  # noqa: E402
@@ -78,7 +77,7 @@ def measure(n: int, args) -> dict:
         trainer.train_step(step)
     for _ in range(args.rounds):
         for name, callbacks in variants.items():
-            trainer.callbacks = CallbackList(callbacks)
+            trainer.set_callbacks(callbacks)
             if name == "probe":  # the block's one probe falls on its first step
                 callbacks[0].start_step = step + 1
             started = time.perf_counter()

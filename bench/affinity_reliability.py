@@ -39,18 +39,18 @@ from taskaffinity.stats import ceiling  # noqa: E402
 from taskaffinity.affinity.run import recorders_for  # noqa: E402
 from taskaffinity.affinity.store import AffinityStore  # noqa: E402
 from taskaffinity.affinity.stream import StreamRecorder  # noqa: E402
-from taskaffinity.api import train_study  # noqa: E402
 from taskaffinity.config import load_config  # noqa: E402
+from taskaffinity.joint import train_joint_model  # noqa: E402
 
 
 class TrainModeProbe(LookaheadRecorder):
     """A probe that keeps dropout on: the conditions the streamed gradients are measured in."""
 
-    def probe(self, trainer, step):
-        model = trainer.model
+    def probe(self, context, step):
+        model = context.model
         model.eval = lambda: model  # the probe switches to eval mode through this call
         try:
-            return super().probe(trainer, step)
+            return super().probe(context, step)
         finally:
             del model.eval
 
@@ -88,7 +88,7 @@ def main() -> None:
     own, start = recorders_for(config)
     extra = reference_recorders(config, start, args.batch, args.probes)
     started = time.perf_counter()
-    result = train_study(config, None, callbacks=[*own, *extra.values()])
+    result = train_joint_model(config, None, callbacks=[*own, *extra.values()])
     seconds = time.perf_counter() - started
     records = [r for cb in own for r in getattr(cb, "records", [])]
     for prefix, cb in extra.items():

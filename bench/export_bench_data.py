@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from taskaffinity.config import DataConfig  # noqa: E402
 from taskaffinity.encoders import resolve_model_path  # noqa: E402
-from taskaffinity.tasks.derived import real_task_entries  # noqa: E402
+from taskaffinity.tasks.entries import real_task_entries  # noqa: E402
 from taskaffinity.tasks.data import CLASS_TYPES, SPLITS, TaskData  # noqa: E402
 from taskaffinity.tasks.registry import task_spec_from_entry  # noqa: E402
 from taskaffinity.tasks.prepare import prepare_tasks  # noqa: E402

@@ -73,7 +73,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from taskaffinity.affinity.probe import LookaheadRecorder  # noqa: E402
 from taskaffinity.affinity.stream import StreamRecorder  # noqa: E402
 from taskaffinity.api import build  # noqa: E402
-from taskaffinity.callbacks import Callback, CallbackList  # noqa: E402
+from taskaffinity.callbacks import Callback  # noqa: E402
 from taskaffinity.config import config_from_dict  # noqa: E402
 from taskaffinity.tasks.prepare import prepare_tasks  # noqa: E402
 from taskaffinity.tasks.spec import CLASSIFICATION  # noqa: E402
@@ -158,13 +158,14 @@ class JointRunner:
         callbacks = joint_callbacks(variant, args, first_timed)
         # *_per_task: one encoder pass per task (the CPU default) instead of one packed pass
         trainer.packs_tasks = not variant.endswith("_per_task") and device.type == "cuda"
-        trainer.callbacks = CallbackList(callbacks)
-        trainer.callbacks.check(trainer)
+        trainer.context.packs_tasks = trainer.packs_tasks
+        trainer.set_callbacks(callbacks)
+        trainer.callbacks.check(trainer.context)
         resident = memory_mark(device)
         for _ in range(args.warmup):  # first-use allocations (recorder buffers) land here, untimed
             self.step += 1
             trainer.train_step(self.step)
-        trainer.callbacks = CallbackList([counter, *callbacks])  # counter first: it sees the training batches
+        trainer.set_callbacks([counter, *callbacks])  # counter first: it sees the training batches
         synchronize(device)
         started = time.perf_counter()
         for _ in range(args.steps):
@@ -173,7 +174,7 @@ class JointRunner:
         synchronize(device)
         seconds = time.perf_counter() - started
         peak = memory_peak(device)
-        trainer.callbacks = CallbackList([])
+        trainer.set_callbacks([])
         trainer.optimizer.zero_grad(set_to_none=True)
         del callbacks
         release(device)

@@ -38,7 +38,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import taskaffinity.api as api  # noqa: E402
+import taskaffinity.joint as joint  # noqa: E402
 import taskaffinity.evaluate as evaluate  # noqa: E402
 import taskaffinity.study.jobs as jobs  # noqa: E402
 import taskaffinity.study.worker as worker_module  # noqa: E402
@@ -95,7 +95,7 @@ class Meter:
         for cls in (JointTrainer, StudyTrainer):
             self.wrap(cls, "encode", "tokenise")  # every split, at start-up (a worker: cached across jobs)
         self.wrap(evaluate, "predict", "eval passes")
-        self.wrap(api, "load_encoder", "load encoder")
+        self.wrap(joint, "load_encoder", "load encoder")
         self.wrap(worker_module.JobWorker, "base", "load encoder")
         self.wrap(jobs, "load_pool", "read pool")
         self.wrap(worker_module.JobWorker, "pool", "read pool")

@@ -45,9 +45,8 @@ sys.path.insert(0, str(ROOT))
 from taskaffinity.affinity.probe import LookaheadRecorder  # noqa: E402
 from taskaffinity.affinity.stream import StreamRecorder  # noqa: E402
 from taskaffinity.api import build  # noqa: E402
-from taskaffinity.callbacks import CallbackList  # noqa: E402
 from taskaffinity.config import DataConfig, config_from_dict  # noqa: E402
-from taskaffinity.tasks.derived import real_task_entries  # noqa: E402
+from taskaffinity.tasks.entries import real_task_entries  # noqa: E402
 from taskaffinity.train import JointTrainer  # noqa: E402
 
 TINY = {"init": "random", "overrides": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2,
@@ -90,7 +89,7 @@ def measure(n: int, args) -> dict:
     times = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, callbacks in variants.items():
-            trainer.callbacks = CallbackList(callbacks)
+            trainer.set_callbacks(callbacks)
             if name == "probe_sampled":  # the block's one probe falls on its first step
                 callbacks[0].start_step = step + 1
             _sync()

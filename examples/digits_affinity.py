@@ -34,7 +34,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from taskaffinity import AffinityMeter
-from taskaffinity.grouping.cli import store_grouping
+from taskaffinity.study.choose import store_grouping
 from taskaffinity.grouping.output import trust_lines, write_document
 
 TWIN_OF = "parity"

@@ -3,7 +3,8 @@
 One joint multi-task run records inter-task affinities (TAG lookahead, first-order
 and gradient estimators); grouping turns them into task groups. Entry points:
 :class:`AffinityMeter` (affinities in your own training loop), :mod:`taskaffinity.api`
-(``train_study``), :mod:`taskaffinity.affinity.run` (``record_affinity``),
+(``train_joint_model``, ``record_affinity``, ``run_study``, ``build_report``),
+:mod:`taskaffinity.callbacks` (the contract a recorder is written against),
 :mod:`taskaffinity.grouping`, and the ``taskaffinity`` CLI.
 """
 
@@ -12,7 +13,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):  # imported on first use: `import taskaffinity` stays light
     if name == "AffinityMeter":
-        from .affinity.meter import AffinityMeter
+        from .meter import AffinityMeter
 
         return AffinityMeter
     raise AttributeError(f"module 'taskaffinity' has no attribute '{name}'")

@@ -1,102 +1,53 @@
-"""The Python API behind the CLI: one call per user-facing job."""
+"""The Python API behind the CLI: one call per user-facing job.
+
+    train_joint_model(config, out)      one joint multi-task model (taskaffinity train)
+    record_affinity(config, out)        a joint run with affinity recorders, its data and heatmaps
+                                        (taskaffinity affinity)
+    run_study(study, out)               a subset pre-finetuning study (taskaffinity study run)
+    build_report(folder)                report.html + report.md of a run or study folder
+
+Nothing in the library imports this module: it sits on top and composes the layers below.
+"""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-import torch
-import yaml
+from .affinity import run as _affinity_run
+from .affinity.outputs import summaries_of
+from .affinity.run import AffinityResult
+from .affinity.store import AffinityStore
+from .config import RunConfig
+from .joint import TrainResult, build, summarise, train_joint_model
+from .report.affinity_outputs import write_heatmaps
+from .report.assemble import build_report
+from .study.runner import StudyResult
+from .study.runner import run_study as _run_study
+from .tasks.table import STAT_COLUMNS, task_table
 
-from .callbacks import Callback
-from .config import StudyConfig
-from .encoders import load_encoder
-from .evaluate import gain_over_baseline
-from .model import MultiTaskModel
-from .storage import write_json, write_parquet, write_text
-from .tasks.data import TaskData
-from .tasks.prepare import prepare_tasks
-from .train import JointTrainer
-
-
-@dataclass
-class TrainResult:
-    trainer: JointTrainer
-    metrics: pd.DataFrame  # last evaluation, tidy (see evaluate.evaluate)
-    out_dir: Path | None
+train_study = train_joint_model  # its earlier name: it trains one joint model, not a study
 
 
-STAT_COLUMNS = ("rows_read", "dropped_empty", "dropped_duplicates", "dropped_conflicting", "shared_texts",
-                "removed_shared")
+def record_affinity(config: RunConfig, out_dir: str | Path | None = None, *, resume: bool = True,
+                    progress: bool = True, tasks=None) -> AffinityResult:
+    """:func:`taskaffinity.affinity.run.record_affinity`, plus ``heatmap_<estimator>.png`` in ``out_dir``."""
+    result = _affinity_run.record_affinity(config, out_dir, resume=resume, progress=progress, tasks=tasks)
+    if result.writes:
+        write_heatmaps(result.store, result.summaries, result.out_dir, confidence=config.affinity.confidence)
+    return result
 
 
-def task_table(tasks: dict[str, TaskData]) -> pd.DataFrame:
-    """One row per task: what it is, how many examples each split holds, and what preparation did.
-
-    ``rows_read`` .. ``removed_shared``: see ``TaskData.stats`` (0 for tasks derived from
-    another); ``data_fingerprint``: the hash of the prepared data that enters the run's identity.
-    """
-    return pd.DataFrame([
-        {"name": t.name, "family": t.spec.family, "type": t.spec.type, "metric": t.spec.primary_metric,
-         "n_train": len(t.train), "n_val": len(t.validation), "n_test": len(t.test),
-         "n_classes": t.n_classes, "source": t.spec.source,
-         **{k: int(t.stats.get(k, 0)) for k in STAT_COLUMNS}, "data_fingerprint": t.fingerprint()}
-        for t in tasks.values()
-    ])
+def run_study(study, out: str | Path, *, progress: bool = True) -> StudyResult:
+    """:func:`taskaffinity.study.runner.run_study`, plus the heatmaps of its affinity run."""
+    result = _run_study(study, out, progress=progress)
+    folder = Path(out) / "affinity"
+    if (folder / "affinity.parquet").is_file():
+        store = AffinityStore.load(folder / "affinity.parquet")
+        affinity = study.config.affinity
+        summaries = summaries_of(store, n_boot=affinity.bootstrap, level=affinity.confidence, seed=study.config.seed)
+        write_heatmaps(store, summaries, folder, confidence=affinity.confidence)
+    return result
 
 
-def build(config: StudyConfig, *, progress: bool = True,
-          tasks: dict[str, TaskData] | None = None) -> tuple[dict[str, TaskData], MultiTaskModel, object]:
-    """Tasks (prepared here unless given), model and tokenizer of a study; raises a TaskAffinityError on bad input."""
-    tasks = tasks if tasks is not None else prepare_tasks(config.tasks, config.data, progress=progress)
-    torch.manual_seed(config.seed)  # fresh heads (and random-init encoders) are reproducible
-    encoder, tokenizer = load_encoder(config.model)
-    return tasks, MultiTaskModel(encoder, tasks, config.model, seed=config.seed), tokenizer
-
-
-def train_study(config: StudyConfig, out_dir: str | Path | None = None, *, resume: bool = True,
-                callbacks: list[Callback] = (), progress: bool = True, tasks: dict[str, TaskData] | None = None,
-                init_encoder: str | Path | None = None) -> TrainResult:
-    """Run a joint multi-task training; write logs, checkpoints and a summary to ``out_dir``.
-
-    ``tasks``: already prepared task data (default: prepared from ``config``);
-    ``init_encoder``: a safetensors file of encoder weights to start from (a
-    pre-finetuned encoder; heads stay fresh). Everything that can fail on bad
-    input (config, data, model) is checked before ``out_dir`` is created, so a
-    failed start leaves nothing behind.
-    """
-    tasks, model, tokenizer = build(config, progress=progress, tasks=tasks)
-    if init_encoder is not None:
-        from safetensors.torch import load_file
-
-        model.encoder.load_state_dict(load_file(str(init_encoder)))
-    trainer = JointTrainer(config, tasks, model, tokenizer, out_dir=out_dir, callbacks=list(callbacks),
-                           progress=progress)
-    if resume:  # a checkpoint of another configuration or other data is refused before anything is written
-        trainer.resume()
-    out = Path(out_dir) if out_dir else None
-    if out and trainer.dist.main:  # under torchrun, one process writes
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-        write_parquet(out / "tasks.parquet", task_table(tasks))
-    started = time.perf_counter()
-    metrics = trainer.train(resume=resume)
-    if out and trainer.dist.main:
-        write_json(out / "summary.json", summarise(trainer, metrics, time.perf_counter() - started))
-    return TrainResult(trainer=trainer, metrics=metrics, out_dir=out)
-
-
-def summarise(trainer: JointTrainer, metrics: pd.DataFrame, seconds: float) -> dict:
-    primary = metrics[metrics["primary"]]
-    gains = gain_over_baseline(primary)
-    return {
-        "steps": trainer.step,
-        "device": str(trainer.device),
-        "seconds_this_invocation": round(seconds, 2),
-        "tasks": {row.task: {"metric": row.metric, "value": row.value, "baseline": row.baseline}
-                  for row in primary.itertuples()},
-        "tasks_beating_baseline": int((gains > 0).sum()),
-        "mean_gain_over_baseline": float(gains.mean()),
-    }
+__all__ = ["AffinityResult", "RunConfig", "STAT_COLUMNS", "StudyResult", "TrainResult", "build", "build_report",
+           "record_affinity", "run_study", "summarise", "task_table", "train_joint_model", "train_study"]

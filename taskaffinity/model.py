@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .errors import ConfigError
 from .heads import build_head
 from .tasks.data import TaskData
 from .tasks.splits import task_seed
@@ -28,8 +27,6 @@ class MultiTaskModel(nn.Module):
         starts the same whichever other tasks share the model (paired single vs joint runs);
         None draws heads from the global RNG in task order."""
         super().__init__()
-        if cfg.pooling not in ("mean", "cls"):
-            raise ConfigError(f"model.pooling must be 'mean' or 'cls', got '{cfg.pooling}'")
         if getattr(encoder, "pooler", None) is not None:
             # BERT-style poolers are unused by our pooling: drop them, or they would count as
             # shared parameters that never receive a gradient.

@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-SAMPLING_METHODS = ("natural", "uniform", "temperature")
+from .config import SAMPLING_METHODS
 
 
 def task_probabilities(sizes: dict[str, int], method: str = "natural", temperature: float = 2.0) -> dict[str, float]:

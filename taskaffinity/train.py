@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import time
-from itertools import chain
 from pathlib import Path
 
 import pandas as pd
@@ -28,9 +27,9 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .batching import EncodedRows
-from .callbacks import Callback, CallbackList
+from .callbacks import Callback, CallbackList, StepContext, TrainingContext
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import StudyConfig
+from .config import RunConfig
 from .distributed import setup as setup_distributed
 from .errors import ConfigError
 from .evaluate import evaluate
@@ -44,7 +43,7 @@ from .tasks.data import SPLITS, TaskData
 log = logging.getLogger(__name__)
 
 
-def run_fingerprint(config: StudyConfig, tasks: dict[str, TaskData]) -> str:
+def run_fingerprint(config: RunConfig, tasks: dict[str, TaskData]) -> str:
     """Identity of a run: its configuration and each task's prepared data (``TaskData.fingerprint``).
 
     A checkpoint resumes only into the same identity: a changed file is refused like a
@@ -79,30 +78,29 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 class JointTrainer:
     """Trains a MultiTaskModel on all tasks at once; see the module docstring."""
 
-    def __init__(self, config: StudyConfig, tasks: dict[str, TaskData], model: MultiTaskModel, tokenizer, *,
+    def __init__(self, config: RunConfig, tasks: dict[str, TaskData], model: MultiTaskModel, tokenizer, *,
                  out_dir: str | Path | None = None, callbacks: list[Callback] = (), progress: bool = True):
-        self.config, self.cfg = config, config.training
+        self.config, self.training = config, config.training
         self.tasks, self.model, self.tokenizer = tasks, model, tokenizer
         self.out_dir = Path(out_dir) if out_dir else None
-        self.callbacks = CallbackList(callbacks)
         self.dist = setup_distributed()  # one process unless launched by torchrun
         self.progress = progress and self.dist.main
-        self.device = resolve_device(self.cfg.device, self.dist.local_rank)
+        self.device = resolve_device(self.training.device, self.dist.local_rank)
         self.model.to(self.device)
         try:
             self.sampler = HeterogeneousSampler(
-                {name: len(t.train) for name, t in tasks.items()}, batch_size=self.cfg.batch_size,
-                method=self.cfg.sampling, temperature=self.cfg.temperature, seed=config.seed,
-                tasks_per_step=self.cfg.tasks_per_step)
+                {name: len(t.train) for name, t in tasks.items()}, batch_size=self.training.batch_size,
+                method=self.training.sampling, temperature=self.training.temperature, seed=config.seed,
+                tasks_per_step=self.training.tasks_per_step)
         except ValueError as err:  # a bad training option: the user's config, not a crash
             raise ConfigError(f"{config.source_file or 'config'}: {err}") from None
-        self.loss_scales = {name: loss_scale(t.spec.type, t.n_classes) if self.cfg.loss_scaling else 1.0
+        self.loss_scales = {name: loss_scale(t.spec.type, t.n_classes) if self.training.loss_scaling else 1.0
                             for name, t in tasks.items()}
         self.optimizer = torch.optim.AdamW(self.param_groups_for(model))
         self.scheduler = get_scheduler(
-            self.cfg.scheduler, self.optimizer, num_warmup_steps=round(self.cfg.warmup_ratio * self.cfg.steps),
-            num_training_steps=self.cfg.steps)
-        self.total_steps = self.cfg.head_warmup_steps + self.cfg.steps
+            self.training.scheduler, self.optimizer, num_warmup_steps=round(self.training.warmup_ratio * self.training.steps),
+            num_training_steps=self.training.steps)
+        self.total_steps = self.training.head_warmup_steps + self.training.steps
         self.step = 0
         self.step_log: list[dict] = []
         self.data_fingerprints = data_fingerprints(tasks)
@@ -112,15 +110,22 @@ class JointTrainer:
         self._encoded: dict[tuple[str, str], EncodedRows] = {
             (name, split): self.encode(name, split) for name in tasks for split in SPLITS}
         self.eval_log = pd.DataFrame()
-        self.use_amp = self.cfg.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.use_amp = self.training.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         # one encoder pass per step by default on GPUs; per-task passes on CPU, where padding
         # every task to the longest costs more than the extra passes save
-        self.packs_tasks = self.cfg.pack_tasks if self.cfg.pack_tasks is not None else self.device.type == "cuda"
+        self.packs_tasks = self.training.pack_tasks if self.training.pack_tasks is not None else self.device.type == "cuda"
         # Per-task gradients from packed passes need per-task heads and covered encoder layers
         modules = covered_modules(model.encoder)
         own_heads = len(set(model.head_of.values())) == len(model.head_of)
         self.task_gradients = PackedTaskGradients(modules) if modules is not None and own_heads else None
-        self.callbacks.check(self)
+        self.set_callbacks(callbacks)
+        # what callbacks may read (callbacks.py): made before they are checked and before any step
+        self.context = TrainingContext(
+            tasks=tasks, model=model, tokenizer=tokenizer, optimizer=self.optimizer, device=self.device,
+            dist=self.dist, lr=self.training.lr, max_length=config.model.max_length, loss_scales=self.loss_scales,
+            packs_tasks=self.packs_tasks, use_amp=self.use_amp, head_warmup_steps=self.training.head_warmup_steps,
+            total_steps=self.total_steps)
+        self.callbacks.check(self.context)
 
     # -- set-up ------------------------------------------------------------------------------
     def param_groups_for(self, model: MultiTaskModel) -> list[dict]:
@@ -128,17 +133,16 @@ class JointTrainer:
         def split(named, lr):
             decay = [p for n, p in named if p.ndim > 1]
             no_decay = [p for n, p in named if p.ndim <= 1]
-            return [{"params": decay, "lr": lr, "weight_decay": self.cfg.weight_decay},
+            return [{"params": decay, "lr": lr, "weight_decay": self.training.weight_decay},
                     {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
 
-        return split(list(model.shared_parameters()), self.cfg.lr) + split(
-            list(model.head_parameters()), self.cfg.head_lr)
+        return split(list(model.shared_parameters()), self.training.lr) + split(
+            list(model.head_parameters()), self.training.head_lr)
 
     @property
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         """Parameters updated at this phase: encoder (unless frozen) then heads."""
-        named = chain(self.model.encoder.named_parameters(prefix="encoder"), self.model.head_parameters())
-        return [(n, p) for n, p in named if p.requires_grad]
+        return self.context.trainable_parameters
 
     def encode(self, task: str, split: str) -> EncodedRows:
         """Tokenise a task's split (called once per split, at start-up; a study worker caches it)."""
@@ -154,7 +158,7 @@ class JointTrainer:
         return self.encoded(task, "train")
 
     def phase(self, step: int) -> str:
-        return "head_warmup" if step <= self.cfg.head_warmup_steps else "joint"
+        return self.context.phase(step)
 
     def autocast(self):
         if self.use_amp:
@@ -167,7 +171,9 @@ class JointTrainer:
         if resume:
             self.resume()
         self.model.train()
-        self.callbacks.on_train_begin(self)
+        self.callbacks.on_train_begin(self.context)
+        if self.step == 0 and self.callbacks.wants_evaluation(0):  # a callback asked for the state before training
+            self.run_evaluation(0)
         bar = tqdm(total=self.total_steps, initial=self.step, desc="joint training", disable=not self.progress)
         while self.step < self.total_steps:
             step = self.step + 1
@@ -176,30 +182,30 @@ class JointTrainer:
             bar.update(1)
             bar.set_postfix(loss=f"{sum(losses.values()) / max(len(losses), 1):.3f}", phase=self.phase(step))
             last = step == self.total_steps
-            if self.should_evaluate(step, last):
+            if self.should_evaluate(step, last) or self.callbacks.wants_evaluation(step):
                 self.run_evaluation(step)
             if self.out_dir and self.should_checkpoint(step, last):
                 self.save()
         bar.close()
         if self.eval_log.empty or self.eval_log["step"].max() < self.step:
             self.run_evaluation(self.step)
-        self.callbacks.on_train_end(self)
+        self.callbacks.on_train_end(self.context)
         return self.eval_log[self.eval_log["step"] == self.step].reset_index(drop=True)
 
     def should_evaluate(self, step: int, last: bool) -> bool:
-        return last or step % self.cfg.eval_every == 0 or step == self.cfg.head_warmup_steps
+        return last or step % self.training.eval_every == 0 or step == self.training.head_warmup_steps
 
     def should_checkpoint(self, step: int, last: bool) -> bool:
         """Every ``checkpoint_every`` steps and at the end (a finished run resumes to its last evaluation)."""
-        return last or step % self.cfg.checkpoint_every == 0
+        return last or step % self.training.checkpoint_every == 0
 
     def train_step(self, step: int) -> dict[str, float]:
         phase = self.phase(step)
         self.model.encoder.requires_grad_(phase == "joint")
         if phase == "head_warmup":  # constant head LR, no encoder update, schedule not started
             for group in self.optimizer.param_groups[2:]:
-                group["lr"] = self.cfg.head_lr
-        elif step == self.cfg.head_warmup_steps + 1:
+                group["lr"] = self.training.head_lr
+        elif step == self.training.head_warmup_steps + 1:
             for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
                 group["lr"] = lr
         # dropout: reproducible, resumable, and different on every process
@@ -212,20 +218,21 @@ class JointTrainer:
         self.shard_weights = {task: len(rows) / self.step_counts[task] for task, rows in shards.items() if len(rows)}
         batches = {task: self.encoded_train(task).collate(rows, self.device)
                    for task, rows in shards.items() if len(rows)}
-        self.callbacks.on_step_begin(self, step, batches)
+        self.context.step_context = StepContext(step, phase, dict(self.step_counts), dict(self.shard_weights))
+        self.callbacks.on_step_begin(self.context, step, batches)
         self.optimizer.zero_grad(set_to_none=True)
         losses = self.accumulate_gradients(step, batches)
         if self.dist.active:
             losses = self.reduce_losses(losses)
             self.reduce_gradients()
-        self.callbacks.on_before_optimizer_step(self, step, losses)
+        self.callbacks.on_before_optimizer_step(self.context, step, losses)
         params = [p for _, p in self.trainable_parameters]
-        if self.cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        if self.training.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, self.training.max_grad_norm)
         self.optimizer.step()
         if phase == "joint":
             self.scheduler.step()
-        self.callbacks.on_after_optimizer_step(self, step, losses)
+        self.callbacks.on_after_optimizer_step(self.context, step, losses)
         seconds = time.perf_counter() - started
         lr = self.optimizer.param_groups[0]["lr"] if phase == "joint" else 0.0
         for task, loss in losses.items():
@@ -234,26 +241,44 @@ class JointTrainer:
         return losses
 
     def accumulate_gradients(self, step: int, batches: dict) -> dict[str, float]:
-        """Backpropagate each task's weighted loss (b_i / B) · L_i / s_i into ``.grad``.
+        """Backpropagate each task's weighted loss (b_i / B) · L_i / s_i into ``.grad``, along the
+        gradient path chosen when the callbacks were set (:meth:`set_callbacks`).
 
         B is the global batch; under torchrun b_i and L_i are this process's shard's.
         """
-        named = self.trainable_parameters
-        params = [p for _, p in named]
         total = sum(self.step_counts.values())
         weights = {task: len(batch["labels"]) / total / self.loss_scales[task] for task, batch in batches.items()}
+        return self.gradient_path(step, batches, weights)
+
+    def set_callbacks(self, callbacks) -> None:
+        """Use these callbacks from now on, and choose the gradient path they need (once, not per step):
+
+        - ``accumulate_packed``: all tasks in one encoder pass, no per-task gradient (GPU default);
+        - ``accumulate_packed_per_task``: one packed pass, per-task gradients split from it;
+        - ``accumulate_per_task``: one pass per task (CPU default; also when a packed split is
+          impossible: shared heads or encoder layers it does not cover).
+        """
+        self.callbacks = callbacks if isinstance(callbacks, CallbackList) else CallbackList(callbacks)
         if self.packs_tasks and not self.callbacks.wants_task_gradients:
-            return self.accumulate_packed(batches, weights)
-        if self.packs_tasks and self.task_gradients is not None:
-            return self.accumulate_packed_per_task(step, batches, weights)
+            self.gradient_path = self.accumulate_packed
+        elif self.packs_tasks and self.task_gradients is not None:
+            self.gradient_path = self.accumulate_packed_per_task
+        else:
+            self.gradient_path = self.accumulate_per_task
+
+    def accumulate_per_task(self, step: int, batches: dict, weights: dict[str, float]) -> dict[str, float]:
+        """Each task's sub-batch forwarded and backpropagated on its own: the FLOPs of one pass over
+        the whole batch, and each task's own gradient for the callbacks that want it."""
+        params = [p for _, p in self.trainable_parameters]
+        wants = self.callbacks.wants_task_gradients
         losses = {}
         for task, batch in batches.items():
             with self.autocast():
                 loss, _ = self.model.loss(task, batch)
             weight = weights[task]
-            if self.callbacks.wants_task_gradients:
+            if wants:
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
-                self.callbacks.on_task_gradients(self, step, task, loss.detach(), grads)
+                self.callbacks.on_task_gradients(self.context, step, task, loss.detach(), grads)
                 for p, g in zip(params, grads):  # grads stay untouched: callbacks may keep them
                     if g is not None:
                         p.grad = g * weight if p.grad is None else p.grad.add_(g, alpha=weight)
@@ -262,7 +287,7 @@ class JointTrainer:
             losses[task] = loss.detach()
         return _to_floats(losses)
 
-    def accumulate_packed(self, batches: dict, weights: dict[str, float]) -> dict[str, float]:
+    def accumulate_packed(self, step: int, batches: dict, weights: dict[str, float]) -> dict[str, float]:
         """All tasks' sub-batches in one encoder pass and one backward (same gradient, fewer,
         larger kernels: what a GPU needs). Per-task passes remain for recorders that need
         each task's own gradient."""
@@ -280,7 +305,7 @@ class JointTrainer:
             grads = [self.task_gradients.gradient(p, k) if id(p) in self.task_gradients.parts
                      else p.grad / weights[task] if id(p) in own_head and p.grad is not None else None
                      for _, p in named]
-            self.callbacks.on_task_gradients(self, step, task, losses[task], grads)
+            self.callbacks.on_task_gradients(self.context, step, task, losses[task], grads)
         return _to_floats(losses)
 
     def _packed_backward(self, batches: dict, weights: dict[str, float]) -> dict[str, torch.Tensor]:
@@ -312,14 +337,17 @@ class JointTrainer:
                 p.grad = torch.zeros_like(p)
         self.dist.sum_tensors_([p.grad for p in used])
 
+    #: splits every evaluation scores (a study job's final evaluation adds ``test``)
+    eval_splits: tuple[str, ...] = ("validation",)
+
     def run_evaluation(self, step: int) -> pd.DataFrame:
-        metrics = evaluate(self.model, self.tasks, self.tokenizer, max_length=self.config.model.max_length,
-                           batch_size=self.cfg.eval_batch_size, device=self.device, autocast=self.autocast,
-                           encoded=self.encoded)
+        metrics = evaluate(self.model, self.tasks, self.tokenizer, splits=self.eval_splits,
+                           max_length=self.config.model.max_length, batch_size=self.training.eval_batch_size,
+                           device=self.device, autocast=self.autocast, encoded=self.encoded)
         metrics.insert(0, "step", step)
         metrics.insert(1, "phase", self.phase(step))
         self.eval_log = pd.concat([self.eval_log, metrics], ignore_index=True)
-        self.callbacks.on_evaluate(self, step, metrics)
+        self.callbacks.on_evaluate(self.context, step, metrics)
         return metrics
 
     # -- persistence -------------------------------------------------------------------------

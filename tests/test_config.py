@@ -74,3 +74,44 @@ def test_fingerprint_tracks_result_changing_options(tmp_path):
     b = load_config(write(tmp_path, "tasks: [trec6]\ntraining: {steps: 4}\n"))
     c = load_config(write(tmp_path, "tasks: [trec6]\ntraining: {steps: 3}\n"))
     assert a.fingerprint() != b.fingerprint() and a.fingerprint() == c.fingerprint()
+
+
+@pytest.mark.parametrize("section, option, value, message", [
+    ("model", "pooling", "max", "model.pooling must be 'mean' or 'cls', got 'max'"),
+    ("model", "init", "zeros", "model.init must be 'pretrained' or 'random'"),
+    ("model", "max_length", 2, "model.max_length must be at least 4 tokens, got 2"),
+    ("training", "sampling", "random", "training.sampling must be one of natural, uniform, temperature"),
+    ("training", "temperature", 0, "training.temperature must be > 0"),
+    ("training", "steps", 0, "training.steps must be >= 1, got 0"),
+    ("training", "eval_every", 0, "training.eval_every must be >= 1"),
+    ("training", "tasks_per_step", 65, "training.tasks_per_step must be between 1 and batch_size (64)"),
+    ("training", "warmup_ratio", 1.5, "training.warmup_ratio must be in [0, 1]"),
+    ("affinity", "rules", ["adam"], "affinity.rules: unknown rule 'adam' (use sgd, optimizer)"),
+    ("affinity", "lookahead", "taylor", "affinity.lookahead must be exact or first_order"),
+    ("affinity", "probe_split", "test", "affinity.probe_split must be train or validation"),
+    ("affinity", "probe_every", 0, "affinity.probe_every must be >= 1, got 0"),
+    ("affinity", "sketch_dim", 0, "affinity.sketch_dim must be >= 1"),
+    ("affinity", "confidence", 1.0, "affinity.confidence must be in (0, 1)"),
+    ("affinity", "start_step", 400, "affinity.start_step 400 is outside the run's steps 1..300"),
+])
+def test_bad_option_values_are_rejected_when_loaded_naming_file_and_option(tmp_path, section, option, value,
+                                                                            message):
+    import yaml
+
+    path = write(tmp_path, yaml.safe_dump({"tasks": ["trec6"], section: {option: value}}))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: {message}")
+
+
+def test_a_bad_training_option_exits_2_before_anything_is_written(tmp_path):
+    import subprocess
+    import sys
+
+    path = write(tmp_path, "tasks: [trec6]\ntraining: {sampling: proportional}\n")
+    result = subprocess.run([sys.executable, "-m", "taskaffinity.cli", "train", str(path), "--out",
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"taskaffinity: error: {path}: training.sampling must be one of natural, "
+                                     "uniform, temperature, got 'proportional'")
+    assert not (tmp_path / "out").exists()

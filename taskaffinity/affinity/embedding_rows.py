@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .estimators import row_products
+from .formulas import row_products
 from .updates import optimizer_update_rows
 
 

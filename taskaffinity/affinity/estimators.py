@@ -1,60 +1,65 @@
-"""Affinity estimators from per-task gradients and losses (pure tensor functions).
+"""Every affinity estimator the toolkit records: its name, what it measures, its unit and sign.
 
-Notation: g_i = ∇_θs L_i, G_ij = g_i · g_j, L_j the target's loss, η the step size.
-First-order lookahead (Taylor expansion of TAG's Z_{i→j}):
-
-    L_j(θ + Δ_i) ≈ L_j(θ) + Δ_i · g_j   ⇒   Z_{i→j} = 1 − L_j(θ + Δ_i) / L_j(θ) ≈ −Δ_i · g_j / L_j
-
-With the SGD rule Δ_i = −η g_i this is η G_ij / L_j; with the optimizer rule
-Δ_i = −η u_i it is η (u_i · g_j) / L_j. Matrices are indexed [source i, target j].
+One table, read by the recorders (which names they write), the store and the CLI (which names
+exist), the report (in which order to show them) and the docs. Matrices are indexed
+[source i, target j]; notation of :mod:`.formulas`: g_i = ∇_θs L_i, Δ_i the update for g_i
+alone (SGD: −η g_i; optimizer: −η u_i, the optimizer's step from its current state), L_j the
+target's loss. Sign: **positive means i helps j** (i's update lowers j's loss, or their
+gradients point the same way) for every estimator.
 """
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
 
 
-def flatten(tensors: list[torch.Tensor | None], like: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
-    """Concatenate tensors into one float32 vector (missing gradients count as zeros); one kernel."""
-    size = sum(t.numel() for t in like)
-    out = torch.empty(size, dtype=torch.float32, device=like[0].device) if out is None else out
-    pieces = [ref.new_zeros(ref.numel(), dtype=torch.float32) if t is None else t.reshape(-1)
-              for t, ref in zip(tensors, like)]
-    if any(p.dtype != torch.float32 for p in pieces):
-        pieces = [p.float() for p in pieces]
-    return torch.cat(pieces, out=out)
+@dataclass(frozen=True)
+class Estimator:
+    name: str
+    meaning: str  # the formula, in the notation above
+    unit: str
+    recorder: str  # "probe" (probe batches, LookaheadRecorder / AffinityMeter.probe), "stream" (every
+    # training step's sub-batches, StreamRecorder / AffinityMeter.backward) or "feature" (AffinityMeter only)
 
 
-def unflatten(vector: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Views of a flat vector shaped like ``like`` (the inverse of :func:`flatten`)."""
-    out, offset = [], 0
-    for ref in like:
-        out.append(vector[offset : offset + ref.numel()].view_as(ref))
-        offset += ref.numel()
-    return out
+_RELATIVE = "relative change of L_j (dimensionless)"
+ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
+    Estimator("lookahead_sgd",
+              "Z_{i→j} = 1 − L_j(θ_s − η g_i) / L_j(θ_s), heads frozen (TAG, Fifty et al. 2021)", _RELATIVE, "probe"),
+    Estimator("lookahead_optimizer", "1 − L_j(θ_s + Δ_i) / L_j(θ_s), Δ_i the optimizer's step for g_i alone",
+              _RELATIVE, "probe"),
+    Estimator("first_order_sgd", "η g_i·g_j / L_j: first-order form of lookahead_sgd", _RELATIVE, "probe"),
+    Estimator("first_order_optimizer", "−Δ_i·g_j / L_j: first-order form of lookahead_optimizer", _RELATIVE,
+              "probe"),
+    Estimator("gram", "g_i·g_j", "loss² per parameter²", "probe"),
+    Estimator("cosine", "g_i·g_j / (‖g_i‖ ‖g_j‖)", "none, in [−1, 1]", "probe"),
+    Estimator("stream_gram", "g_i·g_j of each training step, averaged over a window", "loss² per parameter²",
+              "stream"),
+    Estimator("stream_cosine", "cosine of each training step's g_i, g_j, averaged over a window",
+              "none, in [−1, 1]", "stream"),
+    Estimator("stream_first_order_sgd", "η g_i·g_j / L_j of each training step, averaged over a window",
+              _RELATIVE, "stream"),
+    Estimator("stream_first_order_optimizer", "−Δ_i·g_j / L_j of each training step, averaged over a window",
+              _RELATIVE, "stream"),
+    Estimator("feature_gram", "c_i·c_j, c_i = ∂L_i/∂z the gradient at the shared representation z",
+              "loss² per feature²", "feature"),
+    Estimator("feature_cosine", "cosine of c_i, c_j", "none, in [−1, 1]", "feature"),
+)}
+
+STREAMED = tuple(name for name, e in ESTIMATORS.items() if e.recorder == "stream")
+FEATURE = tuple(name for name, e in ESTIMATORS.items() if e.recorder == "feature")
+
+#: Which estimators a report shows first (the most reliable and the TAG reference), then the rest by name.
+REPORT_ORDER = ("stream_first_order_sgd", "lookahead_sgd", "stream_cosine", "lookahead_optimizer",
+                "stream_first_order_optimizer")
 
 
-def row_products(a: torch.Tensor, b: torch.Tensor, *, chunk: int = 65536) -> torch.Tensor:
-    """``a @ b.T`` for few long rows (n × P). On CPU, summed over column blocks that stay
-    in cache: 2-3× faster than one GEMM over P ≈ 10^7 columns for n ≈ 8 (measured)."""
-    if a.device.type != "cpu" or a.shape[1] <= chunk:
-        return a @ b.T
-    out = torch.zeros(a.shape[0], b.shape[0], dtype=a.dtype)
-    for block_a, block_b in zip(a.split(chunk, dim=1), b.split(chunk, dim=1)):
-        out.addmm_(block_a, block_b.T)
-    return out
+def report_order(names) -> list[str]:
+    """``names`` in :data:`REPORT_ORDER`, then the others alphabetically."""
+    return sorted(names, key=lambda e: (e not in REPORT_ORDER, REPORT_ORDER.index(e) if e in REPORT_ORDER else 0, e))
 
 
-def cosine_from_gram(gram: torch.Tensor) -> torch.Tensor:
-    norms = gram.diagonal().clamp(min=0).sqrt()
-    return gram / (norms[:, None] * norms[None, :]).clamp(min=1e-30)
-
-
-def first_order_from_products(products: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
-    """−Δ_i · g_j / L_j from the matrix P_ij = −Δ_i · g_j (rows sources, columns targets)."""
-    return products / losses[None, :]
-
-
-def lookahead_ratio(losses_after: torch.Tensor, losses_before: torch.Tensor) -> torch.Tensor:
-    """Exact TAG affinity Z_{i→j} = 1 − L_j(θ after i's update) / L_j(θ); rows i, columns j."""
-    return 1.0 - losses_after / losses_before[None, :]
+def describe(name: str) -> str:
+    """``name: meaning [unit]``; unknown names are returned as they are (stores may hold others)."""
+    e = ESTIMATORS.get(name)
+    return f"{name}: {e.meaning} [{e.unit}]" if e else name

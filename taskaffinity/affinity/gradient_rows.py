@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .estimators import flatten, row_products, unflatten
+from .formulas import flatten, row_products, unflatten
 from .stream import CountSketch, block_products
 from .updates import FlatAdamUpdate, optimizer_update
 

@@ -29,7 +29,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import TaskAffinityError
-from .estimators import cosine_from_gram, first_order_from_products, flatten, lookahead_ratio, unflatten
+from .formulas import cosine_from_gram, first_order_from_products, flatten, lookahead_ratio, unflatten
 from .updates import FlatAdamUpdate, optimizer_update, sgd_update
 
 

@@ -27,8 +27,8 @@ import torch
 from torch.func import functional_call
 
 from ..batching import collate
-from ..callbacks import Callback
-from .estimators import cosine_from_gram, first_order_from_products, flatten, lookahead_ratio, unflatten
+from ..callbacks import Callback, training_context
+from .formulas import cosine_from_gram, first_order_from_products, flatten, lookahead_ratio, unflatten
 from .parameters import select_shared
 from .updates import FlatAdamUpdate, optimizer_update, sgd_update
 
@@ -48,33 +48,34 @@ class LookaheadRecorder(Callback):
         self.records: list[dict] = []
         self.seconds: list[float] = []
 
-    def check(self, trainer) -> None:
-        select_shared(list(trainer.model.shared_parameters()), self.parameters)
+    def check(self, context) -> None:
+        select_shared(list(context.model.shared_parameters()), self.parameters)
 
     def due(self, step: int) -> bool:
         return step >= self.start_step and (step - self.start_step) % self.every == 0
 
-    def on_step_begin(self, trainer, step, batches):
+    def on_step_begin(self, context, step, batches):
         if self.due(step):
-            self.probe(trainer, step)
+            self.probe(context, step)
 
     # -- the probe -----------------------------------------------------------------------------
-    def probe(self, trainer, step: int) -> dict[str, np.ndarray]:
+    def probe(self, context, step: int) -> dict[str, np.ndarray]:
         """Measure all estimators at the current parameters; returns them as [source, target] arrays."""
         import time
 
         started = time.perf_counter()
-        model = trainer.model
+        context = training_context(context)
+        model = context.model
         named = select_shared(list(model.shared_parameters()), self.parameters)
         params = [p for _, p in named]
-        sources, targets = self.pairs(step, list(trainer.tasks))
-        needed = [t for t in trainer.tasks if t in set(sources) | set(targets)]
+        sources, targets = self.pairs(step, list(context.tasks))
+        needed = [t for t in context.tasks if t in set(sources) | set(targets)]
         rng_cpu = torch.get_rng_state()
         rng_cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         was_training = model.training
         model.eval()  # no dropout; no batch-norm statistics would be updated either
         try:
-            batches = self.probe_batches(trainer, step, needed)
+            batches = self.probe_batches(context, step, needed)
             losses, flat = self.losses_and_gradients(model, batches, params, needed)
             at = {t: k for k, t in enumerate(needed)}
             src = torch.tensor([at[t] for t in sources], device=flat.device)
@@ -83,12 +84,12 @@ class LookaheadRecorder(Callback):
             out = {"gram": gram[src][:, tgt], "cosine": cosine_from_gram(gram)[src][:, tgt]}
             target_losses, target_grads = losses[tgt], flat[tgt]
             # Under torchrun each process takes every world-th source; the results are summed.
-            mine = range(trainer.dist.rank, len(sources), trainer.dist.world)
+            mine = range(context.dist.rank, len(sources), context.dist.world)
             for rule in self.rules:
                 after = torch.zeros(len(sources), len(targets), device=flat.device)
                 products = torch.zeros_like(after)  # P_ij = Δ_i · g_j
                 fast = FlatAdamUpdate(params) if rule == "optimizer" and mine else None
-                if fast is not None and not fast.refresh(trainer.optimizer):
+                if fast is not None and not fast.refresh(context.optimizer):
                     fast = None
                 moved = mine if self.exact or rule != "sgd" else ()  # sgd's first-order form needs only G
                 for a in moved:
@@ -97,17 +98,17 @@ class LookaheadRecorder(Callback):
                         delta = fast.minus_update(g_i, out=torch.empty_like(g_i)).neg_()
                         update = unflatten(delta, params)
                     else:
-                        update = self.update(rule, trainer, params, unflatten(g_i, params))
+                        update = self.update(rule, context, params, unflatten(g_i, params))
                     if self.exact:
-                        after[a] = self.losses_after(model, named, update, batches, targets, pack=trainer.packs_tasks)
+                        after[a] = self.losses_after(model, named, update, batches, targets, pack=context.packs_tasks)
                     if rule != "sgd":
                         products[a] = (delta if fast is not None else flatten(update, params)) @ target_grads.T
                 if self.exact:
-                    trainer.dist.sum_(after)
+                    context.dist.sum_(after)
                 if rule == "sgd":  # Δ_i · g_j = −η G_ij: no need to flatten the updates
-                    products = -(self.lookahead_lr or trainer.cfg.lr) * out["gram"]
+                    products = -(self.lookahead_lr or context.lr) * out["gram"]
                 else:
-                    trainer.dist.sum_(products)
+                    context.dist.sum_(products)
                 out[f"first_order_{rule}"] = first_order_from_products(-products, target_losses)
                 if self.exact:
                     out[f"lookahead_{rule}"] = lookahead_ratio(after, target_losses)
@@ -152,19 +153,20 @@ class LookaheadRecorder(Callback):
         half = (step // self.every) % 2  # probes are ``every`` steps apart: the parity alternates
         return np.sort(order[half::2])
 
-    def probe_batches(self, trainer, step: int, names: list[str] | None = None) -> dict[str, dict]:
+    def probe_batches(self, context, step: int, names: list[str] | None = None) -> dict[str, dict]:
         """Seeded probe batch per task (of ``names``, default all) from this probe's half of the pool,
         independent of the training sampler."""
+        context = training_context(context)
         batches = {}
-        for k, (name, task) in enumerate(trainer.tasks.items()):
+        for k, (name, task) in enumerate(context.tasks.items()):
             if names is not None and name not in names:
                 continue
             frame = task.split(self.split)
             rng = np.random.default_rng([self.seed, step, k, 0xAFF])
             pool = self.pool_half(len(frame), k, step) if len(frame) >= 2 else np.arange(len(frame))
             rows = rng.choice(pool, size=min(self.batch_size, len(pool)), replace=False)
-            batches[name] = collate(task.spec.type, frame.iloc[np.sort(rows)], trainer.tokenizer,
-                                    trainer.config.model.max_length, trainer.device)
+            batches[name] = collate(task.spec.type, frame.iloc[np.sort(rows)], context.tokenizer,
+                                    context.max_length, context.device)
         return batches
 
     @staticmethod
@@ -178,10 +180,10 @@ class LookaheadRecorder(Callback):
             losses.append(loss.detach())
         return torch.stack(losses).float(), flat
 
-    def update(self, rule: str, trainer, params, grads) -> list[torch.Tensor]:
+    def update(self, rule: str, context, params, grads) -> list[torch.Tensor]:
         if rule == "sgd":
-            return sgd_update(grads, self.lookahead_lr or trainer.cfg.lr)
-        return optimizer_update(trainer.optimizer, params, grads)
+            return sgd_update(grads, self.lookahead_lr or context.lr)
+        return optimizer_update(context.optimizer, params, grads)
 
     @staticmethod
     @torch.no_grad()

@@ -1,13 +1,9 @@
-"""One joint run with affinity recorders, and everything it writes.
+"""One joint run with affinity recorders: which recorders a run config asks for, and the store,
+summaries and trust report it produces.
 
-``OUT/affinity.parquet``        tidy records + run metadata (see ``store``)
-``OUT/matrix_<estimator>.csv``  run-averaged matrix per estimator (rows sources, columns targets)
-``OUT/summary_<estimator>.csv`` mean, standard error, bootstrap CI, significance per pair
-``OUT/fidelity.json``           how far to trust each matrix: ``reliability`` per estimator (split-half,
-                               significant share, per-target offsets; see ``reliability``) and
-                               ``agreement`` between estimators against their ceilings (see ``fidelity``)
-``OUT/heatmap_<estimator>.png`` annotated heatmap, non-significant cells hatched
-plus the training outputs of :func:`taskaffinity.api.train_study`.
+``OUT/`` holds the data files of :mod:`.outputs` (store, matrices, summaries, ``fidelity.json``)
+plus the training outputs of :func:`taskaffinity.joint.train_joint_model`;
+:func:`taskaffinity.api.record_affinity` adds the heatmaps.
 """
 
 from __future__ import annotations
@@ -19,37 +15,37 @@ import numpy as np
 import pandas as pd
 
 from ..callbacks import Callback
-from ..config import StudyConfig
-from ..errors import ConfigError
+from ..config import RunConfig
 from ..evaluate import gain_over_baseline
-from ..storage import write_figure, write_json, write_text
-from .fidelity import fidelity
+from ..joint import train_joint_model
+from .outputs import summaries_of, trust_report, write_data
 from .probe import LookaheadRecorder
-from .reliability import estimator_reliability
 from .store import AffinityStore
 from .stream import StreamRecorder
-from .updates import RULES
 
 
 @dataclass
 class AffinityResult:
     store: AffinityStore
-    fidelity: dict
+    fidelity: dict  # the content of fidelity.json (see .outputs.trust_report)
     out_dir: Path | None
+    summaries: dict[str, pd.DataFrame] | None = None  # per estimator, see AffinityStore.summary
+    writes: bool = False  # this process wrote out_dir (under torchrun only rank 0 does)
 
 
 class StartOfRecording(Callback):
-    """Evaluates once when recording starts, so the store says which tasks had been learned."""
+    """Has the trainer evaluate just before recording starts (after step ``start_step − 1``), so the
+    store says which tasks had been learned when their affinities were first measured."""
 
     def __init__(self, start_step: int):
         self.start_step = start_step
         self.learned: dict | None = None
 
-    def on_step_begin(self, trainer, step, batches):
-        if step == self.start_step and self.learned is None:
-            evals = trainer.eval_log
-            done = evals[evals["step"] == step - 1] if not evals.empty else evals
-            metrics = done if not done.empty else trainer.run_evaluation(step - 1)
+    def wants_evaluation(self, step):
+        return step == self.start_step - 1 and self.learned is None
+
+    def on_evaluate(self, context, step, metrics):
+        if step == self.start_step - 1 and self.learned is None:
             primary = metrics[metrics["primary"]].reset_index(drop=True)
             gains = gain_over_baseline(primary)
             self.learned = {row.task: {"metric": row.metric, "value": row.value, "baseline": row.baseline,
@@ -62,7 +58,7 @@ class StartOfRecording(Callback):
         self.learned = state["learned"]
 
 
-def default_start_step(config: StudyConfig) -> int:
+def default_start_step(config: RunConfig) -> int:
     """First recorded step: after the head warm-up, and, when the optimizer rule is recorded,
     after ``settle_steps`` joint steps (at most half of them).
 
@@ -77,47 +73,31 @@ def default_start_step(config: StudyConfig) -> int:
     return training.head_warmup_steps + 1 + settle
 
 
-def recorders_for(config: StudyConfig) -> tuple[list[Callback], int]:
+def recorders_for(config: RunConfig) -> tuple[list[Callback], int]:
     """The callbacks an affinity run needs, and the first recorded step."""
-    cfg, training = config.affinity, config.training
-    unknown = [r for r in cfg.rules if r not in RULES]
-    if unknown:
-        raise ConfigError(f"affinity.rules: unknown rule '{unknown[0]}' (use {', '.join(RULES)})")
-    if cfg.lookahead not in ("exact", "first_order"):
-        raise ConfigError(f"affinity.lookahead must be exact or first_order, got '{cfg.lookahead}'")
-    if cfg.probe_split not in ("train", "validation"):
-        raise ConfigError(f"affinity.probe_split must be train or validation, got '{cfg.probe_split}'")
-    for key in ("probe_every", "probe_batch_size", "stream_window", "bootstrap", "probe_sources", "probe_targets"):
-        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
-            raise ConfigError(f"affinity.{key} must be >= 1, got {getattr(cfg, key)}")
-    if cfg.settle_steps < 0:
-        raise ConfigError(f"affinity.settle_steps must be >= 0, got {cfg.settle_steps}")
-    start = cfg.start_step if cfg.start_step is not None else default_start_step(config)
-    total = training.head_warmup_steps + training.steps
-    if not 1 <= start <= total:
-        raise ConfigError(f"affinity.start_step {start} is outside the run's steps 1..{total}")
-    common = dict(start_step=start, parameters=cfg.parameters, lookahead_lr=cfg.lookahead_lr, seed=config.seed)
+    affinity = config.affinity  # its options are checked when the config is made (config.AffinityConfig)
+    start = affinity.start_step if affinity.start_step is not None else default_start_step(config)
+    common = dict(start_step=start, parameters=affinity.parameters, lookahead_lr=affinity.lookahead_lr, seed=config.seed)
     callbacks: list[Callback] = [StartOfRecording(start)]
-    if cfg.rules:
-        callbacks.append(LookaheadRecorder(rules=cfg.rules, every=cfg.probe_every, batch_size=cfg.probe_batch_size,
-                                           split=cfg.probe_split, sources=cfg.probe_sources,
-                                           targets=cfg.probe_targets, exact=cfg.lookahead == "exact", **common))
-    if cfg.stream:
-        callbacks.append(StreamRecorder(window=cfg.stream_window, optimizer_rule="optimizer" in cfg.rules,
-                                        sketch_dim=cfg.sketch_dim, **common))
+    if affinity.rules:
+        callbacks.append(LookaheadRecorder(rules=affinity.rules, every=affinity.probe_every,
+                                           batch_size=affinity.probe_batch_size, split=affinity.probe_split,
+                                           sources=affinity.probe_sources, targets=affinity.probe_targets,
+                                           exact=affinity.lookahead == "exact", **common))
+    if affinity.stream:
+        callbacks.append(StreamRecorder(window=affinity.stream_window, optimizer_rule="optimizer" in affinity.rules,
+                                        sketch_dim=affinity.sketch_dim, **common))
     return callbacks, start
 
 
-def record_affinity(config: StudyConfig, out_dir: str | Path | None = None, *, resume: bool = True,
+def record_affinity(config: RunConfig, out_dir: str | Path | None = None, *, resume: bool = True,
                     progress: bool = True, tasks=None) -> AffinityResult:
-    """Run the joint training with recorders; write the store, matrices, fidelity and heatmaps.
+    """Run the joint training with recorders; write the store, matrices, summaries and fidelity.
 
     ``tasks``: already prepared task data (default: prepared from ``config``).
     """
-    from ..api import train_study
-
     callbacks, start = recorders_for(config)
-    result = train_study(config, out_dir, resume=resume, callbacks=callbacks, progress=progress, tasks=tasks)
+    result = train_joint_model(config, out_dir, resume=resume, callbacks=callbacks, progress=progress, tasks=tasks)
     records = [r for cb in callbacks for r in getattr(cb, "records", [])]
     trainer = result.trainer
     probe = next((cb for cb in callbacks if isinstance(cb, LookaheadRecorder)), None)
@@ -144,37 +124,10 @@ def record_affinity(config: StudyConfig, out_dir: str | Path | None = None, *, r
         "families": {name: task.spec.family for name, task in trainer.tasks.items()},
     }
     store = AffinityStore(pd.DataFrame(records), metadata)
-    summaries = {e: store.summary(e, n_boot=config.affinity.bootstrap, level=config.affinity.confidence,
-                                  seed=config.seed) for e in store.estimators}
+    summaries = summaries_of(store, n_boot=config.affinity.bootstrap, level=config.affinity.confidence,
+                             seed=config.seed)
     report = trust_report(store, summaries, seed=config.seed)
-    if result.out_dir and trainer.dist.main:
-        write_outputs(store, summaries, report, result.out_dir, config)
-    return AffinityResult(store=store, fidelity=report, out_dir=result.out_dir)
-
-
-def trust_report(store: AffinityStore, summaries: dict[str, pd.DataFrame], *, seed: int = 0) -> dict:
-    """``{"reliability": {estimator: ...}, "agreement": {"a vs b": ...}}``: the content of ``fidelity.json``."""
-    reliability = {e: estimator_reliability(store, e, summary=summaries[e], seed=seed) for e in store.estimators}
-    return {"reliability": reliability, "agreement": fidelity(store, reliability=reliability)}
-
-
-def write_outputs(store: AffinityStore, summaries: dict[str, pd.DataFrame], report: dict, out: Path,
-                  config: StudyConfig | None = None, *, confidence: float | None = None) -> None:
-    import matplotlib.pyplot as plt
-
-    from ..report.heatmap import affinity_heatmap
-
-    store.save(out / "affinity.parquet")
-    write_json(out / "fidelity.json", report)
-    for estimator in store.estimators:
-        matrix = store.matrix(estimator)
-        write_text(out / f"matrix_{estimator}.csv", matrix.to_csv())
-        summary = summaries[estimator]
-        write_text(out / f"summary_{estimator}.csv", summary.to_csv(index=False))
-        covers_zero = summary.pivot(index="source", columns="target", values="significant")
-        mask = ~covers_zero.reindex(index=matrix.index, columns=matrix.columns).fillna(False).astype(bool)
-        level = confidence if confidence is not None else config.affinity.confidence
-        fig = affinity_heatmap(matrix, mask=mask, title=f"{estimator} (hatched: {level:.0%} CI covers 0)")
-        write_figure(out / f"heatmap_{estimator}.png", fig, dpi=120)
-        plt.close(fig)
-
+    writes = bool(result.out_dir) and trainer.dist.main
+    if writes:
+        write_data(store, summaries, report, result.out_dir)
+    return AffinityResult(store=store, fidelity=report, out_dir=result.out_dir, summaries=summaries, writes=writes)

@@ -63,11 +63,6 @@ class AffinityStore:
 
         write_parquet(path, self.records, metadata={METADATA_KEY: json.dumps(self.metadata, default=str).encode()})
 
-    def extend(self, rows: pd.DataFrame | list[dict]) -> None:
-        rows = pd.DataFrame(rows)
-        if not rows.empty:
-            self.records = pd.concat([self.records, AffinityStore(rows).records], ignore_index=True)
-
     # -- views ---------------------------------------------------------------------------------
     @property
     def estimators(self) -> list[str]:
@@ -152,6 +147,19 @@ class AffinityStore:
             matrix = pd.Series(means, index=wide.columns).unstack("target").reindex(index=full.index,
                                                                                       columns=full.columns)
             yield matrix.fillna(full).rename_axis(index="source", columns="target")
+
+    def covers_zero(self, estimator: str, *, summary: pd.DataFrame | None = None, **kwargs) -> pd.DataFrame:
+        """Boolean source x target matrix (in :meth:`matrix` order): True where the pair's bootstrap
+        interval covers 0 or the pair was never measured: the cells a heatmap hatches.
+
+        ``summary``: an already computed :meth:`summary` of ``estimator``; else one is computed
+        with ``kwargs`` (``n_boot``, ``level``, ``seed``, ``window``).
+        """
+        summary = self.summary(estimator, **kwargs) if summary is None else summary
+        significant = summary.pivot(index="source", columns="target", values="significant")
+        significant = significant.reindex(index=self.tasks, columns=self.tasks).fillna(False).astype(bool)
+        significant.index.name, significant.columns.name = "source", "target"
+        return ~significant
 
     def significant_matrix(self, estimator: str, **kwargs) -> pd.DataFrame:
         """The mean matrix with entries whose CI covers zero masked as NaN."""

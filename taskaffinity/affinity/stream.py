@@ -29,7 +29,7 @@ import torch
 from ..callbacks import Callback
 from ..errors import ConfigError
 from .embedding_rows import EmbeddingRows, input_embedding
-from .estimators import cosine_from_gram, first_order_from_products, flatten, row_products, unflatten
+from .formulas import cosine_from_gram, first_order_from_products, flatten, row_products, unflatten
 from .parameters import select_shared
 from .updates import FlatAdamUpdate, optimizer_update
 
@@ -74,9 +74,9 @@ class StreamRecorder(Callback):
         self.counts: np.ndarray | None = None
         self._buffers = None
 
-    def check(self, trainer) -> None:
-        select_shared(list(trainer.model.shared_parameters()), self.parameters)
-        if trainer.dist.active and self.sketch_dim and self.optimizer_rule:
+    def check(self, context) -> None:
+        select_shared(list(context.model.shared_parameters()), self.parameters)
+        if context.dist.active and self.sketch_dim and self.optimizer_rule:
             raise ConfigError("affinity.sketch_dim with the optimizer rule is not supported under torchrun: "
                               "the optimizer's direction needs each task's whole reduced gradient "
                               "(drop 'optimizer' from affinity.rules, or the sketch)")
@@ -86,37 +86,37 @@ class StreamRecorder(Callback):
 
     # -- set-up per step -----------------------------------------------------------------------
     @_timed
-    def on_step_begin(self, trainer, step, batches):
+    def on_step_begin(self, context, step, batches):
         if not self.active(step):
             return
         if self._buffers is None:
-            self._setup(trainer)
-        positions = {name: k for k, (name, _) in enumerate(trainer.trainable_parameters)}
+            self._setup(context)
+        positions = {name: k for k, (name, _) in enumerate(context.trainable_parameters)}
         self.positions = [positions[n] for n in self.names]
         self.embedding_position = positions[self.embedding_name] if self.embedding else None
         if self.embedding:
             self.embedding.begin(batches)
         if self.optimizer_rule and self.params:  # state-only parts of the optimizer's step, once per step
-            self.fast_update = self._fast if self._fast.refresh(trainer.optimizer) else None
+            self.fast_update = self._fast if self._fast.refresh(context.optimizer) else None
         # Tasks of the global batch (the same on every process); under torchrun a task may have
         # no rows on this process, and its row must then add nothing to the sum over processes.
-        self.present = [self.tasks.index(t) for t in trainer.step_counts]
-        for task, k in zip(trainer.step_counts, self.present):
+        self.present = [self.tasks.index(t) for t in context.step_context.counts]
+        for task, k in zip(context.step_context.counts, self.present):
             if task not in batches and self.params:
                 self._buffers["g"][k].zero_()
 
-    def _setup(self, trainer):
-        named = select_shared(list(trainer.model.shared_parameters()), self.parameters)
-        self.dist = trainer.dist
+    def _setup(self, context):
+        named = select_shared(list(context.model.shared_parameters()), self.parameters)
+        self.dist = context.dist
         # Row-sparse embeddings need each task's token rows, which differ across processes:
         # under torchrun the embedding matrix is streamed densely instead (same numbers).
-        weight = None if self.dist.active else input_embedding(trainer.model)
+        weight = None if self.dist.active else input_embedding(context.model)
         self.embedding_name = next((n for n, p in named if p is weight), None)
         self.embedding = EmbeddingRows(weight, optimizer_rule=self.optimizer_rule) if self.embedding_name else None
         dense = [(n, p) for n, p in named if n != self.embedding_name]
         self.names = [n for n, _ in dense]
         self.params = [p for _, p in dense]
-        self.tasks = list(trainer.tasks)
+        self.tasks = list(context.tasks)
         size = sum(p.numel() for p in self.params)
         device = named[0][1].device
         self.sketch = CountSketch(size, self.sketch_dim, seed=self.seed, device=device) if self.sketch_dim and size else None
@@ -130,18 +130,18 @@ class StreamRecorder(Callback):
 
     # -- per task ------------------------------------------------------------------------------
     @_timed
-    def on_task_gradients(self, trainer, step, task, loss, grads):
+    def on_task_gradients(self, context, step, task, loss, grads):
         if not self.active(step):
             return
         k = self.tasks.index(task)
         selected = [grads[i] for i in self.positions]
         flat_g = self._store("g", k, selected)
-        if flat_g is not None and trainer.shard_weights[task] != 1.0:  # this process's share of g_i
-            self._buffers["g"][k].mul_(trainer.shard_weights[task])
+        if flat_g is not None and context.step_context.shard_weights[task] != 1.0:  # this process's share of g_i
+            self._buffers["g"][k].mul_(context.step_context.shard_weights[task])
         if self.optimizer_rule and flat_g is not None and not self.dist.active and not self._fused():
-            self._write_minus_update(trainer, k, flat_g)  # (under torchrun: after the reduction)
+            self._write_minus_update(context, k, flat_g)  # (under torchrun: after the reduction)
         if self.embedding:
-            self.embedding.add(task, grads[self.embedding_position], trainer.optimizer)
+            self.embedding.add(task, grads[self.embedding_position], context.optimizer)
 
     def _fused(self) -> bool:
         """Whether −Δ_i·g_j comes from ``block_products`` (else from a stored n×P buffer of −Δ_i).
@@ -149,12 +149,12 @@ class StreamRecorder(Callback):
         ``fast_update`` is only ever set when the optimizer rule is streamed."""
         return self.fast_update is not None and self.sketch is None
 
-    def _write_minus_update(self, trainer, row: int, flat_g: torch.Tensor) -> None:
+    def _write_minus_update(self, context, row: int, flat_g: torch.Tensor) -> None:
         """Row ``row`` of −Δ: the optimizer's direction for the (unsketched) flat gradient alone."""
         if "minus_update" not in self._buffers:
             self._buffers["minus_update"] = torch.zeros_like(self._buffers["g"])
         if self.fast_update is None:
-            update = optimizer_update(trainer.optimizer, self.params, unflatten(flat_g, self.params))
+            update = optimizer_update(context.optimizer, self.params, unflatten(flat_g, self.params))
             self._store("minus_update", row, [d.neg_() for d in update])
         else:
             self._buffers["minus_update"][row] = self.sketch(self.fast_update.minus_update(flat_g, out=self._flat2))
@@ -171,7 +171,7 @@ class StreamRecorder(Callback):
 
     # -- per step ------------------------------------------------------------------------------
     @_timed
-    def on_before_optimizer_step(self, trainer, step, losses):
+    def on_before_optimizer_step(self, context, step, losses):
         if not self.active(step) or len(self.present) < 2:
             return
         # Only the present tasks' rows enter the products (an absent task's row is stale).
@@ -180,9 +180,9 @@ class StreamRecorder(Callback):
             self.dist.sum_(g_all)
             if self.optimizer_rule and not self._fused():
                 for k in self.present:
-                    self._write_minus_update(trainer, k, g_all[k])
-        loss = torch.tensor([losses[t] for t in trainer.step_counts], device=g_all.device)
-        eta = self.lookahead_lr or trainer.cfg.lr
+                    self._write_minus_update(context, k, g_all[k])
+        loss = torch.tensor([losses[t] for t in context.step_context.counts], device=g_all.device)
+        eta = self.lookahead_lr or context.lr
         fused = self._fused()
         gram, products = block_products(g_all, self.present, self.fast_update if fused else None)
         if self.optimizer_rule and not fused:  # P_ij = −Δ_i · g_j from the stored directions
@@ -192,7 +192,7 @@ class StreamRecorder(Callback):
                         else torch.zeros_like(gram))
         if self.embedding:
             emb_gram, emb_update_products = self.embedding.products([self.tasks[k] for k in self.present],
-                                                                    trainer.optimizer)
+                                                                    context.optimizer)
             gram = gram + emb_gram
             if self.optimizer_rule:
                 products = products - emb_update_products

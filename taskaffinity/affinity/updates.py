@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import torch
 
-RULES = ("sgd", "optimizer")
+from ..config import LOOKAHEAD_RULES
+
+RULES = LOOKAHEAD_RULES  # the update rules a lookahead can use (config.LOOKAHEAD_RULES)
 
 
 def sgd_update(grads: list[torch.Tensor], lr: float) -> list[torch.Tensor]:

@@ -7,7 +7,7 @@ Every method follows one scikit-learn style interface: keyword-only settings,
 
 from __future__ import annotations
 
-from ._base import BaseGrouping, GroupingError, evaluate_groups, validate_affinity
+from ._base import BaseGrouping, GroupingError, affinity_distance, evaluate_groups, validate_affinity
 from .hierarchical import HierarchicalGrouping
 from .louvain import LouvainGrouping
 from .spectral import SpectralGrouping
@@ -36,5 +36,5 @@ def accepted_settings(method: str, **settings) -> dict:
 
 
 __all__ = ["BaseGrouping", "GroupingError", "HierarchicalGrouping", "LouvainGrouping", "METHODS",
-           "SpectralGrouping", "TagGrouping", "accepted_settings", "evaluate_groups", "make_grouping",
-           "validate_affinity"]
+           "SpectralGrouping", "TagGrouping", "accepted_settings", "affinity_distance", "evaluate_groups",
+           "make_grouping", "validate_affinity"]

@@ -64,6 +64,22 @@ def validate_affinity(affinity) -> tuple[list[str], np.ndarray]:
     return sources, values
 
 
+def affinity_distance(A: np.ndarray) -> np.ndarray:
+    """Square (n, n) distance ``max(S) − S`` of the symmetrised affinity ``S = (A + Aᵀ) / 2``: tasks
+    with high mutual affinity are close. The maximum is over the finite off-diagonal entries;
+    an unmeasured (NaN) pair gets the largest distance; the diagonal is 0. Hierarchical
+    grouping, the heuristic's start and the report's clustered heatmaps all cluster on it
+    (``scipy.spatial.distance.squareform(D, checks=False)`` gives the condensed form)."""
+    S = (A + A.T) / 2
+    off = ~np.eye(len(S), dtype=bool)
+    finite = S[off & np.isfinite(S)]
+    if not finite.size:
+        return np.zeros_like(S)
+    D = finite.max() - np.where(np.isfinite(S), S, finite.min())
+    np.fill_diagonal(D, 0.0)
+    return D
+
+
 def check_k(k, n: int) -> int:
     """k must be an integer with 1 <= k <= n (n tasks)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):

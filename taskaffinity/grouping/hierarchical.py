@@ -14,20 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import BaseGrouping, GroupingError
+from ._base import BaseGrouping, GroupingError, affinity_distance
 
 LINKAGE_METHODS = ("average", "complete", "single", "weighted")
-
-
-def affinity_distance(A: np.ndarray) -> np.ndarray:
-    """Condensed distance vector ``max(S) - S`` of the symmetrised affinity ``S``."""
-    from scipy.spatial.distance import squareform
-
-    S = (A + A.T) / 2
-    off = ~np.eye(len(A), dtype=bool)
-    D = S[off].max() - S if off.any() else np.zeros_like(S)
-    np.fill_diagonal(D, 0.0)
-    return squareform(np.maximum(D, 0.0), checks=False)
 
 
 class HierarchicalGrouping(BaseGrouping):
@@ -41,6 +30,7 @@ class HierarchicalGrouping(BaseGrouping):
 
     def _fit_groups(self, A: np.ndarray):
         from scipy.cluster.hierarchy import fcluster, linkage
+        from scipy.spatial.distance import squareform
 
         if self.linkage not in LINKAGE_METHODS:
             raise GroupingError(f"unknown linkage '{self.linkage}' (choose from {', '.join(LINKAGE_METHODS)})")
@@ -48,7 +38,7 @@ class HierarchicalGrouping(BaseGrouping):
         if n == 1:
             self.linkage_ = np.empty((0, 4))
             return [(0,)]
-        self.linkage_ = linkage(affinity_distance(A), method=self.linkage)
+        self.linkage_ = linkage(squareform(affinity_distance(A), checks=False), method=self.linkage)
         labels = fcluster(self.linkage_, self.k, criterion="maxclust")
         return [tuple(np.flatnonzero(labels == c).tolist()) for c in np.unique(labels)]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._base import affinity_distance
 from ._blocks import block_values
 
 TOL = 1e-10
@@ -84,10 +85,8 @@ def _linkage_start(A, k):
     n = len(A)
     if n < 2 or k < 2:
         return np.zeros(n, dtype=int)
-    S = (A + A.T) / 2
-    D = S.max() - S
-    np.fill_diagonal(D, 0.0)
-    labels = fcluster(linkage(squareform(D, checks=False), method="average"), k, criterion="maxclust")
+    labels = fcluster(linkage(squareform(affinity_distance(A), checks=False), method="average"), k,
+                      criterion="maxclust")
     return labels - 1
 
 

@@ -12,25 +12,15 @@ from __future__ import annotations
 
 import base64
 import html
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
+from ..affinity.estimators import REPORT_ORDER, report_order
 from ..storage import read_json, write_figure, write_text
+from .section import Section
 
-PREFERRED_ESTIMATORS = ("stream_first_order_sgd", "lookahead_sgd", "stream_cosine", "lookahead_optimizer",
-                        "stream_first_order_optimizer")
-
-
-@dataclass
-class Section:
-    title: str
-    text: list[str] = field(default_factory=list)
-    figures: list[tuple[str, str]] = field(default_factory=list)  # (file stem, caption)
-    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, table)
-    missing: str | None = None
 
 
 def build_report(run_dir: str | Path) -> Path:
@@ -110,16 +100,13 @@ def affinity_section(run: Path, folder: Path) -> Section:
                         "Rows are sources i, columns targets j: positive Z_{i→j} means i's update lowers j's loss. "
                         "Hatched cells: the confidence interval covers 0.")
     groups = _groups(run)
-    for estimator in sorted(store.estimators, key=lambda e: (e not in PREFERRED_ESTIMATORS,
-                                                             PREFERRED_ESTIMATORS.index(e) if e in PREFERRED_ESTIMATORS else 0, e)):
+    for estimator in report_order(store.estimators):
         matrix = store.matrix(estimator)
-        summary = store.summary(estimator, n_boot=200, seed=0)
-        significant = summary.pivot(index="source", columns="target", values="significant")
-        mask = ~significant.reindex(index=matrix.index, columns=matrix.columns).fillna(False).astype(bool)
+        mask = store.covers_zero(estimator, n_boot=200, seed=0)
         fig = affinity_heatmap_clustered(matrix, title=estimator, mask=mask, groups=groups)
         section.figures.append((_save(fig, folder, f"heatmap_{estimator}"),
                                 f"{estimator}: run-averaged affinity, clustered (average linkage)"))
-    lead = next((e for e in PREFERRED_ESTIMATORS if e in store.estimators), store.estimators[0])
+    lead = next((e for e in REPORT_ORDER if e in store.estimators), store.estimators[0])
     fig = affinity_trajectories(store.trajectories(lead))
     section.figures.append((_save(fig, folder, f"trajectories_{lead}"), f"{lead} over training steps, per source"))
     fidelity_path = path.parent / "fidelity.json"
@@ -245,7 +232,7 @@ def _validation_figures(run: Path, results: pd.DataFrame, section: Section, fold
     if agreement is not None and "within_target" in agreement:  # the three best predictors
         shown = agreement.sort_values("within_target", ascending=False)["estimator"].head(3).tolist()
     else:
-        shown = [e for e in PREFERRED_ESTIMATORS if e in store.estimators][:3]
+        shown = [e for e in REPORT_ORDER if e in store.estimators][:3]
     for estimator in shown:
         matrix = store.matrix(estimator)
         numbers = affinity_agreement(gains, matrix)
@@ -262,7 +249,7 @@ def jobs_section(run: Path) -> Section:
     if not (run / "jobs.parquet").is_file():
         section.missing = "no study plan in this folder"
         return section
-    from ..study.runner import study_status
+    from ..study.status import study_status
 
     status = study_status(run)
     counts = status["status"].value_counts()

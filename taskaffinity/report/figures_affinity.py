@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import TaskAffinityError
+from ..grouping import affinity_distance
 
 # Okabe & Ito (2008) colour-blind-safe palette (black last).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
@@ -40,19 +41,15 @@ def _square(matrix: pd.DataFrame) -> pd.DataFrame:
 
 
 def _linkage(matrix: pd.DataFrame, method: str):
-    """Linkage of the tasks of a square matrix: distance = max off-diagonal Z̄ − Z̄, Z̄ = (Z + Zᵀ)/2."""
+    """Linkage of the tasks of a square matrix on :func:`~taskaffinity.grouping._base.affinity_distance`."""
     from scipy.cluster.hierarchy import linkage
     from scipy.spatial.distance import squareform
 
     values = matrix.to_numpy(dtype=float)
-    sym = (values + values.T) / 2
-    off = ~np.eye(len(sym), dtype=bool)
-    finite = sym[off & np.isfinite(sym)]
-    if len(sym) < 2 or not finite.size:
+    off = ~np.eye(len(values), dtype=bool)
+    if len(values) < 2 or not np.isfinite(values[off] + values.T[off]).any():
         return None
-    dist = finite.max() - np.where(np.isfinite(sym), sym, finite.min())  # unmeasured pairs: farthest
-    np.fill_diagonal(dist, 0.0)
-    return linkage(squareform((dist + dist.T) / 2, checks=False), method=method)
+    return linkage(squareform(affinity_distance(values), checks=False), method=method)
 
 
 def cluster_layout(matrix: pd.DataFrame, *, groups=None, method: str = "average"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..storage import read_json
-from .assemble import Section
+from .section import Section
 from .findings import ALPHA, MIN_TEST_N, study_findings
 
 TITLE = "What this shows"

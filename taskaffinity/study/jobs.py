@@ -24,19 +24,11 @@ from pathlib import Path
 import pandas as pd
 
 from ..evaluate import evaluate
+from ..joint import train_joint_model
 from ..storage import write_parquet, write_safetensors
-from ..tasks.data import CLASS_TYPES
-from ..tasks.splits import stratified_cap
 from .plan import FinetuneJob, TrainJob
-from .pool import load_pool
-
-
-def job_folder(root: str | Path, job_id: str) -> Path:
-    return Path(root) / "experiments" / job_id
-
-
-def is_done(root: str | Path, job_id: str) -> bool:
-    return (job_folder(root, job_id) / "result.parquet").is_file()
+from .layout import is_done, job_folder
+from .pool import load_pool, subsample_train
 
 
 @dataclass(frozen=True)
@@ -64,8 +56,7 @@ def run_job(item: tuple, device: str | None = None) -> None:
 
 def run_job_fresh(item: tuple[TrainJob | FinetuneJob, str], device: str | None = None) -> None:
     """The reference path: load everything for this job alone, checkpoint every ``checkpoint_every`` steps."""
-    from ..api import train_study
-
+    
     job, root = item
     folder = job_folder(root, job.id)
     if is_done(root, job.id):
@@ -79,13 +70,13 @@ def run_job_fresh(item: tuple[TrainJob | FinetuneJob, str], device: str | None =
     if isinstance(job, FinetuneJob):
         fraction = job.fraction
         if fraction < 1.0:
-            tasks = {name: _subsample(task, fraction, config.data.split_seed) for name, task in tasks.items()}
+            tasks = {name: subsample_train(task, fraction, config.data.split_seed) for name, task in tasks.items()}
         if job.pretrain is not None:
             init = job_folder(root, job.pretrain) / "encoder.safetensors"
             if not init.is_file():
                 raise FileNotFoundError(f"pre-finetuning job {job.pretrain} has no saved encoder ({init})")
     started = time.perf_counter()
-    result = train_study(config, folder / "run", tasks=tasks, init_encoder=init, progress=False)
+    result = train_joint_model(config, folder / "run", tasks=tasks, init_encoder=init, progress=False)
     trainer = result.trainer
     metrics = result.metrics.drop(columns=["step", "phase"])  # the trainer's final validation scores
     if isinstance(job, FinetuneJob) or job.measure:
@@ -100,14 +91,3 @@ def run_job_fresh(item: tuple[TrainJob | FinetuneJob, str], device: str | None =
         wall_seconds=time.perf_counter() - started, device=str(trainer.device))
     write_parquet(folder / "result.parquet", rows)
     shutil.rmtree(folder / "run" / "checkpoints", ignore_errors=True)  # done: optimizer state is not needed
-
-
-def _subsample(task, fraction: float, seed: int):
-    """A fixed, stratified share of the training split (the same for every seed and checkpoint)."""
-    n = max(1, round(len(task.train) * fraction))
-    train = stratified_cap(task.train, n, seed=seed, stratify=task.spec.type in CLASS_TYPES)
-    return dataclasses.replace(task, train=train.reset_index(drop=True))
-
-
-def read_result(root: str | Path, job_id: str) -> pd.DataFrame:
-    return pd.read_parquet(job_folder(root, job_id) / "result.parquet")

@@ -26,7 +26,7 @@ from itertools import combinations
 
 import pandas as pd
 
-from ..config import AffinityConfig, StudyConfig, TrainConfig
+from ..config import AffinityConfig, RunConfig, TrainConfig
 from .settings import Study
 
 BASELINE = "baseline"
@@ -35,7 +35,7 @@ BASELINE = "baseline"
 @dataclass(frozen=True)
 class TrainJob:
     id: str
-    config: StudyConfig  # tasks: the set; training: study.pretrain
+    config: RunConfig  # tasks: the set; training: study.pretrain
     save_encoder: bool = True  # fine-tuning jobs start from it
     measure: bool = False  # score the members on test (validation studies)
 
@@ -47,7 +47,7 @@ class TrainJob:
 @dataclass(frozen=True)
 class FinetuneJob:
     id: str
-    config: StudyConfig  # tasks: the target; training: study.finetune; seed: the fine-tuning seed
+    config: RunConfig  # tasks: the target; training: study.finetune; seed: the fine-tuning seed
     fraction: float = 1.0
     pretrain: str | None = None  # TrainJob id whose encoder this run starts from; None: the base model
 
@@ -260,14 +260,14 @@ def _served(groups: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
 
 
 # -- identity ------------------------------------------------------------------------------------
-def _job_config(config: StudyConfig, tasks, training: TrainConfig, seed: int) -> StudyConfig:
+def _job_config(config: RunConfig, tasks, training: TrainConfig, seed: int) -> RunConfig:
     """The study config narrowed to one job: only what changes that job's result is left in."""
     wanted = set(tasks)
     return dataclasses.replace(config, tasks=tuple(t for t in config.tasks if t.name in wanted), training=training,
                                seed=seed, name="experiment", affinity=AffinityConfig(), source_file=None)
 
 
-def _job_id(kind: str, config: StudyConfig, data: dict[str, str], **extra) -> str:
+def _job_id(kind: str, config: RunConfig, data: dict[str, str], **extra) -> str:
     """Hash of what changes a job's result: its config, extras, and the data of exactly its tasks."""
     own = {t.name: data[t.name] for t in config.tasks if t.name in data}
     blob = json.dumps({"job": kind, "config": config.to_dict(), **extra, **({"data": own} if own else {})},

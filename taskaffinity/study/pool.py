@@ -20,13 +20,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import StudyConfig
+from ..config import RunConfig
 from ..storage import read_json, write_json, write_parquet
-from ..tasks.data import SPLITS, TaskData
+from ..tasks.data import CLASS_TYPES, SPLITS, TaskData
 from ..tasks.prepare import prepare_tasks
+from ..tasks.splits import stratified_cap
 
 
-def prepare_pool(config: StudyConfig, folder: str | Path, *, progress: bool = True) -> dict[str, str]:
+def prepare_pool(config: RunConfig, folder: str | Path, *, progress: bool = True) -> dict[str, str]:
     """Prepare every task of the study into ``folder``; return each task's data fingerprint."""
     folder = Path(folder)
     index_path = folder / "index.json"
@@ -46,7 +47,7 @@ def prepare_pool(config: StudyConfig, folder: str | Path, *, progress: bool = Tr
     return {name: entry["fingerprint"] for name, entry in entries.items()}
 
 
-def load_pool(config: StudyConfig, folder: str | Path) -> dict[str, TaskData]:
+def load_pool(config: RunConfig, folder: str | Path) -> dict[str, TaskData]:
     """The prepared TaskData of ``config.tasks`` (a subset of the pool) from ``folder``."""
     folder = Path(folder)
     index = read_json(folder / "index.json")["tasks"]
@@ -58,3 +59,11 @@ def load_pool(config: StudyConfig, folder: str | Path) -> dict[str, TaskData]:
         tasks[spec.name] = TaskData(spec=spec, label_names=tuple(meta["label_names"]), n_choices=meta["n_choices"],
                                     stats=dict(meta.get("stats", {})), **frames)
     return tasks
+
+
+def subsample_train(task: TaskData, fraction: float, seed: int) -> TaskData:
+    """A fixed, stratified share of the training split (the same for every seed and checkpoint):
+    the low-resource fine-tuning arms."""
+    n = max(1, round(len(task.train) * fraction))
+    train = stratified_cap(task.train, n, seed=seed, stratify=task.spec.type in CLASS_TYPES)
+    return dataclasses.replace(task, train=train.reset_index(drop=True))

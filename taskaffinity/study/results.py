@@ -21,7 +21,7 @@ from scipy.stats import spearmanr
 
 from ..stats import spearman_brown
 from ..tasks.spec import signed_gain
-from .jobs import is_done, read_result
+from .layout import is_done, read_result
 
 PLAN_KEYS = ["experiment_id", "target"]
 
@@ -39,27 +39,6 @@ def collect_results(root: str | Path, plan: pd.DataFrame) -> pd.DataFrame:
 
 def primary_test(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     return results[results["primary"].astype(bool) & (results["split"] == split)]
-
-
-def label_summary(results: pd.DataFrame, by: tuple[str, ...] = ("target", "label"), split: str = "test") -> pd.DataFrame:
-    """Mean, standard deviation and count over seeds of each target's primary metric, per label,
-    with the difference from the baseline label (same target and fraction) when there is one."""
-    rows = primary_test(results, split)
-    keys = [*by, "metric"]
-    summary = (rows.groupby(keys, sort=False)["value"].agg(mean="mean", std="std", n_seeds="count")
-               .reset_index())
-    summary["n_pretrain_tasks"] = rows.groupby(keys, sort=False)["n_pretrain_tasks"].first().to_numpy()
-    base = summary[summary["label"] == "baseline"]
-    if not base.empty:
-        on = [k for k in by if k != "label"] + ["metric"]
-        merged = summary.merge(base[on + ["mean"]].rename(columns={"mean": "baseline_mean"}), on=on, how="left")
-        summary["delta_vs_baseline"] = signed_gain(merged["mean"], merged["baseline_mean"], merged["metric"]).to_numpy()
-    return summary
-
-
-def transfer_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Targets × labels of mean metric (Padmakumar et al. 2022, Table 2 layout), labels in plan order."""
-    return summary.pivot(index="target", columns="label", values="mean")[list(dict.fromkeys(summary["label"]))]
 
 
 # -- validation studies ----------------------------------------------------------------------------

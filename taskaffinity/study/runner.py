@@ -29,9 +29,10 @@ from .executors import make_executor
 from .jobs import JobOptions, is_done, job_folder, run_job
 from .plan import Plan, make_plan
 from .pool import load_pool, prepare_pool
-from .results import (affinity_agreement, arm_summary, collect_results, gain_reliability, label_summary,
-                      measured_gains, transfer_table)
+from .results import affinity_agreement, arm_summary, collect_results, gain_reliability, measured_gains
 from .settings import Study
+from .status import study_status
+from .tables import label_summary, transfer_means
 
 
 @dataclass
@@ -132,7 +133,7 @@ def _affinity_run(study: Study, out: Path, progress: bool):
 
 
 def _choose_groups(study: Study, store, out: Path) -> tuple[dict, dict]:
-    from ..grouping.cli import store_grouping
+    from .choose import store_grouping
     from ..grouping.output import write_document
 
     settings = study.settings.grouping
@@ -151,7 +152,7 @@ def study_tables(study: Study, results: pd.DataFrame, affinity=None) -> dict[str
     kind = study.settings.kind
     if kind == "combinations":
         summary = label_summary(results)
-        return {"summary": summary, "transfer": transfer_table(summary)}
+        return {"summary": summary, "transfer": transfer_means(summary)}
     if kind == "scaling":
         return {"summary": label_summary(results)}
     if kind == "low_resource":
@@ -189,26 +190,6 @@ def agreement_table(store, gains: pd.DataFrame, noise: dict, *, seed: int = 0) -
                      "within_p": agreement["within_target_p"], "within_ceiling": noise["within_target_ceiling"],
                      "estimator_reliability": own, "attainable": attainable, "n_pairs": agreement["n_pairs"],
                      "cost_seconds": seconds, "cost_share_of_run": (seconds / training) if seconds else None})
-    return pd.DataFrame(rows)
-
-
-def study_status(out_dir: str | Path) -> pd.DataFrame:
-    """``experiment_id, job_type, tasks, labels, status, error`` for every planned job."""
-    out = Path(out_dir)
-    jobs = pd.read_parquet(out / "jobs.parquet")
-    plan = pd.read_parquet(out / "plan.parquet")
-    labels = plan.groupby("experiment_id", sort=False)["label"].agg(lambda v: ", ".join(dict.fromkeys(v)))
-    rows = []
-    for job in jobs.itertuples():
-        folder = job_folder(out, job.experiment_id)
-        if (folder / "result.parquet").is_file():
-            status, error = "done", None
-        elif (folder / "error.json").is_file():
-            status, error = "failed", read_json(folder / "error.json")["error"]
-        else:
-            status, error = "pending", None
-        rows.append({"experiment_id": job.experiment_id, "job_type": job.job_type, "tasks": job.tasks,
-                     "labels": labels.get(job.experiment_id, ""), "status": status, "error": error})
     return pd.DataFrame(rows)
 
 

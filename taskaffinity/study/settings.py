@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import ExecutorConfig, StudyConfig, TrainConfig, _build, _reject_unknown, coerce, load_config
+from ..config import ExecutorConfig, RunConfig, TrainConfig, _build, _reject_unknown, coerce, load_config
 from ..errors import ConfigError
 
 KINDS = ("combinations", "scaling", "low_resource", "validation")
@@ -59,7 +59,7 @@ class StudySettings:
     finetune: TrainConfig = field(default_factory=TrainConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
-    def pool(self, config: StudyConfig) -> tuple[str, ...]:
+    def pool(self, config: RunConfig) -> tuple[str, ...]:
         """Tasks that can be pre-finetuned on: the pool without the targets."""
         return tuple(t.name for t in config.tasks if t.name not in self.targets)
 
@@ -69,7 +69,7 @@ class StudySettings:
 
 @dataclass(frozen=True)
 class Study:
-    config: StudyConfig
+    config: RunConfig
     settings: StudySettings
 
 
@@ -87,7 +87,7 @@ def load_study(path: str | Path) -> Study:
     return Study(config, settings_from_dict(raw, config, where=str(path), base_dir=path.parent))
 
 
-def settings_from_dict(raw, config: StudyConfig, *, where: str, base_dir: Path) -> StudySettings:
+def settings_from_dict(raw, config: RunConfig, *, where: str, base_dir: Path) -> StudySettings:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: 'study' must be a mapping")
     _reject_unknown(raw, STUDY_KEYS, where, "study.")
@@ -193,7 +193,9 @@ def _validation(raw: dict, where: str) -> dict:
 
 
 def _grouping(raw: dict, where: str) -> GroupingSettings:
+    from ..affinity.estimators import ESTIMATORS
     from ..grouping import METHODS
+    from ..grouping.tag import SOLVERS
 
     settings = _build(GroupingSettings, raw, where, "study.grouping")
     if settings.method not in METHODS:
@@ -203,6 +205,11 @@ def _grouping(raw: dict, where: str) -> GroupingSettings:
         raise ConfigError(f"{where}: study.grouping.k must be >= 1, got {settings.k}")
     if settings.bootstrap < 0:
         raise ConfigError(f"{where}: study.grouping.bootstrap must be >= 0, got {settings.bootstrap}")
+    if settings.estimator not in ESTIMATORS:
+        raise ConfigError(f"{where}: study.grouping.estimator must be one of {', '.join(ESTIMATORS)}, "
+                          f"got {settings.estimator!r}")
+    if settings.solver not in SOLVERS:
+        raise ConfigError(f"{where}: study.grouping.solver must be one of {', '.join(SOLVERS)}, got {settings.solver!r}")
     return settings
 
 

@@ -35,13 +35,12 @@ from pathlib import Path
 
 import torch
 
-from ..evaluate import evaluate
 from ..model import MultiTaskModel
 from ..storage import read_json, write_parquet, write_safetensors
 from ..train import JointTrainer
-from .jobs import _subsample, is_done, job_folder
+from .layout import is_done, job_folder
 from .plan import FinetuneJob, TrainJob
-from .pool import load_pool
+from .pool import load_pool, subsample_train
 
 
 def _key(value) -> str:
@@ -189,7 +188,7 @@ class JobWorker:
     def _subsample(self, key: tuple, task):
         """The job's fixed share of a task's training rows (``key`` ends with fraction, split seed)."""
         if key not in self._subsamples:
-            self._subsamples[key] = _subsample(task, key[3], key[4])
+            self._subsamples[key] = subsample_train(task, key[3], key[4])
         return self._subsamples[key]
 
 
@@ -199,7 +198,7 @@ class StudyTrainer(JointTrainer):
 
     def __init__(self, *args, worker: JobWorker, data_key: tuple, splits: tuple[str, ...],
                  checkpoint_seconds: float, **kwargs):
-        self.worker, self.data_key, self.splits = worker, data_key, splits
+        self.worker, self.data_key, self.eval_splits = worker, data_key, tuple(splits)
         self.checkpoint_seconds = checkpoint_seconds
         self._last_save = time.perf_counter()
         super().__init__(*args, **kwargs)
@@ -223,19 +222,6 @@ class StudyTrainer(JointTrainer):
     def save(self) -> None:
         super().save()
         self._last_save = time.perf_counter()
-
-    def run_evaluation(self, step: int):
-        import pandas as pd
-
-        max_length, size = self.config.model.max_length, self.cfg.eval_batch_size
-
-        metrics = evaluate(self.model, self.tasks, self.tokenizer, splits=self.splits, max_length=max_length,
-                           batch_size=size, device=self.device, autocast=self.autocast, encoded=self.encoded)
-        metrics.insert(0, "step", step)
-        metrics.insert(1, "phase", self.phase(step))
-        self.eval_log = pd.concat([self.eval_log, metrics], ignore_index=True)
-        self.callbacks.on_evaluate(self, step, metrics)
-        return metrics
 
 
 _WORKER: JobWorker | None = None

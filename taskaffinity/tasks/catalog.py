@@ -24,7 +24,6 @@ import pandas as pd
 from taskaffinity.errors import TaskDataError
 from taskaffinity.tasks.sources import packages, wordnet
 
-TASK_TYPES = ("classification", "pair_classification", "regression", "multiple_choice")
 _COLUMNS = {
     "classification": ["text", "label"],
     "pair_classification": ["text", "text_pair", "label"],

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import DataConfig
 from ..errors import MissingSourceError
 from .catalog import CATALOG, available, get_entry
+from .data_config import DataConfig
 from .prepare import prepare_tasks
 from .registry import task_spec_from_entry
+from .table import task_table
 
 
 def catalog_table(data: DataConfig = DataConfig()) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -19,8 +20,6 @@ def catalog_table(data: DataConfig = DataConfig()) -> tuple[pd.DataFrame, dict[s
     De-duplication runs over the whole catalog, as in a study that uses every task.
     A task whose source is missing is reported and the others are still listed.
     """
-    from ..api import task_table
-
     missing = {n: get_entry(n).install_hint for n in CATALOG if not available(n)}
     while True:
         specs = [task_spec_from_entry(n, where="catalog", base_dir=Path(".")) for n in CATALOG if n not in missing]

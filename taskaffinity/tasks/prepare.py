@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..config import DataConfig
 from ..errors import TaskDataError
 from .data import CLASS_TYPES, SPLITS, TaskData, clean_examples, encode_labels, normalise_columns
+from .data_config import DataConfig
 from .derived import is_one_vs_rest, one_vs_rest_data
 from .registry import read_source
 from .spec import TaskSpec

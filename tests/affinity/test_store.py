@@ -84,3 +84,18 @@ def test_fidelity_of_a_scaled_copy_is_perfect():
     assert report["per_probe"]["sign_agreement"]["min"] == 1.0
     anti = agreement(np.array([1.0, 2.0, 3.0, -1.0]), np.array([-1.0, -2.0, -3.0, 1.0]))
     assert anti["pearson"] == pytest.approx(-1.0) and anti["sign_agreement"] == 0.0
+
+
+def test_covers_zero_is_the_hatching_mask_of_the_bootstrap_intervals():
+    store, truth = make_store()
+    mask = store.covers_zero("lookahead_sgd", n_boot=500)
+    assert list(mask.index) == list(mask.columns) == TASKS and mask.dtypes.eq(bool).all()
+    # |truth| >= 0.2 is 9+ standard errors (0.1 / sqrt(20)) away from 0; truth 0 is covered unless by chance
+    assert not mask.to_numpy()[np.abs(truth) >= 0.2].any()
+    summary = store.summary("lookahead_sgd", n_boot=500)
+    expected = summary.pivot(index="source", columns="target", values="significant").reindex(
+        index=TASKS, columns=TASKS)
+    assert mask.equals(~expected.astype(bool))
+    assert store.covers_zero("lookahead_sgd", summary=summary).equals(mask)
+    unmeasured = AffinityStore(store.records[store.records["source"] != "c"], store.metadata)
+    assert unmeasured.covers_zero("lookahead_sgd", n_boot=50).loc["c"].all()  # never measured: hatched

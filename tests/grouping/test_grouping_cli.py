@@ -13,7 +13,7 @@ import yaml
 
 from taskaffinity.affinity.store import AffinityStore
 from taskaffinity.errors import TaskAffinityError
-from taskaffinity.grouping.cli import add_commands
+from taskaffinity.cli.grouping import add_commands
 
 TASKS = ["a1", "a2", "a3", "b1", "b2", "b3"]
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from taskaffinity.report.findings import own_groups
 from taskaffinity.study import load_study
-from taskaffinity.study.jobs import _subsample
+from taskaffinity.study.pool import subsample_train as _subsample
 from taskaffinity.study.plan import make_plan
 from taskaffinity.study.pool import load_pool, prepare_pool
 

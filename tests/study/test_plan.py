@@ -183,3 +183,16 @@ def test_shipped_study_files_load_and_plan(path):
     assert plan.measurements
     for job in plan.train_jobs.values():
         assert not set(job.tasks) & set(study.settings.targets)
+
+
+@pytest.mark.parametrize("grouping, message", [
+    ({"estimator": "stream_cosin"}, "study.grouping.estimator must be one of lookahead_sgd, "),
+    ({"solver": "ilp"}, "study.grouping.solver must be one of auto, exact, heuristic, got 'ilp'"),
+    ({"method": "kmeans"}, "study.grouping.method must be one of tag, hierarchical, spectral, louvain"),
+])
+def test_bad_grouping_settings_are_rejected_when_loaded(tmp_path, grouping, message):
+    path = study_file(tmp_path, {"kind": "combinations", "targets": ["rt_subjectivity"], "groups": "affinity",
+                                 "grouping": grouping})
+    with pytest.raises(ConfigError) as err:
+        load_study(path)
+    assert str(err.value).startswith(f"{path}: {message}")

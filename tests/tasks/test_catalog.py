@@ -10,6 +10,7 @@ import pytest
 from taskaffinity.errors import MissingSourceError, TaskDataError
 from taskaffinity.tasks import catalog
 from taskaffinity.tasks.sources import chunk_sentences, dedupe, packages, wordnet
+from taskaffinity.tasks.spec import TASK_TYPES
 
 NAMES = catalog.catalog_names()
 
@@ -30,7 +31,7 @@ def test_catalog_size_and_families():
     for name in NAMES:
         entry = catalog.get_entry(name)
         assert entry.name == name
-        assert entry.type in catalog.TASK_TYPES
+        assert entry.type in TASK_TYPES
         assert entry.metric in ("accuracy", "macro_f1", "pearson")
         assert (entry.metric == "pearson") == (entry.type == "regression")
         assert entry.install_hint and entry.licence and entry.source and entry.description

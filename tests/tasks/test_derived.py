@@ -8,7 +8,7 @@ import pytest
 from taskaffinity.config import config_from_dict
 from taskaffinity.errors import ConfigError
 from taskaffinity.tasks.data import SPLITS
-from taskaffinity.tasks.derived import one_vs_rest_entries
+from taskaffinity.tasks.entries import one_vs_rest_entries
 from taskaffinity.tasks.prepare import prepare_tasks
 
 DATA = {"max_train": 300, "max_eval": 100}

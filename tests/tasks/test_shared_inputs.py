@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from taskaffinity.api import task_table
+from taskaffinity.tasks.table import task_table
 from taskaffinity.config import DataConfig, config_from_dict
 from taskaffinity.errors import ConfigError, TaskDataError
 from taskaffinity.tasks.prepare import prepare_tasks

@@ -23,8 +23,8 @@ def add_commands(subparsers) -> None:
 
 
 def cmd_run(args) -> int:
-    from .runner import run_study
-    from .settings import load_study
+    from ..api import run_study
+    from ..study.settings import load_study
 
     result = run_study(load_study(args.config), args.out, progress=not args.quiet)
     _print_status(result.status)
@@ -38,7 +38,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .runner import study_status
+    from ..study.status import study_status
 
     if not (Path(args.folder) / "jobs.parquet").is_file():
         raise ConfigError(f"{args.folder} is not a study folder (no jobs.parquet): run `taskaffinity study run` first")

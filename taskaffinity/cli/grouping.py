@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import json
 
-from ._base import GroupingError
+from ..affinity.estimators import ESTIMATORS
+from ..grouping import METHODS, GroupingError
+from ..study.choose import store_grouping
 
-METHOD_NAMES = ("tag", "hierarchical", "spectral", "louvain")
+METHOD_NAMES = tuple(METHODS)
+ESTIMATOR_HELP = f"affinity estimator: {', '.join(ESTIMATORS)} (default: the only one recorded)"
 
 
 def add_commands(subparsers) -> None:
     """Register ``group`` and ``sources`` on an argparse subparsers object."""
     group = subparsers.add_parser("group", help="group tasks to train together from an affinity file")
     group.add_argument("affinity", help="affinity.parquet written by an affinity run")
-    group.add_argument("--estimator", help="affinity estimator (default: the only one recorded)")
+    group.add_argument("--estimator", help=ESTIMATOR_HELP)
     group.add_argument("--method", default="tag", help="tag (default), hierarchical, spectral or louvain")
     group.add_argument("--k", type=int, required=True, help="number of groups (at most)")
     group.add_argument("--solver", default="auto", help="tag only: auto (default), exact or heuristic")
@@ -35,7 +38,7 @@ def add_commands(subparsers) -> None:
     sources.add_argument("affinity", help="affinity.parquet written by an affinity run")
     sources.add_argument("--target", required=True, help="target task")
     sources.add_argument("--top", type=int, help="show the N best sources")
-    sources.add_argument("--estimator", help="affinity estimator (default: the only one recorded)")
+    sources.add_argument("--estimator", help=ESTIMATOR_HELP)
     sources.add_argument("--bootstrap", type=int, default=200,
                          help="resamples of the probes/windows for the ranks' stability (default 200; 0: none)")
     sources.add_argument("--json", action="store_true", help="print a JSON list of objects")
@@ -60,26 +63,8 @@ def _check_bootstrap(n: int) -> None:
         raise GroupingError(f"--bootstrap must be >= 0, got {n}")
 
 
-def store_grouping(store, estimator: str, method: str, *, n_boot: int = 100, seed: int = 0,
-                   progress: bool = False, **settings) -> dict:
-    """The grouping document of ``method`` on a store's ``estimator``, with the estimator's
-    reliability and the grouping's stability over ``n_boot`` resamples of the run's probes or
-    windows (used by ``taskaffinity group`` and by studies with ``groups: affinity``)."""
-    from tqdm.auto import tqdm
-
-    from ..affinity.reliability import estimator_reliability
-    from .stability import choose_groups
-
-    resamples = None
-    if n_boot and store.select(estimator)["step"].nunique() > 1:
-        resamples = tqdm(store.bootstrap_matrices(estimator, n_boot=n_boot, seed=seed), total=n_boot,
-                         desc="grouping stability", disable=not progress, leave=False)
-    return choose_groups(store.matrix(estimator), method, resamples=resamples, estimator=estimator,
-                         reliability=estimator_reliability(store, estimator, seed=seed), seed=seed, **settings)
-
-
 def cmd_group(args) -> int:
-    from .output import trust_lines, write_document
+    from ..grouping.output import trust_lines, write_document
 
     if args.method not in METHOD_NAMES:
         raise GroupingError(f"unknown grouping method '{args.method}' (choose from {', '.join(METHOD_NAMES)})")
@@ -112,7 +97,7 @@ def cmd_group(args) -> int:
 
 
 def cmd_sources(args) -> int:
-    from .sources import rank_sources
+    from ..grouping.sources import rank_sources
 
     _check_bootstrap(args.bootstrap)
     store, estimator, matrix = _load(args.affinity, args.estimator)

@@ -12,12 +12,15 @@
 Every recorded step, ``backward`` computes g_i = ∇_θs L_i for each task (θ_s: the
 shared parameters), forms the step's Gram matrix G_ij = g_i·g_j and, with an
 optimizer, P_ij = −Δ_i·g_j (Δ_i: the optimizer's step for g_i alone), turns them into
-the streamed estimators of ``windows`` (same definitions, names and [source i,
+the streamed estimators of :mod:`taskaffinity.affinity.windows` (same definitions, names and [source i,
 target j] convention as the ``taskaffinity affinity`` run) and averages them over
 windows of ``window`` recorded steps. It writes Σ_i w_i ∇L_i into ``.grad`` of every
 trainable parameter of ``model`` (heads included), adding to what is there, exactly
 as ``sum(w_i * L_i).backward()`` would. :meth:`probe` measures TAG's exact lookahead
-(``lookahead``) on a probe batch of the caller's choice.
+(:mod:`taskaffinity.affinity.lookahead`) on a probe batch of the caller's choice.
+The meter is a front over ``affinity/`` for loops the toolkit does not run, as
+:mod:`taskaffinity.lightning` is for Lightning; its :meth:`~AffinityMeter.save` writes the
+folder an affinity run writes (data and heatmaps).
 
 Per-task gradients cost one backward per task (``torch.autograd.grad`` of L_i, graph
 kept until the last task):
@@ -43,12 +46,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..errors import TaskAffinityError
-from .gradient_rows import GradientRows
-from .lookahead import batched_gradients, lookahead, task_losses
-from .store import COLUMNS, AffinityStore
-from .updates import RULES
-from .windows import FEATURE, STREAMED, WindowedMeans, feature_estimates, step_estimates
+from .affinity.gradient_rows import GradientRows
+from .affinity.lookahead import batched_gradients, lookahead, task_losses
+from .affinity.outputs import summaries_of, trust_report
+from .affinity.store import COLUMNS, AffinityStore
+from .affinity.updates import RULES
+from .affinity.windows import FEATURE, STREAMED, WindowedMeans, feature_estimates, step_estimates
+from .errors import TaskAffinityError
+from .report.affinity_outputs import write_affinity_outputs
 
 
 class AffinityMeter:
@@ -339,14 +344,12 @@ class AffinityMeter:
         """Write what ``taskaffinity affinity`` writes: ``affinity.parquet``, ``matrix_*.csv``,
         ``summary_*.csv`` (mean, se, bootstrap CI), ``fidelity.json`` (reliability and
         agreement) and ``heatmap_*.png``. ``metadata`` is added to the store's."""
-        from .run import trust_report, write_outputs
-
         store = self.store
         if store.records.empty:
             raise TaskAffinityError("AffinityMeter.save: nothing recorded yet (no finished window or probe)")
         store.metadata.update(metadata or {})
-        summaries = {e: store.summary(e, n_boot=n_boot, level=level, seed=seed) for e in store.estimators}
-        write_outputs(store, summaries, trust_report(store, summaries, seed=seed), Path(folder), confidence=level)
+        summaries = summaries_of(store, n_boot=n_boot, level=level, seed=seed)
+        write_affinity_outputs(store, summaries, trust_report(store, summaries, seed=seed), folder, confidence=level)
         return store
 
     def state_dict(self) -> dict:

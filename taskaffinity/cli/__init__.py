@@ -11,9 +11,9 @@ import json
 import logging
 import sys
 
-from .distributed import current as current_process
-from .distributed import shutdown
-from .errors import TaskAffinityError
+from ..distributed import current as current_process
+from ..distributed import shutdown
+from ..errors import TaskAffinityError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,10 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(affinity)
     affinity.set_defaults(handler=cmd_affinity)
 
-    from .grouping.cli import add_commands as add_grouping_commands
+    from .grouping import add_commands as add_grouping_commands
 
     add_grouping_commands(commands)
-    from .study.cli import add_commands as add_study_commands
+    from .study import add_commands as add_study_commands
 
     add_study_commands(commands)
 
@@ -84,7 +84,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_tasks_list(args) -> int:
-    from .tasks.listing import catalog_table
+    from ..tasks.listing import catalog_table
 
     logging.getLogger("taskaffinity.tasks").setLevel(logging.WARNING)  # the table has the shared-text counts
     table, missing = catalog_table()
@@ -102,8 +102,8 @@ def cmd_tasks_list(args) -> int:
 
 def load_run_config(args):
     """The study config with command-line overrides applied."""
-    from .config import load_config
-    from .errors import ConfigError
+    from ..config import load_config
+    from ..errors import ConfigError
 
     config = load_config(args.config)
     overrides = {}
@@ -119,9 +119,9 @@ def load_run_config(args):
 
 
 def cmd_train(args) -> int:
-    from .api import train_study
+    from ..api import train_joint_model
 
-    result = train_study(load_run_config(args), args.out, resume=not args.no_resume, progress=not args.quiet)
+    result = train_joint_model(load_run_config(args), args.out, resume=not args.no_resume, progress=not args.quiet)
     if not current_process().main:  # under torchrun, rank 0 reports
         return 0
     primary = result.metrics[result.metrics["primary"]]
@@ -131,7 +131,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_affinity(args) -> int:
-    from .affinity.run import record_affinity
+    from ..api import record_affinity
 
     result = record_affinity(load_run_config(args), args.out, resume=not args.no_resume, progress=not args.quiet)
     if not current_process().main:  # under torchrun, rank 0 reports
@@ -148,7 +148,7 @@ def cmd_affinity(args) -> int:
 
 def print_trust(report: dict) -> None:
     """How far to trust each matrix (reliability, significant pairs) and how estimators agree."""
-    from .affinity.reliability import reliability_table
+    from ..affinity.reliability import reliability_table
 
     table = reliability_table(report)
     if not table.empty:
@@ -165,8 +165,8 @@ def print_trust(report: dict) -> None:
 def cmd_report(args) -> int:
     from pathlib import Path
 
-    from .errors import ConfigError
-    from .report.assemble import build_report
+    from ..errors import ConfigError
+    from ..report.assemble import build_report
 
     if not Path(args.folder).is_dir():
         raise ConfigError(f"report: {args.folder} is not a folder")
@@ -175,8 +175,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .report.assemble import build_report
-    from .study.cli import cmd_run as run_study_command
+    from ..report.assemble import build_report
+    from .study import cmd_run as run_study_command
 
     status = run_study_command(args)
     print(f"wrote {build_report(args.out)} and report.md")

@@ -1,0 +1,45 @@
+"""The data an affinity run (or :meth:`AffinityMeter.save`) leaves in its folder.
+
+``OUT/affinity.parquet``        tidy records + run metadata (see :mod:`.store`)
+``OUT/matrix_<estimator>.csv``  run-averaged matrix per estimator (rows sources, columns targets)
+``OUT/summary_<estimator>.csv`` mean, standard error, bootstrap CI, significance per pair
+``OUT/fidelity.json``           how far to trust each matrix: ``reliability`` per estimator (split-half,
+                               significant share, per-target offsets; see :mod:`.reliability`) and
+                               ``agreement`` between estimators against their ceilings (see :mod:`.fidelity`)
+
+Pictures of the same folder (``heatmap_<estimator>.png``) are the report's:
+:func:`taskaffinity.report.affinity_outputs.write_heatmaps`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..storage import write_json, write_text
+from .fidelity import fidelity
+from .reliability import estimator_reliability
+from .store import AffinityStore
+
+
+def summaries_of(store: AffinityStore, *, n_boot: int = 1000, level: float = 0.95,
+                 seed: int = 0) -> dict[str, pd.DataFrame]:
+    """:meth:`AffinityStore.summary` of every recorded estimator."""
+    return {e: store.summary(e, n_boot=n_boot, level=level, seed=seed) for e in store.estimators}
+
+
+def trust_report(store: AffinityStore, summaries: dict[str, pd.DataFrame], *, seed: int = 0) -> dict:
+    """``{"reliability": {estimator: ...}, "agreement": {"a vs b": ...}}``: the content of ``fidelity.json``."""
+    reliability = {e: estimator_reliability(store, e, summary=summaries[e], seed=seed) for e in store.estimators}
+    return {"reliability": reliability, "agreement": fidelity(store, reliability=reliability)}
+
+
+def write_data(store: AffinityStore, summaries: dict[str, pd.DataFrame], report: dict, out: str | Path) -> None:
+    """Write the store, ``fidelity.json`` and each estimator's matrix and summary CSV to ``out``."""
+    out = Path(out)
+    store.save(out / "affinity.parquet")
+    write_json(out / "fidelity.json", report)
+    for estimator in store.estimators:
+        write_text(out / f"matrix_{estimator}.csv", store.matrix(estimator).to_csv())
+        write_text(out / f"summary_{estimator}.csv", summaries[estimator].to_csv(index=False))
