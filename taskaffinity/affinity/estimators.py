@@ -50,8 +50,9 @@ STREAMED = tuple(name for name, e in ESTIMATORS.items() if e.recorder == "stream
 FEATURE = tuple(name for name, e in ESTIMATORS.items() if e.recorder == "feature")
 
 #: Which estimators a report shows first (the most reliable and the TAG reference), then the rest by name.
-REPORT_ORDER = ("stream_first_order_sgd", "lookahead_sgd", "stream_cosine", "lookahead_optimizer",
-                "stream_first_order_optimizer")
+# Validated first (reports/validation: within-target agreement with measured gains), streams last
+REPORT_ORDER = ("first_order_sgd", "lookahead_sgd", "first_order_optimizer", "gram", "cosine", "lookahead_optimizer",
+                "stream_first_order_sgd", "stream_cosine", "stream_gram", "stream_first_order_optimizer")
 
 
 def report_order(names) -> list[str]:

@@ -33,6 +33,6 @@ def test_probe_names_are_registered():
 
 def test_report_order_puts_the_preferred_estimators_first_then_the_rest_by_name():
     names = ["gram", "stream_cosine", "cosine", "lookahead_sgd", "zeta"]
-    assert report_order(names) == ["lookahead_sgd", "stream_cosine", "cosine", "gram", "zeta"]
+    assert report_order(names) == ["lookahead_sgd", "gram", "cosine", "stream_cosine", "zeta"]
     assert set(REPORT_ORDER) <= set(ESTIMATORS)
     assert describe("stream_cosine").startswith("stream_cosine: cosine") and describe("zeta") == "zeta"
