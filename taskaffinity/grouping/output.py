@@ -74,7 +74,10 @@ def trust_lines(document: dict) -> list[str]:
         needed = next((v for k, v in reliability.items() if k.startswith("samples_for_")), None)
         line = (f"trust: {document.get('estimator')} has within-target reliability {within:.2f} "
                 f"({verdict(within)}) over {reliability['samples']} probes/windows")
-        if needed is not None and needed > reliability["samples"]:
+        if needed is not None and needed > 100 * reliability["samples"]:  # ~0 reliability: the prophecy is moot
+            line += ("; its halves barely agree: more of the same samples are not predicted to help (larger "
+                     "or more diverse probe batches, more tasks' examples, or a longer run might)")
+        elif needed is not None and needed > reliability["samples"]:
             line += (f"; 0.9 would need about {needed:.0f} (more recorded steps, or larger probe batches: "
                      "noise falls with the square of the batch)")
         elif needed is None:

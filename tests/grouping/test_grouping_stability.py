@@ -60,3 +60,15 @@ def test_rank_stability_of_sources():
     top = table.iloc[0]
     assert top["source"] in ("a2", "a3") and table.iloc[:2]["top1_share"].sum() == pytest.approx(1.0)
     assert (table.iloc[2:]["top1_share"] == 0).all() and (table.iloc[2:]["rank_low"] >= 3).all()
+
+
+def test_trust_lines_give_a_prophecy_only_where_it_means_something():
+    from taskaffinity.grouping.output import trust_lines
+
+    def line(within, needed):
+        return trust_lines({"estimator": "x", "reliability": {"within_target_reliability": within, "samples": 15,
+                                                               "samples_for_0.9": needed}})[0]
+
+    assert "0.9 would need about 90" in line(0.6, 90.0)  # 15 * 0.9 * 0.4 / (0.6 * 0.1)
+    assert "would need" not in line(1e-17, 9.7e18) and "barely agree" in line(1e-17, 9.7e18)
+    assert "do not agree at all" in line(-0.2, None)
