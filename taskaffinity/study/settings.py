@@ -126,6 +126,8 @@ def settings_from_dict(raw, config: RunConfig, *, where: str, base_dir: Path) ->
     values.update(_groups(raw, pool, kind, where, base_dir))
     values.update(_validation(raw.get("validation") or {}, where))
     values["grouping"] = _grouping(raw.get("grouping") or {}, where)
+    if values.get("groups_from_affinity"):
+        _check_recorded(values["grouping"].estimator, config.affinity, where)
     values["pretrain"] = _training(config.training, raw.get("pretrain") or {}, where, "study.pretrain")
     finetune_defaults = dataclasses.replace(config.training, head_warmup_steps=0)
     values["finetune"] = _training(finetune_defaults, raw.get("finetune") or {}, where, "study.finetune")
@@ -192,6 +194,25 @@ def _validation(raw: dict, where: str) -> dict:
     if randoms < 0:
         raise ConfigError(f"{where}: study.validation.random_groupings must be >= 0")
     return {"validation_mode": mode, "random_groupings": randoms}
+
+
+def _check_recorded(estimator: str, affinity, where: str) -> None:
+    """The grouping estimator must be one the study's affinity run records: fail at load, not after the run."""
+    why = None
+    if estimator.startswith("stream_"):
+        if not affinity.stream:
+            why = "affinity.stream is false"
+        elif estimator == "stream_first_order_optimizer" and "optimizer" not in affinity.rules:
+            why = "affinity.rules has no optimizer rule"
+    elif estimator.startswith(("first_order_", "lookahead_")):
+        rule = estimator.split("_")[-1]
+        if rule not in affinity.rules:
+            why = f"affinity.rules has no {rule} rule"
+        elif estimator.startswith("lookahead_") and affinity.lookahead != "exact":
+            why = "affinity.lookahead is first_order (no lookahead passes)"
+    if why:
+        raise ConfigError(f"{where}: study.grouping.estimator {estimator} is not recorded: {why}; "
+                          "choose another estimator or record it")
 
 
 def _grouping(raw: dict, where: str) -> GroupingSettings:

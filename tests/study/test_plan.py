@@ -196,3 +196,22 @@ def test_bad_grouping_settings_are_rejected_when_loaded(tmp_path, grouping, mess
     with pytest.raises(ConfigError) as err:
         load_study(path)
     assert str(err.value).startswith(f"{path}: {message}")
+
+
+@pytest.mark.parametrize("affinity, estimator, message", [
+    ({"rules": []}, "first_order_sgd", "affinity.rules has no sgd rule"),
+    ({"rules": ["sgd"], "lookahead": "first_order"}, "lookahead_sgd", "affinity.lookahead is first_order"),
+    ({"stream": False}, "stream_cosine", "affinity.stream is false"),
+    ({"rules": ["sgd"]}, "stream_first_order_optimizer", "no optimizer rule"),
+])
+def test_a_grouping_estimator_the_affinity_run_does_not_record_fails_at_load(tmp_path, affinity, estimator, message):
+    from taskaffinity.config import config_from_dict
+    from taskaffinity.errors import ConfigError
+    from taskaffinity.study.settings import settings_from_dict
+
+    config = config_from_dict({"tasks": ["trec6", "sms_spam", "bbc_topic"], "affinity": affinity}, where="x.yaml")
+    raw = {"kind": "combinations", "targets": ["bbc_topic"], "groups": "affinity", "grouping": {"estimator": estimator}}
+    with pytest.raises(ConfigError, match=message):
+        settings_from_dict(raw, config, where="x.yaml", base_dir=tmp_path)
+    ok = {"kind": "combinations", "targets": ["bbc_topic"], "groups": "affinity", "grouping": {"estimator": "cosine"}}
+    assert settings_from_dict(ok, config, where="x.yaml", base_dir=tmp_path).grouping.estimator == "cosine"
