@@ -32,6 +32,7 @@ from .embedding_rows import EmbeddingRows, input_embedding
 from .formulas import cosine_from_gram, first_order_from_products, flatten, row_products, unflatten
 from .parameters import select_shared
 from .updates import FlatAdamUpdate, optimizer_update
+from .windows import WindowedMeans
 
 
 class CountSketch:
@@ -70,8 +71,8 @@ class StreamRecorder(Callback):
         self.sketch_dim, self.seed = sketch_dim, seed
         self.records: list[dict] = []
         self.seconds = 0.0
-        self.sums: dict[str, np.ndarray] = {}
-        self.counts: np.ndarray | None = None
+        self.means: WindowedMeans | None = None  # the window's running sums (made when the tasks are known)
+        self._partial = None  # a checkpointed partial window, restored into ``means`` at set-up
         self._buffers = None
 
     def check(self, context) -> None:
@@ -117,6 +118,12 @@ class StreamRecorder(Callback):
         self.names = [n for n, _ in dense]
         self.params = [p for _, p in dense]
         self.tasks = list(context.tasks)
+        if self.means is None or self.means.tasks != self.tasks:
+            self.means = WindowedMeans(self.tasks)
+        if self._partial:
+            self.means.counts = np.array(self._partial["counts"])
+            self.means.sums = {k: np.array(v) for k, v in self._partial["sums"].items()}
+            self._partial = None
         size = sum(p.numel() for p in self.params)
         device = named[0][1].device
         self.sketch = CountSketch(size, self.sketch_dim, seed=self.seed, device=device) if self.sketch_dim and size else None
@@ -200,49 +207,26 @@ class StreamRecorder(Callback):
                      "stream_first_order_sgd": first_order_from_products(eta * gram, loss)}
         if self.optimizer_rule:
             estimates["stream_first_order_optimizer"] = first_order_from_products(products, loss)
-        self._accumulate(estimates, np.array(self.present))
+        self.means.add(estimates, self.present)
         if (step - self.start_step + 1) % self.window == 0:
-            self._emit(step)
-
-    def _accumulate(self, estimates, present):
-        n = len(self.tasks)
-        if self.counts is None:
-            self.counts = np.zeros((n, n))
-            self.sums = {}
-        cells = np.ix_(present, present)
-        self.counts[cells] += 1
-        values = torch.stack(list(estimates.values())).double().cpu().numpy()  # one device-to-host copy
-        for name, matrix in zip(estimates, values):
-            total = self.sums.setdefault(name, np.zeros((n, n)))
-            total[cells] += matrix
-
-    def _emit(self, step: int):
-        if self.counts is None:
-            return
-        with np.errstate(invalid="ignore", divide="ignore"):
-            for name, total in self.sums.items():
-                mean = total / self.counts
-                for i, src in enumerate(self.tasks):
-                    for j, tgt in enumerate(self.tasks):
-                        if self.counts[i, j] > 0:
-                            self.records.append({"step": step, "estimator": name, "source": src,
-                                                 "target": tgt, "value": float(mean[i, j])})
-        self.counts, self.sums = None, {}
+            self.records.extend(self.means.emit(step))
 
     # -- persistence ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        partial = None
-        if self.counts is not None:
-            partial = {"counts": self.counts.tolist(), "sums": {k: v.tolist() for k, v in self.sums.items()}}
+        partial = self._partial
+        if self.means is not None and self.means.counts is not None:
+            partial = {"counts": self.means.counts.tolist(),
+                       "sums": {k: v.tolist() for k, v in self.means.sums.items()}}
         return {"records": self.records, "partial": partial, "seconds": self.seconds}
 
     def load_state_dict(self, state: dict) -> None:
         self.records = list(state["records"])
         self.seconds = state.get("seconds", 0.0)
-        partial = state.get("partial")
-        if partial:
-            self.counts = np.array(partial["counts"])
-            self.sums = {k: np.array(v) for k, v in partial["sums"].items()}
+        self._partial = state.get("partial")
+        if self._partial and self.means is not None:  # already set up: restore now
+            self.means.counts = np.array(self._partial["counts"])
+            self.means.sums = {k: np.array(v) for k, v in self._partial["sums"].items()}
+            self._partial = None
 
 
 def block_products(g: torch.Tensor, rows: list[int], adam: FlatAdamUpdate | None = None, *,
