@@ -97,8 +97,7 @@ def measure(n: int, args) -> dict:
         "probe_ratio": ratio("probe"),
         "probe_bound_cost_model": round(1 + rules * n / (3 * args.k), 3),
         "probe_bound_with_gradient_pass": round(1 + (1 + rules * n / 3) / args.k, 3),
-        "stream_buffer_mb": round(sum(b.numel() * 4 for b in variants["stream_optimizer"][0]._buffers.values())
-                                  / 2**20, 1) if variants["stream_optimizer"][0]._buffers else 0.0,
+        "stream_buffer_mb": round((variants["stream_optimizer"][0].rows.nbytes if variants["stream_optimizer"][0].rows else 0) / 2**20, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "cuda_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
     }

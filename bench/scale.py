@@ -104,7 +104,7 @@ def measure(n: int, args) -> dict:
         return round(statistics.median(v / p for v, p in zip(times[name], times["plain"])), 3)
 
     def buffer_mb(recorder):
-        return round(sum(b.numel() * 4 for b in (recorder._buffers or {}).values()) / 2**20, 1)
+        return round((recorder.rows.nbytes if recorder.rows else 0) / 2**20, 1)
 
     s, t = min(args.probe_sources or n, n), min(args.probe_targets or n, n)
     lookahead = s * t * args.probe_batch / (3 * args.batch_size)  # in training steps (≈3 forwards of B each)

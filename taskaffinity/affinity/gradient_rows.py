@@ -4,7 +4,7 @@ Rows are written as gradients arrive (one task at a time after per-task backward
 passes, or all at once from a batched vector-Jacobian product), flattened to
 float32 into a preallocated buffer (or a CountSketch of it). :meth:`products` then
 returns the Gram matrix G_ij = g_i·g_j and, with the optimizer rule,
-P_ij = −Δ_i·g_j, in one pass over cache-sized column blocks (``stream.block_products``):
+P_ij = −Δ_i·g_j, in one pass over cache-sized column blocks (:func:`block_products`):
 for AdamW/Adam the direction Δ_i is formed per block from the optimizer's state
 (``updates.FlatAdamUpdate``) and never stored; other optimizers (SGD with momentum)
 and sketches go through a second k × P buffer of directions (``updates.optimizer_update``).
@@ -16,8 +16,20 @@ from __future__ import annotations
 import torch
 
 from .formulas import flatten, row_products, unflatten
-from .stream import CountSketch, block_products
 from .updates import FlatAdamUpdate, optimizer_update
+
+
+class CountSketch:
+    """Random signed hashing of a P-vector into d buckets: E[⟨Sx, Sy⟩] = ⟨x, y⟩ (Charikar et al. 2002)."""
+
+    def __init__(self, size: int, dim: int, *, seed: int, device):
+        gen = torch.Generator().manual_seed(seed)
+        self.dim = dim
+        self.bucket = torch.randint(0, dim, (size,), generator=gen).to(device)
+        self.sign = (torch.randint(0, 2, (size,), generator=gen) * 2 - 1).float().to(device)
+
+    def __call__(self, vector: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(self.dim, device=vector.device).index_add_(0, self.bucket, vector * self.sign)
 
 
 class GradientRows:
@@ -34,8 +46,14 @@ class GradientRows:
         self.minus_update: torch.Tensor | None = None
         self._flat = torch.empty(self.size, device=device) if self.sketch else None
         self._fast = FlatAdamUpdate(self.params) if optimizer_rule else None
+        self._direction = None  # scratch for one unsketched direction
         self.fast = None  # the refreshed fast path of this step, if it covers the optimizer
         self.optimizer = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the rows (and the stored directions, when there are any)."""
+        return sum(t.numel() * t.element_size() for t in (self.g, self.minus_update) if t is not None)
 
     def begin(self, optimizer=None) -> None:
         """Start a step: read the optimizer's state (optimizer rule only; never written)."""
@@ -48,15 +66,33 @@ class GradientRows:
         """Whether −Δ_i·g_j comes out of the blocked pass (else from stored directions)."""
         return self.fast is not None and self.sketch is None
 
-    def write(self, row: int, grads: list[torch.Tensor | None]) -> None:
-        """Row ``row`` := the flattened gradients (one per parameter; None counts as zero)."""
+    def write(self, row: int, grads: list[torch.Tensor | None], *, scale: float = 1.0,
+              directions: bool = True) -> None:
+        """Row ``row`` := ``scale`` × the flattened gradients (one per parameter; None counts as zero).
+
+        ``directions=False`` defers the optimizer rule's direction to :meth:`write_directions`
+        (under torchrun the direction is of the gradient summed over processes).
+        """
         if self.sketch is None:
             flat = flatten(grads, self.params, out=self.g[row])
         else:
             flat = flatten(grads, self.params, out=self._flat)
             self.g[row] = self.sketch(flat)
-        if self.optimizer_rule and not self.fused:
+        if scale != 1.0:
+            self.g[row].mul_(scale)
+        if directions and self.optimizer_rule and not self.fused:
             self._write_direction(row, flat)
+
+    def zero(self, row: int) -> None:
+        """Row ``row`` := 0 (a task with no examples here: it adds nothing to a sum over processes)."""
+        self.g[row].zero_()
+
+    def write_directions(self, rows: list[int]) -> None:
+        """The optimizer rule's directions of rows ``rows`` from the rows as they are now (unsketched
+        rows only: after a sum over processes); a no-op when the blocked pass forms them."""
+        if self.optimizer_rule and not self.fused:
+            for row in rows:
+                self._write_direction(row, self.g[row])
 
     def write_batched(self, rows: list[int], grads: list[torch.Tensor | None]) -> None:
         """Rows ``rows`` := batched gradients, each of shape (len(rows), *param.shape)."""
@@ -78,8 +114,10 @@ class GradientRows:
     def _write_direction(self, row: int, flat: torch.Tensor) -> None:
         if self.minus_update is None:
             self.minus_update = torch.zeros_like(self.g)
-        if self.fast is not None:
-            direction = self.fast.minus_update(flat, out=torch.empty_like(flat))
+        if self.fast is not None:  # (sketched rows: the blocked pass cannot form it)
+            if self._direction is None:
+                self._direction = torch.empty(self.size, device=flat.device)
+            direction = self.fast.minus_update(flat, out=self._direction)
         else:
             direction = flatten([d.neg_() for d in optimizer_update(self.optimizer, self.params,
                                                                     unflatten(flat, self.params))], self.params)
@@ -89,7 +127,40 @@ class GradientRows:
         """(G, P) over the rows ``rows``, in that order; P is None without the optimizer rule."""
         gram, products = block_products(self.g, rows, self.fast if self.fused else None)
         if self.optimizer_rule and not self.fused:
+            if self.minus_update is None:  # no direction written this step
+                return gram, torch.zeros_like(gram)
             idx = torch.tensor(rows, device=self.g.device)
             g, d = self.g.index_select(0, idx), self.minus_update.index_select(0, idx)
             products = row_products(d, g)
         return gram, products
+
+
+def block_products(g: torch.Tensor, rows: list[int], adam: FlatAdamUpdate | None = None, *,
+                   block_elements: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """G = g_r g_rᵀ and, with ``adam``, P_ij = −Δ_i · g_j for the rows ``rows`` of the n×P buffer ``g``.
+
+    One pass over column blocks of ``rows``×w elements: each block of gradients is read
+    from memory once, and the optimizer's direction −Δ_i (nonlinear in g_i through Adam's
+    denominator) is formed for the block while it is in cache and used at once. Streaming
+    the optimizer rule then costs a few in-cache passes per block, not an n×P buffer of
+    directions written and read again (≈ 9 memory passes over P per task).
+    """
+    if block_elements is None:  # CPU: 2 MB blocks (fastest measured: 2.7x faster than 64 KB); GPU: few launches
+        block_elements = 2**19 if g.device.type == "cpu" else 2**24
+    n, size = len(rows), g.shape[1]
+    every_row = list(rows) == list(range(g.shape[0]))
+    index = None if every_row else torch.tensor(rows, device=g.device)
+    width = max(1, block_elements // max(n, 1))
+    gram = g.new_zeros(n, n)
+    products = g.new_zeros(n, n) if adam is not None else None
+    if adam is not None:
+        out, scratch = (g.new_empty(n, min(width, size)) for _ in range(2))
+    for start in range(0, size, width):
+        columns = slice(start, min(start + width, size))
+        block = g[:, columns] if every_row else g[:, columns].index_select(0, index)
+        gram.addmm_(block, block.T)
+        if adam is not None:
+            w = columns.stop - columns.start
+            minus_update = adam.minus_update(block, out[:, :w], columns=columns, scratch=scratch[:, :w])
+            products.addmm_(minus_update, block.T)
+    return gram, products

@@ -102,7 +102,7 @@ def test_flat_adam_update_declines_what_it_does_not_cover():
 def test_block_products_equal_explicit_gram_and_optimizer_products(rows):
     """The blocked one-pass products equal g_i·g_j and −Δ_i·g_j from the per-tensor optimizer rule,
     for all rows or a subset in any order, with blocks that split parameters and a partial last block."""
-    from taskaffinity.affinity.stream import block_products
+    from taskaffinity.affinity.gradient_rows import block_products
     from taskaffinity.affinity.updates import FlatAdamUpdate
 
     torch.manual_seed(3)
