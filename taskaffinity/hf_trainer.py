@@ -1,0 +1,125 @@
+"""Hugging Face ``Trainer`` that records task affinities (needs ``accelerate``, as the Trainer does).
+
+Contract: the model's forward returns a mapping (or ``ModelOutput``) with the loss the
+Trainer backpropagates under ``"loss"`` and the per-task scalar losses it is made of
+under ``"task_losses"``::
+
+    class MultiTask(nn.Module):
+        def forward(self, input_ids, attention_mask, labels_a, labels_b):
+            z = self.encoder(input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
+            task_losses = {"a": F.cross_entropy(self.head_a(z), labels_a), "b": ...}
+            return {"loss": sum(task_losses.values()), "task_losses": task_losses}
+
+    trainer = AffinityTrainer(model=model, args=args, train_dataset=data, shared="encoder",
+                              affinity_out="runs/aff", window=10, start=200)
+    trainer.train()                       # trainer.meter.store; affinity_out written at the end
+
+:meth:`compute_loss` hands ``task_losses`` of every training micro-batch to
+:meth:`AffinityMeter.record <taskaffinity.meter.AffinityMeter.record>` (per-task gradients
+of the shared parameters, graph kept) and returns ``"loss"``: the Trainer's own backward,
+gradient accumulation, mixed precision and clipping run unchanged, at the cost of the
+per-task gradients (``docs/own_loop.md``). Evaluation passes are not recorded. The
+meter's state is written into every Trainer checkpoint (``affinity_meter.json``) and read
+back by ``train(resume_from_checkpoint=...)``, so an interrupted run loses no window.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import transformers
+from transformers.trainer_utils import get_last_checkpoint
+
+from .errors import TaskAffinityError
+from .meter import AffinityMeter
+
+STATE_FILE = "affinity_meter.json"
+
+
+class AffinityTrainer(transformers.Trainer):
+    """``transformers.Trainer`` plus an :class:`AffinityMeter` fed from the model's ``task_losses``.
+
+    ``shared``: attribute name of the module holding the shared parameters (dotted paths
+    allowed, e.g. ``"encoder.layer"``), or a function ``model -> module or parameters``.
+    ``tasks``: task order of the matrices (default: the first step's ``task_losses`` order).
+    ``optimizer_rule``: also record ``stream_first_order_optimizer`` with the Trainer's
+    optimizer. ``affinity_out``: folder for :meth:`AffinityMeter.save` after ``train``.
+    ``meter_kwargs`` go to :class:`AffinityMeter` (``lr``, ``window``, ``start``, ``every``,
+    ``estimators``, ``vmap``, ``sketch_dim``); ``lr`` defaults to ``args.learning_rate``.
+    """
+
+    def __init__(self, *args, shared, tasks: list[str] | None = None, optimizer_rule: bool = True,
+                 affinity_out: str | Path | None = None, meter_kwargs: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shared, self.tasks, self.optimizer_rule = shared, tasks, optimizer_rule
+        self.affinity_out, self.meter_kwargs = affinity_out, dict(meter_kwargs or {})
+        self.meter: AffinityMeter | None = None
+        self._meter_state: dict | None = None
+        self.add_callback(_SaveMeterState(self))
+
+    def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+        outputs = model(**inputs)
+        task_losses = outputs.get("task_losses") if hasattr(outputs, "get") else None
+        if not isinstance(task_losses, dict) or outputs.get("loss") is None:
+            raise TaskAffinityError(
+                f"AffinityTrainer: {type(self.model).__name__}.forward must return a mapping with 'loss' and "
+                "'task_losses' (task -> scalar loss), got "
+                + (f"keys {sorted(outputs.keys())}" if hasattr(outputs, "keys") else type(outputs).__name__))
+        if model.training:
+            if self.meter is None:
+                self.meter = self._make_meter(task_losses)
+            self.meter.record(task_losses)
+        return (outputs["loss"], outputs) if return_outputs else outputs["loss"]
+
+    def _make_meter(self, task_losses) -> AffinityMeter:
+        model = self.model  # the unwrapped module: the parameters the meter reads are the trained ones
+        shared = self.shared(model) if callable(self.shared) else _attribute(model, self.shared)
+        optimizer = self.optimizer if self.optimizer_rule else None
+        optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wrapper
+        kwargs = {"lr": self.args.learning_rate, **self.meter_kwargs}
+        meter = AffinityMeter(model, shared, tasks=self.tasks or list(task_losses), optimizer=optimizer, **kwargs)
+        if self._meter_state is not None:
+            meter.load_state_dict(self._meter_state)
+        return meter
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+        if resume_from_checkpoint:
+            path = Path(resume_from_checkpoint) / STATE_FILE
+            if path.exists():
+                self._meter_state = json.loads(path.read_text())
+                if self.meter is not None:
+                    self.meter.load_state_dict(self._meter_state)
+        result = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        if self.affinity_out is not None and self.meter is not None and self.is_world_process_zero():
+            self.meter.save(self.affinity_out)
+        return result
+
+
+class _SaveMeterState(transformers.TrainerCallback):
+    """Writes the meter's state next to each checkpoint the Trainer saves."""
+
+    def __init__(self, trainer: AffinityTrainer):
+        self.trainer = trainer
+
+    def on_save(self, args, state, control, **kwargs):
+        meter = self.trainer.meter
+        if meter is not None and state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"{transformers.trainer_utils.PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / (STATE_FILE + ".tmp")
+            tmp.write_text(json.dumps(meter.state_dict()))
+            os.replace(tmp, folder / STATE_FILE)
+
+
+def _attribute(model, name: str):
+    module = model
+    for part in name.split("."):
+        module = getattr(module, part, None)
+        if module is None:
+            raise TaskAffinityError(f"AffinityTrainer: {type(model).__name__} has no attribute '{name}' "
+                                    "(shared= names the module holding the shared parameters)")
+    return module

@@ -1,0 +1,140 @@
+"""AffinityTrainer (a Hugging Face ``Trainer``) on the digits data, CPU: it records what the plain-loop
+meter records on the same batches, leaves the Trainer's own update unchanged, and resumes its open
+window from a Trainer checkpoint."""
+
+import copy
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+try:  # the Trainer needs accelerate (a test extra): skipped without it, except on CI
+    import accelerate  # noqa: F401
+except ImportError:
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("accelerate is not installed", allow_module_level=True)
+
+import transformers  # noqa: E402
+
+from taskaffinity import AffinityMeter  # noqa: E402
+from taskaffinity.affinity.store import AffinityStore  # noqa: E402
+from taskaffinity.errors import TaskAffinityError  # noqa: E402
+from taskaffinity.hf_trainer import STATE_FILE, AffinityTrainer  # noqa: E402
+
+from affinity.test_meter import TASKS, Net, digits_labels  # noqa: E402
+
+LR = 1e-2
+
+
+class DigitsModel(nn.Module):
+    """A multi-task model as a Trainer user writes one: forward returns loss and task_losses."""
+
+    def __init__(self, net: Net, labels, *, contract: bool = True):
+        super().__init__()
+        self.net, self.labels, self.contract = net, labels, contract
+        self.seen: list[torch.Tensor] = []  # the rows of every training batch, in order
+
+    def forward(self, x, rows):
+        if self.training:
+            self.seen.append(rows.clone())
+        z = self.net.trunk(x)
+        task_losses = {t: nn.functional.cross_entropy(self.net.heads[t](z), self.labels[t][rows]) for t in TASKS}
+        loss = sum(task_losses.values())
+        return {"loss": loss, "task_losses": task_losses} if self.contract else {"loss": loss}
+
+
+class Rows(torch.utils.data.Dataset):
+    def __init__(self, x, n=256):
+        self.x, self.n = x, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "rows": torch.tensor(i)}
+
+
+def arguments(out, steps, save_steps=None):
+    return transformers.TrainingArguments(
+        output_dir=str(out), max_steps=steps, per_device_train_batch_size=32, learning_rate=LR,
+        lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0, optim="adamw_torch",
+        use_cpu=True, report_to=[], logging_strategy="no", disable_tqdm=True, seed=0,
+        save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
+        remove_unused_columns=False, dataloader_num_workers=0)
+
+
+def replay(net, labels, x, seen, window):
+    """The same batches in a plain loop: the meter's backward in place of loss.backward()."""
+    optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=0.0)
+    meter = AffinityMeter(net, net.trunk, tasks=TASKS, optimizer=optimizer, window=window)
+    for rows in seen:
+        z = net.trunk(x[rows])
+        optimizer.zero_grad()
+        meter.backward({t: nn.functional.cross_entropy(net.heads[t](z), labels[t][rows]) for t in TASKS})
+        optimizer.step()
+    return meter
+
+
+def test_trainer_records_what_the_plain_loop_meter_records(tmp_path):
+    x, labels = digits_labels()
+    net = Net(seed=4)
+    plain = copy.deepcopy(net)
+    model = DigitsModel(net, labels)
+    trainer = AffinityTrainer(model=model, args=arguments(tmp_path / "hf", steps=8), train_dataset=Rows(x),
+                              shared="net.trunk", affinity_out=tmp_path / "aff", meter_kwargs={"window": 2})
+    trainer.train()
+    assert len(model.seen) == 8
+
+    want = replay(plain, labels, x, model.seen, window=2).store
+    got = trainer.meter.store
+    assert got.estimators == want.estimators and len(got.estimators) == 4  # optimizer rule included
+    for estimator in want.estimators:
+        np.testing.assert_allclose(got.matrix(estimator).to_numpy(), want.matrix(estimator).to_numpy(),
+                                   rtol=1e-3, atol=1e-7, err_msg=estimator)
+    for p, q in zip(model.net.parameters(), plain.parameters()):  # the Trainer's own step went on unchanged
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+    saved = AffinityStore.load(tmp_path / "aff" / "affinity.parquet")
+    assert sorted(saved.records["step"].unique()) == [2, 4, 6, 8]
+
+
+def test_resume_from_a_trainer_checkpoint_keeps_the_open_window(tmp_path):
+    """A run stopped at step 3 (window 2: one window done, one open) and resumed to step 8 records
+    what one uninterrupted run records."""
+    x, labels = digits_labels()
+    whole = AffinityTrainer(model=DigitsModel(Net(seed=4), labels), args=arguments(tmp_path / "a", steps=8),
+                            train_dataset=Rows(x), shared="net.trunk", meter_kwargs={"window": 2})
+    whole.train()
+
+    first = AffinityTrainer(model=DigitsModel(Net(seed=4), labels),
+                            args=arguments(tmp_path / "b", steps=8, save_steps=3),
+                            train_dataset=Rows(x), shared="net.trunk", meter_kwargs={"window": 2})
+    first.train()
+    checkpoint = tmp_path / "b" / "checkpoint-3"
+    assert (checkpoint / STATE_FILE).exists()
+    resumed = AffinityTrainer(model=DigitsModel(Net(seed=4), labels),
+                              args=arguments(tmp_path / "b", steps=8, save_steps=3),
+                              train_dataset=Rows(x), shared="net.trunk", meter_kwargs={"window": 2})
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.meter.step == 8
+    a, b = whole.meter.store.records, resumed.meter.store.records
+    assert len(a) == len(b) and sorted(b["step"].unique()) == [2, 4, 6, 8]
+    np.testing.assert_allclose(b["value"].to_numpy(), a["value"].to_numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_forward_without_task_losses_is_one_clear_error(tmp_path):
+    x, labels = digits_labels()
+    trainer = AffinityTrainer(model=DigitsModel(Net(), labels, contract=False),
+                              args=arguments(tmp_path / "hf", steps=2), train_dataset=Rows(x), shared="net.trunk")
+    with pytest.raises(TaskAffinityError, match="must return a mapping with 'loss' and 'task_losses'"):
+        trainer.train()
+
+
+def test_unknown_shared_module_is_named(tmp_path):
+    x, labels = digits_labels()
+    trainer = AffinityTrainer(model=DigitsModel(Net(), labels), args=arguments(tmp_path / "hf", steps=2),
+                              train_dataset=Rows(x), shared="backbone")
+    with pytest.raises(TaskAffinityError, match="no attribute 'backbone'"):
+        trainer.train()
