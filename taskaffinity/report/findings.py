@@ -137,6 +137,8 @@ def family_findings(results: pd.DataFrame, families: dict[str, str], *, split: s
     ``families``: task -> family (targets and pre-finetuning tasks). Uses the largest data fraction.
     """
     results = _largest_fraction(results)
+    if "arm" in results.columns:  # recipe arms (study.arms) are not family combinations
+        results = results[results["arm"].fillna("").eq("")]
     wide = _signed_wide(results, ["target", "seed"], split)
     if BASELINE not in wide.columns:
         return [Finding("pre-finetuning is compared with the baseline", PADMAKUMAR, NOT_MEASURED,

@@ -96,8 +96,9 @@ class Plan:
 
     # -- building blocks ---------------------------------------------------------------------
     def train(self, study: Study, tasks, *, seed: int, save_encoder: bool = True, measure: bool = False,
-              per_task_budget: bool = False) -> TrainJob:
-        training = study.settings.pretrain
+              per_task_budget: bool = False, training: TrainConfig | None = None) -> TrainJob:
+        """The job that trains ``tasks`` jointly with ``training`` (default: ``study.pretrain``)."""
+        training = training or study.settings.pretrain
         if per_task_budget:
             training = per_task_training(training, len(tuple(tasks)))
         config = _job_config(study.config, tasks, training, seed)
@@ -140,7 +141,21 @@ def plan_combinations(study: Study, groups: dict[str, tuple[str, ...]], plan: Pl
             members = {t for name in combo for t in groups[name]}
             sets.append(("+".join(combo), tuple(t for t in settings.pool(study.config) if t in members)))
     _fine_tune_targets(plan, study, "combinations", sets)
+    _fine_tune_arms(plan, study)
     return plan
+
+
+def _fine_tune_arms(plan: Plan, study: Study) -> None:
+    """Recipe arms: every pool task pre-finetuned together under the arm's recipe, then each target."""
+    settings, pool = study.settings, study.settings.pool(study.config)
+    for arm, training in settings.arms.items():
+        pretrain = plan.train(study, pool, seed=study.config.seed, training=training)
+        for target in settings.targets:
+            for seed in settings.seeds:
+                for fraction in settings.fractions:
+                    job = plan.finetune(study, target, seed, fraction, pretrain)
+                    plan.measurements.append(Measurement(job.id, "combinations", arm, pool, (target,), seed,
+                                                         fraction, arm=arm))
 
 
 def scaling_order(study: Study) -> tuple[str, ...]:
@@ -222,6 +237,8 @@ def plan_validation(study: Study, groups: dict[str, tuple[str, ...]] | None,
                                                              (target,), seed, arm="transfer"))
         if groups:
             _plan_grouping_arms(plan, study, groups, serves, pool, seed)
+        if study.settings.arms:
+            _plan_recipe_arms(plan, study, pool, seed, with_all=not groups)
     return plan
 
 
@@ -248,6 +265,18 @@ def _plan_grouping_arms(plan: Plan, study: Study, groups: dict, serves: dict | N
             job = plan.train(study, tasks, seed=seed, save_encoder=False, measure=True, per_task_budget=True)
             plan.measurements.append(Measurement(job.id, "validation", f"{arm}:{'+'.join(tasks)}", tasks,
                                                  tuple(measured), seed, arm=arm))
+
+
+def _plan_recipe_arms(plan: Plan, study: Study, pool: tuple[str, ...], seed: int, *, with_all: bool) -> None:
+    """Every pool task trained together under each arm's recipe (and, ``with_all``, under the study's
+    own: the ``all`` arm the recipes are read against), each task at its single-task budget."""
+    recipes = {"all": None} if with_all else {}
+    recipes.update(study.settings.arms)
+    for arm, training in recipes.items():
+        job = plan.train(study, pool, seed=seed, save_encoder=False, measure=True, per_task_budget=True,
+                         training=training)
+        plan.measurements.append(Measurement(job.id, "validation", f"{arm}:{'+'.join(pool)}", pool, pool, seed,
+                                             arm=arm))
 
 
 def _served(groups: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:

@@ -176,12 +176,13 @@ def affinity_agreement(gains: pd.DataFrame, matrix: pd.DataFrame, *, n_boot: int
 
 
 def arm_summary(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """Per grouping arm (chosen, all, single, random1, ...): mean gain of the measured tasks over
+    """Per arm (single, chosen, all, random1, ..., and the study's recipe arms): mean gain of the measured tasks over
     their single-task models (same seed), its standard error over seeds (of the per-seed mean
     gains; NaN for one seed), and the mean metric."""
     rows = primary_test(results, split)
     alone = rows[rows["label"] == "alone"].set_index(["target", "seed"])["value"]
-    arms = rows[rows["arm"].isin(["single", "all", "chosen"]) | rows["arm"].str.startswith("random")].copy()
+    # every arm but the brute-force pairs and transfer runs: single, all, chosen, random1..., recipe arms
+    arms = rows[rows["arm"].fillna("").ne("") & ~rows["arm"].isin(["pair", "transfer"])].copy()
     if arms.empty:
         return pd.DataFrame(columns=["arm", "mean_gain_over_single", "se", "n_seeds", "mean_value", "n_tasks"])
     reference = pd.Series([alone.get((t, s), np.nan) for t, s in zip(arms["target"], arms["seed"])], index=arms.index)

@@ -13,12 +13,20 @@ fine-tuning a fresh head on each target. Example::
       groups: affinity              # or {name: [tasks]} inline, or a file written by `taskaffinity group`
       grouping: {method: tag, k: 2, estimator: first_order_sgd}
       finetune: {steps: 60, batch_size: 16}
+      arms:                         # optional: the whole pool trained together with another recipe
+        uniform: {sampling: uniform}
       executor: {kind: local}       # local | parallel | ray
+
+``arms`` (``combinations`` and ``validation`` studies) name other answers to negative
+transfer beside grouping: each arm trains every pool task together with the pre-finetuning
+recipe changed by its training options (loss weighting, gradient aggregation, sampling,
+...), on the same targets and seeds, and appears as one more column of the study's tables.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +65,7 @@ class StudySettings:
     fractions: tuple[float, ...] = (1.0,)  # share of each target's training data used for fine-tuning
     validation_mode: str = "pairs"  # pairs: every task alone and every pair; transfer: source -> target
     random_groupings: int = 3  # validation: random groupings with the chosen grouping's group sizes
+    arms: dict = field(default_factory=dict)  # name -> TrainConfig: the whole pool under another recipe
     pretrain: TrainConfig = field(default_factory=TrainConfig)
     finetune: TrainConfig = field(default_factory=TrainConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
@@ -76,7 +85,9 @@ class Study:
 
 
 STUDY_KEYS = {"kind", "targets", "seeds", "groups", "grouping", "sizes", "order", "fractions", "validation",
-              "pretrain", "finetune", "executor"}
+              "pretrain", "finetune", "arms", "executor"}
+#: labels and arm names the plans use themselves: an arm may not take them
+RESERVED_ARMS = {"baseline", "alone", "pair", "single", "all", "chosen", "transfer"}
 
 
 def load_study(path: str | Path) -> Study:
@@ -129,6 +140,7 @@ def settings_from_dict(raw, config: RunConfig, *, where: str, base_dir: Path) ->
     if values.get("groups_from_affinity"):
         _check_recorded(values["grouping"].estimator, config.affinity, where)
     values["pretrain"] = _training(config.training, raw.get("pretrain") or {}, where, "study.pretrain")
+    values["arms"] = _arms(raw.get("arms"), kind, values["pretrain"], values.get("groups") or {}, where)
     finetune_defaults = dataclasses.replace(config.training, head_warmup_steps=0)
     values["finetune"] = _training(finetune_defaults, raw.get("finetune") or {}, where, "study.finetune")
     values["executor"] = _build(ExecutorConfig, raw.get("executor") or {}, where, "study.executor")
@@ -194,6 +206,28 @@ def _validation(raw: dict, where: str) -> dict:
     if randoms < 0:
         raise ConfigError(f"{where}: study.validation.random_groupings must be >= 0")
     return {"validation_mode": mode, "random_groupings": randoms}
+
+
+def _arms(raw, kind: str, pretrain: TrainConfig, groups: dict, where: str) -> dict[str, TrainConfig]:
+    """``study.arms``: name -> pre-finetuning recipe (``study.pretrain`` with the arm's training options)."""
+    if raw is None:
+        return {}
+    if kind not in ("combinations", "validation"):
+        raise ConfigError(f"{where}: study.arms is for combinations and validation studies, not {kind}")
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{where}: study.arms must be a mapping name: {{training options}}, got {raw!r}")
+    arms = {}
+    for name, overrides in raw.items():
+        name = str(name)
+        if (not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in RESERVED_ARMS or name in groups
+                or name.startswith("random")):
+            raise ConfigError(f"{where}: study.arms: '{name}' cannot name an arm (letters, digits, '_', '.', '-'; "
+                              f"not a group name, 'random...' or one of {', '.join(sorted(RESERVED_ARMS))})")
+        if not overrides:
+            raise ConfigError(f"{where}: study.arms.{name} changes nothing: give the training options it changes "
+                              "(e.g. {sampling: uniform})")
+        arms[name] = _training(pretrain, overrides, where, f"study.arms.{name}")
+    return arms
 
 
 def _check_recorded(estimator: str, affinity, where: str) -> None:

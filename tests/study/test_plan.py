@@ -97,6 +97,45 @@ def test_validation_grouping_arms(tmp_path):
     assert chosen[chosen["target"] == "rt_subjectivity"]["pretrain_set"].item() == "rt_subjectivity"  # uncovered: alone
 
 
+def test_recipe_arms_train_the_whole_pool_with_their_own_recipe(tmp_path):
+    """combinations: an arm pre-finetunes every pool task under its recipe, then fine-tunes every target
+    (one more column); its encoder is not the default recipe's, the family findings do not see it."""
+    groups = {"Q": ["trec6"], "T": ["bbc_topic", "sms_spam"]}
+    study = load_study(study_file(tmp_path, {"kind": "combinations", "targets": ["vader_amazon"], "seeds": [0, 1],
+                                             "groups": groups, "arms": {"uniform": {"sampling": "uniform"},
+                                                                        "unscaled": {"loss_scaling": False}}}))
+    plan = make_plan(study)
+    frame = plan.frame()
+    assert list(dict.fromkeys(frame["label"]))[-2:] == ["uniform", "unscaled"]
+    pool = study.settings.pool(study.config)
+    for arm, key, value in (("uniform", "sampling", "uniform"), ("unscaled", "loss_scaling", False)):
+        rows = frame[frame["label"] == arm]
+        assert set(rows["arm"]) == {arm} and len(rows) == 2  # target x seeds
+        (encoder,) = {plan.finetune_jobs[i].pretrain for i in rows["experiment_id"]}
+        job = plan.train_jobs[encoder]
+        assert job.tasks == pool and getattr(job.config.training, key) == value
+        assert job.config.training.steps == study.settings.pretrain.steps  # the rest of the recipe as study.pretrain
+    default_all = {plan.finetune_jobs[i].pretrain for i in frame[frame["label"] == "Q+T"]["experiment_id"]}
+    assert len(default_all | {plan.finetune_jobs[i].pretrain for i in frame[frame["arm"] != ""]["experiment_id"]}) == 3
+    assert (frame[~frame["label"].isin(["uniform", "unscaled"])]["arm"] == "").all()
+
+
+def test_validation_recipe_arms_are_read_against_the_all_arm(tmp_path):
+    pool = POOL[:4]
+    study = load_study(study_file(tmp_path, {"kind": "validation", "seeds": [0, 1],
+                                             "arms": {"unscaled": {"loss_scaling": False}}}, tasks=pool))
+    plan = make_plan(study)  # no groups: the all arm is planned for the recipes to be read against
+    frame = plan.frame()
+    for arm in ("all", "unscaled"):
+        rows = frame[frame["arm"] == arm]
+        assert sorted(rows["target"]) == sorted(pool * 2), arm  # every task, every seed
+    jobs = {arm: plan.train_jobs[frame[frame["arm"] == arm]["experiment_id"].iloc[0]] for arm in ("all", "unscaled")}
+    assert jobs["all"].config.training.loss_scaling and not jobs["unscaled"].config.training.loss_scaling
+    assert jobs["unscaled"].config.training.batch_size == jobs["all"].config.training.batch_size  # per-task budget
+    with_groups = make_plan(study, {"G1": tuple(pool[:2]), "G2": tuple(pool[2:])}).frame()
+    assert sorted(with_groups[with_groups["arm"] == "all"]["target"]) == sorted(pool * 2)  # once, not twice
+
+
 def test_job_ids_depend_on_what_changes_results_only(tmp_path):
     base = {"kind": "combinations", "targets": ["vader_amazon"], "groups": {"A": ["trec6"]}}
     first = make_plan(load_study(study_file(tmp_path, base)))
@@ -146,6 +185,16 @@ def test_job_ids_include_the_data_of_exactly_their_tasks(tmp_path):
      "unknown key 'study.finetune.stepz'"),
     ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "executor": {"kind": "slurm"}},
      None),  # checked when the executor is made (see test_executors)
+    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "arms": {"x": {"weightng": 1}}},
+     "unknown key 'study.arms.x.weightng'"),
+    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "arms": {"all": {"lr": 0.1}}},
+     "study.arms: 'all' cannot name an arm"),
+    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "arms": {"A": {"lr": 0.1}}},
+     "study.arms: 'A' cannot name an arm"),
+    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "arms": {"x": {}}},
+     "study.arms.x changes nothing"),
+    ({"kind": "scaling", "targets": ["trec6"], "sizes": [1], "arms": {"x": {"lr": 0.1}}},
+     "study.arms is for combinations and validation studies"),
 ])
 def test_bad_study_sections_name_the_option(tmp_path, study, message):
     path = study_file(tmp_path, study)
