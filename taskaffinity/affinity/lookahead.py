@@ -29,8 +29,8 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import TaskAffinityError
-from .formulas import cosine_from_gram, first_order_from_products, flatten, lookahead_ratio, unflatten
-from .updates import FlatAdamUpdate, optimizer_update, sgd_update
+from .formulas import cosine_from_gram, first_order_from_products, flatten, lookahead_ratio
+from .updates import fast_rule, source_update
 
 
 class _LossesOf(nn.Module):
@@ -104,21 +104,13 @@ def lookahead(model: nn.Module, shared: list[tuple[str, torch.Tensor]], losses_f
         arrays = {"gram": gram, "cosine": cosine_from_gram(gram)}
         call = _LossesOf(model, losses_fn)
         for rule in rules:
-            fast = FlatAdamUpdate(params) if rule == "optimizer" else None
-            if fast is not None and not fast.refresh(optimizer):
-                fast = None
+            fast = fast_rule(rule, params, optimizer)
             after = torch.zeros(len(probed), len(probed), device=flat.device)
             products = torch.zeros_like(after)  # Δ_i · g_j
             for a in range(len(probed)):
-                if rule == "sgd":
-                    update = sgd_update(unflatten(flat[a], params), lr)
-                elif fast is not None:  # the flat AdamW step: a few passes over one vector
-                    delta = fast.minus_update(flat[a], out=torch.empty_like(flat[a])).neg_()
-                    update = unflatten(delta, params)
-                else:
-                    update = optimizer_update(optimizer, params, unflatten(flat[a], params))
+                update, delta = source_update(rule, flat[a], params, lr=lr, optimizer=optimizer, fast=fast)
                 if rule != "sgd":
-                    products[a] = flatten(update, params) @ flat.T
+                    products[a] = delta @ flat.T
                 moved = {f"model.{n}": p.detach() + d for n, p, d in zip(names, params, update)}
                 rewind()  # the same random draws (if any) for every source
                 with torch.no_grad():

@@ -28,9 +28,9 @@ from torch.func import functional_call
 
 from ..batching import collate
 from ..callbacks import Callback, training_context
-from .formulas import cosine_from_gram, first_order_from_products, flatten, lookahead_ratio, unflatten
+from .formulas import cosine_from_gram, first_order_from_products, flatten, lookahead_ratio
 from .parameters import select_shared
-from .updates import FlatAdamUpdate, optimizer_update, sgd_update
+from .updates import fast_rule, source_update
 
 
 class LookaheadRecorder(Callback):
@@ -88,21 +88,15 @@ class LookaheadRecorder(Callback):
             for rule in self.rules:
                 after = torch.zeros(len(sources), len(targets), device=flat.device)
                 products = torch.zeros_like(after)  # P_ij = Δ_i · g_j
-                fast = FlatAdamUpdate(params) if rule == "optimizer" and mine else None
-                if fast is not None and not fast.refresh(context.optimizer):
-                    fast = None
+                fast = fast_rule(rule, params, context.optimizer) if mine else None
                 moved = mine if self.exact or rule != "sgd" else ()  # sgd's first-order form needs only G
                 for a in moved:
-                    g_i = flat[at[sources[a]]]
-                    if fast is not None:  # the flat AdamW step: a few passes over one vector
-                        delta = fast.minus_update(g_i, out=torch.empty_like(g_i)).neg_()
-                        update = unflatten(delta, params)
-                    else:
-                        update = self.update(rule, context, params, unflatten(g_i, params))
+                    update, delta = source_update(rule, flat[at[sources[a]]], params, optimizer=context.optimizer,
+                                                  lr=self.lookahead_lr or context.lr, fast=fast)
                     if self.exact:
                         after[a] = self.losses_after(model, named, update, batches, targets, pack=context.packs_tasks)
                     if rule != "sgd":
-                        products[a] = (delta if fast is not None else flatten(update, params)) @ target_grads.T
+                        products[a] = delta @ target_grads.T
                 if self.exact:
                     context.dist.sum_(after)
                 if rule == "sgd":  # Δ_i · g_j = −η G_ij: no need to flatten the updates
@@ -179,11 +173,6 @@ class LookaheadRecorder(Callback):
             flatten(list(grads), params, out=flat[k])
             losses.append(loss.detach())
         return torch.stack(losses).float(), flat
-
-    def update(self, rule: str, context, params, grads) -> list[torch.Tensor]:
-        if rule == "sgd":
-            return sgd_update(grads, self.lookahead_lr or context.lr)
-        return optimizer_update(context.optimizer, params, grads)
 
     @staticmethod
     @torch.no_grad()

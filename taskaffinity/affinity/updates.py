@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..config import LOOKAHEAD_RULES
+from .formulas import flatten, unflatten
 
 RULES = LOOKAHEAD_RULES  # the update rules a lookahead can use (config.LOOKAHEAD_RULES)
 
@@ -164,3 +165,28 @@ class FlatAdamUpdate:
         den.sqrt_().add_(self.eps)
         torch.add(self.momentum[columns], g, alpha=self.g_scale, out=out)
         return out.div_(den).add_(self.decay[columns])
+
+
+def fast_rule(rule: str, params: list[torch.Tensor], optimizer) -> FlatAdamUpdate | None:
+    """The flat Adam/AdamW path for ``rule`` (None: the rule is ``sgd`` or the optimizer is another)."""
+    fast = FlatAdamUpdate(params) if rule == "optimizer" else None
+    return fast if fast is not None and fast.refresh(optimizer) else None
+
+
+def source_update(rule: str, g: torch.Tensor, params: list[torch.Tensor], *, lr: float | None, optimizer=None,
+                  fast: FlatAdamUpdate | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Δ_i for source i's flat gradient ``g`` (P) under ``rule``: per parameter, and flat (P).
+
+    ``sgd``: Δ_i = −η g_i; ``optimizer``: the step the optimizer would take for g_i alone
+    from its current state (read, never written), through ``fast`` (:func:`fast_rule`)
+    when it covers the optimizer. The one home of the lookahead's update, for the
+    trainer's probes (``probe``) and any model's (``lookahead``).
+    """
+    if rule == "sgd":
+        delta = sgd_update([g], lr)[0]
+    elif fast is not None:  # the flat AdamW step: a few passes over one vector
+        delta = fast.minus_update(g, out=torch.empty_like(g)).neg_()
+    else:
+        update = optimizer_update(optimizer, params, unflatten(g, params))
+        return update, flatten(update, params)
+    return unflatten(delta, params), delta
