@@ -15,6 +15,7 @@ noise).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -228,8 +229,7 @@ class JointTrainer:
                    for task, rows in shards.items() if len(rows)}
         context = StepContext(step, phase, dict(self.step_counts), dict(self.shard_weights))
         self.loss_weights = self.weighting.weights(context)  # m_i of this update (before its forward pass)
-        self.context.step_context = StepContext(step, phase, dict(self.step_counts), dict(self.shard_weights),
-                                                dict(self.loss_weights))
+        self.context.step_context = dataclasses.replace(context, loss_weights=dict(self.loss_weights))
         self.callbacks.on_step_begin(self.context, step, batches)
         self.optimizer.zero_grad(set_to_none=True)
         self.task_rows = self.task_gradient_matrix() if self.trainer_needs_task_gradients else None
