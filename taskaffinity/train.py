@@ -4,7 +4,8 @@ One update = one heterogeneous batch: the sampler picks how many examples of eac
 task go in, every task's sub-batch is forwarded and backpropagated on its own
 (the FLOPs of one pass over the whole batch, and per-task gradients for free to
 whoever asks), losses are weighted by their share of the batch and scaled by
-1/log(n_classes), then one AdamW step updates encoder and heads.
+1/log(n_classes), then one AdamW step updates encoder and heads. Other loss weightings
+(:mod:`.weighting`) and aggregators of the per-task gradients (:mod:`.aggregation`) are options.
 
 An optional head warm-up runs first: encoder frozen, heads trained, so tasks are
 learned before their gradients are compared (affinities through random heads are
@@ -14,6 +15,7 @@ noise).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from .aggregation import TaskGradientMatrix, aggregate, make_aggregator
 from .batching import EncodedRows
 from .callbacks import Callback, CallbackList, StepContext, TrainingContext
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -39,6 +42,7 @@ from .sampling import HeterogeneousSampler
 from .storage import read_json, write_parquet
 from .task_gradients import PackedTaskGradients, covered_modules
 from .tasks.data import SPLITS, TaskData
+from .weighting import make_weighting, last_shared_layer
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +100,12 @@ class JointTrainer:
             raise ConfigError(f"{config.source_file or 'config'}: {err}") from None
         self.loss_scales = {name: loss_scale(t.spec.type, t.n_classes) if self.training.loss_scaling else 1.0
                             for name, t in tasks.items()}
-        self.optimizer = torch.optim.AdamW(self.param_groups_for(model))
+        self.weighting = make_weighting(self.training, tasks, self.loss_scales, device=self.device)
+        self.aggregator = (make_aggregator(self.training.aggregator, cagrad_c=self.training.cagrad_c)
+                           if self.training.aggregator != "sum" else None)
+        learned = self.weighting.parameters()  # uncertainty's log-variances: trained by the same AdamW
+        self.optimizer = torch.optim.AdamW(self.param_groups_for(model) + (
+            [{"params": learned, "lr": self.training.weighting_lr, "weight_decay": 0.0}] if learned else []))
         self.scheduler = get_scheduler(
             self.training.scheduler, self.optimizer, num_warmup_steps=round(self.training.warmup_ratio * self.training.steps),
             num_training_steps=self.training.steps)
@@ -124,7 +133,7 @@ class JointTrainer:
             tasks=tasks, model=model, tokenizer=tokenizer, optimizer=self.optimizer, device=self.device,
             dist=self.dist, lr=self.training.lr, max_length=config.model.max_length, loss_scales=self.loss_scales,
             packs_tasks=self.packs_tasks, use_amp=self.use_amp, head_warmup_steps=self.training.head_warmup_steps,
-            total_steps=self.total_steps)
+            total_steps=self.total_steps, aggregator=self.training.aggregator)
         self.callbacks.check(self.context)
 
     # -- set-up ------------------------------------------------------------------------------
@@ -202,9 +211,9 @@ class JointTrainer:
     def train_step(self, step: int) -> dict[str, float]:
         phase = self.phase(step)
         self.model.encoder.requires_grad_(phase == "joint")
-        if phase == "head_warmup":  # constant head LR, no encoder update, schedule not started
+        if phase == "head_warmup":  # constant head (and learned weights') LR, no encoder update, schedule not started
             for group in self.optimizer.param_groups[2:]:
-                group["lr"] = self.training.head_lr
+                group["lr"] = group["initial_lr"]
         elif step == self.training.head_warmup_steps + 1:
             for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
                 group["lr"] = lr
@@ -218,13 +227,19 @@ class JointTrainer:
         self.shard_weights = {task: len(rows) / self.step_counts[task] for task, rows in shards.items() if len(rows)}
         batches = {task: self.encoded_train(task).collate(rows, self.device)
                    for task, rows in shards.items() if len(rows)}
-        self.context.step_context = StepContext(step, phase, dict(self.step_counts), dict(self.shard_weights))
+        context = StepContext(step, phase, dict(self.step_counts), dict(self.shard_weights))
+        self.loss_weights = self.weighting.weights(context)  # m_i of this update (before its forward pass)
+        self.context.step_context = dataclasses.replace(context, loss_weights=dict(self.loss_weights))
         self.callbacks.on_step_begin(self.context, step, batches)
         self.optimizer.zero_grad(set_to_none=True)
+        self.task_rows = self.task_gradient_matrix() if self.trainer_needs_task_gradients else None
         losses = self.accumulate_gradients(step, batches)
         if self.dist.active:
             losses = self.reduce_losses(losses)
-            self.reduce_gradients()
+        aggregated = self.combine_task_gradients(step)
+        if self.dist.active:
+            self.reduce_gradients(skip=aggregated)
+        self.weighting.observe(step, losses, self.last_layer_norms())
         self.callbacks.on_before_optimizer_step(self.context, step, losses)
         params = [p for _, p in self.trainable_parameters]
         if self.training.max_grad_norm:
@@ -237,18 +252,57 @@ class JointTrainer:
         lr = self.optimizer.param_groups[0]["lr"] if phase == "joint" else 0.0
         for task, loss in losses.items():
             self.step_log.append({"step": step, "phase": phase, "task": task, "loss": loss,
-                                  "examples": self.step_counts[task], "lr": lr, "seconds": seconds})
+                                  "examples": self.step_counts[task], "weight": self.loss_weights[task], "lr": lr,
+                                  "seconds": seconds})
         return losses
 
     def accumulate_gradients(self, step: int, batches: dict) -> dict[str, float]:
-        """Backpropagate each task's weighted loss (b_i / B) · L_i / s_i into ``.grad``, along the
-        gradient path chosen when the callbacks were set (:meth:`set_callbacks`).
+        """Backpropagate each task's weighted loss m_i · L_i into ``.grad`` (Muppet: m_i = (b_i / B) / s_i),
+        along the gradient path chosen when the callbacks were set (:meth:`set_callbacks`).
 
-        B is the global batch; under torchrun b_i and L_i are this process's shard's.
+        Under torchrun L_i is this process's shard's, weighted by its share b_i^r / b_i.
         """
-        total = sum(self.step_counts.values())
-        weights = {task: len(batch["labels"]) / total / self.loss_scales[task] for task, batch in batches.items()}
+        weights = {task: self.loss_weights[task] * self.shard_weights[task] for task in batches}
         return self.gradient_path(step, batches, weights)
+
+    @property
+    def trainer_needs_task_gradients(self) -> bool:
+        """Per-task gradients the trainer itself uses: an aggregator's rows, GradNorm's layer norms."""
+        return self.aggregator is not None or self.weighting.needs_task_gradients
+
+    def task_gradient_matrix(self) -> TaskGradientMatrix | None:
+        """This step's rows: the trainable encoder parameters for an aggregator, GradNorm's layer otherwise
+        (None while the encoder is frozen)."""
+        named = self.trainable_parameters
+        shared = {id(p) for _, p in self.model.shared_parameters()}
+        if self.aggregator is not None:
+            wanted = [(k, p) for k, (_, p) in enumerate(named) if id(p) in shared]
+        else:
+            layer = last_shared_layer(self.model)
+            wanted = [(k, p) for k, (_, p) in enumerate(named) if p is layer]
+        if not wanted:
+            return None
+        return TaskGradientMatrix([p for _, p in wanted], [k for k, _ in wanted], list(self.step_counts))
+
+    def combine_task_gradients(self, step: int) -> list[torch.Tensor]:
+        """Sum this step's per-task rows over processes; with an aggregator, write its direction into the
+        encoder's ``.grad``. Returns the parameters whose ``.grad`` is final (already global)."""
+        if self.task_rows is None:
+            return []
+        self.dist.sum_(self.task_rows.matrix)  # Σ_r (b_i^r / b_i) m_i ∇L_i^r = m_i ∇L_i
+        if self.aggregator is None:
+            return []
+        direction = aggregate(self.aggregator, self.task_rows.matrix, seed=self.config.seed * 1_000_003 + step)
+        self.task_rows.set_gradients(direction)
+        return self.task_rows.params
+
+    def last_layer_norms(self) -> dict[str, float] | None:
+        """GradNorm's G_i = ‖m_i ∇_W L_i‖ on the last shared layer W, per task of the step."""
+        if not self.weighting.needs_task_gradients or self.task_rows is None:
+            return None
+        columns = self.task_rows.columns(last_shared_layer(self.model))
+        norms = self.task_rows.matrix[:, columns].norm(dim=1).tolist()
+        return dict(zip(self.task_rows.tasks, norms))
 
     def set_callbacks(self, callbacks) -> None:
         """Use these callbacks from now on, and choose the gradient path they need (once, not per step):
@@ -259,7 +313,8 @@ class JointTrainer:
           impossible: shared heads or encoder layers it does not cover).
         """
         self.callbacks = callbacks if isinstance(callbacks, CallbackList) else CallbackList(callbacks)
-        if self.packs_tasks and not self.callbacks.wants_task_gradients:
+        self.wants_task_gradients = self.callbacks.wants_task_gradients or self.trainer_needs_task_gradients
+        if self.packs_tasks and not self.wants_task_gradients:
             self.gradient_path = self.accumulate_packed
         elif self.packs_tasks and self.task_gradients is not None:
             self.gradient_path = self.accumulate_packed_per_task
@@ -270,7 +325,7 @@ class JointTrainer:
         """Each task's sub-batch forwarded and backpropagated on its own: the FLOPs of one pass over
         the whole batch, and each task's own gradient for the callbacks that want it."""
         params = [p for _, p in self.trainable_parameters]
-        wants = self.callbacks.wants_task_gradients
+        wants = self.wants_task_gradients
         losses = {}
         for task, batch in batches.items():
             with self.autocast():
@@ -279,6 +334,8 @@ class JointTrainer:
             if wants:
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
                 self.callbacks.on_task_gradients(self.context, step, task, loss.detach(), grads)
+                if self.task_rows is not None:
+                    self.task_rows.write(task, grads, weight)
                 for p, g in zip(params, grads):  # grads stay untouched: callbacks may keep them
                     if g is not None:
                         p.grad = g * weight if p.grad is None else p.grad.add_(g, alpha=weight)
@@ -306,6 +363,8 @@ class JointTrainer:
                      else p.grad / weights[task] if id(p) in own_head and p.grad is not None else None
                      for _, p in named]
             self.callbacks.on_task_gradients(self.context, step, task, losses[task], grads)
+            if self.task_rows is not None:
+                self.task_rows.write(task, grads, weights[task])
         return _to_floats(losses)
 
     def _packed_backward(self, batches: dict, weights: dict[str, float]) -> dict[str, torch.Tensor]:
@@ -324,11 +383,13 @@ class JointTrainer:
                              dtype=torch.float64, device=self.device)
         return dict(zip(tasks, self.dist.sum_(local).tolist()))
 
-    def reduce_gradients(self) -> None:
+    def reduce_gradients(self, skip: list[torch.Tensor] = ()) -> None:
         """Sum ``.grad`` over processes: what DistributedDataParallel's reducer does, done here
         because per-task ``autograd.grad`` calls bypass its hooks. A parameter keeps ``grad is
-        None`` only if no process touched it (so AdamW skips it as it would in one process)."""
-        params = [p for _, p in self.trainable_parameters]
+        None`` only if no process touched it (so AdamW skips it as it would in one process).
+        ``skip``: parameters whose ``.grad`` is already global (an aggregator's direction)."""
+        skipped = {id(p) for p in skip}
+        params = [p for _, p in self.trainable_parameters if id(p) not in skipped]
         touched = self.dist.sum_(torch.tensor([p.grad is not None for p in params], dtype=torch.float32,
                                               device=self.device))
         used = [p for p, hits in zip(params, touched.tolist()) if hits]
@@ -364,7 +425,8 @@ class JointTrainer:
         write_parquet(self.out_dir / "eval.parquet", self.eval_log)
         state = {"fingerprint": self.fingerprint, "config_fingerprint": self.config.fingerprint(),
                  "data_fingerprints": self.data_fingerprints, "sampler": self.sampler.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "callbacks": self.callbacks.state_dict()}
+                 "scheduler": self.scheduler.state_dict(), "callbacks": self.callbacks.state_dict(),
+                 "weighting": self.weighting.state_dict()}
         save_checkpoint(self.out_dir / "checkpoints", self.step, self.model, self.optimizer, state)
 
     def resume(self) -> None:
@@ -392,6 +454,7 @@ class JointTrainer:
         self.sampler.load_state_dict(state["sampler"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.callbacks.load_state_dict(state.get("callbacks", {}))
+        self.weighting.load_state_dict(state.get("weighting", {}))
         steps = pd.read_parquet(self.out_dir / "steps.parquet")
         self.step_log = steps[steps["step"] <= self.step].to_dict("records")
         evals = pd.read_parquet(self.out_dir / "eval.parquet")

@@ -49,7 +49,7 @@ def test_train_writes_metrics_logs_and_checkpoint(tmp_path):
     evals = pd.read_parquet(out / "eval.parquet")
     assert set(evals["step"]) == {2, 4} and set(evals["task"]) == {"trec6", "vader_tweets", "wn_relation"}
     steps = pd.read_parquet(out / "steps.parquet")
-    assert list(steps.columns) == ["step", "phase", "task", "loss", "examples", "lr", "seconds"]
+    assert list(steps.columns) == ["step", "phase", "task", "loss", "examples", "weight", "lr", "seconds"]
     assert sorted(steps["step"].unique()) == [1, 2, 3, 4]
     assert (out / "checkpoints" / "step-000004" / "model.safetensors").is_file()
     summary = json.loads((out / "summary.json").read_text())

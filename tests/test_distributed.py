@@ -86,3 +86,25 @@ def test_only_the_main_process_writes_and_prints(runs):
     _, two, launched = runs
     assert launched.stdout.count("wrote ") == 1
     assert {"affinity.parquet", "fidelity.json", "summary.json"} <= {p.name for p in two.iterdir()}
+
+
+def test_two_processes_aggregate_the_reduced_rows_like_one(tmp_path):
+    """With an aggregator and GradNorm, the per-task rows are summed over processes before UPGrad
+    and the layer norms: the 2-process run trains the model and the weights of the 1-process run."""
+    config = {**CONFIG, "training": {**CONFIG["training"], "aggregator": "upgrad", "weighting": "gradnorm"}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path), "--out", str(tmp_path / "one"), "--quiet"]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "taskaffinity", "train", str(path), "--out", str(tmp_path / "two"), "--quiet"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    one, two = (pd.read_parquet(tmp_path / run / "steps.parquet") for run in ("one", "two"))
+    assert one["weight"].nunique() > len(CONFIG["tasks"])  # GradNorm moved the weights
+    np.testing.assert_allclose(one["weight"], two["weight"], rtol=1e-4)
+    weights = [load_file(glob.glob(str(tmp_path / run / "checkpoints" / "*" / "model.safetensors"))[0])
+               for run in ("one", "two")]
+    for name, tensor in weights[0].items():
+        np.testing.assert_allclose(tensor.numpy(), weights[1][name].numpy(), rtol=1e-4, atol=1e-6, err_msg=name)

@@ -1,8 +1,8 @@
 """One joint run with affinity recorders: which recorders a run config asks for, and the store,
 summaries and trust report it produces.
 
-``OUT/`` holds the data files of :mod:`.outputs` (store, matrices, summaries, ``fidelity.json``)
-plus the training outputs of :func:`taskaffinity.joint.train_joint_model`;
+``OUT/`` holds the data files of :mod:`.outputs` (store, matrices, summaries, ``fidelity.json``),
+``conflicts.parquet`` with ``affinity.conflicts`` (:mod:`.conflicts`), plus the training outputs of :func:`taskaffinity.joint.train_joint_model`;
 :func:`taskaffinity.api.record_affinity` adds the heatmaps.
 """
 
@@ -18,6 +18,9 @@ from ..callbacks import Callback
 from ..config import RunConfig
 from ..evaluate import gain_over_baseline
 from ..joint import train_joint_model
+from ..storage import write_parquet
+from .conflicts import COLUMNS as CONFLICT_COLUMNS
+from .conflicts import ConflictRecorder
 from .outputs import summaries_of, trust_report, write_data
 from .probe import LookaheadRecorder
 from .store import AffinityStore
@@ -30,6 +33,7 @@ class AffinityResult:
     fidelity: dict  # the content of fidelity.json (see .outputs.trust_report)
     out_dir: Path | None
     summaries: dict[str, pd.DataFrame] | None = None  # per estimator, see AffinityStore.summary
+    conflicts: pd.DataFrame | None = None  # per-step conflict statistics (affinity.conflicts), see .conflicts
     writes: bool = False  # this process wrote out_dir (under torchrun only rank 0 does)
 
 
@@ -87,6 +91,8 @@ def recorders_for(config: RunConfig) -> tuple[list[Callback], int]:
     if affinity.stream:
         callbacks.append(StreamRecorder(window=affinity.stream_window, optimizer_rule="optimizer" in affinity.rules,
                                         sketch_dim=affinity.sketch_dim, **common))
+    if affinity.conflicts:
+        callbacks.append(ConflictRecorder(start_step=start))
     return callbacks, start
 
 
@@ -112,6 +118,7 @@ def record_affinity(config: RunConfig, out_dir: str | Path | None = None, *, res
         "probe_pool_halves": True,  # probes alternate between disjoint halves of the pool (pool_half)
         "probe_sources": config.affinity.probe_sources, "probe_targets": config.affinity.probe_targets,
         "tasks_per_step": config.training.tasks_per_step,
+        "weighting": config.training.weighting, "aggregator": config.training.aggregator,
         "head_warmup_steps": config.training.head_warmup_steps, "start_step": start,
         "steps": trainer.step, "parameters": config.affinity.parameters, "sketch_dim": config.affinity.sketch_dim,
         "stream_window": config.affinity.stream_window, "learned_at_start": callbacks[0].learned,
@@ -128,6 +135,11 @@ def record_affinity(config: RunConfig, out_dir: str | Path | None = None, *, res
                              seed=config.seed)
     report = trust_report(store, summaries, seed=config.seed)
     writes = bool(result.out_dir) and trainer.dist.main
+    conflict = next((cb for cb in callbacks if isinstance(cb, ConflictRecorder)), None)
+    conflicts = pd.DataFrame(conflict.steps, columns=list(CONFLICT_COLUMNS)) if conflict else None
     if writes:
         write_data(store, summaries, report, result.out_dir)
-    return AffinityResult(store=store, fidelity=report, out_dir=result.out_dir, summaries=summaries, writes=writes)
+        if conflicts is not None:
+            write_parquet(result.out_dir / "conflicts.parquet", conflicts)
+    return AffinityResult(store=store, fidelity=report, out_dir=result.out_dir, summaries=summaries, writes=writes,
+                          conflicts=conflicts)

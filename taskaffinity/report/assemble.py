@@ -109,6 +109,9 @@ def affinity_section(run: Path, folder: Path) -> Section:
     lead = next((e for e in REPORT_ORDER if e in store.estimators), store.estimators[0])
     fig = affinity_trajectories(store.trajectories(lead))
     section.figures.append((_save(fig, folder, f"trajectories_{lead}"), f"{lead} over training steps, per source"))
+    conflicts_path = path.parent / "conflicts.parquet"
+    if conflicts_path.is_file():
+        _conflicts(pd.read_parquet(conflicts_path), section, folder, meta.get("aggregator", "sum"))
     fidelity_path = path.parent / "fidelity.json"
     report = read_json(fidelity_path) if fidelity_path.is_file() else {}
     agreement = report.get("agreement", {} if "reliability" in report else report)  # older runs: pairs only
@@ -134,6 +137,21 @@ def affinity_section(run: Path, folder: Path) -> Section:
         section.tables.append(("agreement of run-averaged matrices (off-diagonal); two noisy estimators of one "
                                "quantity cannot exceed the ceiling their reliabilities allow", pd.DataFrame(rows)))
     return section
+
+
+def _conflicts(frame: pd.DataFrame, section: Section, folder: Path, aggregator: str) -> None:
+    """Gradient conflicts over training (affinity.conflicts): a figure and a table."""
+    from .conflicts import conflict_summary, conflict_trajectories
+
+    if frame.empty:
+        return
+    fig = conflict_trajectories(frame)
+    section.figures.append((_save(fig, folder, "conflicts"),
+                            "gradient conflicts per step: share of task pairs with negative cosine, magnitude "
+                            "similarity of conflicting pairs (Yu et al. 2020)"
+                            + (f", cosine between the summed and the {aggregator} update" if aggregator != "sum" else "")))
+    section.tables.append(("gradient conflicts (means over the recorded steps, and over their first and last third)",
+                           conflict_summary(frame)))
 
 
 def trust_sentence(trust: pd.DataFrame) -> str:
