@@ -19,7 +19,11 @@ class BanditSettings:
 
     rounds: int = 40
     steps_per_round: int = 4
-    decay: float = 0.3  # γ of the discounted update (AutoSeM's reference code uses 0.3)
+    # γ of the discounted update. AutoSeM's reference code uses 0.3, but then a posterior holds
+    # ~3 observations and the final ranking is read from the last few pulls: on simulated
+    # rewards with one helpful source it ranked it first in 73 % of 200 runs at 40 rounds,
+    # against 93 % at 0.1 and 99.5 % at 0 (bench/bandit_decay.py, docs/grouping.md)
+    decay: float = 0.1
     seeds: int = 1
     credible: float = 0.9  # central credible interval of the posterior
 
