@@ -29,6 +29,9 @@ def cmd_bandit_sources(args, load_store) -> int:
         raise ConfigError(f"--out {args.out} exists and is not a folder")
     config = load_config(args.config)
     sources = bandit_sources(config, args.target, CLI_NAMES)
+    if not 1 <= args.group_size <= len(sources):
+        raise ConfigError(f"--group-size must be between 1 and {len(sources)} (the sources of {args.target}), "
+                          f"got {args.group_size}")
     affinity = _affinity_column(args, sources, load_store) if args.affinity else None
 
     from ..selection.bandit import rank_sources_bandit, write_bandit
@@ -37,11 +40,13 @@ def cmd_bandit_sources(args, load_store) -> int:
     tasks = prepare_tasks(config.tasks, config.data, progress=not args.quiet)  # bad data fails before --out
     result = rank_sources_bandit(config, args.target, settings, tasks=tasks, progress=not args.quiet,
                                  on_seed=(lambda r: write_bandit(r, args.out)) if args.out else None)
-    comparison = compare_rankings(result.ranking, *affinity) if affinity else None
-    if args.out and comparison is not None:
-        from ..storage import write_text
+    comparison = compare_rankings(result.ranking, affinity[0], affinity[1]) if affinity else None
+    if args.out:
+        from ..storage import write_json, write_text
 
-        write_text(Path(args.out) / "comparison.csv", comparison.to_csv(index=False))
+        write_json(Path(args.out) / "group.json", group_document(result.ranking, args.target, args.group_size))
+        if comparison is not None:
+            write_text(Path(args.out) / "comparison.csv", comparison.to_csv(index=False))
     table = result.ranking.head(args.top) if args.top else result.ranking
     if args.json:
         document = {**result.summary, "sources": json.loads(table.to_json(orient="records"))}
@@ -55,7 +60,7 @@ def cmd_bandit_sources(args, load_store) -> int:
         print_comparison(comparison, affinity[2], result.summary)
     if args.out:
         print(f"wrote {args.out}/ (ranking.parquet, ranking.csv, ranking_by_seed.parquet, rounds.parquet, "
-              f"summary.json{', comparison.csv' if comparison is not None else ''})")
+              f"summary.json, group.json{', comparison.csv' if comparison is not None else ''})")
     return 0
 
 
@@ -75,6 +80,13 @@ def _affinity_column(args, sources: list[str], load_store) -> tuple[pd.Series, s
             "training_seconds": meta.get("training_seconds"),
             "recording_seconds": meta.get("stream_seconds" if estimator.startswith("stream_") else "probe_seconds")}
     return column, estimator, cost
+
+
+def group_document(ranking: pd.DataFrame, target: str, size: int) -> dict:
+    """The ``size`` best sources as one group to pre-finetune on for ``target``, in the shape of a
+    grouping document, so a study takes it as ``study.groups: FOLDER/group.json``."""
+    return {"method": "bandit", "target": target,
+            "groups": [{"tasks": list(ranking["source"].head(size)), "serves": [target]}]}
 
 
 def compare_rankings(ranking: pd.DataFrame, affinity: pd.Series, estimator: str) -> pd.DataFrame:

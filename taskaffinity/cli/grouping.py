@@ -62,8 +62,11 @@ def add_commands(subparsers) -> None:
     bandit.add_argument("--seeds", type=int, default=BanditSettings.seeds,
                         help="independent bandit runs (seed, seed + 1, ...), pooled; their agreement on the top "
                              "source is reported (default 1)")
+    bandit.add_argument("--group-size", type=int, default=2,
+                        help="--out also writes group.json: the N best sources as one group for study.groups "
+                             "(default 2)")
     bandit.add_argument("--out", help="write ranking.parquet/.csv, ranking_by_seed.parquet, rounds.parquet, "
-                                      "summary.json (and comparison.csv) to this folder")
+                                      "summary.json, group.json (and comparison.csv) to this folder")
     bandit.add_argument("--quiet", action="store_true", help="no progress bars")
     sources.set_defaults(handler=cmd_sources)
 
