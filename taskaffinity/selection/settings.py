@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from ..config import RunConfig
 from ..errors import ConfigError
 
-# option -> how the CLI spells it; a study names them study.grouping.<option>
+# option -> how the CLI spells it (``credible`` has no flag: the CLI reports 90 % intervals)
 CLI_NAMES = {"target": "--target", "rounds": "--rounds", "steps_per_round": "--steps-per-round",
-             "decay": "--decay", "seeds": "--seeds", "credible": "--credible", "top": "--top"}
+             "decay": "--decay", "seeds": "--seeds"}
 
 
 @dataclass(frozen=True)
