@@ -48,13 +48,14 @@ from ..train import JointTrainer, run_fingerprint
 from .settings import BanditSettings, bandit_sources
 from .thompson import posterior_table, run_thompson
 
+
 @dataclass
 class BanditResult:
     target: str
     metric: str
     ranking: pd.DataFrame  # pooled over seeds: rank, source, posterior_mean, ..., top1_share, seed_sd
     by_seed: pd.DataFrame  # one ranking per seed (column ``seed``)
-    rounds: pd.DataFrame  # seed, round, step, source, value, previous, reward, theta, alpha, beta, seconds
+    rounds: pd.DataFrame  # seed, round, step, source, metric, value, previous, reward, theta, alpha, beta, seconds
     summary: dict = field(default_factory=dict)
 
 
