@@ -2,6 +2,9 @@
 
     tasks -> model -> trainer -> recorders -> store -> grouping -> studies -> reports, API and CLI on top
 
+Source selection by training (``selection``: AutoSeM's bandit) sits beside the recorders, above the
+trainer: it trains, so grouping (maths on matrices) must not import it, and it must not import studies.
+
 Every ``import`` in the package is read with :mod:`ast`, at module level and inside functions
 (lazy imports are still dependencies), and resolved to the package's modules. The rules below
 are the layering; a failure names the importing module, the line and the imported module.
@@ -99,6 +102,13 @@ FORBIDDEN = [
     ("tasks", "transformers", "tasks are data: reading a catalog must not need transformers"),
     ("affinity", "report", "measurement does not draw pictures"),
     ("grouping", "affinity", "grouping is maths on matrices; the CLI/study layer loads stores"),
+    ("grouping", "selection", "grouping is maths on matrices; selection trains models"),
+    ("affinity", "selection", "recording affinities does not depend on bandit selection"),
+    ("selection", "study", "a study picks groups with source selection, not the reverse"),
+    ("selection", "report", "selection does not draw pictures"),
+    ("selection", "cli", "the CLI sits on top"),
+    ("selection.thompson", "torch", "the sampler is maths: testable with an injected reward, no model"),
+    ("selection.settings", "torch", "settings are checked before anything heavy is imported"),
     ("report", "study.runner", "reports read study outputs, they do not run jobs"),
     ("report", "study.executors", "reports read study outputs, they do not run jobs"),
     ("report", "study.jobs", "reports read study outputs, they do not run jobs"),

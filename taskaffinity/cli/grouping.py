@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 
 from ..affinity.estimators import ESTIMATORS
+from ..errors import ConfigError
 from ..grouping import METHODS, GroupingError
+from ..selection.settings import BanditSettings
 from ..study.choose import store_grouping
 
 METHOD_NAMES = tuple(METHODS)
@@ -34,14 +36,38 @@ def add_commands(subparsers) -> None:
     group.add_argument("--out", help="also write the document to FILE (.json, .yaml or .yml)")
     group.set_defaults(handler=cmd_group)
 
-    sources = subparsers.add_parser("sources", help="rank source tasks by their affinity onto a target")
-    sources.add_argument("affinity", help="affinity.parquet written by an affinity run")
-    sources.add_argument("--target", required=True, help="target task")
+    sources = subparsers.add_parser(
+        "sources", help="rank source tasks for a target: by affinity (default) or by a bandit that trains (AutoSeM)")
+    sources.add_argument("affinity", nargs="?",
+                         help="affinity.parquet written by an affinity run (with --method bandit: optional, "
+                              "to compare the two rankings)")
+    sources.add_argument("--target", help="target task (required)")
+    sources.add_argument("--method", default="affinity",
+                         help="affinity (default): the affinity run's ranking; bandit: Thompson sampling over "
+                              "sources, rewarded by the target's validation gains (AutoSeM stage 1)")
     sources.add_argument("--top", type=int, help="show the N best sources")
     sources.add_argument("--estimator", help=ESTIMATOR_HELP)
     sources.add_argument("--bootstrap", type=int, default=200,
                          help="resamples of the probes/windows for the ranks' stability (default 200; 0: none)")
     sources.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    bandit = sources.add_argument_group("--method bandit")
+    bandit.add_argument("--config", help="run or study YAML: the target and its candidate sources (its other "
+                                         "tasks), model, data and training recipe")
+    bandit.add_argument("--rounds", type=int, default=BanditSettings.rounds,
+                        help=f"bandit rounds (default {BanditSettings.rounds})")
+    bandit.add_argument("--steps-per-round", type=int, default=BanditSettings.steps_per_round,
+                        help=f"joint steps on target + chosen source per round (default {BanditSettings.steps_per_round})")
+    bandit.add_argument("--decay", type=float, default=BanditSettings.decay,
+                        help=f"discount γ of the non-stationary posterior update (default {BanditSettings.decay})")
+    bandit.add_argument("--seeds", type=int, default=BanditSettings.seeds,
+                        help="independent bandit runs (seed, seed + 1, ...), pooled; their agreement on the top "
+                             "source is reported (default 1)")
+    bandit.add_argument("--group-size", type=int, default=2,
+                        help="--out also writes group.json: the N best sources as one group for study.groups "
+                             "(default 2)")
+    bandit.add_argument("--out", help="write ranking.parquet/.csv, ranking_by_seed.parquet, rounds.parquet, "
+                                      "summary.json, group.json (and comparison.csv) to this folder")
+    bandit.add_argument("--quiet", action="store_true", help="no progress bars")
     sources.set_defaults(handler=cmd_sources)
 
 
@@ -96,9 +122,29 @@ def cmd_group(args) -> int:
     return 0
 
 
+SOURCE_METHODS = ("affinity", "bandit")
+BANDIT_ONLY = ("config", "out")
+
+
 def cmd_sources(args) -> int:
     from ..grouping.sources import rank_sources
 
+    if args.method not in SOURCE_METHODS:
+        raise ConfigError(f"--method: unknown source ranking method '{args.method}' "
+                          f"(choose from {', '.join(SOURCE_METHODS)})")
+    if not args.target:
+        raise ConfigError("--target is required: the task whose sources are ranked")
+    if args.top is not None and args.top < 1:
+        raise ConfigError(f"--top must be >= 1, got {args.top}")
+    if args.method == "bandit":
+        from .bandit import cmd_bandit_sources
+
+        return cmd_bandit_sources(args, _load)
+    given = [f"--{name}" for name in BANDIT_ONLY if getattr(args, name)]
+    if given:
+        raise ConfigError(f"{given[0]} applies to --method bandit only")
+    if not args.affinity:
+        raise ConfigError("sources --method affinity needs AFFINITY.parquet (written by `taskaffinity affinity`)")
     _check_bootstrap(args.bootstrap)
     store, estimator, matrix = _load(args.affinity, args.estimator)
     if args.target not in list(matrix.columns):
