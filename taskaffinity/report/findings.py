@@ -320,12 +320,57 @@ def low_resource_findings(results: pd.DataFrame, *, split: str = "test") -> list
     return [Finding(claim, MUPPET, result, evidence, table)]
 
 
+# -- recipe arms (study.arms) ---------------------------------------------------------------------
+RECIPES = "Kendall et al. 2018; Chen et al. 2018; Guo et al. 2018; Yu et al. 2020; Quinton & Rey 2024"
+
+
+def recipe_findings(results: pd.DataFrame, families: dict[str, str], *, split: str = "test") -> Finding | None:
+    """Each recipe arm against the same pool under the study's own recipe, and against grouping.
+
+    The reference is the combination of every group (the whole pool, default recipe); grouping is
+    each target's own-family group where families are known. Paired over target × seed; the
+    verdict is the best arm's, with its p multiplied by the number of arms (Bonferroni).
+    None when the study has no arms.
+    """
+    if "arm" not in results.columns or not results["arm"].fillna("").ne("").any():
+        return None
+    results = _largest_fraction(results)
+    claim = "(d) another recipe for the whole pool (loss weighting, gradient surgery) beats the default recipe"
+    wide = _signed_wide(results, ["target", "seed"], split)
+    arms = list(dict.fromkeys(results.loc[results["arm"].fillna("").ne(""), "label"]))
+    plain = results[results["arm"].fillna("").eq("")]
+    _, everything = group_labels(plain)
+    if everything is None or everything not in wide.columns:
+        return Finding(claim, RECIPES, NOT_MEASURED, "the study has no combination of all groups to compare with")
+    own = own_groups(plain, families)
+    grouping = pd.Series([wide.loc[(t, s), own[t]] if t in own else np.nan for t, s in wide.index], index=wide.index)
+    rows, tests = [], {}
+    for arm in arms:
+        tests[arm] = test = paired_test(wide[arm] - wide[everything])
+        vs_group = paired_test(wide[arm] - grouping)
+        rows.append({"arm": arm, "Δ vs baseline": (wide[arm] - wide[BASELINE]).mean() if BASELINE in wide else np.nan,
+                     f"Δ vs {everything}": test.mean, "std": test.std, "p": test.p,
+                     "Δ vs own-family group": vs_group.mean, "p (vs group)": vs_group.p})
+    best = max(tests, key=lambda a: tests[a].mean)
+    bonferroni = None if tests[best].p is None else min(1.0, tests[best].p * len(tests))
+    adjusted = PairedTest(tests[best].n, tests[best].mean, tests[best].std, bonferroni)
+    evidence = (f"against '{everything}' under the default recipe, the best arm '{best}': {adjusted.describe()} "
+                f"(Bonferroni over {len(tests)} arms); "
+                + ", ".join(f"{a} {t.mean:+.3f}" for a, t in tests.items()) + ".")
+    if own:
+        evidence += (" Against each target's own-family group (grouping): "
+                     + ", ".join(f"{r['arm']} {r['Δ vs own-family group']:+.3f}" for r in rows) + ".")
+    table = pd.DataFrame(rows).set_index("arm").round(4)
+    return Finding(claim, RECIPES, verdict(adjusted), evidence, table)
+
+
 def study_findings(results: pd.DataFrame, kind: str, families: dict[str, str] | None = None) -> list[Finding]:
     """The findings a study of ``kind`` can test (empty for kinds without published findings here)."""
     if results.empty:
         return []
     if kind == "combinations":
-        return family_findings(results, families or {})
+        arms = recipe_findings(results, families or {})
+        return family_findings(results, families or {}) + ([arms] if arms is not None else [])
     if kind == "scaling":
         return scaling_findings(results)
     if kind == "low_resource":

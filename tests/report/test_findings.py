@@ -187,3 +187,36 @@ def test_low_resource_gain_reversed_does_not_hold():
 def test_low_resource_peak_in_the_middle_is_not_a_full_hold():
     (finding,) = low_resource_findings(low_resource_frame({0.05: 0.04, 0.25: 0.08, 1.0: 0.0}))
     assert finding.verdict == SAME_DIRECTION and "largest mean gain at 0.25" in finding.evidence
+
+
+def with_arms(results: pd.DataFrame, arms: dict[str, float], noise: float = 0.002) -> pd.DataFrame:
+    """Recipe arms: the whole pool (all groups) under another recipe, ``arms[name]`` above it on every target."""
+    pool = "+".join(t for g in GROUPS.values() for t in g)
+    everything = results[results["label"] == "sent+quest+style"]
+    rng = np.random.default_rng(1)
+    extra = [everything.assign(label=name, arm=name, pretrain_set=pool,
+                               experiment_id=everything["experiment_id"] + name,
+                               value=everything["value"] + shift + noise * rng.standard_normal(len(everything)))
+             for name, shift in arms.items()]
+    return pd.concat([results, *extra], ignore_index=True)
+
+
+def test_recipe_arms_are_read_against_the_whole_pool_and_grouping():
+    delta = {"sent": 0.01, "quest": 0.01, "style": 0.01, "sent+quest": 0.02, "sent+style": 0.0,
+             "quest+style": 0.01, "sent+quest+style": 0.03}
+    results = with_arms(family_frame(delta, own=0.05), {"better": 0.04, "same": 0.0, "worse": -0.03})
+    findings = by_claim(study_findings(results, "combinations", FAMILIES))
+    assert findings["(a)"].verdict == HOLDS  # the family findings read the group combinations only
+    assert "ranks 1 of 7" in findings["(b)"].evidence
+    arms = findings["(d)"]
+    assert arms.verdict == HOLDS and "best arm 'better': +0.040" in arms.evidence and "Bonferroni over 3 arms" in arms.evidence
+    table = arms.table
+    assert list(table.index) == ["better", "same", "worse"]
+    assert table.loc["better", "Δ vs sent+quest+style"] == pytest.approx(0.04, abs=0.003)
+    assert table.loc["worse", "Δ vs sent+quest+style"] == pytest.approx(-0.03, abs=0.003)
+    assert table.loc["better", "Δ vs own-family group"] == pytest.approx(0.03 + 0.04 - 0.05, abs=0.003)
+    assert table.loc["better", "Δ vs baseline"] == pytest.approx(0.07, abs=0.003)
+    none_better = by_claim(study_findings(with_arms(family_frame(delta, own=0.05), {"same": 0.0, "worse": -0.03}),
+                                          "combinations", FAMILIES))["(d)"]
+    assert none_better.verdict in (SAME_DIRECTION, OPPOSITE_DIRECTION)
+    assert "(d)" not in by_claim(study_findings(family_frame(delta, own=0.05), "combinations", FAMILIES))
