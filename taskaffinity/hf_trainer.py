@@ -11,7 +11,7 @@ under ``"task_losses"``::
             return {"loss": sum(task_losses.values()), "task_losses": task_losses}
 
     trainer = AffinityTrainer(model=model, args=args, train_dataset=data, shared="encoder",
-                              affinity_out="runs/aff", window=10, start=200)
+                              tasks=["a", "b"], affinity_out="runs/aff", meter_kwargs={"window": 10, "start": 200})
     trainer.train()                       # trainer.meter.store; affinity_out written at the end
 
 :meth:`compute_loss` hands ``task_losses`` of every training micro-batch to
@@ -19,6 +19,8 @@ under ``"task_losses"``::
 of the shared parameters, graph kept) and returns ``"loss"``: the Trainer's own backward,
 gradient accumulation, mixed precision and clipping run unchanged, at the cost of the
 per-task gradients (``docs/own_loop.md``). Evaluation passes are not recorded. The
+meter counts micro-batches: with gradient accumulation a, ``start``, ``every`` and ``window``
+are in micro-batches (a × the Trainer's ``global_step``). The
 meter's state is written into every Trainer checkpoint (``affinity_meter.json``) and read
 back by ``train(resume_from_checkpoint=...)``, so an interrupted run loses no window.
 """
@@ -26,6 +28,7 @@ back by ``train(resume_from_checkpoint=...)``, so an interrupted run loses no wi
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -36,6 +39,7 @@ from .errors import TaskAffinityError
 from .meter import AffinityMeter
 
 STATE_FILE = "affinity_meter.json"
+log = logging.getLogger(__name__)
 
 
 class AffinityTrainer(transformers.Trainer):
@@ -43,7 +47,8 @@ class AffinityTrainer(transformers.Trainer):
 
     ``shared``: attribute name of the module holding the shared parameters (dotted paths
     allowed, e.g. ``"encoder.layer"``), or a function ``model -> module or parameters``.
-    ``tasks``: task order of the matrices (default: the first step's ``task_losses`` order).
+    ``tasks``: task order of the matrices (default: the first step's ``task_losses`` order; give
+    it when a batch may hold only some of the tasks).
     ``optimizer_rule``: also record ``stream_first_order_optimizer`` with the Trainer's
     optimizer. ``affinity_out``: folder for :meth:`AffinityMeter.save` after ``train``.
     ``meter_kwargs`` go to :class:`AffinityMeter` (``lr``, ``window``, ``start``, ``every``,
@@ -52,6 +57,13 @@ class AffinityTrainer(transformers.Trainer):
 
     def __init__(self, *args, shared, tasks: list[str] | None = None, optimizer_rule: bool = True,
                  affinity_out: str | Path | None = None, meter_kwargs: dict | None = None, **kwargs):
+        import inspect
+
+        unknown = sorted(set(meter_kwargs or {}) - set(inspect.signature(AffinityMeter).parameters)
+                         - {"model", "shared", "tasks", "optimizer"})
+        if unknown:  # before the Trainer sets anything up
+            raise TaskAffinityError(f"AffinityTrainer: unknown meter_kwargs key '{unknown[0]}' (AffinityMeter takes "
+                                    "lr, estimators, window, vmap, start, every, sketch_dim, seed)")
         super().__init__(*args, **kwargs)
         self.shared, self.tasks, self.optimizer_rule = shared, tasks, optimizer_rule
         self.affinity_out, self.meter_kwargs = affinity_out, dict(meter_kwargs or {})
@@ -95,7 +107,12 @@ class AffinityTrainer(transformers.Trainer):
                     self.meter.load_state_dict(self._meter_state)
         result = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         if self.affinity_out is not None and self.meter is not None and self.is_world_process_zero():
-            self.meter.save(self.affinity_out)
+            if self.meter.records:
+                self.meter.save(self.affinity_out)
+            else:  # training is done and kept: say why there is nothing to write, do not fail
+                log.warning("AffinityTrainer: no affinity recorded in %d micro-batches (meter start=%d, window=%d): "
+                            "nothing written to %s", self.meter.step, self.meter.start, self.meter.window,
+                            self.affinity_out)
         return result
 
 

@@ -355,9 +355,26 @@ class AffinityMeter:
     def state_dict(self) -> dict:
         """JSON-able state (records, step, the open window) for checkpoints."""
         return {"step": self.step, "records": list(self.records), "seconds": self.seconds,
-                "window": self.windows.state_dict(), "recorded_in_window": self._recorded_in_window}
+                "window": self.windows.state_dict(), "recorded_in_window": self._recorded_in_window,
+                "settings": self._settings()}
+
+    def _settings(self) -> dict:
+        """What the saved records and open window mean: resuming under other settings would mix them."""
+        return {"tasks": list(self.tasks), "window": self.window, "start": self.start, "every": self.every,
+                "estimators": list(self.estimators), "lr": self.lr, "sketch_dim": self.sketch_dim}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a saved state. Raises TaskAffinityError when it was saved under other settings
+        (tasks or their order, window, start, every, estimators, lr, sketch): its open window and
+        records would be read as this meter's."""
+        saved = state.get("settings")
+        if saved is not None:
+            changed = [k for k, v in self._settings().items() if saved.get(k) != v]
+            if changed:
+                key = changed[0]
+                raise TaskAffinityError(f"AffinityMeter.load_state_dict: the state was saved with {key}="
+                                        f"{saved.get(key)!r}, this meter has {key}={self._settings()[key]!r}; "
+                                        "resume with the same meter settings, or start a new run")
         self.step, self.records, self.seconds = state["step"], list(state["records"]), state["seconds"]
         self.windows.load_state_dict(state["window"])
         self._recorded_in_window = state["recorded_in_window"]

@@ -138,3 +138,35 @@ def test_unknown_shared_module_is_named(tmp_path):
                               train_dataset=Rows(x), shared="backbone")
     with pytest.raises(TaskAffinityError, match="no attribute 'backbone'"):
         trainer.train()
+
+
+def test_resume_with_other_meter_settings_is_refused(tmp_path):
+    """The saved open window belongs to the saved settings: another task order or window is one clear error."""
+    x, labels = digits_labels()
+    first = AffinityTrainer(model=DigitsModel(Net(seed=4), labels), args=arguments(tmp_path / "b", steps=4, save_steps=3),
+                            train_dataset=Rows(x), shared="net.trunk", meter_kwargs={"window": 2})
+    first.train()
+    for change in ({"tasks": TASKS[::-1]}, {"meter_kwargs": {"window": 3}}):
+        kwargs = {"meter_kwargs": {"window": 2}, **change}
+        resumed = AffinityTrainer(model=DigitsModel(Net(seed=4), labels),
+                                  args=arguments(tmp_path / "b", steps=8, save_steps=3), train_dataset=Rows(x),
+                                  shared="net.trunk", **kwargs)
+        with pytest.raises(TaskAffinityError, match="the state was saved with (tasks|window)="):
+            resumed.train(resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-3"))
+
+
+def test_nothing_recorded_keeps_the_training_and_writes_nothing(tmp_path, caplog):
+    x, labels = digits_labels()
+    trainer = AffinityTrainer(model=DigitsModel(Net(), labels), args=arguments(tmp_path / "hf", steps=3),
+                              train_dataset=Rows(x), shared="net.trunk", affinity_out=tmp_path / "aff",
+                              meter_kwargs={"window": 2, "start": 100})
+    result = trainer.train()
+    assert result.global_step == 3 and not (tmp_path / "aff").exists()
+    assert "no affinity recorded in 3 micro-batches" in caplog.text
+
+
+def test_unknown_meter_option_is_refused_before_training(tmp_path):
+    x, labels = digits_labels()
+    with pytest.raises(TaskAffinityError, match="unknown meter_kwargs key 'windw'"):
+        AffinityTrainer(model=DigitsModel(Net(), labels), args=arguments(tmp_path / "hf", steps=2),
+                        train_dataset=Rows(x), shared="net.trunk", meter_kwargs={"windw": 2})

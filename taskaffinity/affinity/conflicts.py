@@ -85,7 +85,8 @@ class ConflictRecorder(Callback):
         if context.aggregator != "sum":
             total = weights @ self.rows.g[present]  # Σ_i m_i g_i
             update = flatten([p.grad for p in self.params], self.params)
-            record["update_cosine"] = float(total @ update / (total.norm() * update.norm()).clamp(min=1e-30))
+            record["update_cosine"] = float((total @ update / (total.norm() * update.norm()).clamp(min=1e-30))
+                                            .clamp(-1.0, 1.0))  # float32 rounding can pass ±1
         self.steps.append(record)
 
     def state_dict(self):

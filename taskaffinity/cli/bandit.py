@@ -47,6 +47,8 @@ def cmd_bandit_sources(args, load_store) -> int:
         write_json(Path(args.out) / "group.json", group_document(result.ranking, args.target, args.group_size))
         if comparison is not None:
             write_text(Path(args.out) / "comparison.csv", comparison.to_csv(index=False))
+        else:  # a comparison left by an earlier run into this folder is not this run's
+            (Path(args.out) / "comparison.csv").unlink(missing_ok=True)
     table = result.ranking.head(args.top) if args.top else result.ranking
     if args.json:
         document = {**result.summary, "sources": json.loads(table.to_json(orient="records"))}

@@ -220,13 +220,23 @@ def _arms(raw, kind: str, pretrain: TrainConfig, groups: dict, where: str) -> di
     for name, overrides in raw.items():
         name = str(name)
         if (not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in RESERVED_ARMS or name in groups
-                or name.startswith("random")):
+                or name.startswith("random") or re.fullmatch(r"G\d+(\+G\d+)*", name)):
             raise ConfigError(f"{where}: study.arms: '{name}' cannot name an arm (letters, digits, '_', '.', '-'; "
-                              f"not a group name, 'random...' or one of {', '.join(sorted(RESERVED_ARMS))})")
+                              "not a group name, G<n> (the names of groups chosen from an affinity run), "
+                              f"'random...' or one of {', '.join(sorted(RESERVED_ARMS))})")
         if not overrides:
             raise ConfigError(f"{where}: study.arms.{name} changes nothing: give the training options it changes "
                               "(e.g. {sampling: uniform})")
-        arms[name] = _training(pretrain, overrides, where, f"study.arms.{name}")
+        try:
+            arms[name] = _training(pretrain, overrides, where, f"study.arms.{name}")
+        except ConfigError as err:  # a bad value: name the arm, not the user's training section
+            message = str(err).removeprefix(f"{where}: ")
+            raise ConfigError(f"{where}: study.arms.{name}: {message}") from None
+        same = "study.pretrain" if arms[name] == pretrain else next(
+            (f"study.arms.{other}" for other, training in arms.items() if other != name and training == arms[name]), None)
+        if same:
+            raise ConfigError(f"{where}: study.arms.{name} trains with the same recipe as {same}: it would repeat "
+                              "that run under another name")
     return arms
 
 

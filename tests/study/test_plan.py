@@ -195,6 +195,14 @@ def test_job_ids_include_the_data_of_exactly_their_tasks(tmp_path):
      "study.arms.x changes nothing"),
     ({"kind": "scaling", "targets": ["trec6"], "sizes": [1], "arms": {"x": {"lr": 0.1}}},
      "study.arms is for combinations and validation studies"),
+    ({"kind": "combinations", "targets": ["trec6"], "groups": "affinity", "arms": {"G1": {"lr": 0.1}}},
+     "study.arms: 'G1' cannot name an arm"),
+    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "arms": {"x": {"sampling": "uniformm"}}},
+     "study.arms.x: "),
+    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "arms": {"x": {"loss_scaling": True}}},
+     "study.arms.x trains with the same recipe as study.pretrain"),
+    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]},
+      "arms": {"x": {"lr": 0.1}, "y": {"lr": 0.1}}}, "study.arms.y trains with the same recipe as study.arms.x"),
 ])
 def test_bad_study_sections_name_the_option(tmp_path, study, message):
     path = study_file(tmp_path, study)
