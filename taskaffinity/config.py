@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -127,10 +128,16 @@ class TrainConfig:
         _one_of("training", "sampling", self.sampling, SAMPLING_METHODS)
         _one_of("training", "weighting", self.weighting, WEIGHTINGS)
         _one_of("training", "aggregator", self.aggregator, AGGREGATORS)
-        _check(self.weighting_lr > 0 and self.gradnorm_alpha >= 0 and self.dtp_gamma >= 0 and self.cagrad_c >= 0,
-               "training.weighting_lr must be > 0 and training.gradnorm_alpha, dtp_gamma, cagrad_c >= 0")
+        _check(math.isfinite(self.weighting_lr) and self.weighting_lr > 0,
+               f"training.weighting_lr must be a finite number > 0, got {self.weighting_lr}")
+        for key in ("gradnorm_alpha", "dtp_gamma", "cagrad_c"):
+            value = getattr(self, key)
+            _check(math.isfinite(value) and value >= 0, f"training.{key} must be a finite number >= 0, got {value}")
         _check(0 <= self.dtp_smoothing < 1, f"training.dtp_smoothing must be in [0, 1), got {self.dtp_smoothing}")
         if self.aggregator != "sum":
+            _check(self.batch_size > 1,
+                   f"training.aggregator {self.aggregator} combines the per-task gradients of an update, but "
+                   "training.batch_size is 1: every update holds one example of one task")
             _check(self.tasks_per_step != 1,
                    f"training.aggregator {self.aggregator} combines the per-task gradients of an update, but "
                    "training.tasks_per_step is 1: every update holds one task's gradient")

@@ -85,6 +85,9 @@ def test_the_update_is_the_librarys_aggregation_of_conflicting_task_gradients(na
     ({"aggregator": "nash"}, "training.aggregator"),
     ({"aggregator": "upgrad", "tasks_per_step": 1}, "training.tasks_per_step"),
     ({"dtp_smoothing": 1.0}, "training.dtp_smoothing"),
+    ({"aggregator": "pcgrad", "batch_size": 1}, "training.batch_size is 1"),
+    ({"gradnorm_alpha": -1}, "training.gradnorm_alpha must be a finite number >= 0, got -1"),
+    ({"weighting_lr": float("inf")}, "training.weighting_lr must be a finite number > 0, got inf"),
 ])
 def test_bad_options_exit_2_naming_the_option(tmp_path, capsys, training, named):
     config = tmp_path / "run.yaml"
