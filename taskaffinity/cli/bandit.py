@@ -128,9 +128,14 @@ def print_comparison(comparison: pd.DataFrame, cost: dict, summary: dict) -> Non
     print(f"bandit vs {cost['estimator']} affinity ranking ({cost['file']}):")
     print(comparison.drop(columns="estimator").to_string(index=False, float_format=lambda x: f"{x:.3g}"))
     rho = spearmanr(comparison["posterior_mean"], comparison["affinity"]).statistic if len(comparison) > 2 else None
-    same_top = comparison.loc[comparison["bandit_rank"] == 1, "source"].isin(
-        comparison.loc[comparison["affinity_rank"] == 1, "source"]).any()
-    print(f"top source {'agrees' if same_top else 'differs'}"
+    bandit_top = set(comparison.loc[comparison["bandit_rank"] == 1, "source"])
+    affinity_top = set(comparison.loc[comparison["affinity_rank"] == 1, "source"])
+    if len(bandit_top) > 1 or len(affinity_top) > 1:  # a tie has no top source to agree on
+        tied = ", ".join(sorted(bandit_top if len(bandit_top) > 1 else affinity_top))
+        verdict = f"no single top source ({'bandit' if len(bandit_top) > 1 else 'affinity'} tie: {tied})"
+    else:
+        verdict = f"top source {'agrees' if bandit_top == affinity_top else 'differs'}"
+    print(verdict
           + (f"; Spearman rho {rho:.2f} over {len(comparison)} sources" if rho is not None else ""))
     spent = [f"{name} {cost[key]:.1f} s" for name, key in (("training", "training_seconds"),
                                                           ("recording", "recording_seconds"))
