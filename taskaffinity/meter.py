@@ -38,6 +38,7 @@ kept until the last task):
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -54,6 +55,8 @@ from .affinity.updates import RULES
 from .affinity.windows import FEATURE, STREAMED, WindowedMeans, feature_estimates, step_estimates
 from .errors import TaskAffinityError
 from .report.affinity_outputs import write_affinity_outputs
+
+log = logging.getLogger(__name__)
 
 
 class AffinityMeter:
@@ -141,6 +144,7 @@ class AffinityMeter:
         self._recorded_in_window = 0
         self._rows: GradientRows | None = None
         self._losses: dict[int, float] = {}
+        self._unreached: set[str] = set()  # tasks already warned about: their loss ignores the shared parameters
 
     # -- the training step --------------------------------------------------------------------
     def recording(self, step: int | None = None) -> bool:
@@ -251,6 +255,11 @@ class AffinityMeter:
         rows, shared = self._rows, [p for _, p in self.shared]
         for k, (row, loss) in enumerate(zip(index, values)):
             grads = torch.autograd.grad(loss, shared, allow_unused=True, retain_graph=True)
+            if all(g is None for g in grads) and self.tasks[row] not in self._unreached:
+                self._unreached.add(self.tasks[row])  # its row is zero: its affinities would read as "no transfer"
+                log.warning("AffinityMeter: the loss of task '%s' does not depend on the shared parameters "
+                            "(detached features, or a head outside `shared`?): its row is recorded as zero",
+                            self.tasks[row])
             rows.write(row, list(grads))
             if write_grad:
                 _add_grads(shared, grads, w[k])

@@ -287,3 +287,16 @@ def test_a_refused_step_changes_nothing(data):
     with pytest.raises(TaskAffinityError, match="frozen trunk"):
         meter.backward(shared_losses(model, x, labels, torch.arange(10)))
     assert meter.step == 0 and all(p.grad is None for p in model.parameters())
+
+
+def test_a_task_whose_loss_ignores_the_shared_parameters_is_named(data, caplog):
+    x, labels = data
+    net = Net()
+    meter = AffinityMeter(net, net.trunk, tasks=TASKS, lr=0.1, window=1)
+    z = net.trunk(x[:32])
+    losses = {t: nn.functional.cross_entropy(net.heads[t](z.detach() if t == "loop" else z), labels[t][:32])
+              for t in TASKS}
+    meter.backward(losses)
+    assert "the loss of task 'loop' does not depend on the shared parameters" in caplog.text
+    gram = meter.store.matrix("stream_gram")
+    assert gram.loc["loop", "loop"] == 0 and gram.loc["digit", "digit"] > 0
