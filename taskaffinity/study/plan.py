@@ -147,15 +147,9 @@ def plan_combinations(study: Study, groups: dict[str, tuple[str, ...]], plan: Pl
 
 def _fine_tune_arms(plan: Plan, study: Study) -> None:
     """Recipe arms: every pool task pre-finetuned together under the arm's recipe, then each target."""
-    settings, pool = study.settings, study.settings.pool(study.config)
-    for arm, training in settings.arms.items():
-        pretrain = plan.train(study, pool, seed=study.config.seed, training=training)
-        for target in settings.targets:
-            for seed in settings.seeds:
-                for fraction in settings.fractions:
-                    job = plan.finetune(study, target, seed, fraction, pretrain)
-                    plan.measurements.append(Measurement(job.id, "combinations", arm, pool, (target,), seed,
-                                                         fraction, arm=arm))
+    pool = study.settings.pool(study.config)
+    for arm, training in study.settings.arms.items():
+        _fine_tune_targets(plan, study, "combinations", [(arm, pool)], training=training, arm=arm)
 
 
 def scaling_order(study: Study) -> tuple[str, ...]:
@@ -175,15 +169,19 @@ def plan_nested(study: Study, plan: Plan | None = None) -> Plan:
     return plan
 
 
-def _fine_tune_targets(plan: Plan, study: Study, kind: str, sets: list[tuple[str, tuple[str, ...]]]) -> None:
+def _fine_tune_targets(plan: Plan, study: Study, kind: str, sets: list[tuple[str, tuple[str, ...]]], *,
+                       training: TrainConfig | None = None, arm: str = "") -> None:
+    """Each (label, tasks) set pre-finetuned (with ``training``, default ``study.pretrain``), then every
+    target fine-tuned from it for every seed and fraction."""
     settings = study.settings
     for label, tasks in sets:
-        pretrain = plan.train(study, tasks, seed=study.config.seed) if tasks else None
+        pretrain = plan.train(study, tasks, seed=study.config.seed, training=training) if tasks else None
         for target in settings.targets:
             for seed in settings.seeds:
                 for fraction in settings.fractions:
                     job = plan.finetune(study, target, seed, fraction, pretrain)
-                    plan.measurements.append(Measurement(job.id, kind, label, tasks, (target,), seed, fraction))
+                    plan.measurements.append(Measurement(job.id, kind, label, tasks, (target,), seed, fraction,
+                                                         arm=arm))
 
 
 def per_task_training(training: TrainConfig, n_tasks: int) -> TrainConfig:
