@@ -235,17 +235,20 @@ class RunConfig:
         out["data"].pop("deduplicate")  # an alias, resolved into shared_inputs
         return _plain(out)
 
-    def fingerprint(self) -> str:
-        """Hash of everything that changes results (checkpoints refuse to resume across it).
-
-        Options added after runs were recorded are left out at their defaults, so runs and
-        study jobs made before them keep their identity."""
+    def identity(self) -> dict:
+        """``to_dict`` less the options added after runs were recorded, where they are at their
+        defaults: what a run's fingerprint and a study job's id are made of, so runs and study
+        jobs made before an option existed keep their identity."""
         out = self.to_dict()
         for section, defaults in LATER_OPTIONS.items():
             for key, default in defaults.items():
                 if out[section].get(key) == default:
                     out[section].pop(key)
-        blob = json.dumps(out, sort_keys=True, default=str)
+        return out
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes results (checkpoints refuse to resume across it)."""
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

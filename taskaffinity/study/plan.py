@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import random
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -233,6 +234,10 @@ def plan_validation(study: Study, groups: dict[str, tuple[str, ...]] | None,
                         job = plan.finetune(study, target, seed, 1.0, alone[source])
                         plan.measurements.append(Measurement(job.id, "validation", f"source:{source}", (source,),
                                                              (target,), seed, arm="transfer"))
+        for group in sample_groups(pool, settings.group_samples, settings.group_sizes, study.config.seed):
+            job = plan.train(study, group, seed=seed, save_encoder=False, measure=True, per_task_budget=True)
+            plan.measurements.append(Measurement(job.id, "validation", f"group:{'+'.join(group)}", group, group,
+                                                 seed, arm="group"))
         if groups:
             _plan_grouping_arms(plan, study, groups, serves, pool, seed)
         if study.settings.arms:
@@ -247,14 +252,10 @@ def _plan_grouping_arms(plan: Plan, study: Study, groups: dict, serves: dict | N
     arms = {"chosen": [(groups[name], served[name]) for name in groups],
             "all": [(pool, pool)]}
     sizes = [len(served[name]) for name in groups if served[name]]
-    rng = random.Random(seed * 7919 + 1)
-    for r in range(study.settings.random_groupings):
-        shuffled, start, parts = rng.sample(pool, len(pool)), 0, []
-        for size in sizes:
-            part = tuple(t for t in pool if t in shuffled[start:start + size])
-            parts.append((part, part))
-            start += size
-        arms[f"random{r + 1}"] = parts
+    chosen = [served[name] for name in groups if served[name]]
+    for r, parts in enumerate(random_groupings(pool, sizes, study.settings.random_groupings, study.config.seed,
+                                               avoid=[chosen])):
+        arms[f"random{r + 1}"] = [(part, part) for part in parts]
     for arm, parts in arms.items():
         for tasks, measured in parts:
             if not measured:
@@ -263,6 +264,55 @@ def _plan_grouping_arms(plan: Plan, study: Study, groups: dict, serves: dict | N
             job = plan.train(study, tasks, seed=seed, save_encoder=False, measure=True, per_task_budget=True)
             plan.measurements.append(Measurement(job.id, "validation", f"{arm}:{'+'.join(tasks)}", tasks,
                                                  tuple(measured), seed, arm=arm))
+
+
+def _partition_key(parts) -> frozenset:
+    return frozenset(frozenset(part) for part in parts if part)
+
+
+def random_groupings(pool: tuple[str, ...], sizes: list[int], count: int, seed: int, *,
+                     avoid=()) -> list[list[tuple[str, ...]]]:
+    """``count`` random partitions of the first ``sum(sizes)`` shuffled pool tasks into parts of
+    ``sizes``, none repeating another or any grouping in ``avoid`` (as sets of sets). The same for
+    every study seed (each random grouping is then measured at every seed, like the chosen one);
+    fewer when fewer distinct ones exist."""
+    rng = random.Random(seed * 7919 + 1)
+    seen = {_partition_key(parts) for parts in avoid}
+    out: list[list[tuple[str, ...]]] = []
+    for _ in range(200 * max(count, 1)):
+        if len(out) == count:
+            break
+        shuffled, start, parts = rng.sample(pool, len(pool)), 0, []
+        for size in sizes:
+            parts.append(tuple(t for t in pool if t in shuffled[start:start + size]))
+            start += size
+        key = _partition_key(parts)
+        if key not in seen:
+            seen.add(key)
+            out.append(parts)
+    return out
+
+
+def sample_groups(pool: tuple[str, ...], count: int, sizes: tuple[int, ...], seed: int) -> list[tuple[str, ...]]:
+    """``count`` distinct random groups of the pool (members in pool order), their sizes spread as
+    evenly as possible over ``sizes``: the groups whose members' gains a validation study
+    measures (the same groups at every seed, so each gain is a paired difference over seeds)."""
+    if count <= 0:
+        return []
+    rng = random.Random(seed * 7919 + 2)
+    sizes = sorted({k for k in sizes if k <= len(pool)})
+    room = {k: math.comb(len(pool), k) for k in sizes}
+    want = {k: 0 for k in sizes}
+    for i in range(count):  # round robin over the sizes that still have room
+        open_ = [k for k in sizes if want[k] < room[k]]
+        want[open_[i % len(open_)] if open_ else sizes[0]] += 1
+    out: list[tuple[str, ...]] = []
+    for k in sizes:
+        picked: set[tuple[int, ...]] = set()
+        while len(picked) < min(want[k], room[k]):
+            picked.add(tuple(sorted(rng.sample(range(len(pool)), k))))
+        out.extend(tuple(pool[i] for i in members) for members in sorted(picked))
+    return out
 
 
 def _plan_recipe_arms(plan: Plan, study: Study, pool: tuple[str, ...], seed: int, *, with_all: bool) -> None:
@@ -297,6 +347,8 @@ def _job_config(config: RunConfig, tasks, training: TrainConfig, seed: int) -> R
 def _job_id(kind: str, config: RunConfig, data: dict[str, str], **extra) -> str:
     """Hash of what changes a job's result: its config, extras, and the data of exactly its tasks."""
     own = {t.name: data[t.name] for t in config.tasks if t.name in data}
-    blob = json.dumps({"job": kind, "config": config.to_dict(), **extra, **({"data": own} if own else {})},
+    # A job records no affinities: the affinity section (and its defaults) never changes its result.
+    identity = {k: v for k, v in config.identity().items() if k != "affinity"}
+    blob = json.dumps({"job": kind, "config": identity, **extra, **({"data": own} if own else {})},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

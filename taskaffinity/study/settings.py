@@ -26,6 +26,7 @@ recipe changed by its training options (loss weighting, gradient aggregation, sa
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,8 @@ class StudySettings:
     fractions: tuple[float, ...] = (1.0,)  # share of each target's training data used for fine-tuning
     validation_mode: str = "pairs"  # pairs: every task alone and every pair; transfer: source -> target
     random_groupings: int = 3  # validation: random groupings with the chosen grouping's group sizes
+    group_samples: int = 0  # validation: random groups of group_sizes tasks trained to measure group gains
+    group_sizes: tuple[int, ...] = (3, 4)
     arms: dict = field(default_factory=dict)  # name -> TrainConfig: the whole pool under another recipe
     pretrain: TrainConfig = field(default_factory=TrainConfig)
     finetune: TrainConfig = field(default_factory=TrainConfig)
@@ -135,7 +138,7 @@ def settings_from_dict(raw, config: RunConfig, *, where: str, base_dir: Path) ->
                               f"{max(values['sizes'])}")
         values["order"] = order
     values.update(_groups(raw, pool, kind, where, base_dir))
-    values.update(_validation(raw.get("validation") or {}, where))
+    values.update(_validation(raw.get("validation") or {}, where, len(pool)))
     values["grouping"] = _grouping(raw.get("grouping") or {}, where)
     if values.get("groups_from_affinity"):
         _check_recorded(values["grouping"].estimator, config.affinity, where)
@@ -195,17 +198,34 @@ def _read_grouping_file(path: Path, where: str) -> dict:
         raise ConfigError(f"{where}: study.groups: {path} is not a grouping document ({err})") from None
 
 
-def _validation(raw: dict, where: str) -> dict:
+def _validation(raw: dict, where: str, pool_size: int) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: study.validation must be a mapping")
-    _reject_unknown(raw, {"mode", "random_groupings"}, where, "study.validation.")
+    _reject_unknown(raw, {"mode", "random_groupings", "group_samples", "group_sizes"}, where, "study.validation.")
     mode = raw.get("mode", "pairs")
     if mode not in VALIDATION_MODES:
         raise ConfigError(f"{where}: study.validation.mode must be one of {', '.join(VALIDATION_MODES)}, got {mode!r}")
-    randoms = coerce(raw.get("random_groupings", 3), int, f"{where}: study.validation.random_groupings")
-    if randoms < 0:
-        raise ConfigError(f"{where}: study.validation.random_groupings must be >= 0")
-    return {"validation_mode": mode, "random_groupings": randoms}
+    out = {"validation_mode": mode}
+    for key, default in (("random_groupings", 3), ("group_samples", 0)):
+        out[key] = coerce(raw.get(key, default), int, f"{where}: study.validation.{key}")
+        if out[key] < 0:
+            raise ConfigError(f"{where}: study.validation.{key} must be >= 0, got {out[key]}")
+    sizes = raw.get("group_sizes", [3, 4])
+    if not isinstance(sizes, list) or not sizes:
+        raise ConfigError(f"{where}: study.validation.group_sizes must be a non-empty list of group sizes, got {sizes!r}")
+    out["group_sizes"] = tuple(coerce(v, int, f"{where}: study.validation.group_sizes") for v in sizes)
+    if any(v < 2 for v in out["group_sizes"]):
+        raise ConfigError(f"{where}: study.validation.group_sizes must be >= 2 (pairs and single runs are planned anyway), "
+                          f"got {sizes!r}")
+    sizes = sorted({v for v in out["group_sizes"] if v <= pool_size})
+    possible = sum(math.comb(pool_size, v) for v in sizes)
+    if out["group_samples"] > possible:
+        raise ConfigError(f"{where}: study.validation.group_samples is {out['group_samples']} but the {pool_size} pool "
+                          f"tasks have only {possible} groups of sizes {list(out['group_sizes'])}")
+    if out["group_samples"] and mode != "pairs":
+        raise ConfigError(f"{where}: study.validation.group_samples needs mode: pairs (group gains are read against "
+                          "single-task runs)")
+    return out
 
 
 def _arms(raw, kind: str, pretrain: TrainConfig, groups: dict, where: str) -> dict[str, TrainConfig]:
