@@ -173,7 +173,7 @@ class ParallelExecutor(Executor):
                     slot.index = None
         except BaseException:
             for slot in slots:
-                if slot.process is not None:
+                if slot.process is not None and slot.process.pid is not None:  # started: a failed start has none
                     slot.process.terminate()
                     slot.process.join()
             raise

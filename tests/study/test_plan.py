@@ -97,6 +97,61 @@ def test_validation_grouping_arms(tmp_path):
     assert chosen[chosen["target"] == "rt_subjectivity"]["pretrain_set"].item() == "rt_subjectivity"  # uncovered: alone
 
 
+def test_random_groupings_never_repeat_each_other_or_the_chosen_one(tmp_path):
+    pool = POOL[:4]  # parts of sizes 2 + 2: only 3 partitions exist, the chosen one among them
+    study = load_study(study_file(tmp_path, {"kind": "validation", "seeds": [0, 1],
+                                             "validation": {"random_groupings": 5}}, tasks=pool))
+    chosen = {"G1": ("trec6", "bbc_topic"), "G2": ("sms_spam", "debate_party")}
+    frame = make_plan(study, chosen).frame()
+    partitions = {}
+    for (arm, seed), rows in frame[frame["arm"].str.startswith("random")].groupby(["arm", "seed"]):
+        partitions.setdefault(arm, set()).add(frozenset(frozenset(s.split("+")) for s in rows["pretrain_set"]))
+    assert set(partitions) == {"random1", "random2"}  # the other two partitions, no repeats
+    assert all(len(p) == 1 for p in partitions.values())  # the same random grouping at every seed
+    keys = [next(iter(p)) for p in partitions.values()]
+    assert len(set(keys)) == 2 and frozenset(frozenset(g) for g in chosen.values()) not in keys
+
+
+def test_validation_group_samples(tmp_path):
+    pool = POOL[:6]
+    study = load_study(study_file(tmp_path, {"kind": "validation", "seeds": [0, 1, 2], "validation": {
+        "group_samples": 7, "group_sizes": [3, 4]}}, tasks=pool))
+    frame = make_plan(study).frame()
+    groups = frame[frame["arm"] == "group"]
+    sets = groups.groupby("seed")["pretrain_set"].apply(lambda s: sorted(set(s)))
+    assert all(s == sets.iloc[0] for s in sets)  # the same groups at every seed: paired gains
+    assert len(sets.iloc[0]) == 7 and sorted(len(s.split("+")) for s in sets.iloc[0]) == [3] * 4 + [4] * 3
+    for label, rows in groups[groups["seed"] == 0].groupby("label"):
+        assert sorted(rows["target"]) == sorted(label.removeprefix("group:").split("+"))  # every member measured
+    alone = frame[frame["arm"] == "single"]
+    assert len(alone) == 6 * 3
+    again = make_plan(load_study(study_file(tmp_path, {"kind": "validation", "seeds": [0, 1, 2], "validation": {
+        "group_samples": 7, "group_sizes": [3, 4]}}, tasks=pool))).frame()
+    assert set(again["experiment_id"]) == set(frame["experiment_id"])  # seeded: the same jobs on every call
+    with pytest.raises(ConfigError, match="only 20 groups of sizes"):
+        load_study(study_file(tmp_path, {"kind": "validation", "validation": {"group_samples": 21,
+                                                                              "group_sizes": [3]}}, tasks=pool))
+    with pytest.raises(ConfigError, match="group_sizes must be >= 2"):
+        load_study(study_file(tmp_path, {"kind": "validation", "validation": {"group_sizes": [1]}}, tasks=pool))
+
+
+def test_job_ids_ignore_the_affinity_section_and_later_options_at_their_defaults(tmp_path):
+    """A job records no affinities: changing the affinity defaults must not re-run every study's jobs."""
+    import dataclasses
+
+    from taskaffinity.config import AffinityConfig
+    from taskaffinity.study.plan import _job_id
+
+    plan = make_plan(load_study(study_file(tmp_path, {"kind": "validation"}, tasks=POOL[:3])))
+    job = next(iter(plan.train_jobs.values()))
+    other = dataclasses.replace(job.config, affinity=AffinityConfig(lookahead="first_order", probe_batch_size=7))
+    assert _job_id("train", other, {}, save_encoder=False, measure=True) == job.id
+    changed = dataclasses.replace(job.config, training=dataclasses.replace(job.config.training, lr=0.5))
+    assert _job_id("train", changed, {}, save_encoder=False, measure=True) != job.id
+    identity = job.config.identity()
+    assert "weighting" not in identity["training"] and "aggregator" not in identity["training"]  # at defaults
+
+
 def test_recipe_arms_train_the_whole_pool_with_their_own_recipe(tmp_path):
     """combinations: an arm pre-finetunes every pool task under its recipe, then fine-tunes every target
     (one more column); its encoder is not the default recipe's, the family findings do not see it."""
