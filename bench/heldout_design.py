@@ -207,98 +207,152 @@ def record(args):
 
 
 # -- analysis ------------------------------------------------------------------------------------
+PARAMETER_SETS = ("all", "no_embeddings", "top3", "top2", "top1")
+
+
 def load_recording(folder: Path):
     meta = json.loads((folder / "meta.json").read_text())
-    points = [np.load(folder / f"point_{s:06d}.npz") for s in meta["points"]]
+    points = [dict(np.load(folder / f"point_{s:06d}.npz")) for s in meta["points"]]
     return meta, points
 
 
-def design_matrix(meta, points, *, batch: int, probes: list[int], groups: list[str], metric: str,
-                  draw: int, rotate: bool, normalise: bool = True) -> pd.DataFrame:
-    """Run-mean [source, target] affinity of one design: ``batch`` chunks per task and probe, at the
-    probe points ``probes`` (indices into the recording), draw ``draw`` of disjoint chunk sets,
-    rotating through the pool from probe to probe or not; first-order form η g_i·g_j / L_j (up to η)."""
+def parameter_groups(meta, name: str) -> list[int]:
+    groups = meta["groups"]
+    layers = [g for g in groups if g.startswith("layer")]
+    chosen = {"all": groups, "no_embeddings": [g for g in groups if g != "embeddings"],
+              "top1": layers[-1:], "top2": layers[-2:], "top3": layers[-3:]}[name]
+    return [groups.index(g) for g in chosen]
+
+
+def pass_cost(meta, name: str) -> float:
+    """Held-out forward+backward of one example, in units of one training example's forward+backward:
+    forward 1/3, backward 2/3 × the share of the encoder it runs through (top-k: k of L layers)."""
+    layers = [g for g in meta["groups"] if g.startswith("layer")]
+    share = {"all": 1.0, "no_embeddings": 1.0}.get(name) or int(name[3:]) / len(layers)
+    return 1 / 3 + 2 / 3 * share
+
+
+def plain_cost(meta) -> float:
+    """The affinity run's training without recorders, in training-example forward+backward units:
+    head warm-up steps run the encoder forward only (1/3), joint steps forward and backward."""
+    warmup = meta["points"][0] - 1
+    return meta["batch_size"] * (warmup / 3 + (meta["steps"] - warmup))
+
+
+def draw_chunks(meta, rng, *, batch: int, probes: int, rotate: bool) -> dict[str, np.ndarray]:
+    """Per task, the chunk indices of each probe ([probes, batch]): a random draw of the task's pool,
+    the same chunks at every probe (fixed) or new ones at each (rotate, wrapping when the pool is short)."""
+    out = {}
+    for t in meta["tasks"]:
+        own = np.array([i for i, c in enumerate(meta["chunks"]) if c[0] == t])
+        order = own[rng.permutation(len(own))]
+        need = batch * (probes if rotate else 1)
+        picked = np.resize(order, need)  # wraps: a short pool repeats its chunks
+        out[t] = picked.reshape(-1, batch) if rotate else np.tile(picked, (probes, 1))
+    return out
+
+
+def design_matrix(meta, points, probes: list[int], chunks: dict, groups: list[int], metric: str) -> np.ndarray:
+    """Run-mean first-order affinity η g_i·g_j / L_j (up to η), [source, target], of a design:
+    probe points ``probes``, at the k-th of them the chunks ``chunks[task][k]``."""
     tasks = meta["tasks"]
-    chunks = pd.DataFrame(meta["chunks"], columns=["task", "chunk", "rows"]).reset_index()
-    index = {t: chunks[chunks["task"] == t]["index"].to_numpy() for t in tasks}
-    gid = [meta["groups"].index(g) for g in groups]
     total = np.zeros((len(tasks), len(tasks)))
     for k, p in enumerate(probes):
-        point = points[p]
-        gram = point[metric][gid].sum(axis=0)
-        picks = {}
-        for t in tasks:
-            own = index[t]
-            slots = len(own) // batch  # disjoint sets of ``batch`` chunks in this task's pool
-            if slots == 0:
-                picks[t] = own
-                continue
-            slot = (draw + (k if rotate else 0)) % slots
-            picks[t] = own[slot * batch:(slot + 1) * batch]
-        means = np.array([[gram[np.ix_(picks[a], picks[b])].mean() for b in tasks] for a in tasks])
-        losses = np.array([point["losses"][picks[t]].mean() for t in tasks])
-        total += means / losses[None, :] if normalise else means
-    return pd.DataFrame(total / len(probes), index=tasks, columns=tasks)
+        gram = points[p][metric][groups].sum(axis=0)
+        picks = [chunks[t][k] for t in tasks]
+        means = np.array([[gram[np.ix_(a, b)].mean() for b in picks] for a in picks])
+        losses = np.array([points[p]["losses"][a].mean() for a in picks])
+        total += means / losses[None, :]
+    return total / len(probes)
 
 
-def within_target(matrix: pd.DataFrame, gains: pd.DataFrame) -> pd.Series:
+def per_target(matrix: np.ndarray, tasks: list[str], gains: pd.DataFrame) -> pd.Series:
     from scipy.stats import spearmanr
 
+    at = {t: i for i, t in enumerate(tasks)}
     out = {}
     for target, g in gains.groupby("target"):
-        if target not in matrix.columns:
-            continue
-        values = [matrix.loc[s, target] for s in g["source"]]
-        if len(g) >= 3:
+        values = [matrix[at[s], at[target]] for s in g["source"]]
+        if len(g) >= 3 and len(set(values)) > 1:
             out[target] = spearmanr(values, g["gain"]).statistic
-    return pd.Series(out)
+    return pd.Series(out, dtype=float)
+
+
+def split_half(meta, points, probes, chunks, groups, metric) -> float:
+    """Within-target split-half reliability of the run mean (odd vs even probes), Spearman–Brown."""
+    from taskaffinity.affinity.reliability import within_target_spearman
+    from taskaffinity.stats import spearman_brown
+
+    if len(probes) < 2:
+        return float("nan")
+    halves = [design_matrix(meta, points, probes[h::2], {t: c[h::2] for t, c in chunks.items()}, groups, metric)
+              for h in (0, 1)]
+    return spearman_brown(within_target_spearman(*halves), 2.0)
+
+
+def designs(n_points: int) -> list[dict]:
+    """The probe designs compared: batch (chunks per task and probe) × probe schedule × rotation ×
+    parameters × rule."""
+    schedules = {"all": list(range(n_points)), "every2": list(range(0, n_points, 2)),
+                 "every4": list(range(0, n_points, 4)), "last_half": list(range(n_points // 2, n_points)),
+                 "first_half": list(range(n_points // 2)), "middle": [n_points // 2]}
+    out = []
+    for params, batch, (name, probes), rotate, metric in product(PARAMETER_SETS, (1, 2, 4, 8), schedules.items(),
+                                                                  (True, False), ("gram", "gram_pre")):
+        if not rotate and len(probes) == 1:
+            continue
+        out.append({"parameters": params, "batch_chunks": batch, "schedule": name, "probes": probes,
+                    "rotate": rotate, "metric": metric})
+    return out
 
 
 def analyse(args):
     meta, points = load_recording(Path(args.folder))
     gains = pd.read_csv(args.gains)
-    gains = gains[gains["source"] != gains["target"]]
-    timing = meta["timing"]
-    tasks, n = meta["tasks"], len(meta["tasks"])
-    train_step = timing["train_step"]
-    warmup = meta["points"][0] - 1
-    plain_run = warmup * timing.get("warmup_step", train_step) + (meta["steps"] - warmup) * train_step
-    layers = [g for g in meta["groups"] if g.startswith("layer")]
-    parameter_sets = {"all": meta["groups"], "no_embeddings": [g for g in meta["groups"] if g != "embeddings"],
-                      "top1": layers[-1:], "top2": layers[-2:], "top3": layers[-3:]}
-    cost_key = {"all": "chunk_all", "no_embeddings": "chunk_all", "top1": "chunk_top1", "top2": "chunk_top2",
-                "top3": "chunk_top3"}
-    n_points = len(points)
-    min_chunks = min(sum(1 for c in meta["chunks"] if c[0] == t) for t in tasks)
-    rows = []
-    batches = [b for b in (1, 2, 4, 8, 16) if b <= max(1, min_chunks)]
-    schedules = {f"every{s}": list(range(0, n_points, s)) for s in (1, 2, 4, 8) if s <= n_points}
-    schedules["last_half"] = list(range(n_points // 2, n_points))
-    schedules["first_half"] = list(range(0, n_points // 2))
-    for (pname, groups), batch, (sname, probes), metric, rotate in product(
-            parameter_sets.items(), batches, schedules.items(), ("gram", "gram_pre"), (False, True)):
-        if rotate and batch * 2 > min_chunks:
-            continue  # nothing to rotate through
-        draws = max(1, min(args.draws, min_chunks // batch))
-        per_draw = []
-        for d in range(draws):
-            matrix = design_matrix(meta, points, batch=batch, probes=probes, groups=groups, metric=metric,
-                                   draw=d, rotate=rotate)
-            per_draw.append(within_target(matrix, gains))
-        frame = pd.concat(per_draw, axis=1)
-        means = frame.mean(axis=0)
-        probe_seconds = len(probes) * batch * timing[cost_key[pname]]
-        rows.append({"parameters": pname, "batch": batch * meta["chunk"], "schedule": sname, "probes": len(probes),
-                     "rule": "sgd" if metric == "gram" else "optimizer", "rotate": rotate, "draws": draws,
-                     "rho_mean": float(means.mean()), "rho_sd": float(means.std(ddof=1)) if draws > 1 else np.nan,
-                     "rho_min": float(means.min()), "overhead": 1 + probe_seconds / plain_run,
-                     "per_target": frame.mean(axis=1).to_dict()})
-    table = pd.DataFrame(rows).sort_values("rho_mean", ascending=False)
-    out = Path(args.folder) / "designs.csv"
-    table.drop(columns=["per_target"]).to_csv(out, index=False)
-    with pd.option_context("display.width", 200, "display.max_rows", 60):
-        print(table.drop(columns=["per_target"]).head(40).to_string(index=False))
-    print(f"\n{len(table)} designs; plain run {plain_run:.0f} s ({train_step:.2f} s/step); written {out}")
+    gains = gains[(gains["source"] != gains["target"]) & gains["source"].isin(meta["tasks"])]
+    tasks, plain = meta["tasks"], plain_cost(meta)
+    rows, per_target_means = [], {}
+    for k, design in enumerate(designs(len(points))):
+        groups = parameter_groups(meta, design["parameters"])
+        rng = np.random.default_rng([args.seed, k])
+        draws, reliabilities = [], []
+        for _ in range(args.draws):
+            chunks = draw_chunks(meta, rng, batch=design["batch_chunks"], probes=len(design["probes"]),
+                                 rotate=design["rotate"])
+            matrix = design_matrix(meta, points, design["probes"], chunks, groups, design["metric"])
+            draws.append(per_target(matrix, tasks, gains))
+            reliabilities.append(split_half(meta, points, design["probes"], chunks, groups, design["metric"]))
+        frame = pd.concat(draws, axis=1)  # targets × draws
+        rho = frame.mean(axis=0)
+        examples = len(design["probes"]) * design["batch_chunks"] * meta["chunk"]
+        name = (f"{design['parameters']}/b{design['batch_chunks'] * meta['chunk']}/{design['schedule']}/"
+                f"{'rotate' if design['rotate'] else 'fixed'}/{'sgd' if design['metric'] == 'gram' else 'optimizer'}")
+        per_target_means[name] = frame.mean(axis=1)
+        rows.append({"design": name, "parameters": design["parameters"],
+                     "batch": design["batch_chunks"] * meta["chunk"], "schedule": design["schedule"],
+                     "probes": len(design["probes"]), "rotate": design["rotate"],
+                     "rule": "sgd" if design["metric"] == "gram" else "optimizer",
+                     "rho": float(rho.mean()), "rho_sd": float(rho.std(ddof=1)), "rho_min": float(rho.min()),
+                     "reliability": float(np.nanmean(reliabilities)),
+                     "examples_per_task": examples,
+                     "overhead": 1 + len(tasks) * examples * pass_cost(meta, design["parameters"]) / plain})
+    table = pd.DataFrame(rows)
+    reference = args.reference or table.sort_values("rho", ascending=False)["design"].iloc[0]
+    from taskaffinity.study.results import paired_difference
+
+    diffs = [paired_difference(per_target_means[d], per_target_means[reference], seed=args.seed)
+             for d in table["design"]]
+    table["vs_reference"] = [d["difference"] for d in diffs]
+    table["vs_ci_low"] = [d["ci_low"] for d in diffs]
+    table["vs_ci_high"] = [d["ci_high"] for d in diffs]
+    table = table.sort_values("rho", ascending=False)
+    out = Path(args.out or args.folder)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "designs.csv", index=False)
+    pd.DataFrame(per_target_means).to_csv(out / "designs_per_target.csv")
+    with pd.option_context("display.width", 250, "display.max_rows", 80, "display.float_format", "{:.3f}".format):
+        print(table.drop(columns=["design"]).head(args.top).to_string(index=False))
+    print(f"\n{len(table)} designs, {args.draws} draws each; reference {reference}; written {out / 'designs.csv'}")
 
 
 def main(argv=None):
@@ -314,7 +368,11 @@ def main(argv=None):
     a = sub.add_parser("analyse")
     a.add_argument("folder")
     a.add_argument("--gains", required=True)
-    a.add_argument("--draws", type=int, default=3)
+    a.add_argument("--draws", type=int, default=10, help="random draws of held-out chunks per design")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--reference", help="design the others are compared with (default: the best)")
+    a.add_argument("--top", type=int, default=40, help="rows to print")
+    a.add_argument("--out", help="folder for designs.csv (default: the recording's)")
     args = parser.parse_args(argv)
     record(args) if args.command == "record" else analyse(args)
 

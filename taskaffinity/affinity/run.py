@@ -96,6 +96,17 @@ def recorders_for(config: RunConfig) -> tuple[list[Callback], int]:
     return callbacks, start
 
 
+def recording_cost(metadata: dict) -> dict:
+    """``recording_seconds`` (probes + streams, host seconds inside the training steps) and
+    ``overhead``: the run's step time over the same steps without the recorders (× a plain run;
+    an estimate from inside the run: ``bench/affinity_overhead.py`` measures it side by side)."""
+    recording = sum(metadata.get(k) or 0.0 for k in ("probe_seconds", "stream_seconds"))
+    training = metadata.get("training_seconds")
+    plain = (training - recording) if training else None
+    return {"recording_seconds": recording,
+            "overhead": training / plain if plain and plain > 0 else None}
+
+
 def record_affinity(config: RunConfig, out_dir: str | Path | None = None, *, resume: bool = True,
                     progress: bool = True, tasks=None) -> AffinityResult:
     """Run the joint training with recorders; write the store, matrices, summaries and fidelity.
@@ -130,6 +141,7 @@ def record_affinity(config: RunConfig, out_dir: str | Path | None = None, *, res
         if trainer.step_log else None,
         "families": {name: task.spec.family for name, task in trainer.tasks.items()},
     }
+    metadata.update(recording_cost(metadata))
     store = AffinityStore(pd.DataFrame(records), metadata)
     summaries = summaries_of(store, n_boot=config.affinity.bootstrap, level=config.affinity.confidence,
                              seed=config.seed)
@@ -139,7 +151,19 @@ def record_affinity(config: RunConfig, out_dir: str | Path | None = None, *, res
     conflicts = pd.DataFrame(conflict.steps, columns=list(CONFLICT_COLUMNS)) if conflict else None
     if writes:
         write_data(store, summaries, report, result.out_dir)
+        _add_cost_to_summary(result.out_dir / "summary.json", metadata)
         if conflicts is not None:
             write_parquet(result.out_dir / "conflicts.parquet", conflicts)
     return AffinityResult(store=store, fidelity=report, out_dir=result.out_dir, summaries=summaries, writes=writes,
                           conflicts=conflicts)
+
+
+def _add_cost_to_summary(path: Path, metadata: dict) -> None:
+    """The run's ``summary.json`` (written by the joint training) gains what recording cost."""
+    from ..storage import read_json, write_json
+
+    if path.is_file():
+        summary = read_json(path)
+        summary["recording"] = {key: metadata.get(key) for key in
+                                ("training_seconds", "probe_seconds", "stream_seconds", "recording_seconds", "overhead")}
+        write_json(path, summary)

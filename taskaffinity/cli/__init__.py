@@ -136,12 +136,18 @@ def cmd_affinity(args) -> int:
     result = record_affinity(load_run_config(args), args.out, resume=not args.no_resume, progress=not args.quiet)
     if not current_process().main:  # under torchrun, rank 0 reports
         return 0
-    tasks = result.store.metadata.get("tasks", [])
-    for estimator in ("lookahead_sgd", "stream_cosine") if len(tasks) <= 12 else ():  # else see the CSV files
-        if estimator in result.store.estimators:
-            print(f"{estimator} (rows: source, columns: target)")
-            print(result.store.matrix(estimator).to_string(float_format=lambda v: f"{v:.2e}"))
+    from ..affinity.estimators import report_order
+
+    meta = result.store.metadata
+    tasks = meta.get("tasks", [])
+    for estimator in report_order(result.store.estimators)[:1] if len(tasks) <= 12 else ():  # else see the CSVs
+        print(f"{estimator} (rows: source, columns: target)")
+        print(result.store.matrix(estimator).to_string(float_format=lambda v: f"{v:.2e}"))
     print_trust(result.fidelity)
+    if meta.get("overhead"):
+        print(f"recording cost: {meta['overhead']:.2f}x the same steps without recorders (probes "
+              f"{meta.get('probe_seconds') or 0:.1f} s, streams {meta.get('stream_seconds') or 0:.1f} s of "
+              f"{meta['training_seconds']:.1f} s of training steps)")
     print(f"wrote {result.out_dir}/ (affinity.parquet, matrix_*.csv, summary_*.csv, fidelity.json, heatmap_*.png)")
     return 0
 

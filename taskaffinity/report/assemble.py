@@ -94,9 +94,14 @@ def affinity_section(run: Path, folder: Path) -> Section:
         return section
     store = AffinityStore.load(path)
     meta = store.metadata
+    kind = "exact lookahead" if meta.get("lookahead", "exact") == "exact" else "first-order"
+    cost = (f" Recording cost {meta['overhead']:.2f}× the same training steps without recorders "
+            f"({meta.get('recording_seconds', 0):.0f} s of {meta.get('training_seconds', 0):.0f} s)."
+            if meta.get("overhead") else "")
     section.text.append(f"One joint run over {len(store.tasks)} tasks, recording from step {meta.get('start_step')} "
-                        f"to {meta.get('steps')}; exact probes every {meta.get('probe_every')} steps with "
-                        f"{meta.get('probe_batch_size')} examples per task, rules {', '.join(meta.get('rules', []))}. "
+                        f"to {meta.get('steps')}; {kind} probes every {meta.get('probe_every')} steps with "
+                        f"{meta.get('probe_batch_size')} {meta.get('probe_split', 'validation')}-split examples per task, rules "
+                        f"{', '.join(meta.get('rules', []))}.{cost} "
                         "Rows are sources i, columns targets j: positive Z_{i→j} means i's update lowers j's loss. "
                         "Hatched cells: the confidence interval covers 0.")
     groups = _groups(run)
@@ -223,7 +228,8 @@ def study_section(run: Path, folder: Path) -> Section:
                                 "fraction of target training data × pre-finetuning scale"))
     else:
         _validation_figures(run, results, section, folder)
-    for name in ("transfer", "summary", "noise_ceiling", "agreement", "arms", "gains"):
+    for name in ("transfer", "summary", "noise_ceiling", "agreement", "estimator_differences", "arms",
+                 "group_gain_predictors", "gains"):
         path = run / "tables" / f"{name}.csv"
         if path.is_file():
             section.tables.append((f"tables/{name}.csv", pd.read_csv(path, index_col=0 if name == "transfer" else None)))
@@ -236,10 +242,12 @@ def _validation_figures(run: Path, results: pd.DataFrame, section: Section, fold
     from .figures import predicted_vs_measured
     from .validation import validation_reading
 
-    tables = {name: pd.read_csv(run / "tables" / f"{name}.csv") for name in ("noise_ceiling", "agreement", "arms")
+    tables = {name: pd.read_csv(run / "tables" / f"{name}.csv")
+              for name in ("noise_ceiling", "agreement", "arms", "estimator_differences")
               if (run / "tables" / f"{name}.csv").is_file()}
     noise = tables["noise_ceiling"].iloc[0].to_dict() if "noise_ceiling" in tables else None
-    section.text += validation_reading(tables.get("agreement"), noise, tables.get("arms"))
+    section.text += validation_reading(tables.get("agreement"), noise, tables.get("arms"),
+                                       tables.get("estimator_differences"))
     gains = measured_gains(results)
     path = run / "affinity" / "affinity.parquet"
     if gains.empty or not path.is_file():

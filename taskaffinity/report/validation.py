@@ -17,8 +17,10 @@ def _fmt(value, digits: int = 2) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
-def validation_reading(agreement: pd.DataFrame | None, noise: dict | None, arms: pd.DataFrame | None = None) -> list[str]:
-    """Sentences: the gains' noise ceiling, which estimators beat chance against it, and the arms."""
+def validation_reading(agreement: pd.DataFrame | None, noise: dict | None, arms: pd.DataFrame | None = None,
+                       differences: pd.DataFrame | None = None) -> list[str]:
+    """Sentences: the gains' noise ceiling, which estimators beat chance against it, whether the best
+    one is better than the others beyond noise, what they cost, and the arms."""
     lines = []
     if noise:
         ceiling = noise.get("within_target_ceiling", np.nan)
@@ -49,10 +51,57 @@ def validation_reading(agreement: pd.DataFrame | None, noise: dict | None, arms:
         inverse = ranked[ranked["within_ci_high"] < 0]["estimator"].tolist()
         if inverse:
             lines.append(f"Ranking sources inversely (interval below 0): {', '.join(inverse)}.")
+        if "overhead" in ranked and ranked["overhead"].notna().any():
+            lines.append("Cost, × the same training steps without recorders: " + ", ".join(
+                f"{row.estimator} {row.overhead:.2f}×" for row in ranked.itertuples() if np.isfinite(row.overhead))
+                         + " (estimators of one recorder share its cost).")
+    lines.extend(_differences(differences))
     if arms is not None and not arms.empty:
         parts = [f"{row.arm} {row.mean_gain_over_single:+.3f} ± {_fmt(row.se, 3)}" for row in arms.itertuples()
                  if row.arm != "single"]
         if parts:
             lines.append("Grouping arms, mean gain over single-task models (± standard error over seeds): "
                          + "; ".join(parts) + ".")
+        lines.extend(_against_random(arms))
+    return lines
+
+
+def _differences(differences: pd.DataFrame | None) -> list[str]:
+    """Is the best estimator better than the others beyond the targets' noise (paired bootstrap)?"""
+    if differences is None or differences.empty:
+        return []
+    best = differences["versus"].iloc[0]
+    others = differences[differences["estimator"] != best]
+    worse = others[others["excludes_zero"].astype(bool)]["estimator"].tolist()
+    tied = others[~others["excludes_zero"].astype(bool)]["estimator"].tolist()
+    line = (f"Paired over {int(differences['n_targets'].max())} targets (bootstrap CI of the difference in "
+            f"within-target ρ): {best} is ")
+    if not tied:
+        return [line + "better than every other estimator beyond noise."]
+    return [line + f"not distinguishable from {', '.join(tied)}"
+            + (f"; better than {', '.join(worse)}." if worse else ".")]
+
+
+def _against_random(arms: pd.DataFrame) -> list[str]:
+    """Did the tool's grouping beat random groupings of the same sizes, and could pair knowledge (the oracle)?"""
+    if "vs_random" not in arms:
+        return []
+    lines = []
+    for arm, who in (("chosen", "The tool's grouping"), ("oracle", "The oracle grouping (solved from the measured "
+                                                                   "pair gains)")):
+        row = arms[arms["arm"] == arm]
+        if row.empty or not np.isfinite(row["vs_random"].iloc[0]):
+            continue
+        row = row.iloc[0]
+        p = row["p_vs_random"]
+        significant = p is not None and np.isfinite(p) and p < ALPHA
+        if row["vs_random"] > 0:
+            outcome = "beat random groupings" if significant else "did not clearly beat random groupings"
+        else:
+            outcome = "did worse than random groupings" if significant else "did not beat random groupings"
+        alone = row["p_vs_single"]
+        lines.append(
+            f"{who} {outcome}: {row['vs_random']:+.3f} ± {_fmt(row['vs_random_se'], 3)} (standard error over seeds) "
+            f"against their mean, paired over {int(row['n_paired'])} task × seed pairs, Wilcoxon p = {_fmt(p, 3)}; "
+            f"against training every task alone {row['mean_gain_over_single']:+.3f} (p = {_fmt(alone, 3)}).")
     return lines

@@ -115,12 +115,15 @@ class Plan:
 
 
 def make_plan(study: Study, groups: dict[str, tuple[str, ...]] | None = None,
-              serves: dict[str, tuple[str, ...]] | None = None, data: dict[str, str] | None = None) -> Plan:
+              serves: dict[str, tuple[str, ...]] | None = None, data: dict[str, str] | None = None,
+              oracle: dict[str, tuple[str, ...]] | None = None) -> Plan:
     """Every experiment of the study.
 
     ``groups`` override the settings' (chosen from an affinity run); ``serves``
     says which members each group is measured on (TAG groups overlap: a task may
-    help in one group and be served by another). ``data``: each task's prepared-data
+    help in one group and be served by another). ``oracle`` (validation): the grouping solved
+    from the measured pair gains, measured as the ``oracle`` arm; a study that wants one plans its
+    random groupings only with it (they must differ from both). ``data``: each task's prepared-data
     fingerprint; a job's id includes those of the tasks it trains on, so a job whose
     data changed gets a new id and runs again, and the others are kept.
     """
@@ -130,7 +133,7 @@ def make_plan(study: Study, groups: dict[str, tuple[str, ...]] | None = None,
         return plan_combinations(study, groups or study.settings.groups, plan)
     if kind in ("scaling", "low_resource"):
         return plan_nested(study, plan)
-    return plan_validation(study, groups or study.settings.groups, serves, plan)
+    return plan_validation(study, groups or study.settings.groups, serves, plan, oracle=oracle)
 
 
 def plan_combinations(study: Study, groups: dict[str, tuple[str, ...]], plan: Plan | None = None) -> Plan:
@@ -199,15 +202,25 @@ def per_task_training(training: TrainConfig, n_tasks: int) -> TrainConfig:
                                tasks_per_step=None)
 
 
+def wants_oracle(study: Study, groups) -> bool:
+    """A validation study with grouping arms also measures the oracle grouping (solved from the
+    measured gains of its brute-force runs): the best any pair-based grouping could do."""
+    return study.settings.kind == "validation" and bool(groups or study.settings.groups
+                                                        or study.settings.groups_from_affinity)
+
+
 def plan_validation(study: Study, groups: dict[str, tuple[str, ...]] | None,
-                    serves: dict[str, tuple[str, ...]] | None = None, plan: Plan | None = None) -> Plan:
+                    serves: dict[str, tuple[str, ...]] | None = None, plan: Plan | None = None, *,
+                    oracle: dict[str, tuple[str, ...]] | None = None) -> Plan:
     """Brute-force transfer among the pool tasks, and the chosen grouping against alternatives.
 
     ``pairs``: every task alone and every pair trained jointly; the gain of j from
     training with i is compared with the affinity i→j. ``transfer``: pre-finetune on
     each task alone, fine-tune on every other (intermediate-task transfer), against
     fine-tuning from the base model. With ``groups``: one model per chosen group,
-    one all-task model, single-task models and random groupings of the same sizes.
+    one all-task model, single-task models, and (once the oracle grouping is known, see
+    :func:`make_plan`) the oracle grouping and random groupings of the chosen sizes.
+    ``group_samples``: random groups of ``group_sizes`` tasks, every member measured (group gains).
 
     Every joint run holds each task's budget at its single-task value (``per_task_training``:
     ``study.pretrain.batch_size`` examples of every task per step), and a task's single run and
@@ -239,23 +252,34 @@ def plan_validation(study: Study, groups: dict[str, tuple[str, ...]] | None,
             plan.measurements.append(Measurement(job.id, "validation", f"group:{'+'.join(group)}", group, group,
                                                  seed, arm="group"))
         if groups:
-            _plan_grouping_arms(plan, study, groups, serves, pool, seed)
+            _plan_grouping_arms(plan, study, groups, serves, pool, seed, oracle=oracle)
         if study.settings.arms:
             _plan_recipe_arms(plan, study, pool, seed, with_all=not groups)
     return plan
 
 
+def _with_singletons(groups: dict, pool: tuple[str, ...]) -> dict:
+    """Tasks no group lists train alone (TAG's singletons)."""
+    return {**groups, **{t: (t,) for t in pool if not any(t in g for g in groups.values())}}
+
+
 def _plan_grouping_arms(plan: Plan, study: Study, groups: dict, serves: dict | None, pool: tuple[str, ...],
-                        seed: int) -> None:
-    groups = {**groups, **{t: (t,) for t in pool if not any(t in g for g in groups.values())}}  # TAG singletons
+                        seed: int, *, oracle: dict | None = None) -> None:
+    groups = _with_singletons(groups, pool)
     served = {**_served(groups), **(serves or {})}
     arms = {"chosen": [(groups[name], served[name]) for name in groups],
             "all": [(pool, pool)]}
-    sizes = [len(served[name]) for name in groups if served[name]]
-    chosen = [served[name] for name in groups if served[name]]
-    for r, parts in enumerate(random_groupings(pool, sizes, study.settings.random_groupings, study.config.seed,
-                                               avoid=[chosen])):
-        arms[f"random{r + 1}"] = [(part, part) for part in parts]
+    if oracle is not None:
+        oracle = _with_singletons(oracle, pool)
+        arms["oracle"] = list(zip(oracle.values(), _served(oracle).values()))
+    if oracle is not None or not wants_oracle(study, groups):
+        sizes = [len(served[name]) for name in groups if served[name]]
+        avoid = [[served[name] for name in groups if served[name]]]
+        if oracle is not None:
+            avoid.append([part for _, part in arms["oracle"] if part])
+        for r, parts in enumerate(random_groupings(pool, sizes, study.settings.random_groupings, study.config.seed,
+                                                   avoid=avoid)):
+            arms[f"random{r + 1}"] = [(part, part) for part in parts]
     for arm, parts in arms.items():
         for tasks, measured in parts:
             if not measured:

@@ -138,6 +138,28 @@ def _permutation_p(frame: pd.DataFrame, observed: float, permutations: int, rng)
     return float((1 + np.sum(null >= observed - 1e-12)) / (1 + permutations))
 
 
+def per_target_agreement(gains: pd.DataFrame, matrix: pd.DataFrame) -> pd.Series:
+    """Per target j: the Spearman correlation, across j's sources, of affinity i→j and the measured gain
+    of j from i (targets with fewer than 3 sources or constant values left out)."""
+    frame = gains.assign(affinity=[matrix.loc[s, t] if s in matrix.index and t in matrix.columns else np.nan
+                                   for s, t in zip(gains["source"], gains["target"])]).dropna(subset=["affinity"])
+    return pd.Series({t: spearmanr(g["affinity"], g["gain"]).statistic for t, g in frame.groupby("target")
+                      if len(g) >= 3 and g["affinity"].nunique() > 1 and g["gain"].nunique() > 1}, dtype=float)
+
+
+def paired_difference(a: pd.Series, b: pd.Series, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """Mean over targets of ``a − b`` (two per-target agreements on the same targets) with a bootstrap
+    CI over targets: whether one estimator ranks sources better than another on these targets."""
+    d = (a - b.reindex(a.index)).dropna().to_numpy()
+    out = {"difference": float(d.mean()) if len(d) else float("nan"), "ci_low": float("nan"),
+           "ci_high": float("nan"), "n_targets": len(d)}
+    if len(d) >= 2:
+        means = d[np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+        tail = (1 - level) / 2
+        out["ci_low"], out["ci_high"] = float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+    return out
+
+
 def affinity_agreement(gains: pd.DataFrame, matrix: pd.DataFrame, *, n_boot: int = 1000, level: float = 0.95,
                        seed: int = 0, permutations: int = 1000) -> dict:
     """How well affinity i→j predicts the measured gain of j from i.
@@ -175,18 +197,40 @@ def affinity_agreement(gains: pd.DataFrame, matrix: pd.DataFrame, *, n_boot: int
     return out
 
 
-def arm_summary(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """Per arm (single, chosen, all, random1, ..., and the study's recipe arms): mean gain of the measured tasks over
-    their single-task models (same seed), its standard error over seeds (of the per-seed mean
-    gains; NaN for one seed), and the mean metric."""
+ARM_COLUMNS = ["arm", "mean_gain_over_single", "se", "n_seeds", "mean_value", "n_tasks", "p_vs_single",
+               "vs_random", "vs_random_se", "p_vs_random", "n_paired"]
+
+
+def arm_gains(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """``arm, target, seed, value, gain``: every grouping or recipe arm's measured tasks (single, all,
+    chosen, oracle, random1..., recipe arms; not the brute-force pairs, transfer runs or sampled
+    groups), with the gain over the task's single-task model of the same seed (a paired difference)."""
     rows = primary_test(results, split)
     alone = rows[rows["label"] == "alone"].set_index(["target", "seed"])["value"]
-    # every arm but the brute-force pairs and transfer runs: single, all, chosen, random1..., recipe arms
-    arms = rows[rows["arm"].fillna("").ne("") & ~rows["arm"].isin(["pair", "transfer"])].copy()
-    if arms.empty:
-        return pd.DataFrame(columns=["arm", "mean_gain_over_single", "se", "n_seeds", "mean_value", "n_tasks"])
+    arms = rows[rows["arm"].fillna("").ne("") & ~rows["arm"].isin(["pair", "transfer", "group"])].copy()
     reference = pd.Series([alone.get((t, s), np.nan) for t, s in zip(arms["target"], arms["seed"])], index=arms.index)
-    arms["gain"] = signed_gain(arms["value"], reference, arms["metric"])
+    arms["gain"] = signed_gain(arms["value"], reference, arms["metric"]) if not arms.empty else []
+    return arms[["arm", "target", "seed", "value", "gain"]]
+
+
+def arm_summary(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Per arm: mean gain of the measured tasks over their single-task models (same seed), its
+    standard error over seeds (of the per-seed mean gains; NaN for one seed), the mean metric, and
+    two paired comparisons over (task, seed): against the single-task models (``p_vs_single``) and
+    against random groupings (``vs_random``: the arm's gain minus the mean gain of the random arms
+    for the same task and seed, its standard error over seeds and ``p_vs_random``). p-values are
+    two-sided Wilcoxon signed-rank tests (None with fewer than 6 pairs or all differences 0)."""
+    from scipy.stats import wilcoxon
+
+    arms = arm_gains(results, split)
+    if arms.empty:
+        return pd.DataFrame(columns=ARM_COLUMNS)
+
+    def p_value(d):
+        d = np.asarray(d, dtype=float)
+        d = d[np.isfinite(d)]
+        return float(wilcoxon(d).pvalue) if len(d) >= 6 and np.any(d != 0) else None
+
     per_seed = arms.groupby(["arm", "seed"], sort=False)["gain"].mean().groupby(level="arm", sort=False)
     spread = pd.DataFrame({"se": per_seed.std() / np.sqrt(per_seed.count()), "n_seeds": per_seed.count()})
     summary = (arms.groupby("arm", sort=False)
@@ -194,4 +238,36 @@ def arm_summary(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
                     n_tasks=("target", "nunique"))
                .reset_index())
     summary = summary.merge(spread.reset_index(), on="arm", how="left")
-    return summary[["arm", "mean_gain_over_single", "se", "n_seeds", "mean_value", "n_tasks"]]
+    summary["p_vs_single"] = [p_value(arms[arms["arm"] == a]["gain"]) if a != "single" else None
+                              for a in summary["arm"]]
+    randoms = arms[arms["arm"].str.fullmatch(r"random\d+")]
+    random_mean = randoms.groupby(["target", "seed"])["gain"].mean()
+    vs, vs_se, vs_p, n = [], [], [], []
+    for arm in summary["arm"]:
+        own = arms[arms["arm"] == arm].set_index(["target", "seed"])["gain"]
+        d = (own - random_mean.reindex(own.index)).dropna()
+        if randoms.empty or d.empty or arm.startswith("random"):
+            vs.append(np.nan), vs_se.append(np.nan), vs_p.append(None), n.append(0)
+            continue
+        seeds = d.groupby(level="seed").mean()
+        vs.append(float(d.mean()))
+        vs_se.append(float(seeds.std() / np.sqrt(len(seeds))) if len(seeds) > 1 else np.nan)
+        vs_p.append(p_value(d))
+        n.append(len(d))
+    summary["vs_random"], summary["vs_random_se"], summary["p_vs_random"], summary["n_paired"] = vs, vs_se, vs_p, n
+    return summary[ARM_COLUMNS]
+
+
+def group_gains(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """``group, target, seed, gain``: each member's gain in a sampled group (validation
+    ``group_samples``) over its single-task model of the same seed (a paired difference)."""
+    rows = primary_test(results, split)
+    alone = rows[rows["label"] == "alone"].set_index(["target", "seed"])["value"]
+    groups = rows[rows["arm"] == "group"]
+    if groups.empty:
+        return pd.DataFrame(columns=["group", "target", "seed", "gain"])
+    reference = pd.Series([alone.get((t, s), np.nan) for t, s in zip(groups["target"], groups["seed"])],
+                          index=groups.index)
+    out = pd.DataFrame({"group": groups["pretrain_set"], "target": groups["target"], "seed": groups["seed"],
+                        "gain": signed_gain(groups["value"], reference, groups["metric"])})
+    return out.dropna(subset=["gain"]).reset_index(drop=True)

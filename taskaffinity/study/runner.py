@@ -27,9 +27,10 @@ import yaml
 from ..storage import read_json, write_json, write_parquet, write_text
 from .executors import make_executor
 from .jobs import JobOptions, is_done, job_folder, run_job
-from .plan import Plan, make_plan
+from .plan import Plan, make_plan, wants_oracle
 from .pool import load_pool, prepare_pool
-from .results import affinity_agreement, arm_summary, collect_results, gain_reliability, measured_gains
+from .agreement import agreement_table, estimator_differences
+from .results import arm_summary, collect_results, gain_reliability, measured_gains
 from .settings import Study
 from .status import study_status
 from .tables import label_summary, transfer_means
@@ -56,20 +57,23 @@ def run_study(study: Study, out_dir: str | Path, *, progress: bool = True) -> St
         affinity = _affinity_run(study, out, progress)
         if study.settings.groups_from_affinity:
             groups, serves = _choose_groups(study, affinity, out)
-    plan = make_plan(study, groups, serves, data=data)
-    frame = plan.frame()
-    write_parquet(out / "plan.parquet", frame)
-    write_parquet(out / "jobs.parquet", plan.jobs_frame())
-
     root = str(out)
     options = JobOptions(study.settings.executor.reuse_worker, study.settings.executor.checkpoint_seconds)
+    plan = make_plan(study, groups, serves, data=data)
     try:
+        if wants_oracle(study, groups):  # first the runs whose gains define the oracle, then the rest
+            _write_plan(out, plan)
+            _run_jobs(executor, plan, root, options, progress)
+            oracle = _oracle_groups(study, collect_results(out, plan.frame()), out)
+            plan = make_plan(study, groups, serves, data=data, oracle=oracle)
+        _write_plan(out, plan)
         _run_jobs(executor, plan, root, options, progress)
     finally:
         from .worker import release_worker
 
         release_worker()  # the in-process worker's models and data (local executor)
 
+    frame = plan.frame()
     results = collect_results(out, frame)
     write_parquet(out / "results.parquet", results)
     tables = study_tables(study, results, affinity)
@@ -79,6 +83,29 @@ def run_study(study: Study, out_dir: str | Path, *, progress: bool = True) -> St
     status = study_status(out)
     write_json(out / "summary.json", _summary(study, status, results, out))
     return StudyResult(plan, results, status, tables, out)
+
+
+def _write_plan(out: Path, plan: Plan) -> None:
+    write_parquet(out / "plan.parquet", plan.frame())
+    write_parquet(out / "jobs.parquet", plan.jobs_frame())
+
+
+def _oracle_groups(study: Study, results: pd.DataFrame, out: Path) -> dict[str, tuple[str, ...]]:
+    """The grouping the study's method solves from the measured gains (source → target, mean over
+    seeds) in place of an affinity matrix: the best grouping pair knowledge could give
+    (``oracle_groups.json``)."""
+    from ..grouping.output import write_document
+    from ..grouping.stability import choose_groups
+
+    gains = measured_gains(results)
+    pool = list(study.settings.pool(study.config))
+    matrix = (gains.pivot_table(index="source", columns="target", values="gain")
+              .reindex(index=pool, columns=pool).fillna(0.0))  # the diagonal (and any pair not measured): 0
+    settings = study.settings.grouping
+    document = choose_groups(matrix, settings.method, estimator="measured_gain", seed=study.config.seed,
+                             k=settings.k, solver=settings.solver)
+    write_document(out / "oracle_groups.json", document)
+    return {f"O{i + 1}": tuple(g["tasks"]) for i, g in enumerate(document["groups"])}
 
 
 def _run_jobs(executor, plan: Plan, root: str, options: JobOptions, progress: bool) -> None:
@@ -162,35 +189,8 @@ def study_tables(study: Study, results: pd.DataFrame, affinity=None) -> dict[str
     tables["noise_ceiling"] = pd.DataFrame([noise])
     if affinity is not None and not tables["gains"].empty:
         tables["agreement"] = agreement_table(affinity, tables["gains"], noise, seed=study.config.seed)
+        tables["estimator_differences"] = estimator_differences(affinity, tables["gains"], seed=study.config.seed)
     return tables
-
-
-def agreement_table(store, gains: pd.DataFrame, noise: dict, *, seed: int = 0) -> pd.DataFrame:
-    """Per estimator: Spearman of affinity vs measured gain (pooled and within target, with CIs and a
-    permutation p-value), read against the noise ceiling of the gains and the ceiling that the
-    estimator's own reliability leaves, and what the estimator cost in the affinity run."""
-    from ..affinity.reliability import estimator_reliability
-
-    meta = store.metadata
-    training = meta.get("training_seconds") or float("nan")
-    rows = []
-    for estimator in store.estimators:
-        agreement = affinity_agreement(gains, store.matrix(estimator), seed=seed)
-        reliability = estimator_reliability(store, estimator, seed=seed)
-        ci = agreement["ci"] or [None, None]
-        within_ci = agreement["within_target_ci"] or [None, None]
-        own = reliability["within_target_reliability"]
-        gain_rel = noise["within_target_reliability"]
-        attainable = (float(np.sqrt(max(own, 0.0) * max(gain_rel, 0.0)))
-                      if np.isfinite(own) and np.isfinite(gain_rel) else float("nan"))
-        seconds = meta.get("stream_seconds" if estimator.startswith("stream_") else "probe_seconds")
-        rows.append({"estimator": estimator, "spearman": agreement["spearman"], "ci_low": ci[0], "ci_high": ci[1],
-                     "ceiling": noise["ceiling"], "within_target": agreement["within_target"],
-                     "within_ci_low": within_ci[0], "within_ci_high": within_ci[1],
-                     "within_p": agreement["within_target_p"], "within_ceiling": noise["within_target_ceiling"],
-                     "estimator_reliability": own, "attainable": attainable, "n_pairs": agreement["n_pairs"],
-                     "cost_seconds": seconds, "cost_share_of_run": (seconds / training) if seconds else None})
-    return pd.DataFrame(rows)
 
 
 def _summary(study: Study, status: pd.DataFrame, results: pd.DataFrame, out: Path) -> dict:

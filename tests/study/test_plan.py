@@ -88,8 +88,10 @@ def test_validation_grouping_arms(tmp_path):
     study = load_study(study_file(tmp_path, {"kind": "validation", "validation": {"random_groupings": 2}}, tasks=pool))
     groups = {"G1": ("trec6", "bbc_topic", "sms_spam"), "G2": ("debate_party", "rt_sentiment", "trec6")}
     serves = {"G1": ("trec6", "bbc_topic", "sms_spam"), "G2": ("debate_party", "rt_sentiment")}
-    frame = make_plan(study, groups, serves).frame()
-    for arm in ("chosen", "all", "random1", "random2", "single"):
+    assert "random1" not in set(make_plan(study, groups, serves).frame()["arm"])  # planned with the oracle
+    oracle = {"O1": ("trec6", "sms_spam"), "O2": ("bbc_topic", "debate_party", "rt_sentiment")}
+    frame = make_plan(study, groups, serves, oracle=oracle).frame()
+    for arm in ("chosen", "oracle", "all", "random1", "random2", "single"):
         measured = frame[frame["arm"] == arm]["target"]
         assert sorted(measured) == sorted(pool), arm  # every task measured exactly once per arm
     chosen = frame[frame["arm"] == "chosen"]
@@ -102,14 +104,16 @@ def test_random_groupings_never_repeat_each_other_or_the_chosen_one(tmp_path):
     study = load_study(study_file(tmp_path, {"kind": "validation", "seeds": [0, 1],
                                              "validation": {"random_groupings": 5}}, tasks=pool))
     chosen = {"G1": ("trec6", "bbc_topic"), "G2": ("sms_spam", "debate_party")}
-    frame = make_plan(study, chosen).frame()
+    oracle = {"O1": ("trec6", "sms_spam"), "O2": ("bbc_topic", "debate_party")}
+    assert set(make_plan(study, chosen, oracle=chosen).frame()["arm"]) >= {"random1", "random2"}
+    frame = make_plan(study, chosen, oracle=oracle).frame()
     partitions = {}
     for (arm, seed), rows in frame[frame["arm"].str.startswith("random")].groupby(["arm", "seed"]):
         partitions.setdefault(arm, set()).add(frozenset(frozenset(s.split("+")) for s in rows["pretrain_set"]))
-    assert set(partitions) == {"random1", "random2"}  # the other two partitions, no repeats
+    assert set(partitions) == {"random1"}  # the one partition left, no repeats
     assert all(len(p) == 1 for p in partitions.values())  # the same random grouping at every seed
-    keys = [next(iter(p)) for p in partitions.values()]
-    assert len(set(keys)) == 2 and frozenset(frozenset(g) for g in chosen.values()) not in keys
+    (key,) = partitions["random1"]
+    assert key == frozenset({frozenset({"trec6", "debate_party"}), frozenset({"bbc_topic", "sms_spam"})})
 
 
 def test_validation_group_samples(tmp_path):

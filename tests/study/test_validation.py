@@ -137,6 +137,12 @@ def test_validation_study_end_to_end(tmp_path):
     assert len(gains) == 6 and (gains["n_seeds"] == 2).all() and gains["se"].notna().all()
     groups = yaml.safe_load((out / "groups.json").read_text())
     assert groups["stability"]["resamples"] == 10 and "within_target_reliability" in groups["reliability"]
+    oracle = yaml.safe_load((out / "oracle_groups.json").read_text())
+    assert oracle["estimator"] == "measured_gain" and sorted(t for g in oracle["groups"] for t in g["serves"]) == sorted(POOL)
+    arms = pd.read_csv(out / "tables" / "arms.csv").set_index("arm")
+    assert {"single", "chosen", "oracle", "all", "random1"} <= set(arms.index)
+    assert np.isfinite(arms.loc["chosen", "vs_random"]) and np.isnan(arms.loc["random1", "vs_random"])
+    assert arms.loc["chosen", "n_paired"] == len(POOL) * 2  # every task x seed
     from taskaffinity.report.assemble import build_report
 
     text = (build_report(out).with_suffix(".md")).read_text()
