@@ -13,6 +13,8 @@ from pathlib import Path
 
 def offline_env(monkeypatch, tmp_path) -> Path:
     """Every back-end writes under ``tmp_path`` and nothing reaches a network."""
+    if "mlflow" in sys.modules:  # a global URI an earlier test set (HF's MLflowCallback sets one) would win
+        sys.modules["mlflow"].set_tracking_uri(None)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -40,9 +42,11 @@ def tensorboard_scalars(logdir) -> dict[str, dict[int, float]]:
 
 # -- MLflow --------------------------------------------------------------------------------------
 def mlflow_runs(uri: str, experiment: str):
+    """``mlflow.search_runs`` of one experiment (the store is MLFLOW_TRACKING_URI: no global URI is set,
+    so no other test inherits this one's store)."""
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
+    assert mlflow.get_tracking_uri() == uri
     return mlflow.search_runs(experiment_names=[experiment], output_format="pandas")
 
 
@@ -74,13 +78,15 @@ def wandb_records(run_dir) -> list[dict]:
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
-def wandb_history(run_dir) -> dict[str, dict[int, object]]:
-    """key -> step -> value of every ``run.log``."""
+def wandb_history(run_dir, step_key: str | None = None) -> dict[str, dict[int, object]]:
+    """key -> step -> value of every ``run.log``; ``step_key``: a logged key that holds the step
+    (Lightning's ``trainer/global_step``, the Trainer's ``train/global_step``) instead of W&B's own."""
     out: dict[str, dict[int, object]] = defaultdict(dict)
     for record in wandb_records(run_dir):
         if record["type"] == "history":
-            step = int(record["history"]["step"]["num"])
-            for key, value in record["history"]["item"].items():
+            item = record["history"]["item"]
+            step = int(item[step_key] if step_key else record["history"]["step"]["num"])
+            for key, value in item.items():
                 if not key.startswith("_"):
                     out[key][step] = value
     return dict(out)
