@@ -100,7 +100,9 @@ class Trackers:
                 self.drop(tracker, f"{method}: {type(err).__name__}: {err}")
 
     def drop(self, tracker: Tracker, why: str) -> None:
-        self.trackers.remove(tracker)
+        """Leave ``tracker`` out from now on (one that failed to open was never in)."""
+        if tracker in self.trackers:
+            self.trackers.remove(tracker)
         where = f"; its results are still written to {self.where}" if self.where else ""
         log.warning("tracking: %s stopped (%s); the run goes on without it%s", tracker.backend,
                     why.splitlines()[0] if why else "", where)

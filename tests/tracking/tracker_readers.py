@@ -4,6 +4,7 @@ run's ``.wandb`` log)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -73,7 +74,13 @@ def wandb_runs(wandb_dir) -> list[Path]:
 
 def wandb_records(run_dir) -> list[dict]:
     """Every record of an offline run, as ``wandb leet inspect --json`` prints them."""
-    done = subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", str(run_dir)],
+    log = next(Path(run_dir).glob("run-*.wandb"))
+    return _records(str(run_dir), log.stat().st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _records(run_dir: str, size: int) -> list[dict]:  # read once per run and size of its log
+    done = subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", run_dir],
                           capture_output=True, text=True, timeout=120, check=True)
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
