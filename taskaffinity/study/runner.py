@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 
 from ..storage import read_json, write_json, write_parquet, write_text
-from ..tracking.study import open_study_run
+from ..tracking.study import affinity_run, open_study_run
 from .executors import make_executor
 from .jobs import JobOptions, is_done, job_folder, run_job
 from .plan import Plan, make_plan
@@ -152,7 +152,7 @@ def _affinity_run(study: Study, out: Path, progress: bool, tracking=None):
         if store.metadata.get("run_fingerprint") == identity:
             return store
     resume = checkpoint_fingerprint(folder) in (None, identity)  # else the data changed: record again
-    child = tracking.child("affinity", job_type="affinity") if tracking is not None else None
+    child = affinity_run(tracking, config)
     try:
         return record_affinity(config, folder, resume=resume, progress=progress, tasks=tasks, tracking=child).store
     finally:

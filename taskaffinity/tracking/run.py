@@ -145,10 +145,15 @@ def open_config_run(config, out_dir: str | Path | None, *, job_type: str = "trai
     settings = config.tracking
     if not settings.report_to:
         return None
-    raw = config.to_dict()
-    params = flat_params({k: v for k, v in raw.items() if k in ("name", "seed", "tasks") or k in sections})
     name = settings.run_name or (Path(out_dir).name if out_dir else config.name)
-    return open_run(settings, name=name, out_dir=out_dir, project=config.name, params=params, job_type=job_type)
+    return open_run(settings, name=name, out_dir=out_dir, project=config.name, params=config_params(config, sections),
+                    job_type=job_type)
+
+
+def config_params(config, sections: tuple[str, ...] = ("model", "data", "training")) -> dict:
+    """A run config's name, seed, tasks and ``sections``, flattened (:func:`flat_params`)."""
+    raw = config.to_dict()
+    return flat_params({k: v for k, v in raw.items() if k in ("name", "seed", "tasks") or k in sections})
 
 
 def flat_params(config: dict, prefix: str = "") -> dict:

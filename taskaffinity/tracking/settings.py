@@ -6,7 +6,7 @@
       run_name: null             # default: the output folder's name
       log_every: 1               # steps between logged training scalars (losses, weights, lr)
       tensorboard_dir: null      # default: OUT/tensorboard
-      mlflow_uri: null           # default: MLFLOW_TRACKING_URI, else MLflow's own default
+      mlflow_uri: null           # default: MLflow's own (MLFLOW_TRACKING_URI, else its default store)
       wandb_mode: null           # online, offline or disabled (default: WANDB_MODE, else online)
 
 Nothing here imports a back-end: a missing one is found with ``importlib.util.find_spec`` and

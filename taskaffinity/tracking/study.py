@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from ..storage import read_json, write_json
-from .run import TrackingRun, flat_params, open_run
+from .run import TrackingRun, config_params, flat_params, open_run
 
 STATE_FILE = "tracking.json"
 
@@ -38,6 +38,14 @@ def open_study_run(study, out: str | Path) -> TrackingRun | None:
     run.start()
     write_json(out / STATE_FILE, {"name": name, "project": run.spec.project, "parent": run.state()})
     return run
+
+
+def affinity_run(study_run: TrackingRun | None, config) -> TrackingRun | None:
+    """The study's affinity run, nested under ``study_run`` (None without one)."""
+    if study_run is None:
+        return None
+    return study_run.child("affinity", job_type="affinity",
+                           params=config_params(config, ("model", "data", "training", "affinity")))
 
 
 def job_run(job, root: str | Path) -> TrackingRun | None:

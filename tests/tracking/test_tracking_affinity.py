@@ -6,14 +6,17 @@ import json
 
 import pytest
 from conftest import tiny_config
-from tracker_readers import (mlflow_artifacts, mlflow_history, mlflow_runs, offline_env, tensorboard_run,
-                             tensorboard_scalars, wandb_history, wandb_images, wandb_runs, wandb_summary)
+from tracker_readers import (mlflow_artifacts, mlflow_history, mlflow_runs, offline_env, require_backends,
+                             tensorboard_run, tensorboard_scalars, wandb_history, wandb_images, wandb_runs,
+                             wandb_summary)
 
 from taskaffinity.affinity.store import AffinityStore
 from taskaffinity.api import record_affinity
 from taskaffinity.config import AffinityConfig
 from taskaffinity.report.trackers import affinity_numbers
 from taskaffinity.tracking import BACKENDS, TrackingConfig, affinity_key
+
+require_backends()
 
 TASKS = ["trec6", "sms_spam", "vader_tweets"]
 

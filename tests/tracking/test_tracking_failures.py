@@ -8,10 +8,13 @@ import pandas as pd
 import pytest
 from conftest import tiny_config
 from tests_support import StopAfter
-from tracker_readers import mlflow_history, mlflow_runs, offline_env, tensorboard_scalars, wandb_run_info, wandb_runs
+from tracker_readers import (mlflow_history, mlflow_runs, offline_env, require_backends, tensorboard_scalars,
+                             wandb_run_info, wandb_runs)
 
 from taskaffinity.api import train_joint_model
 from taskaffinity.tracking import TrackingConfig
+
+require_backends()
 
 TASKS = ["trec6", "sms_spam"]
 

@@ -12,13 +12,15 @@ except ImportError:
         raise
     pytest.skip("accelerate is not installed", allow_module_level=True)
 
-from tracker_readers import (mlflow_history, mlflow_runs, offline_env, tensorboard_scalars,  # noqa: E402
+from tracker_readers import (mlflow_history, mlflow_runs, offline_env, require_backends, tensorboard_scalars,  # noqa: E402
                              wandb_history, wandb_runs)
 
 from affinity.test_meter import Net, digits_labels  # noqa: E402
 from taskaffinity.hf_trainer import AffinityTrainer  # noqa: E402
 from taskaffinity.tracking import affinity_key  # noqa: E402
 from test_hf_trainer import DigitsModel, Rows, arguments  # noqa: E402
+
+require_backends()
 
 
 def test_windows_go_to_the_report_to_callbacks(tmp_path, monkeypatch):

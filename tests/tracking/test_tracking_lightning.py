@@ -13,12 +13,15 @@ except ImportError:
         raise
     pytest.skip("pytorch-lightning is not installed", allow_module_level=True)
 
-from tracker_readers import mlflow_history, offline_env, tensorboard_scalars, wandb_history, wandb_runs  # noqa: E402
+from tracker_readers import (mlflow_history, offline_env, require_backends, tensorboard_scalars, wandb_history,  # noqa: E402
+                             wandb_runs)
 
 from affinity.test_meter import Net, digits_labels  # noqa: E402
 from taskaffinity.lightning import AffinityCallback  # noqa: E402
 from taskaffinity.tracking import affinity_key  # noqa: E402
 from test_lightning import DigitsModule, batches  # noqa: E402
+
+require_backends()
 
 
 def test_windows_go_to_every_logger_of_the_trainer(tmp_path, monkeypatch):

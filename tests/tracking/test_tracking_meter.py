@@ -6,12 +6,15 @@ import logging
 import pytest
 import torch
 from torch import nn
-from tracker_readers import mlflow_history, offline_env, tensorboard_scalars, wandb_history, wandb_runs
+from tracker_readers import (mlflow_history, offline_env, require_backends, tensorboard_scalars, wandb_history,
+                             wandb_runs)
 
 from affinity.test_meter import TASKS, Net, digits_labels
 from taskaffinity import AffinityMeter
 from taskaffinity.errors import TaskAffinityError
 from taskaffinity.tracking import affinity_key
+
+require_backends()
 
 
 def run_loop(log_to, steps=6, window=2):

@@ -5,10 +5,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from tracker_readers import mlflow_artifacts, mlflow_runs, offline_env, tensorboard_run  # noqa: E402
+from tracker_readers import mlflow_artifacts, mlflow_runs, offline_env, require_backends, tensorboard_run  # noqa: E402
 
 from taskaffinity.tracking import TrackingConfig, open_run  # noqa: E402
 from taskaffinity.tracking.base import Tracker  # noqa: E402
+
+require_backends()
 
 
 def test_a_child_run_nests_under_its_parent(tmp_path, monkeypatch):

@@ -6,11 +6,13 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import TINY_MODEL
-from tracker_readers import (mlflow_artifacts, mlflow_history, mlflow_runs, offline_env, tensorboard_run,
-                             tensorboard_scalars, wandb_run_info, wandb_runs, wandb_summary)
+from tracker_readers import (mlflow_artifacts, mlflow_history, mlflow_runs, offline_env, require_backends,
+                             tensorboard_run, tensorboard_scalars, wandb_run_info, wandb_runs, wandb_summary)
 
 from taskaffinity.api import run_study
 from taskaffinity.study import load_study
+
+require_backends()
 
 STUDY = {
     "name": "tracked", "seed": 3, "tasks": ["trec6", "sms_spam", "rt_subjectivity"], "model": TINY_MODEL,
