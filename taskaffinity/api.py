@@ -11,7 +11,6 @@ Nothing in the library imports this module: it sits on top and composes the laye
 
 from __future__ import annotations
 
-import logging
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,8 +22,7 @@ from .config import RunConfig
 from .joint import TrainResult, build, summarise, train_joint_model
 from .report.affinity_outputs import write_heatmaps
 from .report.assemble import build_report
-from .report.trackers import (affinity_figures, affinity_numbers, grouping_figures, log_figures, study_figures,
-                              study_numbers)
+from .report.trackers import log_affinity_run, log_study_run
 from .study.runner import StudyResult
 from .study.runner import run_study as _run_study
 from .tasks.table import STAT_COLUMNS, task_table
@@ -45,7 +43,8 @@ def record_affinity(config: RunConfig, out_dir: str | Path | None = None, *, res
         if result.writes:
             write_heatmaps(result.store, result.summaries, result.out_dir, confidence=config.affinity.confidence)
             if run is not None:
-                _log_affinity(run, result.store, result.summaries, result.fidelity, config.affinity.confidence)
+                log_affinity_run(run, result.store, result.summaries, result.fidelity,
+                                 confidence=config.affinity.confidence)
     return result
 
 
@@ -58,19 +57,8 @@ def run_study(study, out: str | Path, *, progress: bool = True) -> StudyResult:
         return summaries_of(store, n_boot=affinity.bootstrap, level=affinity.confidence, seed=study.config.seed)
 
     def log_results(run, result: StudyResult) -> None:  # into the study's tracker run, before it closes
-        from .storage import read_json
-
-        out = result.out_dir
-        document = read_json(out / "groups.json") if (out / "groups.json").is_file() else None
-        if (out / "affinity" / "affinity.parquet").is_file():
-            store = AffinityStore.load(out / "affinity" / "affinity.parquet")
-            groups = [g["tasks"] for g in document["groups"]] if document else None
-            fidelity = out / "affinity" / "fidelity.json"
-            _log_affinity(run, store, summaries(store), read_json(fidelity) if fidelity.is_file() else {},
-                          affinity.confidence, groups)
-        _guarded(lambda: log_figures(run, {**(grouping_figures(document) if document else {}),
-                                           **study_figures(result.results)}))
-        run.log_summary(study_numbers(result.tables))
+        log_study_run(run, result.out_dir, result.results, result.tables, summaries=summaries,
+                      confidence=affinity.confidence)
 
     tracked = {"log_results": log_results} if study.config.tracking.report_to else {}
     result = _run_study(study, out, progress=progress, **tracked)
@@ -79,21 +67,6 @@ def run_study(study, out: str | Path, *, progress: bool = True) -> StudyResult:
         store = AffinityStore.load(folder / "affinity.parquet")
         write_heatmaps(store, summaries(store), folder, confidence=affinity.confidence)
     return result
-
-
-def _log_affinity(run, store, summaries, fidelity: dict, confidence: float, groups=None) -> None:
-    _guarded(lambda: log_figures(run, affinity_figures(store, summaries, fidelity, groups=groups,
-                                                       confidence=confidence)))
-    run.log_summary(affinity_numbers(fidelity))
-
-
-def _guarded(draw) -> None:
-    """Figures for trackers are extras: one that cannot be drawn is a warning, never a failed run."""
-    try:
-        draw()
-    except Exception as err:  # noqa: BLE001 -- the run's own files are already written
-        logging.getLogger("taskaffinity.tracking").warning("tracking: figures not logged (%s: %s)",
-                                                           type(err).__name__, err)
 
 
 @contextmanager

@@ -113,8 +113,9 @@ class AffinityCallback(pl.Callback):
 
 
 def _loggers(trainer):
-    """The trainer's loggers as one ``log_to`` function (each logger writes on rank 0 only)."""
+    """The trainer's loggers as one ``log_to`` function (rank 0 logs, as Lightning's loggers do)."""
     def log(values: dict, step: int) -> None:
-        for logger in trainer.loggers:
-            logger.log_metrics(values, step=step)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(values, step=step)
     return log

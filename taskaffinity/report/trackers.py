@@ -1,7 +1,8 @@
 """What a finished run shows in an experiment tracker: the report's figures and final numbers.
 
 Each function returns ``{name: Figure}`` or ``{name: float}`` for a tracker run
-(:class:`taskaffinity.tracking.run.TrackingRun`); :func:`log_figures` logs figures and closes them.
+(:class:`taskaffinity.tracking.run.TrackingRun`); :func:`log_affinity_run` and :func:`log_study_run`
+log them (a figure that cannot be drawn is a warning: the run's own files are already written).
 
 - an affinity run: ``affinity/heatmap/<estimator>`` (clustered, intervals covering 0 hatched,
   group boundaries when there are groups), ``affinity/reliability`` (split-half reliability of
@@ -13,6 +14,9 @@ Each function returns ``{name: Figure}`` or ``{name: float}`` for a tracker run
 """
 
 from __future__ import annotations
+
+import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -112,6 +116,46 @@ def study_numbers(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
         return {}
     return {f"transfer/{target}/{label}": float(value) for target, row in transfer.iterrows()
             for label, value in row.items() if pd.notna(value)}
+
+
+def log_affinity_run(run, store, summaries: dict[str, pd.DataFrame], fidelity: dict, *, confidence: float = 0.95,
+                     groups=None) -> None:
+    """An affinity run's figures and reliability numbers into ``run``."""
+    _safely(lambda: log_figures(run, affinity_figures(store, summaries, fidelity, groups=groups,
+                                                      confidence=confidence)))
+    _safely(lambda: run.log_summary(affinity_numbers(fidelity)))
+
+
+def log_study_run(run, out: str | Path, results: pd.DataFrame, tables: dict[str, pd.DataFrame], *, summaries,
+                  confidence: float = 0.95) -> None:
+    """A study's figures and transfer table into its run: its affinity run's (with the chosen groups'
+    boundaries), the grouping's, and its kind's. ``summaries(store)``: the affinity summaries as the
+    study computes them."""
+    from ..affinity.store import AffinityStore
+    from ..storage import read_json
+
+    out = Path(out)
+    document = read_json(out / "groups.json") if (out / "groups.json").is_file() else None
+
+    def affinity() -> None:
+        store = AffinityStore.load(out / "affinity" / "affinity.parquet")
+        fidelity = out / "affinity" / "fidelity.json"
+        log_affinity_run(run, store, summaries(store), read_json(fidelity) if fidelity.is_file() else {},
+                         confidence=confidence, groups=[g["tasks"] for g in document["groups"]] if document else None)
+
+    if (out / "affinity" / "affinity.parquet").is_file():
+        _safely(affinity)
+    _safely(lambda: log_figures(run, {**(grouping_figures(document) if document else {}), **study_figures(results)}))
+    _safely(lambda: run.log_summary(study_numbers(tables)))
+
+
+def _safely(action) -> None:
+    """Figures for trackers are extras: one that cannot be made is a warning, never a failed run."""
+    try:
+        action()
+    except Exception as err:  # noqa: BLE001 -- the run's own files are already written
+        logging.getLogger("taskaffinity.tracking").warning("tracking: figures not logged (%s: %s)",
+                                                           type(err).__name__, err)
 
 
 def log_figures(run, figures: dict) -> None:

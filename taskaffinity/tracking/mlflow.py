@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 import time
 
-from ..errors import ConfigError
 from .base import Tracker
+from .settings import missing_backend
 
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
 _NOT_ALLOWED = re.compile(r"[^0-9A-Za-z_\-. :/]")
@@ -23,7 +23,7 @@ def _client(uri: str | None = None):
     try:
         from mlflow.tracking import MlflowClient
     except ImportError:
-        raise ConfigError("tracking.report_to mlflow needs the mlflow package: pip install 'taskaffinity[mlflow]'") from None
+        raise missing_backend("mlflow") from None
     return MlflowClient(tracking_uri=uri)
 
 

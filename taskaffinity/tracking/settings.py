@@ -45,9 +45,14 @@ def check_installed(backends, *, what: str = "tracking.report_to") -> None:
     from importlib.util import find_spec
 
     for name in backends:
-        module, extra = REQUIREMENTS[name]
-        if find_spec(module) is None:
-            raise ConfigError(f"{what} {name} needs the {module} package: pip install 'taskaffinity[{extra}]'")
+        if find_spec(REQUIREMENTS[name][0]) is None:
+            raise missing_backend(name, what=what)
+
+
+def missing_backend(name: str, *, what: str = "tracking.report_to") -> ConfigError:
+    """The one-line error for a back-end that is not installed, naming the extra that installs it."""
+    module, extra = REQUIREMENTS[name]
+    return ConfigError(f"{what} {name} needs the {module} package: pip install 'taskaffinity[{extra}]'")
 
 
 @dataclass(frozen=True)

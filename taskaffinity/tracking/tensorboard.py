@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
 from .base import Tracker
+from .settings import missing_backend
 
 
 def summary_writer(logdir: str | Path, *, purge_step: int | None = None):
@@ -18,8 +18,7 @@ def summary_writer(logdir: str | Path, *, purge_step: int | None = None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ConfigError("tracking.report_to tensorboard needs the tensorboard package: "
-                          "pip install 'taskaffinity[tensorboard]'") from None
+        raise missing_backend("tensorboard") from None
     return SummaryWriter(log_dir=str(logdir), purge_step=purge_step)
 
 

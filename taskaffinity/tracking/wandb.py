@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import os
 
-from ..errors import ConfigError
 from .base import Tracker
+from .settings import missing_backend
 
 
 def _wandb():
     try:
         import wandb
     except ImportError:
-        raise ConfigError("tracking.report_to wandb needs the wandb package: pip install 'taskaffinity[wandb]'") from None
+        raise missing_backend("wandb") from None
     return wandb
 
 
@@ -37,11 +37,13 @@ class WandbTracker(Tracker):
     def open(cls, spec, resume: dict | None = None) -> "WandbTracker":
         wandb = _wandb()
         run_id = (resume or {}).get("id")
-        directory = None if os.environ.get("WANDB_DIR") else spec.out_dir
+        # read now, not when wandb first set itself up in this process: a later run may have moved them
+        directory = os.environ.get("WANDB_DIR") or spec.out_dir
         if directory is not None:
             os.makedirs(directory, exist_ok=True)
         run = wandb.init(project=spec.project, name=spec.name, group=spec.group, job_type=spec.job_type,
-                         dir=None if directory is None else str(directory), mode=spec.settings.wandb_mode,
+                         dir=None if directory is None else str(directory),
+                         mode=spec.settings.wandb_mode or os.environ.get("WANDB_MODE"),
                          id=run_id, resume="allow" if run_id else None, reinit="create_new")
         return cls(run, owns=True)
 

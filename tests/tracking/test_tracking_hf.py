@@ -12,8 +12,8 @@ except ImportError:
         raise
     pytest.skip("accelerate is not installed", allow_module_level=True)
 
-from tracker_readers import (mlflow_history, mlflow_runs, offline_env, require_backends, tensorboard_scalars,  # noqa: E402
-                             wandb_history, wandb_runs)
+from tracker_readers import (mlflow_history, mlflow_runs, offline_env, require_backends,  # noqa: E402
+                             tensorboard_scalars, wandb_history, wandb_runs)
 
 from affinity.test_meter import Net, digits_labels  # noqa: E402
 from taskaffinity.hf_trainer import AffinityTrainer  # noqa: E402

@@ -13,8 +13,8 @@ except ImportError:
         raise
     pytest.skip("pytorch-lightning is not installed", allow_module_level=True)
 
-from tracker_readers import (mlflow_history, offline_env, require_backends, tensorboard_scalars, wandb_history,  # noqa: E402
-                             wandb_runs)
+from tracker_readers import (mlflow_history, offline_env, require_backends, tensorboard_scalars,  # noqa: E402
+                             wandb_history, wandb_runs)
 
 from affinity.test_meter import Net, digits_labels  # noqa: E402
 from taskaffinity.lightning import AffinityCallback  # noqa: E402

@@ -71,6 +71,7 @@ def test_an_mlflow_run(tmp_path, monkeypatch):
     import mlflow
 
     offline_env(monkeypatch, tmp_path)
+    mlflow.set_experiment("meter")
     with mlflow.start_run() as run:
         meter = run_loop(run)
     for key, values in expected(meter).items():

@@ -82,7 +82,8 @@ def test_bad_report_to_on_the_command_line_exits_2(tmp_path, capsys):
     assert exit_.value.code == 2
     assert "argument --report-to: unknown back-end 'tensorbord'" in capsys.readouterr().err
     assert main(["train", str(config), "--out", str(out), "--report-to", "none", "wandb"]) == 2
-    assert capsys.readouterr().err.strip() == "taskaffinity: error: --report-to: 'none' cannot be combined with a back-end"
+    error = capsys.readouterr().err.strip()
+    assert error == "taskaffinity: error: --report-to: 'none' cannot be combined with a back-end"
     assert not out.exists()
 
 

@@ -18,8 +18,8 @@ STUDY = {
     "name": "tracked", "seed": 3, "tasks": ["trec6", "sms_spam", "rt_subjectivity"], "model": TINY_MODEL,
     "data": {"max_train": 60, "max_eval": 20},
     "training": {"steps": 3, "batch_size": 12, "eval_every": 100, "eval_batch_size": 64},
-    "study": {"kind": "combinations", "targets": ["rt_subjectivity"], "seeds": [0], "groups": {"A": ["trec6", "sms_spam"]},
-              "finetune": {"steps": 3, "batch_size": 12}},
+    "study": {"kind": "combinations", "targets": ["rt_subjectivity"], "seeds": [0],
+              "groups": {"A": ["trec6", "sms_spam"]}, "finetune": {"steps": 3, "batch_size": 12}},
     "tracking": {"report_to": ["tensorboard", "mlflow", "wandb"]},
 }
 

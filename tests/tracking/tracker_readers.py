@@ -30,8 +30,13 @@ def require_backends() -> None:
 
 def offline_env(monkeypatch, tmp_path) -> Path:
     """Every back-end writes under ``tmp_path`` and nothing reaches a network."""
-    if "mlflow" in sys.modules:  # a global URI an earlier test set (HF's MLflowCallback sets one) would win
-        sys.modules["mlflow"].set_tracking_uri(None)
+    if "mlflow" in sys.modules:  # a URI or active run an earlier test left (HF's MLflowCallback sets both) would win
+        mlflow = sys.modules["mlflow"]
+        while mlflow.active_run():
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)
+    if "wandb" in sys.modules:  # wandb reads its environment once per process set-up: set it up again
+        sys.modules["wandb"].teardown()
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
     monkeypatch.setenv("WANDB_SILENT", "true")
