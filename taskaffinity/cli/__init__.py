@@ -14,6 +14,7 @@ import sys
 from ..distributed import current as current_process
 from ..distributed import shutdown
 from ..errors import TaskAffinityError
+from .report_to import add_report_to, with_report_to
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("config", help="study YAML with a 'study:' section")
     pipeline.add_argument("--out", required=True, help="output folder (re-use it to resume)")
     pipeline.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_report_to(pipeline)
     pipeline.set_defaults(handler=cmd_run)
     return parser
 
@@ -81,6 +83,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="override training.steps")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--verbose", action="store_true", help="log more")
+    add_report_to(parser)
 
 
 def cmd_tasks_list(args) -> int:
@@ -115,7 +118,7 @@ def load_run_config(args):
         overrides["steps"] = args.steps
     if overrides:
         config = dataclasses.replace(config, training=dataclasses.replace(config.training, **overrides))
-    return config
+    return with_report_to(config, args)
 
 
 def cmd_train(args) -> int:

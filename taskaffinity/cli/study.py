@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError
+from .report_to import add_report_to, with_report_to
 
 
 def add_commands(subparsers) -> None:
@@ -15,6 +16,7 @@ def add_commands(subparsers) -> None:
     run.add_argument("config", help="study YAML with a 'study:' section")
     run.add_argument("--out", required=True, help="output folder (re-use it to resume)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_report_to(run)
     run.set_defaults(handler=cmd_run)
     status = commands.add_parser("status", help="done / pending / failed per experiment of a study folder")
     status.add_argument("folder", help="output folder of `study run`")
@@ -23,10 +25,14 @@ def add_commands(subparsers) -> None:
 
 
 def cmd_run(args) -> int:
+    import dataclasses
+
     from ..api import run_study
     from ..study.settings import load_study
 
-    result = run_study(load_study(args.config), args.out, progress=not args.quiet)
+    study = load_study(args.config)
+    study = dataclasses.replace(study, config=with_report_to(study.config, args))
+    result = run_study(study, args.out, progress=not args.quiet)
     _print_status(result.status)
     table = result.tables.get("transfer")
     if table is None:

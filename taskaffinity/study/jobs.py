@@ -26,6 +26,7 @@ import pandas as pd
 from ..evaluate import evaluate
 from ..joint import train_joint_model
 from ..storage import write_parquet, write_safetensors
+from ..tracking.study import job_results, job_run
 from .plan import FinetuneJob, TrainJob
 from .layout import is_done, job_folder
 from .pool import load_pool, subsample_train
@@ -47,16 +48,27 @@ def run_job(item: tuple, device: str | None = None) -> None:
     """
     job, root, *rest = item
     options = rest[0] if rest else JobOptions()
-    if not options.reuse_worker:
-        return run_job_fresh((job, root), device)
-    from .worker import worker
+    tracking = job_run(job, root) if not is_done(root, job.id) else None  # a run nested under the study's
+    try:
+        if not options.reuse_worker:
+            run_job_fresh((job, root), device, tracking=tracking)
+        else:
+            from .worker import worker
 
-    worker(options.checkpoint_seconds).run(job, root, device)
+            worker(options.checkpoint_seconds).run(job, root, device, tracking=tracking)
+    except BaseException:
+        if tracking is not None:
+            tracking.close(failed=True)
+        raise
+    if tracking is not None:
+        tracking.log_summary(job_results(pd.read_parquet(job_folder(root, job.id) / "result.parquet")))
+        tracking.close()
 
 
-def run_job_fresh(item: tuple[TrainJob | FinetuneJob, str], device: str | None = None) -> None:
-    """The reference path: load everything for this job alone, checkpoint every ``checkpoint_every`` steps."""
-    
+def run_job_fresh(item: tuple[TrainJob | FinetuneJob, str], device: str | None = None, *, tracking=None) -> None:
+    """The reference path: load everything for this job alone, checkpoint every ``checkpoint_every`` steps.
+    ``tracking``: the job's :class:`~taskaffinity.tracking.run.TrackingRun` (left open)."""
+
     job, root = item
     folder = job_folder(root, job.id)
     if is_done(root, job.id):
@@ -76,7 +88,8 @@ def run_job_fresh(item: tuple[TrainJob | FinetuneJob, str], device: str | None =
             if not init.is_file():
                 raise FileNotFoundError(f"pre-finetuning job {job.pretrain} has no saved encoder ({init})")
     started = time.perf_counter()
-    result = train_joint_model(config, folder / "run", tasks=tasks, init_encoder=init, progress=False)
+    result = train_joint_model(config, folder / "run", tasks=tasks, init_encoder=init, progress=False,
+                               tracking=tracking)
     trainer = result.trainer
     metrics = result.metrics.drop(columns=["step", "phase"])  # the trainer's final validation scores
     if isinstance(job, FinetuneJob) or job.measure:

@@ -25,6 +25,7 @@ import pandas as pd
 import yaml
 
 from ..storage import read_json, write_json, write_parquet, write_text
+from ..tracking.study import affinity_run, open_study_run
 from .executors import make_executor
 from .jobs import JobOptions, is_done, job_folder, run_job
 from .plan import Plan, make_plan, wants_oracle
@@ -45,16 +46,37 @@ class StudyResult:
     out_dir: Path
 
 
-def run_study(study: Study, out_dir: str | Path, *, progress: bool = True) -> StudyResult:
+def run_study(study: Study, out_dir: str | Path, *, progress: bool = True, log_results=None) -> StudyResult:
+    """Run (or resume) every job of ``study`` in ``out_dir`` (module docstring).
+
+    With ``tracking.report_to``, the study is a tracker run (:func:`taskaffinity.tracking.study.open_study_run`)
+    with the affinity run and every job nested under it; ``log_results(run, result)`` adds what the
+    caller draws (figures, tables) before that run is closed.
+    """
     executor = make_executor(study.settings.executor)  # bad executor settings fail before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "study.yaml", yaml.safe_dump({**study.config.to_dict(), "study": _plain(study.settings)},
                                                   sort_keys=False))
+    run = open_study_run(study, out)
+    try:
+        result = _run_study(study, out, executor, progress, run)
+        if run is not None and log_results is not None:
+            log_results(run, result)
+    except BaseException:
+        if run is not None:
+            run.close(failed=True)
+        raise
+    if run is not None:
+        run.close()
+    return result
+
+
+def _run_study(study: Study, out: Path, executor, progress: bool, tracking) -> StudyResult:
     data = prepare_pool(study.config, out / "data", progress=progress)
     groups, serves, affinity = None, None, None
     if study.settings.groups_from_affinity or study.settings.kind == "validation":
-        affinity = _affinity_run(study, out, progress)
+        affinity = _affinity_run(study, out, progress, tracking)
         if study.settings.groups_from_affinity:
             groups, serves = _choose_groups(study, affinity, out)
     root = str(out)
@@ -139,8 +161,9 @@ def _record_failure(root: str, job_id: str, error: str, seconds: float) -> None:
                                                          "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
-def _affinity_run(study: Study, out: Path, progress: bool):
-    """One joint affinity run over the pre-finetuning pool (resumes from its checkpoints)."""
+def _affinity_run(study: Study, out: Path, progress: bool, tracking=None):
+    """One joint affinity run over the pre-finetuning pool (resumes from its checkpoints); logged as a
+    run nested under ``tracking``, the study's run, when there is one."""
     from ..affinity.run import record_affinity
     from ..affinity.store import AffinityStore
 
@@ -156,7 +179,12 @@ def _affinity_run(study: Study, out: Path, progress: bool):
         if store.metadata.get("run_fingerprint") == identity:
             return store
     resume = checkpoint_fingerprint(folder) in (None, identity)  # else the data changed: record again
-    return record_affinity(config, folder, resume=resume, progress=progress, tasks=tasks).store
+    child = affinity_run(tracking, config)
+    try:
+        return record_affinity(config, folder, resume=resume, progress=progress, tasks=tasks, tracking=child).store
+    finally:
+        if child is not None:
+            child.close()
 
 
 def _choose_groups(study: Study, store, out: Path) -> tuple[dict, dict]:

@@ -37,6 +37,7 @@ import torch
 
 from ..model import MultiTaskModel
 from ..storage import read_json, write_parquet, write_safetensors
+from ..tracking.callback import TrackingCallback
 from ..train import JointTrainer
 from .layout import is_done, job_folder
 from .plan import FinetuneJob, TrainJob
@@ -130,12 +131,14 @@ class JobWorker:
         self._bases.clear()
 
     # -- one job -----------------------------------------------------------------------------
-    def run(self, job: TrainJob | FinetuneJob, root: str | Path, device: str | None = None) -> None:
-        """Train and measure one job (as ``run_job_fresh`` does); a finished job is left alone."""
+    def run(self, job: TrainJob | FinetuneJob, root: str | Path, device: str | None = None, *,
+            tracking=None) -> None:
+        """Train and measure one job (as ``run_job_fresh`` does); a finished job is left alone.
+        ``tracking``: the job's :class:`~taskaffinity.tracking.run.TrackingRun` (left open)."""
         if is_done(root, job.id):
             return
         try:
-            self._run(job, Path(root), device, job_folder(root, job.id))
+            self._run(job, Path(root), device, job_folder(root, job.id), tracking)
         except BaseException:
             self.drop_model()
             raise
@@ -143,7 +146,7 @@ class JobWorker:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
-    def _run(self, job, root: Path, device, folder: Path) -> None:
+    def _run(self, job, root: Path, device, folder: Path, tracking=None) -> None:
         config = job.config
         if device:
             config = dataclasses.replace(config, training=dataclasses.replace(config.training, device=device))
@@ -173,9 +176,10 @@ class JobWorker:
             p.grad = None
         measure = isinstance(job, FinetuneJob) or job.measure
         data_key = (str(root.resolve()), fingerprint, fraction)
+        logged = [TrackingCallback(tracking, log_every=config.tracking.log_every)] if tracking is not None else []
         trainer = StudyTrainer(config, tasks, model, base.tokenizer, out_dir=folder / "run", progress=False,
                                worker=self, data_key=data_key, splits=("validation", "test") if measure
-                               else ("validation",), checkpoint_seconds=self.checkpoint_seconds)
+                               else ("validation",), checkpoint_seconds=self.checkpoint_seconds, callbacks=logged)
         metrics = trainer.train().drop(columns=["step", "phase"])
         if isinstance(job, TrainJob) and job.save_encoder:
             write_safetensors(folder / "encoder.safetensors", model.encoder.state_dict())
