@@ -35,6 +35,13 @@ def trust_report(store: AffinityStore, summaries: dict[str, pd.DataFrame], *, se
     return {"reliability": reliability, "agreement": fidelity(store, reliability=reliability)}
 
 
+def affinity_files(estimators: list[str]) -> list[str]:
+    """The names :func:`write_data` and the heatmaps write for ``estimators``."""
+    return ["affinity.parquet", "fidelity.json",
+            *(f"{kind}_{e}.{suffix}" for e in estimators
+              for kind, suffix in (("matrix", "csv"), ("summary", "csv"), ("heatmap", "png")))]
+
+
 def write_data(store: AffinityStore, summaries: dict[str, pd.DataFrame], report: dict, out: str | Path) -> None:
     """Write the store, ``fidelity.json`` and each estimator's matrix and summary CSV to ``out``."""
     out = Path(out)
