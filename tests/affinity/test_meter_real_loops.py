@@ -295,3 +295,21 @@ def test_save_replaces_what_it_owns_and_refuses_another_runs_files(data, tmp_pat
                                                 "save into it"):
         meter_for(TASKS, ["stream_gram"]).save(other, n_boot=10)
     assert {p.name for p in other.iterdir()} == {"matrix_stream_cosine.csv"}  # nothing written
+
+
+def test_fidelity_json_is_strict_json(data, tmp_path):
+    """Three windows give no split-half reliability: fidelity.json held bare NaN tokens, which no JSON reader
+    but Python's accepts; they are null now."""
+    x, labels = data
+    net = Net(seed=14)
+    meter = AffinityMeter(net, net.trunk, tasks=TASKS, lr=0.1, window=1)
+    for step in range(3):
+        net.zero_grad()
+        meter.backward(shared_losses(net, x, labels, rows_of(step)))
+    meter.save(tmp_path / "aff", n_boot=10)
+
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+
+    report = json.loads((tmp_path / "aff" / "fidelity.json").read_text(), parse_constant=refuse)
+    assert report["reliability"]["stream_gram"]["reliability"] is None
