@@ -156,7 +156,8 @@ def _conflicts(frame: pd.DataFrame, section: Section, folder: Path, aggregator: 
                             "gradient conflicts per step: share of task pairs with negative cosine, magnitude "
                             "similarity of conflicting pairs (Yu et al. 2020)"
                             + (f", cosine between the summed and the {aggregator} update" if aggregator != "sum" else "")))
-    section.tables.append(("gradient conflicts (means over the recorded steps, and over their first and last third)",
+    section.tables.append(("gradient conflicts (means over the recorded steps, and over their first and last third; "
+                           "se: standard error from the means of blocks of 10 consecutive steps)",
                            conflict_summary(frame)))
 
 
