@@ -15,8 +15,11 @@ optimizer, P_ij = −Δ_i·g_j (Δ_i: the optimizer's step for g_i alone), turns
 the streamed estimators of :mod:`taskaffinity.affinity.windows` (same definitions, names and [source i,
 target j] convention as the ``taskaffinity affinity`` run) and averages them over
 windows of ``window`` recorded steps. It writes Σ_i w_i ∇L_i into ``.grad`` of every
-trainable parameter of ``model`` (heads included), adding to what is there, exactly
-as ``sum(w_i * L_i).backward()`` would. :meth:`probe` measures TAG's exact lookahead
+leaf the losses reach (heads included, and parameters kept outside ``model``), adding to
+what is there, exactly as ``sum(w_i * L_i).backward()`` would, finite losses only. Tasks
+with no labelled example or a non-finite loss are left out of a step, by name, and counted
+(:mod:`taskaffinity.meter_losses`; what each situation of a real loop does:
+``docs/own_loop.md``, "Real loops"). :meth:`probe` measures TAG's exact lookahead
 (:mod:`taskaffinity.affinity.lookahead`) on a probe batch of the caller's choice.
 The meter is a front over ``affinity/`` for loops the toolkit does not run, as
 :mod:`taskaffinity.lightning` is for Lightning; its :meth:`~AffinityMeter.save` writes the
@@ -38,7 +41,6 @@ kept until the last task):
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from pathlib import Path
@@ -49,23 +51,23 @@ from torch import nn
 
 from .affinity import folder as owned_folder
 from .affinity.gradient_rows import GradientRows
-from .affinity.lookahead import batched_gradients, lookahead
+from .affinity.lookahead import lookahead
 from .affinity.outputs import affinity_files, summaries_of, trust_report
 from .affinity.probe_inputs import ProbeInputs, refuse_changed_batch
 from .affinity.store import COLUMNS, AffinityStore
 from .affinity.updates import RULES
 from .affinity.windows import FEATURE, STREAMED, WindowedMeans, feature_estimates, finite_tasks, step_estimates
 from .errors import TaskAffinityError
+from .meter_gradients import StepGradients
 from .meter_losses import NO_EXAMPLES, NON_FINITE, TaskCounts, finite_probe, screen_losses, task_weights
 from .meter_scaling import LossScale
 from .meter_setup import (check_gradients, check_model, check_optimizer_rule, check_probe, check_tasks,
-                          check_trainable, graph_leaves, lr_of, shared_parameters)
+                          check_trainable, lr_of, shared_parameters)
 from .report.affinity_outputs import write_affinity_outputs
 
-log = logging.getLogger(__name__)
 
 
-class AffinityMeter:
+class AffinityMeter(StepGradients):
     """Records inter-task affinities from per-task losses in the caller's own training loop.
 
     Parameters
@@ -300,71 +302,6 @@ class AffinityMeter:
         self._losses, self._skipped = {}, {}
         self.seconds += time.perf_counter() - started
 
-    def _per_task(self, index, rows, values, w, write_grad, factor):
-        """One backward per task to θ_s only (it stops at the lowest of them), graph kept; then the
-        other leaves (heads, parameters outside ``model``) from one backward of Σ w_i L_i.
-        Tasks not in ``rows`` (absent, finite loss) only add their gradient to ``.grad``."""
-        buffer, shared = self._rows, [p for _, p in self.shared]
-        for k, (row, loss) in enumerate(zip(index, values)):
-            if row not in rows and not write_grad:
-                continue
-            grads = torch.autograd.grad(loss, shared, allow_unused=True, retain_graph=True)
-            if row in rows:
-                if all(g is None for g in grads) and self.tasks[row] not in self._unreached:
-                    self._unreached.add(self.tasks[row])  # its row is zero: its affinities would read as "no transfer"
-                    log.warning("AffinityMeter: the loss of task '%s' does not depend on the shared parameters "
-                                "(detached features, or a head outside `shared`?): its row is recorded as zero",
-                                self.tasks[row])
-                buffer.write(row, list(grads), scale=1.0 / factor)
-            if write_grad:
-                _add_grads(shared, grads, w[k])
-        if write_grad:
-            self._rest(values, w)
-
-    def _vmapped(self, index, rows, values, w, write_grad, factor):
-        """k cotangents through the common graph at once; the other leaves by one backward of Σ w_i L_i."""
-        shared = [p for _, p in self.shared]
-        grads = batched_gradients(torch.stack(values), shared, retain_graph=True)
-        chosen = [k for k, row in enumerate(index) if row in rows]
-        if chosen:
-            at = torch.tensor(chosen)
-            self._rows.write_batched([index[k] for k in chosen],
-                                     [None if g is None else g.index_select(0, at.to(g.device)) for g in grads],
-                                     scale=1.0 / factor)
-        if not write_grad:
-            return
-        weights = torch.tensor(w, dtype=torch.float32)
-        for p, g in zip(shared, grads):
-            if g is not None:
-                summed = torch.tensordot(weights.to(g.device, g.dtype), g, dims=1)
-                p.grad = summed if p.grad is None else p.grad.add_(summed)
-        self._rest(values, w)
-
-    def _rest(self, values, w):
-        """Σ w_i ∇L_i into ``.grad`` of every leaf but θ_s that a plain backward would reach; frees the graph."""
-        shared = {id(p) for _, p in self.shared}
-        others = [leaf for leaf in graph_leaves(values) if id(leaf) not in shared]
-        total = sum(wi * v for wi, v in zip(w, values))
-        if others:
-            _add_grads(others, torch.autograd.grad(total, others, allow_unused=True), 1.0)
-
-    def _features(self, index, rows, values, w, features, write_grad, factor):
-        """c_i = ∂L_i/∂z through the heads only; then, if asked, one plain backward of Σ w_i L_i."""
-        chosen = [k for k, row in enumerate(index) if row in rows]  # the present tasks, in the meter's order
-        if chosen:
-            c = torch.stack([torch.autograd.grad(values[k], features, retain_graph=True)[0].reshape(-1).float()
-                             for k in chosen]) / factor
-            self._feature_gram = c @ c.T
-        if write_grad:
-            sum(wk * v for wk, v in zip(w, values)).backward()
-
-    def _buffer(self) -> GradientRows:
-        if self._rows is None:
-            self._rows = GradientRows([p for _, p in self.shared], len(self.tasks),
-                                      optimizer_rule="stream_first_order_optimizer" in self.estimators,
-                                      sketch_dim=self.sketch_dim, seed=self.seed)
-        return self._rows
-
     # -- exact lookahead ------------------------------------------------------------------------
     def probe(self, losses_fn, *, rules=None, step: int | None = None, fixed_batch: bool = True
               ) -> dict[str, pd.DataFrame]:
@@ -470,10 +407,3 @@ class AffinityMeter:
         self._recorded_in_window = state["recorded_in_window"]
         self.counts.load_state_dict(state.get("counts"))
         self.probe_skipped.update(state.get("probe_skipped") or {})
-
-
-def _add_grads(params, grads, weight: float) -> None:
-    for p, g in zip(params, grads):
-        if g is not None:
-            p.grad = g * weight if p.grad is None else p.grad.add_(g, alpha=weight)
-

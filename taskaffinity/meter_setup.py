@@ -7,6 +7,7 @@ the fix. The rest of this module finds, at a step, what a plain backward would r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -149,6 +150,21 @@ def check_model(model: nn.Module, theta, *, vmap: bool) -> None:
         log.warning("AffinityMeter: shared parameter '%s' is %s: the streamed estimators are formed in float32, "
                     "but probe() refuses the exact lookahead (θ_s + Δ_i in this dtype rounds Δ_i away)", low,
                     dict(theta)[low].dtype)
+
+
+@contextlib.contextmanager
+def compiled_backward_hint(where: str):
+    """A compiled backward that donated its buffers (compiled inside a function, or wrapped where the
+    meter cannot see it) refuses the per-task passes with a raw torch error: say what to do."""
+    try:
+        yield
+    except RuntimeError as err:
+        if "donated buffer" not in str(err):
+            raise
+        raise TaskAffinityError(f"{where}: a torch.compile'd part of the model donates its backward's buffers, which "
+                                "forbids backpropagating each task's loss through the kept graph: set "
+                                "torch._functorch.config.donated_buffer = False before the model's first "
+                                "backward") from err
 
 
 def _sparse_owner(model, theta) -> str | None:

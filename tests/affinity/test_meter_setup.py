@@ -184,3 +184,23 @@ def test_a_compiled_model_is_refused_when_made_unless_its_backward_keeps_buffers
     meters[1].probe(lambda m: shared_losses(m, x, labels, rows_of(4, 100)))
     np.testing.assert_allclose(meters[0].store.records["value"], meters[1].store.records["value"], rtol=1e-4,
                                atol=1e-8)
+
+
+def test_a_compiled_function_the_meter_cannot_see_is_named_at_its_first_recorded_step(data, donated_buffer):
+    """A compiled function (not a module: nothing to find when the meter is made) fails at the first per-task
+    pass after a plain backward: that raw torch error becomes one naming the fix, before .grad is written."""
+    x, labels = data
+    donated_buffer.donated_buffer = True
+    net = Net(seed=7)
+    trunk = torch.compile(lambda inputs: net.trunk(inputs), backend="aot_eager")
+
+    def losses(rows):
+        z = trunk(x[rows])
+        return {t: nn.functional.cross_entropy(net.heads[t](z), labels[t][rows]) for t in TASKS}
+
+    meter = AffinityMeter(net, net.trunk, tasks=TASKS, lr=0.1, window=1, start=2)
+    meter.backward(losses(rows_of(0)))  # plain: compiles the backward with donated buffers
+    net.zero_grad()
+    with pytest.raises(TaskAffinityError, match="donates its backward's buffers.*donated_buffer = False"):
+        meter.backward(losses(rows_of(1)))
+    assert all(p.grad is None for p in net.parameters())
