@@ -39,6 +39,7 @@ import transformers
 from transformers.trainer_utils import get_last_checkpoint
 
 from .errors import TaskAffinityError
+from .fronts import check_meter_kwargs, check_step_tasks
 from .meter import AffinityMeter
 
 STATE_FILE = "affinity_meter.json"
@@ -60,13 +61,7 @@ class AffinityTrainer(transformers.Trainer):
 
     def __init__(self, *args, shared, tasks: list[str] | None = None, optimizer_rule: bool = True,
                  affinity_out: str | Path | None = None, meter_kwargs: dict | None = None, **kwargs):
-        import inspect
-
-        unknown = sorted(set(meter_kwargs or {}) - set(inspect.signature(AffinityMeter).parameters)
-                         - {"model", "shared", "tasks", "optimizer"})
-        if unknown:  # before the Trainer sets anything up
-            raise TaskAffinityError(f"AffinityTrainer: unknown meter_kwargs key '{unknown[0]}' (AffinityMeter takes "
-                                    "lr, estimators, window, vmap, start, every, sketch_dim, seed)")
+        check_meter_kwargs(dict(meter_kwargs or {}), "AffinityTrainer", "meter_kwargs key")  # before the Trainer sets up
         super().__init__(*args, **kwargs)
         self.shared, self.tasks, self.optimizer_rule = shared, tasks, optimizer_rule
         self.affinity_out, self.meter_kwargs = affinity_out, dict(meter_kwargs or {})
@@ -87,7 +82,8 @@ class AffinityTrainer(transformers.Trainer):
         if model.training:
             if self.meter is None:
                 self.meter = self._make_meter(task_losses)
-            self.meter.record(task_losses)
+            check_step_tasks(task_losses, self.meter.tasks, self.tasks is not None, "AffinityTrainer")
+            self.meter.record(task_losses, present=outputs.get("task_counts"))
         return (outputs["loss"], outputs) if return_outputs else outputs["loss"]
 
     def _make_meter(self, task_losses) -> AffinityMeter:
@@ -111,13 +107,14 @@ class AffinityTrainer(transformers.Trainer):
                 if self.meter is not None:
                     self.meter.load_state_dict(self._meter_state)
         result = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
-        if self.affinity_out is not None and self.meter is not None and self.is_world_process_zero():
-            if self.meter.records:
-                self.meter.save(self.affinity_out)
+        if self.affinity_out is not None and self.is_world_process_zero():
+            meter = self.meter
+            if meter is not None and meter.records:
+                meter.save(self.affinity_out)
             else:  # training is done and kept: say why there is nothing to write, do not fail
-                log.warning("AffinityTrainer: no affinity recorded in %d micro-batches (meter start=%d, window=%d): "
-                            "nothing written to %s", self.meter.step, self.meter.start, self.meter.window,
-                            self.affinity_out)
+                log.warning("AffinityTrainer: no affinity recorded in %d micro-batches (meter start=%s, window=%s): "
+                            "nothing written to %s", meter.step if meter else 0, meter.start if meter else "-",
+                            meter.window if meter else "-", self.affinity_out)
         return result
 
 

@@ -17,20 +17,26 @@ optimization alike) the callback hands ``task_losses`` to
 gradients of the shared parameters, graph kept, ``.grad`` left to Lightning. Lightning's
 own backward, precision plugin, gradient accumulation and clipping run unchanged; the
 per-task gradients cost extra (``docs/own_loop.md``). Each micro-batch is one recorded
-step. Results: ``callback.meter.store``; with ``out``, written at the end of fitting. Each closed
-window is also logged through the trainer's own loggers (``trainer.loggers``: TensorBoard, MLflow,
-W&B, CSV ...) as ``affinity/<estimator>/<source>_to_<target>`` at the meter's step, unless
-``meter_kwargs`` hold another ``log_to``.
+step. An optional ``"task_counts"`` (task -> labelled examples in the batch) marks tasks
+with none as absent. Results: ``callback.meter.store``; with ``out``, written at the end
+of fitting (a run that recorded nothing logs a warning instead). Each closed window is also logged
+through the trainer's own loggers (``trainer.loggers``: TensorBoard, MLflow, W&B, CSV ...) as
+``affinity/<estimator>/<source>_to_<target>`` at the meter's step, unless ``meter_kwargs`` hold
+another ``log_to``.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
 
 from .meter import AffinityMeter
 from .errors import TaskAffinityError
+from .fronts import check_meter_kwargs, check_step_tasks
+
+log = logging.getLogger(__name__)
 
 
 class AffinityCallback(pl.Callback):
@@ -42,11 +48,12 @@ class AffinityCallback(pl.Callback):
     ``optimizer_rule``: record ``stream_first_order_optimizer`` with the module's
     (first) optimizer. ``out``: folder for :meth:`AffinityMeter.save` at the end of fitting.
     Other keywords go to :class:`AffinityMeter` (``lr``, ``window``, ``vmap``,
-    ``start``, ``every``, ``estimators``, ``sketch_dim``).
+    ``start``, ``every``, ``estimators``, ``sketch_dim``, ``seed``); others are refused here.
     """
 
     def __init__(self, shared, *, tasks: list[str] | None = None, optimizer_rule: bool = True,
                  out: str | Path | None = None, **meter_kwargs):
+        check_meter_kwargs(meter_kwargs, "AffinityCallback", "keyword")
         self.shared, self.tasks, self.optimizer_rule = shared, tasks, optimizer_rule
         self.out, self.meter_kwargs = out, meter_kwargs
         self.meter: AffinityMeter | None = None
@@ -66,7 +73,7 @@ class AffinityCallback(pl.Callback):
                     f"AffinityCallback: {type(pl_module).__name__}.training_step must return a dict with "
                     "'loss' and 'task_losses' (task -> scalar loss), got "
                     + (f"keys {sorted(output)}" if isinstance(output, dict) else type(output).__name__))
-            self._pending = output["task_losses"]
+            self._pending = (output["task_losses"], output.get("task_counts"))
             return output
 
         pl_module.training_step = training_step  # an instance attribute: the class stays as it is
@@ -78,10 +85,11 @@ class AffinityCallback(pl.Callback):
     def on_before_backward(self, trainer, pl_module, loss):
         if self._pending is None:
             return
-        losses, self._pending = self._pending, None
+        (losses, counts), self._pending = self._pending, None
         if self.meter is None:
             self.meter = self._make_meter(trainer, pl_module, losses)
-        self.meter.record(losses)
+        check_step_tasks(losses, self.meter.tasks, self.tasks is not None, "AffinityCallback")
+        self.meter.record(losses, present=counts)
 
     def _make_meter(self, trainer, pl_module, losses) -> AffinityMeter:
         shared = self.shared(pl_module) if callable(self.shared) else getattr(pl_module, self.shared, None)
@@ -100,8 +108,15 @@ class AffinityCallback(pl.Callback):
 
     # -- results and checkpoints ----------------------------------------------------------------
     def on_train_end(self, trainer, pl_module):
-        if self.out is not None and self.meter is not None and trainer.is_global_zero:
+        if self.out is None or not trainer.is_global_zero:
+            return
+        if self.meter is not None and self.meter.records:
             self.meter.save(self.out)
+        else:  # the fit is done and kept: say why there is nothing to write, do not fail
+            meter = self.meter
+            log.warning("AffinityCallback: no affinity recorded in %d micro-batches (meter start=%s, window=%s): "
+                        "nothing written to %s", meter.step if meter else 0, meter.start if meter else "-",
+                        meter.window if meter else "-", self.out)
 
     def state_dict(self) -> dict:
         return {"meter": self.meter.state_dict()} if self.meter is not None else {}

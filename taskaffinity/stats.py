@@ -11,11 +11,23 @@ from __future__ import annotations
 import numpy as np
 
 
+# Correlations and shares below this size are rounding residue of an exact 0 (a mean of rank
+# correlations that cancel leaves 1e-17): reported as 0, so that a prophecy never divides by them.
+ROUNDING = 1e-12
+
+
+def snap(value: float) -> float:
+    """``value`` as a float, with rounding residue of 0 (|value| < 1e-12) made exactly 0; NaN stays NaN."""
+    value = float(value)
+    return 0.0 if abs(value) < ROUNDING else value
+
+
 def spearman_brown(r: float, factor: float = 2.0) -> float:
     """Reliability of a mean over ``factor`` times as many samples as one with reliability ``r``."""
     if not np.isfinite(r):
         return float("nan")
-    return float(factor * r / (1 + (factor - 1) * r)) if r > -1 / (factor - 1) else -1.0
+    r = snap(r)
+    return snap(factor * r / (1 + (factor - 1) * r)) if r > -1 / (factor - 1) else -1.0
 
 
 def samples_needed(reliability: float, samples: int, target: float = 0.9) -> float | None:
@@ -24,7 +36,7 @@ def samples_needed(reliability: float, samples: int, target: float = 0.9) -> flo
     None when the measured reliability is not positive: no number of samples is predicted
     to help an estimator whose halves do not agree at all.
     """
-    if not np.isfinite(reliability) or reliability <= 0:
+    if not np.isfinite(reliability) or snap(reliability) <= 0:
         return None
     if reliability >= target:
         return float(samples)

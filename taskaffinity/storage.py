@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -22,11 +23,27 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
-def write_json(path: str | Path, data) -> None:
+def write_json(path: str | Path, data, *, strict: bool = False) -> None:
+    """``strict``: NaN and ±inf become ``null`` (JSON has no such numbers; Python's bare ``NaN`` tokens
+    break every other reader)."""
     def write(tmp):
-        Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        body = json.dumps(json_safe(data) if strict else data, indent=2, sort_keys=True, default=str,
+                          allow_nan=not strict)
+        Path(tmp).write_text(body + "\n")
 
     _atomic(Path(path), write)
+
+
+def json_safe(value):
+    """``value`` with every non-finite float (NumPy's included) replaced by None, containers copied."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) or type(value).__module__ == "numpy" and hasattr(value, "dtype") \
+            and value.dtype.kind == "f":
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -57,5 +74,15 @@ def write_safetensors(path: str | Path, tensors: dict) -> None:
     _atomic(Path(path), lambda tmp: save_file(tensors, tmp))
 
 
-def read_json(path: str | Path):
-    return json.loads(Path(path).read_text())
+def read_json(path: str | Path, *, nulls_as_nan: bool = False):
+    """``nulls_as_nan``: read a strict file's nulls back as NaN (every null of it was a number)."""
+    data = json.loads(Path(path).read_text())
+    return _nan_for_null(data) if nulls_as_nan else data
+
+
+def _nan_for_null(value):
+    if isinstance(value, dict):
+        return {k: _nan_for_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_for_null(v) for v in value]
+    return float("nan") if value is None else value

@@ -170,3 +170,35 @@ def test_unknown_meter_option_is_refused_before_training(tmp_path):
     with pytest.raises(TaskAffinityError, match="unknown meter_kwargs key 'windw'"):
         AffinityTrainer(model=DigitsModel(Net(), labels), args=arguments(tmp_path / "hf", steps=2),
                         train_dataset=Rows(x), shared="net.trunk", meter_kwargs={"windw": 2})
+
+
+class PartialDigits(DigitsModel):
+    """Even batches lack 'loop'; counts mark 'digit' unlabelled in the second batch."""
+
+    def forward(self, x, rows):
+        out = super().forward(x, rows)
+        batch = len(self.seen) - 1
+        losses = {t: v for t, v in out["task_losses"].items() if t != "loop" or batch % 2}
+        counts = {t: 0 if t == "digit" and batch == 1 else len(rows) for t in losses}
+        return {"loss": sum(losses.values()), "task_losses": losses, "task_counts": counts}
+
+
+def test_task_counts_mark_absent_tasks_and_a_later_task_names_the_fix(tmp_path):
+    x, labels = digits_labels()
+    trainer = AffinityTrainer(model=PartialDigits(Net(), labels), args=arguments(tmp_path / "a", steps=2),
+                              train_dataset=Rows(x), shared="net.trunk", meter_kwargs={"window": 1})
+    with pytest.raises(TaskAffinityError, match="unknown task 'loop' in task_losses .* give tasks="):
+        trainer.train()
+    trainer = AffinityTrainer(model=PartialDigits(Net(), labels), args=arguments(tmp_path / "b", steps=4),
+                              train_dataset=Rows(x), shared="net.trunk", tasks=TASKS, meter_kwargs={"window": 1})
+    trainer.train()
+    meta = trainer.meter.store.metadata
+    assert meta["present_steps"] == {"digit": 3, "parity": 4, "ge5": 4, "loop": 2}
+    assert meta["skipped_steps"] == {"digit": {"no_examples": 1, "non_finite": 0}}
+
+
+def test_loss_scaling_options_are_refused_for_the_trainer(tmp_path):
+    x, labels = digits_labels()
+    with pytest.raises(TaskAffinityError, match="meter_kwargs key 'accumulation' is not for this front"):
+        AffinityTrainer(model=DigitsModel(Net(), labels), args=arguments(tmp_path / "hf", steps=2),
+                        train_dataset=Rows(x), shared="net.trunk", meter_kwargs={"accumulation": 4})

@@ -92,3 +92,45 @@ def test_training_step_without_task_losses_is_one_clear_error():
     module = DigitsModule(Net(), labels, contract=False)
     with pytest.raises(TaskAffinityError, match="must return a dict with 'loss' and 'task_losses'"):
         fit(module, AffinityCallback("net"), batches(x, n=2), steps=2)
+
+
+class PartialModule(DigitsModule):
+    """Batch k holds every task but 'loop' when k is even; counts say which tasks have labels."""
+
+    def training_step(self, batch, batch_idx):
+        x, rows = batch
+        z = self.net.trunk(x)
+        tasks = [t for t in TASKS if t != "loop" or batch_idx % 2]
+        task_losses = {t: nn.functional.cross_entropy(self.net.heads[t](z), self.labels[t][rows]) for t in tasks}
+        counts = {t: (0 if t == "digit" and batch_idx == 1 else len(rows)) for t in tasks}
+        return {"loss": sum(task_losses.values()), "task_losses": task_losses, "task_counts": counts}
+
+
+def test_a_later_task_without_tasks_names_the_fix_and_counts_mark_absent_tasks():
+    """Without tasks=, the order came from the first step and a task first seen later failed with a bare
+    'unknown task'; now the error says where the order came from and what to give. With tasks=, the
+    task_counts output marks a task without labels as absent (counted in the store's metadata)."""
+    x, labels = digits_labels()
+    with pytest.raises(TaskAffinityError, match="unknown task 'loop' in task_losses .* not in the first step's "
+                                                "task_losses .* give tasks="):
+        fit(PartialModule(Net(), labels), AffinityCallback("net", window=1), batches(x, n=2), steps=2)
+    callback = AffinityCallback(lambda m: m.net.trunk, tasks=TASKS, window=1)
+    fit(PartialModule(Net(), labels), callback, batches(x, n=4), steps=4)
+    meta = callback.meter.store.metadata
+    assert meta["present_steps"] == {"digit": 3, "parity": 4, "ge5": 4, "loop": 2}
+    assert meta["skipped_steps"] == {"digit": {"no_examples": 1, "non_finite": 0}}
+
+
+def test_nothing_recorded_warns_after_fit_instead_of_failing(tmp_path, caplog):
+    x, labels = digits_labels()
+    callback = AffinityCallback("net", start=100, out=tmp_path / "aff")
+    trainer = fit(DigitsModule(Net(), labels), callback, batches(x, n=2), steps=2)
+    assert trainer.global_step == 2 and not (tmp_path / "aff").exists()
+    assert "no affinity recorded in 2 micro-batches" in caplog.text
+
+
+def test_options_the_callback_cannot_take_are_refused_when_it_is_made():
+    with pytest.raises(TaskAffinityError, match="unknown keyword 'windw'"):
+        AffinityCallback("net", windw=2)
+    with pytest.raises(TaskAffinityError, match="keyword 'scaler' is not for this front: task_losses are the unscaled"):
+        AffinityCallback("net", scaler=object())

@@ -73,13 +73,11 @@ class GradientRows:
         ``directions=False`` defers the optimizer rule's direction to :meth:`write_directions`
         (under torchrun the direction is of the gradient summed over processes).
         """
-        if self.sketch is None:
-            flat = flatten(grads, self.params, out=self.g[row])
-        else:
-            flat = flatten(grads, self.params, out=self._flat)
+        flat = flatten(grads, self.params, out=self.g[row] if self.sketch is None else self._flat)
+        if scale != 1.0:  # before the sketch and the direction: both are of the scaled gradient
+            flat.mul_(scale)
+        if self.sketch is not None:
             self.g[row] = self.sketch(flat)
-        if scale != 1.0:
-            self.g[row].mul_(scale)
         if directions and self.optimizer_rule and not self.fused:
             self._write_direction(row, flat)
 
@@ -94,11 +92,11 @@ class GradientRows:
             for row in rows:
                 self._write_direction(row, self.g[row])
 
-    def write_batched(self, rows: list[int], grads: list[torch.Tensor | None]) -> None:
-        """Rows ``rows`` := batched gradients, each of shape (len(rows), *param.shape)."""
+    def write_batched(self, rows: list[int], grads: list[torch.Tensor | None], *, scale: float = 1.0) -> None:
+        """Rows ``rows`` := ``scale`` × batched gradients, each of shape (len(rows), *param.shape)."""
         if self.sketch is not None or (self.optimizer_rule and not self.fused):
             for k, row in enumerate(rows):
-                self.write(row, [None if g is None else g[k] for g in grads])
+                self.write(row, [None if g is None else g[k] for g in grads], scale=scale)
             return
         contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
         target = self.g[rows[0]: rows[0] + len(rows)] if contiguous else torch.empty(
@@ -108,6 +106,8 @@ class GradientRows:
                 target[:, start:end].zero_()
             else:
                 target[:, start:end].copy_(g.reshape(len(rows), -1))
+        if scale != 1.0:
+            target.mul_(scale)
         if not contiguous:
             self.g[rows] = target
 

@@ -3,7 +3,8 @@
 ``OUT/affinity.parquet``        tidy records + run metadata (see :mod:`.store`)
 ``OUT/matrix_<estimator>.csv``  run-averaged matrix per estimator (rows sources, columns targets)
 ``OUT/summary_<estimator>.csv`` mean, standard error, bootstrap CI, significance per pair
-``OUT/fidelity.json``           how far to trust each matrix: ``reliability`` per estimator (split-half,
+``OUT/fidelity.json``           (strict JSON, null for a number that could not be computed)
+                               how far to trust each matrix: ``reliability`` per estimator (split-half,
                                significant share, per-target offsets; see :mod:`.reliability`) and
                                ``agreement`` between estimators against their ceilings (see :mod:`.fidelity`)
 
@@ -35,11 +36,18 @@ def trust_report(store: AffinityStore, summaries: dict[str, pd.DataFrame], *, se
     return {"reliability": reliability, "agreement": fidelity(store, reliability=reliability)}
 
 
+def affinity_files(estimators: list[str]) -> list[str]:
+    """The names :func:`write_data` and the heatmaps write for ``estimators``."""
+    return ["affinity.parquet", "fidelity.json",
+            *(f"{kind}_{e}.{suffix}" for e in estimators
+              for kind, suffix in (("matrix", "csv"), ("summary", "csv"), ("heatmap", "png")))]
+
+
 def write_data(store: AffinityStore, summaries: dict[str, pd.DataFrame], report: dict, out: str | Path) -> None:
     """Write the store, ``fidelity.json`` and each estimator's matrix and summary CSV to ``out``."""
     out = Path(out)
     store.save(out / "affinity.parquet")
-    write_json(out / "fidelity.json", report)
+    write_json(out / "fidelity.json", report, strict=True)  # valid JSON: unknown numbers are null
     for estimator in store.estimators:
         write_text(out / f"matrix_{estimator}.csv", store.matrix(estimator).to_csv())
         write_text(out / f"summary_{estimator}.csv", summaries[estimator].to_csv(index=False))

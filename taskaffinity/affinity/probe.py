@@ -22,6 +22,8 @@ one padded pass when the trainer packs tasks (GPU), else one pass per target.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from torch.func import functional_call
@@ -31,6 +33,8 @@ from ..callbacks import Callback, training_context
 from .formulas import cosine_from_gram, first_order_from_products, flatten, lookahead_ratio
 from .parameters import select_shared
 from .updates import fast_rule, source_update
+
+log = logging.getLogger(__name__)
 
 
 class LookaheadRecorder(Callback):
@@ -47,6 +51,7 @@ class LookaheadRecorder(Callback):
         self.lookahead_lr, self.seed = lookahead_lr, seed
         self.records: list[dict] = []
         self.seconds: list[float] = []
+        self.skipped: dict[str, int] = {}  # task -> probes it was left out of (NaN, infinite or zero values)
 
     def check(self, context) -> None:
         select_shared(list(context.model.shared_parameters()), self.parameters)
@@ -77,6 +82,7 @@ class LookaheadRecorder(Callback):
         try:
             batches = self.probe_batches(context, step, needed)
             losses, flat = self.losses_and_gradients(model, batches, params, needed)
+            sources, targets = self.finite(step, needed, losses, flat, sources, targets)
             at = {t: k for k, t in enumerate(needed)}
             src = torch.tensor([at[t] for t in sources], device=flat.device)
             tgt = torch.tensor([at[t] for t in targets], device=flat.device)
@@ -115,6 +121,19 @@ class LookaheadRecorder(Callback):
         self.records.extend(_rows(step, arrays, sources, targets))
         self.seconds.append(time.perf_counter() - started)
         return arrays
+
+    def finite(self, step, names, losses, flat, sources, targets) -> tuple[list[str], list[str]]:
+        """Sources and targets without the tasks whose probe loss is NaN, infinite or 0 or whose gradient is
+        not finite (their every Z would be NaN): named in a warning, counted in ``skipped``."""
+        bad = (~torch.isfinite(losses) | (losses == 0) | ~torch.isfinite(flat).all(1)).tolist()
+        for name, out in zip(names, bad):
+            if out:
+                if name not in self.skipped:
+                    log.warning("affinity probe: task '%s' has a NaN, infinite or zero loss or gradient at step %d: "
+                                "left out of such probes (counted in the run's metadata, probe_skipped)", name, step)
+                self.skipped[name] = self.skipped.get(name, 0) + 1
+        dropped = {name for name, out in zip(names, bad) if out}
+        return [t for t in sources if t not in dropped], [t for t in targets if t not in dropped]
 
     def pairs(self, step: int, names: list[str]) -> tuple[list[str], list[str]]:
         """This probe's sources and targets: all tasks, or seeded random subsets of them.
@@ -199,10 +218,11 @@ class LookaheadRecorder(Callback):
 
     # -- persistence ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"records": self.records, "seconds": self.seconds}
+        return {"records": self.records, "seconds": self.seconds, "skipped": self.skipped}
 
     def load_state_dict(self, state: dict) -> None:
         self.records, self.seconds = list(state["records"]), list(state["seconds"])
+        self.skipped = dict(state.get("skipped") or {})
 
 
 def _rows(step: int, arrays: dict[str, np.ndarray], sources: list[str], targets: list[str]) -> list[dict]:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from ..stats import samples_needed, spearman_brown, verdict
+from ..stats import samples_needed, snap, spearman_brown, verdict
 from .store import AffinityStore
 
 SPLITS = 100  # random half-splits averaged: the split-half estimate's own noise stays below ~0.02
@@ -114,12 +114,12 @@ def split_half(cube: np.ndarray, *, splits: int = SPLITS, seed: int = 0, halves:
             a, b = _half_means(cube, rng) if halves is None else _given_halves(cube, np.asarray(halves, bool))
             pooled.append(_spearman(_off_diagonal(a), _off_diagonal(b)))
             within.append(within_target_spearman(a, b))
-        out["split_half"] = float(np.nanmean(pooled)) if np.isfinite(pooled).any() else float("nan")
-        out["within_target_split_half"] = float(np.nanmean(within)) if np.isfinite(within).any() else float("nan")
+        out["split_half"] = snap(np.nanmean(pooled)) if np.isfinite(pooled).any() else float("nan")
+        out["within_target_split_half"] = snap(np.nanmean(within)) if np.isfinite(within).any() else float("nan")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             early, late = np.nanmean(cube[: k // 2], axis=0), np.nanmean(cube[k - k // 2:], axis=0)
-        out["early_late"] = within_target_spearman(early, late)
+        out["early_late"] = snap(within_target_spearman(early, late))
     out["reliability"] = spearman_brown(out["split_half"])
     out["within_target_reliability"] = spearman_brown(out["within_target_split_half"])
     return out
@@ -148,7 +148,7 @@ def effect_shares(matrix: np.ndarray) -> dict[str, float]:
     def r2(*factors: np.ndarray) -> float:
         design = np.column_stack([np.ones(len(y))] + [np.eye(n)[f][:, 1:] for f in factors])
         fitted = design @ np.linalg.lstsq(design, y, rcond=None)[0]
-        return float(1 - ((y - fitted) ** 2).sum() / total)
+        return snap(1 - ((y - fitted) ** 2).sum() / total)
 
     return {"target_share": r2(j), "source_share": r2(i), "additive_share": r2(i, j)}
 
@@ -174,16 +174,29 @@ def estimator_reliability(store: AffinityStore, estimator: str, *, splits: int =
 
 
 
+# A prophecy beyond this many samples (probes or windows) is not a plan anyone can follow.
+REACHABLE = 1e6
+
+
 def reliability_table(report: dict) -> pd.DataFrame:
-    """``fidelity.json``'s reliability section as one row per estimator, for printing and reports."""
+    """``fidelity.json``'s reliability section as one row per estimator, for printing and reports.
+
+    Numbers are shown as measured, rounding residue of 0 as 0; ``samples_for_0.9`` is text:
+    the count, or ``not reachable`` when no number of samples is predicted to get there
+    (reliability ≤ 0) or the count exceeds 10^6.
+    """
+    def number(value):
+        return float("nan") if value is None else snap(value)
+
     rows = []
     for estimator, values in report.get("reliability", {}).items():
-        needed = next((v for k, v in values.items() if k.startswith("samples_for_")), None)
-        rows.append({"estimator": estimator, "samples": values["samples"], "reliability": values["reliability"],
-                     "within_target": values["within_target_reliability"],
-                     "verdict": verdict(values["within_target_reliability"]),
-                     "early_late": values.get("early_late", np.nan),
-                     "significant_share": values.get("significant_share", np.nan),
-                     "target_offset_share": values["target_share"],
-                     "samples_for_0.9": np.nan if needed is None else needed})
+        needed = number(next((v for k, v in values.items() if k.startswith("samples_for_")), None))
+        within = number(values["within_target_reliability"])
+        rows.append({"estimator": estimator, "samples": values["samples"], "reliability": number(values["reliability"]),
+                     "within_target": within, "verdict": verdict(within),
+                     "early_late": number(values.get("early_late")),
+                     "significant_share": number(values.get("significant_share")),
+                     "target_offset_share": number(values["target_share"]),
+                     "samples_for_0.9": f"{needed:.0f}" if np.isfinite(needed) and needed <= REACHABLE
+                     else "not reachable"})
     return pd.DataFrame(rows)

@@ -134,7 +134,7 @@ def record_affinity(config: RunConfig, out_dir: str | Path | None = None, *, res
         "weighting": config.training.weighting, "aggregator": config.training.aggregator,
         "head_warmup_steps": config.training.head_warmup_steps, "start_step": start,
         "steps": trainer.step, "parameters": config.affinity.parameters, "sketch_dim": config.affinity.sketch_dim,
-        "stream_window": config.affinity.stream_window, "learned_at_start": callbacks[0].learned,
+        "stream_window": config.affinity.stream_window, "learned_at_start": next((cb.learned for cb in callbacks if hasattr(cb, "learned")), None),
         "probe_seconds_median": float(np.median(probe.seconds)) if probe and probe.seconds else None,
         # what each recorder added to the run (host seconds): the cost column of validation tables
         "probe_seconds": float(np.sum(probe.seconds)) if probe else None,
@@ -142,6 +142,9 @@ def record_affinity(config: RunConfig, out_dir: str | Path | None = None, *, res
         "training_seconds": float(pd.DataFrame(trainer.step_log).drop_duplicates("step")["seconds"].sum())
         if trainer.step_log else None,
         "families": {name: task.spec.family for name, task in trainer.tasks.items()},
+        "data_fingerprints": dict(trainer.data_fingerprints),  # which data each task's affinities are of
+        "skipped_steps": dict(stream.skipped) if stream else {},  # NaN or infinite values, left out by name
+        "probe_skipped": dict(probe.skipped) if probe else {},
     }
     metadata.update(recording_cost(metadata))
     store = AffinityStore(pd.DataFrame(records), metadata)

@@ -17,11 +17,16 @@ matrix, whose gradient only touches the batch's token rows, is handled row-spars
 Estimators: ``stream_gram``, ``stream_cosine``, ``stream_first_order_sgd``
 (η G_ij / L_j) and, when enabled, ``stream_first_order_optimizer``
 (η u_i·g_j / L_j with u_i the optimizer's update direction for g_i alone).
+
+A task whose loss or gradient is NaN or infinite at a step is left out of that step
+(``windows.finite_tasks``), named in a warning and counted in ``skipped`` (the run's
+metadata, ``skipped_steps``): never averaged away.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import time
 
 import numpy as np
@@ -32,9 +37,10 @@ from ..errors import ConfigError
 from .embedding_rows import EmbeddingRows, input_embedding
 from .gradient_rows import GradientRows
 from .parameters import select_shared
-from .windows import WindowedMeans, step_estimates
+from .windows import WindowedMeans, finite_tasks, step_estimates
 
 _UNSET = object()
+log = logging.getLogger(__name__)
 
 
 def _timed(hook):
@@ -60,6 +66,7 @@ class StreamRecorder(Callback):
         self.sketch_dim, self.seed = sketch_dim, seed
         self.records: list[dict] = []
         self.seconds = 0.0
+        self.skipped: dict[str, int] = {}  # task -> recorded steps it was left out of (NaN or infinite values)
         self.means: WindowedMeans | None = None  # the window's running sums (made when the tasks are known)
         self._partial = None  # a checkpointed partial window, restored into ``means`` at set-up
         self.embedding_name = _UNSET  # set up at the first active step, once the model is known
@@ -153,9 +160,24 @@ class StreamRecorder(Callback):
             gram = gram + emb_gram.to(gram.device)
             if self.optimizer_rule:
                 products = products - emb_update_products.to(gram.device)
-        self.means.add(step_estimates(gram, loss, self.lookahead_lr or context.lr, products), self.present)
+        estimates = step_estimates(gram, loss, self.lookahead_lr or context.lr, products)
+        keep = finite_tasks(estimates)
+        present = [k for k, ok in zip(self.present, keep) if ok]
+        for k in (k for k, ok in zip(self.present, keep) if not ok):
+            self._skip(self.tasks[k], step)
+        if len(present) >= 2:
+            if len(present) < len(keep):
+                at = torch.tensor([i for i, ok in enumerate(keep) if ok], device=gram.device)
+                estimates = {e: m.index_select(0, at).index_select(1, at) for e, m in estimates.items()}
+            self.means.add(estimates, present)
         if (step - self.start_step + 1) % self.window == 0:
             self.records.extend(self.means.emit(step))
+
+    def _skip(self, task: str, step: int) -> None:
+        if task not in self.skipped:
+            log.warning("affinity stream: the loss or gradient of task '%s' is NaN or infinite at step %d: the task is "
+                        "left out of such steps (counted in the run's metadata, skipped_steps)", task, step)
+        self.skipped[task] = self.skipped.get(task, 0) + 1
 
     # -- persistence ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -163,11 +185,12 @@ class StreamRecorder(Callback):
         if self.means is not None and self.means.counts is not None:
             partial = {"counts": self.means.counts.tolist(),
                        "sums": {k: v.tolist() for k, v in self.means.sums.items()}}
-        return {"records": self.records, "partial": partial, "seconds": self.seconds}
+        return {"records": self.records, "partial": partial, "seconds": self.seconds, "skipped": self.skipped}
 
     def load_state_dict(self, state: dict) -> None:
         self.records = list(state["records"])
         self.seconds = state.get("seconds", 0.0)
+        self.skipped = dict(state.get("skipped") or {})
         self._partial = state.get("partial")
         if self._partial and self.means is not None:  # already set up: restore now
             self.means.counts = np.array(self._partial["counts"])

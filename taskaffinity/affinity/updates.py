@@ -7,12 +7,17 @@ Two rules (Fifty et al. 2021 use the first):
                current state: for AdamW (Loshchilov & Hutter 2019, as in torch.optim)
                m' = β1 m + (1−β1) g,  v' = β2 v + (1−β2) g²,
                Δ = −η λ θ − (η / (1−β1^t)) · m' / (√v' / √(1−β2^t) + ε),  t = step + 1.
-               The optimizer's state is read, never written.
+               The optimizer's state is read, never written. Adam, AdamW and SGD (with
+               momentum, Nesterov, weight decay) are written out below; every other
+               optimizer of ``torch.optim`` that steps without a closure takes its own
+               step on copies of the parameter and its state (:func:`_copied_step`).
 
 All functions are pure: tensors in, tensors out.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 
@@ -30,7 +35,8 @@ def optimizer_update(optimizer: torch.optim.Optimizer, params: list[torch.Tensor
                      grads: list[torch.Tensor]) -> list[torch.Tensor]:
     """Δθ that ``optimizer.step()`` would apply if ``grads`` were the whole gradient.
 
-    Supports Adam and AdamW (the trainer's optimizer) and plain/momentum SGD.
+    Adam, AdamW and plain/momentum SGD by their formulas; other ``torch.optim`` optimizers
+    (:func:`rule_support`) by their own step on copies.
     """
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     updates = []
@@ -53,6 +59,9 @@ def optimizer_update_rows(optimizer: torch.optim.Optimizer, param: torch.Tensor,
     group = next((g for g in optimizer.param_groups if any(p is param for p in g["params"])), None)
     if group is None:
         raise ValueError("a parameter is not managed by the optimizer")
+    if not isinstance(optimizer, (torch.optim.Adam, torch.optim.SGD)):
+        raise NotImplementedError(f"row-wise updates are only formed for Adam, AdamW and SGD, not "
+                                  f"{type(optimizer).__name__}")
     state = {key: value.index_select(0, rows) if torch.is_tensor(value) and value.shape == param.shape else value
              for key, value in optimizer.state.get(param, {}).items()}
     return _update(optimizer, param.detach().index_select(0, rows), grad_rows, state, group)
@@ -60,10 +69,51 @@ def optimizer_update_rows(optimizer: torch.optim.Optimizer, param: torch.Tensor,
 
 def _update(optimizer, p, g, state, group) -> torch.Tensor:
     if isinstance(optimizer, (torch.optim.AdamW, torch.optim.Adam)):
-        return _adam_update(p, g, state, group, decoupled=isinstance(optimizer, torch.optim.AdamW))
+        return _adam_update(p, g, state, group, decoupled=_decoupled(optimizer, group))
     if isinstance(optimizer, torch.optim.SGD):
         return _sgd_momentum_update(p, g, state, group)
-    raise NotImplementedError(f"the optimizer lookahead rule does not support {type(optimizer).__name__}")
+    reason = rule_support(optimizer)
+    if reason:
+        raise NotImplementedError(f"the optimizer lookahead rule does not support {type(optimizer).__name__}: {reason}")
+    return _copied_step(optimizer, p, g, state, group)
+
+
+def _decoupled(optimizer, group) -> bool:
+    """AdamW's decay, or Adam's with ``decoupled_weight_decay=True`` (the same update)."""
+    return isinstance(optimizer, torch.optim.AdamW) or bool(group.get("decoupled_weight_decay", False))
+
+
+# torch.optim optimizers whose step the optimizer rule cannot take on a copy: LBFGS re-evaluates a
+# closure; SparseAdam updates only the rows of a sparse gradient (its step is not of a dense one).
+_UNSUPPORTED = {"LBFGS": "its step needs a closure that re-evaluates the loss",
+                "SparseAdam": "it steps on sparse gradients only"}
+
+
+def rule_support(optimizer) -> str | None:
+    """Why the optimizer rule cannot form ``optimizer``'s step for one gradient (None: it can)."""
+    cls = type(optimizer)
+    if isinstance(optimizer, (torch.optim.Adam, torch.optim.SGD)):
+        return None
+    if not isinstance(optimizer, torch.optim.Optimizer) or not cls.__module__.startswith("torch.optim"):
+        return ("only torch.optim optimizers are supported (the step of another class may couple parameters "
+                "or keep state the rule cannot copy)")
+    return _UNSUPPORTED.get(cls.__name__)
+
+
+def _copied_step(optimizer, p, g, state, group) -> torch.Tensor:
+    """Δ = the optimizer's own step for gradient ``g`` on copies of ``p`` and its ``state``.
+
+    A fresh optimizer of the same class and settings over one cloned parameter takes one
+    step; the real optimizer, its state and ``p`` are never touched.
+    """
+    twin = p.detach().clone()
+    settings = {k: v for k, v in group.items() if k != "params"}
+    shadow = type(optimizer)([{**settings, "params": [twin]}])
+    if state:  # else the shadow starts its state as the optimizer would (some, e.g. Adagrad, at construction)
+        shadow.state[twin] = {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in state.items()}
+    twin.grad = g.detach().to(twin.dtype).reshape(twin.shape).clone()
+    shadow.step()
+    return twin.detach().sub_(p)
 
 
 def _adam_update(p, g, state, group, *, decoupled: bool) -> torch.Tensor:
@@ -126,7 +176,7 @@ class FlatAdamUpdate:
         groups = [group_of.get(id(p)) for p in params]
         if any(g is None or g.get("amsgrad") or g.get("maximize") for g in groups):
             return False
-        if not isinstance(optimizer, torch.optim.AdamW) and any(g["weight_decay"] for g in groups):
+        if any(g["weight_decay"] and not _decoupled(optimizer, g) for g in groups):
             return False
         states = [optimizer.state.get(p, {}) for p in params]
         steps = {float(s["step"]) if "step" in s else 0.0 for s in states}

@@ -20,6 +20,9 @@ does after it has a step's per-task gradient products:
   (g_i·g_j = c_iᵀ J Jᵀ c_j), as MGDA-UB's bound does (Sener & Koltun 2018), so they are a
   different quantity from ``stream_gram``, measured against it in ``docs/own_loop.md``.
 
+* :func:`finite_tasks` says which tasks of a step have finite estimates: a task with a NaN or
+  infinite loss or gradient is left out of the step by name, never averaged away.
+
 * :class:`WindowedMeans` sums them over ``window`` recorded steps and emits the means
   as tidy records (one per pair): windows are the samples behind standard errors,
   bootstrap intervals and reliability (``store``, ``reliability``).
@@ -52,6 +55,20 @@ def step_estimates(gram: torch.Tensor, losses: torch.Tensor, lr: float,
 def feature_estimates(gram: torch.Tensor) -> dict[str, torch.Tensor]:
     """``feature_gram`` and ``feature_cosine`` from the k × k Gram matrix of c_i = ∂L_i/∂z."""
     return {"feature_gram": gram, "feature_cosine": cosine_from_gram(gram)}
+
+
+def finite_tasks(estimates: dict[str, torch.Tensor]) -> list[bool]:
+    """Per task (rows = columns of the k × k ``estimates``): whether its row and column are finite in
+    every estimator. A task with a NaN or infinite gradient (its Gram diagonal) is out first, then
+    any whose entries with the remaining tasks are not finite."""
+    finite = torch.stack([torch.isfinite(m) for m in estimates.values()]).all(0).cpu()
+    keep = finite.diagonal().clone()
+    inner = finite[keep][:, keep]
+    if inner.numel():
+        at = keep.nonzero().flatten()
+        keep[at[~(inner.all(0) & inner.all(1))]] = False
+    return keep.tolist()
+
 
 
 class WindowedMeans:

@@ -15,6 +15,7 @@ from ..distributed import current as current_process
 from ..distributed import shutdown
 from ..errors import TaskAffinityError
 from .report_to import add_report_to, with_report_to
+from .options import Parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taskaffinity", description="Which tasks should be trained together?")
+    parser = Parser(prog="taskaffinity", description="Which tasks should be trained together?")
     commands = parser.add_subparsers(dest="command", required=True)
 
     tasks = commands.add_parser("tasks", help="the built-in catalog of real tasks")

@@ -8,6 +8,7 @@ before ``--out`` is written; after that each finished seed is written at once.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -38,6 +39,8 @@ def cmd_bandit_sources(args, load_store) -> int:
     from ..tasks.prepare import prepare_tasks
 
     tasks = prepare_tasks(config.tasks, config.data, progress=not args.quiet)  # bad data fails before --out
+    if affinity:
+        check_same_data(args.affinity, affinity[3], tasks)
     result = rank_sources_bandit(config, args.target, settings, tasks=tasks, progress=not args.quiet,
                                  on_seed=(lambda r: write_bandit(r, args.out)) if args.out else None)
     comparison = compare_rankings(result.ranking, affinity[0], affinity[1]) if affinity else None
@@ -66,8 +69,8 @@ def cmd_bandit_sources(args, load_store) -> int:
     return 0
 
 
-def _affinity_column(args, sources: list[str], load_store) -> tuple[pd.Series, str, dict]:
-    """The affinity file's values onto the target (index: source), its estimator and its cost."""
+def _affinity_column(args, sources: list[str], load_store) -> tuple[pd.Series, str, dict, dict]:
+    """The affinity file's values onto the target (index: source), its estimator, its cost and its metadata."""
     store, estimator, matrix = load_store(args.affinity, args.estimator)
     if args.target not in matrix.columns:
         raise ConfigError(f"{args.affinity}: no affinities onto target task '{args.target}' "
@@ -81,7 +84,27 @@ def _affinity_column(args, sources: list[str], load_store) -> tuple[pd.Series, s
     cost = {"estimator": estimator, "file": str(args.affinity),
             "training_seconds": meta.get("training_seconds"),
             "recording_seconds": meta.get("stream_seconds" if estimator.startswith("stream_") else "probe_seconds")}
-    return column, estimator, cost
+    return column, estimator, cost, meta
+
+
+def check_same_data(path, metadata: dict, tasks: dict) -> None:
+    """Refuse an affinity file whose tasks were recorded on other data than the bandit trains on.
+
+    Compares each task's data fingerprint (``TaskData.fingerprint``: the prepared rows, after
+    ``data:`` limits) with the one the affinity run stored; a file without fingerprints (older
+    runs, ``AffinityMeter``) is compared with a note that it could not be checked.
+    """
+    recorded = metadata.get("data_fingerprints")
+    if not recorded:
+        print(f"taskaffinity: note: {path} records no data fingerprints (an older run, or AffinityMeter): the "
+              "rankings are compared without checking that they are of the same data", file=sys.stderr)
+        return
+    for name, task in tasks.items():
+        mine = task.fingerprint()
+        if name in recorded and recorded[name] != mine:
+            raise ConfigError(f"{path}: task '{name}' was recorded on other data than --config prepares (data "
+                              f"fingerprint {recorded[name]}, here {mine}): the rankings would be of different "
+                              "data; compare with an affinity run of this config's data")
 
 
 def group_document(ranking: pd.DataFrame, target: str, size: int) -> dict:

@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..grouping import METHODS, GroupingError
 from ..selection.settings import BanditSettings
 from ..study.choose import store_grouping
+from .options import finite_float
 
 METHOD_NAMES = tuple(METHODS)
 ESTIMATOR_HELP = f"affinity estimator: {', '.join(ESTIMATORS)} (default: the only one recorded)"
@@ -27,7 +28,7 @@ def add_commands(subparsers) -> None:
     group.add_argument("--method", default="tag", help="tag (default), hierarchical, spectral or louvain")
     group.add_argument("--k", type=int, required=True, help="number of groups (at most)")
     group.add_argument("--solver", default="auto", help="tag only: auto (default), exact or heuristic")
-    group.add_argument("--singleton-score", type=float, default=0.0,
+    group.add_argument("--singleton-score", type=finite_float, default=0.0,
                        help="tag score of a task alone (default 0: no transfer)")
     group.add_argument("--seed", type=int, default=0, help="seed of randomised methods")
     group.add_argument("--bootstrap", type=int, default=100,
@@ -57,7 +58,7 @@ def add_commands(subparsers) -> None:
                         help=f"bandit rounds (default {BanditSettings.rounds})")
     bandit.add_argument("--steps-per-round", type=int, default=BanditSettings.steps_per_round,
                         help=f"joint steps on target + chosen source per round (default {BanditSettings.steps_per_round})")
-    bandit.add_argument("--decay", type=float, default=BanditSettings.decay,
+    bandit.add_argument("--decay", type=finite_float, default=BanditSettings.decay,
                         help=f"discount γ of the non-stationary posterior update (default {BanditSettings.decay})")
     bandit.add_argument("--seeds", type=int, default=BanditSettings.seeds,
                         help="independent bandit runs (seed, seed + 1, ...), pooled; their agreement on the top "

@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from ..affinity.estimators import REPORT_ORDER, report_order
+from ..stats import snap
 from ..storage import read_json, write_figure, write_text
 from .section import Section
 
@@ -118,7 +119,7 @@ def affinity_section(run: Path, folder: Path) -> Section:
     if conflicts_path.is_file():
         _conflicts(pd.read_parquet(conflicts_path), section, folder, meta.get("aggregator", "sum"))
     fidelity_path = path.parent / "fidelity.json"
-    report = read_json(fidelity_path) if fidelity_path.is_file() else {}
+    report = read_json(fidelity_path, nulls_as_nan=True) if fidelity_path.is_file() else {}
     agreement = report.get("agreement", {} if "reliability" in report else report)  # older runs: pairs only
     for pair in (("lookahead_sgd", "first_order_sgd"), ("lookahead_optimizer", "first_order_optimizer")):
         if all(e in store.estimators for e in pair):
@@ -135,13 +136,18 @@ def affinity_section(run: Path, folder: Path) -> Section:
                                "samples_for_0.9: probes or windows a within-target reliability of 0.9 needs)",
                                trust))
     if agreement:
-        rows = [{"pair": k, **{f"run {m}": v.get("run_average", {}).get(m) for m in ("pearson", "spearman",
-                                                                                     "sign_agreement")},
-                 "ceiling": v.get("ceiling")}
+        rows = [{"pair": k, **{f"run {m}": _shown(v.get("run_average", {}).get(m)) for m in ("pearson", "spearman",
+                                                                                            "sign_agreement")},
+                 "ceiling": _shown(v.get("ceiling"))}
                 for k, v in agreement.items()]
         section.tables.append(("agreement of run-averaged matrices (off-diagonal); two noisy estimators of one "
                                "quantity cannot exceed the ceiling their reliabilities allow", pd.DataFrame(rows)))
     return section
+
+
+def _shown(value) -> float:
+    """A number as the report shows it: rounding residue of 0 as 0, a missing one as NaN."""
+    return float("nan") if value is None else snap(value)
 
 
 def _conflicts(frame: pd.DataFrame, section: Section, folder: Path, aggregator: str) -> None:
@@ -155,7 +161,8 @@ def _conflicts(frame: pd.DataFrame, section: Section, folder: Path, aggregator: 
                             "gradient conflicts per step: share of task pairs with negative cosine, magnitude "
                             "similarity of conflicting pairs (Yu et al. 2020)"
                             + (f", cosine between the summed and the {aggregator} update" if aggregator != "sum" else "")))
-    section.tables.append(("gradient conflicts (means over the recorded steps, and over their first and last third)",
+    section.tables.append(("gradient conflicts (means over the recorded steps, and over their first and last third; "
+                           "se: standard error from the means of blocks of 10 consecutive steps)",
                            conflict_summary(frame)))
 
 

@@ -33,16 +33,34 @@ def conflict_trajectories(frame: pd.DataFrame, *, smooth: int = 10, title: str =
     return fig
 
 
-def conflict_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each statistic's mean over all recorded steps and over the first and last third of them
-    (rows: statistics; a statistic with no value, e.g. the update cosine without an aggregator, is left out)."""
+# Steps close in training share the parameters, so their statistics are correlated: standard errors
+# come from means of blocks of consecutive steps (batch means), the samples the streamed windows are too.
+BLOCK = 10
+
+
+def conflict_summary(frame: pd.DataFrame, *, block: int = BLOCK) -> pd.DataFrame:
+    """Each statistic's mean over all recorded steps and over the first and last third of them, each
+    with its standard error (``... se``: the spread of means over blocks of ``block`` consecutive
+    steps / √blocks; NaN with fewer than two blocks). Rows: statistics; a statistic with no value
+    (e.g. the update cosine without an aggregator) is left out."""
     frame = frame.sort_values("step").reset_index(drop=True)
     third = max(1, len(frame) // 3)
+    parts = {"all steps": slice(None), "first third": slice(None, third), "last third": slice(-third, None)}
     rows = {}
     for column, _ in PANELS:
         if column in frame and frame[column].notna().any():
-            rows[column] = {"all steps": frame[column].mean(), "first third": frame[column].iloc[:third].mean(),
-                            "last third": frame[column].iloc[-third:].mean()}
+            row = {}
+            for name, part in parts.items():
+                values = frame[column].iloc[part]
+                row[name], row[f"{name} se"] = values.mean(), block_se(values.to_numpy(), block)
+            rows[column] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     table["steps"] = len(frame)
     return table.round(3)
+
+
+def block_se(values, block: int) -> float:
+    """Standard error of the mean of a series of correlated steps: from means of consecutive blocks."""
+    values = values[~pd.isna(values)]
+    means = [values[k: k + block].mean() for k in range(0, len(values) - block + 1, block)]
+    return float(pd.Series(means).std(ddof=1) / len(means) ** 0.5) if len(means) >= 2 else float("nan")

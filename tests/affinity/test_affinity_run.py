@@ -183,3 +183,45 @@ def test_recording_starts_after_warmup_and_settle_steps(warmup, steps, settle, r
                                "affinity": {"settle_steps": settle, "rules": rules}}, where="<test>")
     callbacks, start = recorders_for(config)
     assert start == expected and all(getattr(cb, "start_step", start) == start for cb in callbacks)
+
+
+class NaNLoss(Callback):
+    """Makes one task's loss NaN at one step, as a diverging task's would be, before the recorders read it."""
+
+    def __init__(self, task, step):
+        self.task, self.step = task, step
+
+    def on_before_optimizer_step(self, trainer, step, losses):
+        if step == self.step:
+            losses[self.task] = float("nan")
+
+
+def test_a_nan_loss_or_probe_value_is_left_out_by_name_and_counted(monkeypatch, caplog):
+    """The text trainer's recorders: a task whose loss is NaN at a step is left out of that step's streamed
+    estimators (its windows were NaN), and a task whose probe loss is NaN is left out of that probe;
+    both are named and counted in the run's metadata. Nothing non-finite reaches the records."""
+    from taskaffinity.affinity import run as run_module
+    from taskaffinity.affinity.probe import LookaheadRecorder
+
+    original = run_module.recorders_for
+    monkeypatch.setattr(run_module, "recorders_for",
+                        lambda config: ([NaNLoss("vader_tweets", 5)] + original(config)[0], original(config)[1]))
+    measure = LookaheadRecorder.losses_and_gradients
+
+    def nan_at_step_6(model, batches, params, names):
+        losses, flat = measure(model, batches, params, names)
+        if nan_at_step_6.calls == 1:  # the second probe (step 6)
+            losses[names.index("bbc_topic")] = float("nan")
+        nan_at_step_6.calls += 1
+        return losses, flat
+
+    nan_at_step_6.calls = 0
+    monkeypatch.setattr(LookaheadRecorder, "losses_and_gradients", staticmethod(nan_at_step_6))
+    store = record_affinity(affinity_config(), progress=False).store
+    assert np.isfinite(store.records["value"]).all()
+    assert store.metadata["skipped_steps"] == {"vader_tweets": 1} and store.metadata["probe_skipped"] == {"bbc_topic": 1}
+    at_6 = store.select("lookahead_sgd").query("step == 6")
+    assert len(at_6) == 9 and "bbc_topic" not in set(at_6["source"]) | set(at_6["target"])
+    window = store.select("stream_gram").query("step == 6")  # steps 5 and 6: vader_tweets only in step 6
+    assert len(window) == 16
+    assert "task 'vader_tweets' is NaN or infinite at step 5" in caplog.text and "task 'bbc_topic'" in caplog.text

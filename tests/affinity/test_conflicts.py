@@ -67,3 +67,19 @@ def test_affinity_run_writes_conflicts_and_the_report_shows_them(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "conflicts.png" in report and "conflicting_share" in report
     assert (tmp_path / "report" / "conflicts.svg").is_file()
+
+
+def test_conflict_summary_has_standard_errors_from_blocks_of_steps():
+    """Block means of 10 consecutive steps: 30 steps whose blocks average 0.1, 0.2 and 0.3 give the mean 0.2
+    and the standard error sd(0.1, 0.2, 0.3) / √3; a third of the run (one block) has none."""
+    from taskaffinity.report.conflicts import conflict_summary
+
+    values = [0.1] * 10 + [0.2] * 10 + [0.3] * 10
+    frame = pd.DataFrame({"step": range(1, 31), "conflicting_share": values,
+                          "conflict_magnitude_similarity": [0.5] * 30, "update_cosine": [float("nan")] * 30})
+    table = conflict_summary(frame)
+    row = table.loc["conflicting_share"]
+    assert row["all steps"] == pytest.approx(0.2) and row["all steps se"] == pytest.approx(round(0.1 / 3 ** 0.5, 3))
+    assert math.isnan(row["first third se"]) and row["first third"] == pytest.approx(0.1)
+    assert table.loc["conflict_magnitude_similarity", "all steps se"] == 0
+    assert "update_cosine" not in table.index and list(table.columns)[:2] == ["all steps", "all steps se"]

@@ -152,3 +152,24 @@ def test_pool_halves_split_shared_example_noise_that_random_halves_miss():
     store = AffinityStore(pd.DataFrame(rows), {"tasks": TASKS, "probe_every": 5, "probe_pool_halves": True})
     assert estimator_reliability(store, "gram")["within_target_reliability"] == pytest.approx(
         by_pool["within_target_reliability"])
+
+
+def test_rounding_residue_reads_as_zero_and_a_moot_prophecy_as_not_reachable():
+    """A within-target reliability of 1.388e-17 (rank correlations that cancel) was printed as such, with
+    samples_for_0.9 = 9.7e+18: it is 0, and no number of samples is predicted to reach 0.9."""
+    from taskaffinity.affinity.reliability import reliability_table
+
+    assert spearman_brown(1.388e-17) == 0.0 and samples_needed(1.388e-17, 30) is None
+    assert samples_needed(1e-6, 10) > 1e6
+    report = {"reliability": {
+        "old": {"samples": 30, "reliability": 1.388e-17, "within_target_reliability": 1.388e-17,
+                "target_share": -2e-17, "samples_for_0.9": 9.7e18},
+        "tiny": {"samples": 10, "reliability": 0.2, "within_target_reliability": 1e-6, "target_share": 0.1,
+                 "samples_for_0.9": samples_needed(1e-6, 10)},
+        "good": {"samples": 20, "reliability": 0.8, "within_target_reliability": 0.6, "target_share": 0.1,
+                 "samples_for_0.9": 60.0, "early_late": None}}}
+    table = reliability_table(report).set_index("estimator")
+    assert table.loc["old", "within_target"] == 0 and table.loc["old", "reliability"] == 0
+    assert table.loc["old", "target_offset_share"] == 0
+    assert list(table["samples_for_0.9"]) == ["not reachable", "not reachable", "60"]
+    assert np.isnan(table.loc["good", "early_late"])  # a null of fidelity.json

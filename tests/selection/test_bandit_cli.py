@@ -144,3 +144,23 @@ def test_bad_inputs_around_the_bandit(configs, tmp_path, capsys):
         error = capsys.readouterr().err.strip()
         assert len(error.splitlines()) == 1 and expected in error, error
     assert not (tmp_path / "out").exists()
+
+
+def test_an_affinity_file_of_other_data_is_refused_before_the_bandit_trains(configs, tmp_path, capsys):
+    """The affinity file's data fingerprints (stored by the affinity run) are compared with the data the
+    bandit prepares: a task recorded on other data is one line, exit 2, before anything is trained or written."""
+    from taskaffinity.tasks.prepare import prepare_tasks
+
+    config = load_config(configs["ok"])
+    prints = {name: task.fingerprint() for name, task in prepare_tasks(config.tasks, config.data, progress=False).items()}
+    rows = [{"step": step, "estimator": "first_order_sgd", "source": s, "target": t, "value": 0.1}
+            for step in (10, 20) for s, t in itertools.permutations(TASKS, 2)]
+    out = tmp_path / "out"
+    argv = ["sources", str(tmp_path / "a.parquet"), "--method", "bandit", "--config", str(configs["ok"]),
+            "--target", TARGET, "--rounds", "1", "--steps-per-round", "1", "--out", str(out), "--quiet"]
+    AffinityStore(pd.DataFrame(rows), {"tasks": TASKS, "data_fingerprints": {**prints, "trec6": "0123abcd"}}
+                  ).save(tmp_path / "a.parquet")
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "task 'trec6' was recorded on other data than --config prepares" in error
+    assert "0123abcd" in error and not out.exists()
