@@ -71,8 +71,17 @@ def within_target_spearman(frame, x: str, y: str, *, by: str = "target", n_boot:
     values = np.array(list(per_target.values()))
     out["mean"] = float(values.mean())
     if n_boot:
-        rng = np.random.default_rng(rng)
-        means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
-        tail = (1 - level) / 2
-        out["ci"] = [float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))]
+        out["ci"] = bootstrap_mean_ci(values, n_boot=n_boot, level=level, rng=rng)
     return out
+
+
+def bootstrap_mean_ci(values, *, n_boot: int = 1000, level: float = 0.95, rng=None) -> list[float] | None:
+    """Percentile bootstrap interval ``[low, high]`` of the mean of ``values`` (resampled with
+    replacement, e.g. over targets); None for no values. ``rng``: a Generator or a seed."""
+    values = np.asarray(values, dtype=float)
+    if not values.size:
+        return None
+    rng = np.random.default_rng(rng)
+    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+    tail = (1 - level) / 2
+    return [float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))]

@@ -101,6 +101,19 @@ def group_scores(A: np.ndarray, members, singleton_score: float) -> np.ndarray:
     return sub.sum(axis=0) / (len(members) - 1)
 
 
+def member_scores(A: np.ndarray, members: np.ndarray, singleton_score: float = 0.0) -> np.ndarray:
+    """:func:`group_scores` of many groups at once: for a boolean (n_groups, n_tasks) ``members``
+    matrix, the TAG score of every member (mean of ``A[mate, member]`` over its mates), NaN for
+    non-members: TAG's mean-of-pairs prediction of each member's group gain."""
+    members = np.asarray(members, dtype=bool)
+    out = np.full(members.shape, np.nan)
+    for r, row in enumerate(members):
+        idx = np.flatnonzero(row)
+        if len(idx):
+            out[r, idx] = group_scores(A, idx, singleton_score)
+    return out
+
+
 def evaluate_groups(A: np.ndarray, groups, singleton_score: float) -> tuple[np.ndarray, np.ndarray]:
     """Serve every task by its best chosen group: return (group index per task, score per task).
 
