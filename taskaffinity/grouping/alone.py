@@ -44,15 +44,17 @@ def prune_harmed(A: np.ndarray, groups, singleton_score: float) -> list[tuple[in
         del groups[worst[1]][worst[2]]
 
 
-def alone_reasons(grouping, A: np.ndarray) -> list[dict]:
+def alone_reasons(grouping, A: np.ndarray, bound: bool = True) -> list[dict]:
     """Why each task of a fitted grouping (``alone_``) is trained alone.
 
-    ``best_source``/``best_score``: the source with the highest affinity onto the task and
-    that affinity, which bounds the TAG score of *every* group for it (a mean over mates is at
-    most their maximum). ``why``: no group is predicted to help (best score at or below training
-    alone), or a group would help but the ``k`` groups serve other tasks better (TAG), or its
-    group scored it at or below training alone (a baseline's pruning).
+    ``best_source``/``best_score``: the source with the highest pair score ``A[source, task]``
+    onto the task, and that score. For TAG's mean of pairs (``bound``) it bounds the score of
+    *every* group for the task (a mean over mates is at most their maximum); for a surrogate's
+    predicted pair gains it speaks for pairs only. ``why``: nothing is predicted to help (best
+    score at or below training alone), or a group would help but the ``k`` groups serve other
+    tasks better, or its group scored it at or below training alone (a baseline's pruning).
     """
+    nothing = "no group" if bound else "no pair"
     tasks, singleton = grouping.tasks_, float(grouping.singleton_score)
     out = []
     for task in grouping.alone_:
@@ -61,7 +63,7 @@ def alone_reasons(grouping, A: np.ndarray) -> list[dict]:
         s = int(np.argmax(column)) if len(tasks) > 1 else t
         best = float(column[s]) if len(tasks) > 1 else float("nan")
         if not best > singleton:
-            why = (f"no group is predicted to help: the best source, {tasks[s]}, scores {best:.4g} "
+            why = (f"{nothing} is predicted to help: the best source, {tasks[s]}, scores {best:.4g} "
                    f"<= training alone ({singleton:.4g})")
         elif grouping.optimises_alone:
             why = (f"a group with {tasks[s]} would score {best:.4g} > training alone, but the "
