@@ -9,7 +9,8 @@ gains (:mod:`.surrogate`) are fitted on measured subsets instead, and
 
 from __future__ import annotations
 
-from ._base import BaseGrouping, GroupingError, affinity_distance, evaluate_groups, validate_affinity
+from ._base import (BaseGrouping, GroupingError, affinity_distance, evaluate_groups, member_scores,
+                    validate_affinity)
 from .hierarchical import HierarchicalGrouping
 from .louvain import LouvainGrouping
 from .spectral import SpectralGrouping
@@ -41,4 +42,4 @@ def accepted_settings(method: str, **settings) -> dict:
 
 __all__ = ["BaseGrouping", "GroupingError", "HierarchicalGrouping", "KernelSurrogate", "LinearSurrogate",
            "LouvainGrouping", "METHODS", "SpectralGrouping", "SurrogateGrouping", "TagGrouping", "accepted_settings",
-           "affinity_distance", "evaluate_groups", "make_grouping", "make_surrogate", "validate_affinity"]
+           "affinity_distance", "evaluate_groups", "make_grouping", "make_surrogate", "member_scores", "validate_affinity"]

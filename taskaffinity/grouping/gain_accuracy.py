@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..stats import bootstrap_mean_ci, within_target_spearman
 from ._base import GroupingError
-from ._subsets import as_gains, as_indicators
+from .subsets import as_gains, as_indicators
 
 
 def prediction_accuracy(predicted: np.ndarray, measured: np.ndarray, members: np.ndarray, tasks: list[str], *,

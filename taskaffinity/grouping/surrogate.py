@@ -39,7 +39,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from ._base import GroupingError
-from ._subsets import as_gains, as_indicators, check_tasks
+from .subsets import as_gains, as_indicators, check_tasks
 
 LINEAR_ALPHAS = tuple(np.logspace(-3, 3, 13))     # ridge penalties (gain units drop out: 0/1 features)
 KERNEL_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)     # the reference code uses 0.1 (ICL) and 0.01 (modular)
@@ -51,7 +51,7 @@ class GroupGainSurrogate(BaseEstimator):
 
     ``subsets``: 0/1 rows (DataFrame with task columns, or array in ``tasks`` order) or task-name
     lists; ``gains``: the members' measured gains, same shape (non-members ignored, NaN = not
-    measured). See :func:`._subsets.as_indicators` and :func:`._subsets.as_gains`.
+    measured). See :func:`.subsets.as_indicators` and :func:`.subsets.as_gains`.
 
     After ``fit``: ``tasks_``, ``targets_`` (tasks with a model), ``n_subsets_`` (target ->
     training subsets), ``models_`` (target -> fitted scikit-learn regressor), ``subsets_`` (the

@@ -20,8 +20,8 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.model_selection import KFold
 
-from ..grouping._base import GroupingError, member_scores
-from ..grouping._subsets import SEPARATOR, tidy_to_subsets
+from ..grouping import GroupingError, member_scores
+from ..grouping.subsets import SEPARATOR, tidy_to_subsets
 from ..grouping.gain_accuracy import prediction_accuracy
 from .results import seed_reliability
 

@@ -11,7 +11,7 @@ from sklearn.base import clone
 
 from taskaffinity.grouping import GroupingError
 from taskaffinity.grouping._base import group_scores, member_scores
-from taskaffinity.grouping._subsets import tidy_to_subsets
+from taskaffinity.grouping.subsets import tidy_to_subsets
 from taskaffinity.grouping.gain_accuracy import held_out_accuracy, prediction_accuracy
 from taskaffinity.grouping.surrogate import KernelSurrogate, LinearSurrogate, make_surrogate
 

@@ -61,7 +61,7 @@ def test_interactions_favour_the_surrogate_and_noise_lowers_the_ceiling():
 
 def test_surrogate_predictions_are_out_of_fold():
     gains, _ = group_world()
-    from taskaffinity.grouping._subsets import tidy_to_subsets
+    from taskaffinity.grouping.subsets import tidy_to_subsets
 
     subsets, measured = tidy_to_subsets(gains)
     fitted = LinearSurrogate().fit(subsets, measured)  # fitted on everything: cloned, so never in-sample
