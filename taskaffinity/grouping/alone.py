@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import group_scores
+from .scores import group_scores
 
 
 def prune_harmed(A: np.ndarray, groups, singleton_score: float) -> list[tuple[int, ...]]:
