@@ -5,12 +5,12 @@ Schema::
     {"method": str, "estimator": str | null, "k": int, "objective": float,
      "groups": [{"tasks": [str, ...], "score": float, "serves": [str, ...]}, ...],
      "assignment": {task: group_index | null}, "per_task_score": {task: float},
-     "leave_alone": bool, "alone": [{"task", "best_source", "best_score", "why"}, ...],
+     "leave_alone": true | absent, "alone": [{"task", "best_source", "best_score", "why"}, ...] | absent,
      "stability": {...} | absent, "reliability": {...} | absent}
 
-``leave_alone``: whether training alone was a free option (``k`` then bounds the groups
-of two or more tasks, :mod:`.alone`); ``alone`` lists the tasks trained alone and why
-(their ``assignment`` is null); empty without the option.
+``leave_alone`` (present when the grouping was fitted with it): training alone was a free
+option (``k`` then bounds the groups of two or more tasks, :mod:`.alone`); ``alone`` lists
+the tasks trained alone and why (their ``assignment`` is null).
 
 ``stability`` (see :class:`.stability.GroupingStability`): over bootstrap resamples of
 the run's probes or windows, how often the chosen grouping came back
@@ -47,9 +47,9 @@ def grouping_document(grouping, *, estimator: str | None = None, stability=None,
                    for g, s, v in zip(grouping.groups_, grouping.scores_, grouping.serves_)],
         "assignment": {t: (None if g is None else int(g)) for t, g in grouping.assignment_.items()},
         "per_task_score": {t: float(s) for t, s in grouping.per_task_score_.items()},
-        "leave_alone": bool(getattr(grouping, "leave_alone", False)),
-        "alone": list(getattr(grouping, "alone_reasons_", [])),
     }
+    if getattr(grouping, "leave_alone", False):
+        document.update(leave_alone=True, alone=list(grouping.alone_reasons_))
     if stability is not None:
         document["stability"] = stability.to_dict()
     if reliability is not None:
