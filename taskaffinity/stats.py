@@ -61,3 +61,39 @@ def verdict(reliability: float) -> str:
     return next(word for bound, word in BANDS if reliability >= bound)
 
 
+
+
+def within_target_spearman(frame, x: str, y: str, *, by: str = "target", n_boot: int = 1000,
+                           level: float = 0.95, rng=None) -> dict:
+    """Mean over targets of the Spearman correlation of columns ``x`` and ``y`` across each target's rows.
+
+    What source ranking and grouping read: how each target orders its sources or groups (a
+    per-target offset is invisible to it). Only targets with at least 3 rows and variation in both
+    columns count. Returns ``mean`` (None when no target counts), ``ci`` (percentile bootstrap over
+    targets at ``level``, None without ``n_boot``), ``n_targets`` and ``per_target`` (target -> ρ).
+    ``rng``: a ``numpy.random.Generator`` (or seed) for the bootstrap.
+    """
+    from scipy.stats import spearmanr
+
+    per_target = {t: float(spearmanr(g[x], g[y]).statistic) for t, g in frame.groupby(by, sort=True)
+                  if len(g) >= 3 and g[x].nunique() > 1 and g[y].nunique() > 1}
+    out = {"mean": None, "ci": None, "n_targets": len(per_target), "per_target": per_target, "level": level}
+    if not per_target:
+        return out
+    values = np.array(list(per_target.values()))
+    out["mean"] = float(values.mean())
+    if n_boot:
+        out["ci"] = bootstrap_mean_ci(values, n_boot=n_boot, level=level, rng=rng)
+    return out
+
+
+def bootstrap_mean_ci(values, *, n_boot: int = 1000, level: float = 0.95, rng=None) -> list[float] | None:
+    """Percentile bootstrap interval ``[low, high]`` of the mean of ``values`` (resampled with
+    replacement, e.g. over targets); None for no values. ``rng``: a Generator or a seed."""
+    values = np.asarray(values, dtype=float)
+    if not values.size:
+        return None
+    rng = np.random.default_rng(rng)
+    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+    tail = (1 - level) / 2
+    return [float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))]

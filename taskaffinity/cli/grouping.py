@@ -30,6 +30,9 @@ def add_commands(subparsers) -> None:
     group.add_argument("--solver", default="auto", help="tag only: auto (default), exact or heuristic")
     group.add_argument("--singleton-score", type=finite_float, default=0.0,
                        help="tag score of a task alone (default 0: no transfer)")
+    group.add_argument("--leave-alone", action="store_true",
+                       help="training alone is a free option: k bounds the groups of two or more tasks, and a "
+                            "task joins a group only where the group scores it above training alone")
     group.add_argument("--seed", type=int, default=0, help="seed of randomised methods")
     group.add_argument("--bootstrap", type=int, default=100,
                        help="resamples of the probes/windows for the grouping's stability (default 100; 0: none)")
@@ -103,7 +106,7 @@ def cmd_group(args) -> int:
     store, estimator, _ = _load(args.affinity, args.estimator)
     document = store_grouping(store, estimator, args.method, n_boot=args.bootstrap, seed=args.seed,
                             progress=not args.json, k=args.k, singleton_score=args.singleton_score,
-                            solver=args.solver)
+                            solver=args.solver, leave_alone=args.leave_alone)
     if args.out:
         write_document(args.out, document)
     if args.json:
@@ -112,10 +115,12 @@ def cmd_group(args) -> int:
     groups = document["groups"]
     print(f"{args.method} grouping of {len(document['assignment'])} tasks, estimator {estimator}, k = {args.k}: "
           f"objective {document['objective']:.4g}")
-    width = max(len("tasks"), *(len(", ".join(g["tasks"])) for g in groups))
+    width = max([len("tasks"), *(len(", ".join(g["tasks"])) for g in groups)])
     print(f"{'group':>5}  {'score':>9}  {'tasks':<{width}}  serves")
     for i, g in enumerate(groups):
         print(f"{i:>5}  {g['score']:>9.4g}  {', '.join(g['tasks']):<{width}}  {', '.join(g['serves'])}")
+    if not groups:
+        print("no group: every task is better trained alone")
     for line in trust_lines(document):
         print(line)
     if args.out:

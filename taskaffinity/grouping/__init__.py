@@ -2,15 +2,20 @@
 
 Every method follows one scikit-learn style interface: keyword-only settings,
 ``fit(affinity)`` on a source x target DataFrame, results in ``groups_``,
-``scores_``, ``assignment_`` (see :class:`._base.BaseGrouping`).
+``scores_``, ``assignment_`` (see :class:`._base.BaseGrouping`). Surrogates of group
+gains (:mod:`.surrogate`) are fitted on measured subsets instead, and
+:class:`SurrogateGrouping` chooses groups from their predictions.
 """
 
 from __future__ import annotations
 
-from ._base import BaseGrouping, GroupingError, affinity_distance, evaluate_groups, validate_affinity
+from ._base import (BaseGrouping, GroupingError, affinity_distance, evaluate_groups, member_scores,
+                    validate_affinity)
 from .hierarchical import HierarchicalGrouping
 from .louvain import LouvainGrouping
 from .spectral import SpectralGrouping
+from .surrogate import KernelSurrogate, LinearSurrogate, make_surrogate
+from .surrogate_grouping import SurrogateGrouping
 from .tag import TagGrouping
 
 METHODS = {"tag": TagGrouping, "hierarchical": HierarchicalGrouping,
@@ -35,6 +40,6 @@ def accepted_settings(method: str, **settings) -> dict:
     return {key: value for key, value in settings.items() if key in accepted}
 
 
-__all__ = ["BaseGrouping", "GroupingError", "HierarchicalGrouping", "LouvainGrouping", "METHODS",
-           "SpectralGrouping", "TagGrouping", "accepted_settings", "affinity_distance", "evaluate_groups",
-           "make_grouping", "validate_affinity"]
+__all__ = ["BaseGrouping", "GroupingError", "HierarchicalGrouping", "KernelSurrogate", "LinearSurrogate",
+           "LouvainGrouping", "METHODS", "SpectralGrouping", "SurrogateGrouping", "TagGrouping", "accepted_settings",
+           "affinity_distance", "evaluate_groups", "make_grouping", "make_surrogate", "member_scores", "validate_affinity"]

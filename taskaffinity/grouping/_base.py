@@ -14,11 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import TaskAffinityError
-
-
-class GroupingError(TaskAffinityError):
-    """Unusable input to a grouping method (matrix shape, NaN, task names, k ...)."""
+from .scores import GroupingError, evaluate_groups, group_scores, member_scores, serve  # noqa: F401
 
 
 def validate_affinity(affinity) -> tuple[list[str], np.ndarray]:
@@ -89,51 +85,33 @@ def check_k(k, n: int) -> int:
     return int(k)
 
 
-def group_scores(A: np.ndarray, members, singleton_score: float) -> np.ndarray:
-    """Score of a group for each of its members: mean affinity from the other members.
-
-    A group of one task gets ``singleton_score`` (alone, it receives no transfer).
-    """
-    members = np.asarray(members, dtype=int)
-    if len(members) == 1:
-        return np.array([float(singleton_score)])
-    sub = A[np.ix_(members, members)]  # diagonal is 0, so column sums are sums over the others
-    return sub.sum(axis=0) / (len(members) - 1)
-
-
-def evaluate_groups(A: np.ndarray, groups, singleton_score: float) -> tuple[np.ndarray, np.ndarray]:
-    """Serve every task by its best chosen group: return (group index per task, score per task).
-
-    Ties go to the earlier group. Raises if some task is in no group (TAG needs a cover).
-    """
-    n = len(A)
-    best = np.full(n, -np.inf)
-    serving = np.full(n, -1)
-    for g, members in enumerate(groups):
-        scores = group_scores(A, members, singleton_score)
-        for t, s in zip(members, scores):
-            if serving[t] < 0 or s > best[t]:
-                best[t], serving[t] = s, g
-    if (serving < 0).any():
-        raise GroupingError(f"groups do not cover task index(es) {np.flatnonzero(serving < 0).tolist()}")
-    return serving, best
-
-
 class BaseGrouping:
     """scikit-learn style: settings in ``__init__``, ``fit(affinity)``, results in attributes.
 
     After ``fit``: ``tasks_`` (task order), ``groups_`` (list of tuples of task
     names), ``scores_`` (per group: total TAG score of the tasks it serves, so
-    they add up to ``objective_``), ``serves_`` (per group: tasks it serves),
-    ``assignment_`` (task -> index of its serving group), ``per_task_score_``
-    and ``objective_`` (total over tasks, Fifty et al. 2021).
+    they add up to ``objective_`` with the alone tasks' scores), ``serves_`` (per
+    group: tasks it serves), ``assignment_`` (task -> index of its serving group;
+    None for a task trained alone), ``per_task_score_``, ``objective_`` (total over
+    tasks, Fifty et al. 2021) and ``alone_`` (tasks trained alone, see below).
+
+    ``leave_alone`` (keyword, default False): training alone is an option, worth
+    ``singleton_score`` (0: the single-task model every gain is measured against) and
+    not counted against ``k``, which then bounds the groups of two or more tasks; a task
+    is served by a group only where that group scores it above training alone
+    (:mod:`.alone`). Without it, every task is covered by one of at most ``k`` groups
+    (groups of one included), TAG's original selection.
     """
 
     method = "base"
+    # Whether _fit_groups already optimises with tasks left alone; otherwise fit prunes
+    # harmed members of the groups it returns (:func:`.alone.prune_harmed`).
+    optimises_alone = False
 
-    def __init__(self, *, k: int, singleton_score: float = 0.0):
+    def __init__(self, *, k: int, singleton_score: float = 0.0, leave_alone: bool = False):
         self.k = k
         self.singleton_score = singleton_score
+        self.leave_alone = leave_alone
 
     def _fit_groups(self, A: np.ndarray) -> list[tuple[int, ...]]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -141,20 +119,38 @@ class BaseGrouping:
     def fit(self, affinity: pd.DataFrame) -> "BaseGrouping":
         tasks, A = validate_affinity(affinity)
         check_k(self.k, len(tasks))
-        self._set_results(tasks, A, self._fit_groups(A))
+        if not isinstance(self.leave_alone, (bool, np.bool_)):
+            raise GroupingError(f"leave_alone must be True or False, got {self.leave_alone!r}")
+        groups = self._fit_groups(A)
+        if self.leave_alone and not self.optimises_alone:
+            from .alone import prune_harmed
+
+            groups = prune_harmed(A, groups, self.singleton_score)
+        self._set_results(tasks, A, groups)
+        if self.leave_alone:
+            from .alone import alone_reasons
+
+            self.alone_reasons_ = alone_reasons(self, A)
         return self
 
-    def _set_results(self, tasks: list[str], A: np.ndarray, groups) -> None:
+    def _scores_of(self, A):
+        """The group score the results are reported with: TAG's mean of pairs."""
+        return lambda members: group_scores(A, members, self.singleton_score)
+
+    def _set_results(self, tasks: list[str], A, groups) -> None:
         # Canonical form: members in task order, no duplicate groups, groups ordered by first member.
-        unique = sorted({tuple(sorted(int(t) for t in g)) for g in groups if len(g)})
-        serving, per_task = evaluate_groups(A, unique, self.singleton_score)
+        leave_alone = bool(self.leave_alone)
+        unique = sorted({tuple(sorted(int(t) for t in g)) for g in groups if len(g) > leave_alone})
+        scores_of, n = self._scores_of(A), len(tasks)
+        serving, per_task = serve(scores_of, unique, n, self.singleton_score, leave_alone)
         used = [g for g in range(len(unique)) if (serving == g).any()]  # a group serving nobody is dropped
         unique = [unique[g] for g in used]
-        serving, per_task = evaluate_groups(A, unique, self.singleton_score)
+        serving, per_task = serve(scores_of, unique, n, self.singleton_score, leave_alone)
         self.tasks_ = list(tasks)
         self.groups_ = [tuple(tasks[t] for t in g) for g in unique]
         self.serves_ = [tuple(tasks[t] for t in np.flatnonzero(serving == g)) for g in range(len(unique))]
         self.scores_ = [float(per_task[serving == g].sum()) for g in range(len(unique))]
-        self.assignment_ = {tasks[t]: int(serving[t]) for t in range(len(tasks))}
-        self.per_task_score_ = {tasks[t]: float(per_task[t]) for t in range(len(tasks))}
+        self.assignment_ = {tasks[t]: (int(serving[t]) if serving[t] >= 0 else None) for t in range(n)}
+        self.per_task_score_ = {tasks[t]: float(per_task[t]) for t in range(n)}
         self.objective_ = float(per_task.sum())
+        self.alone_ = [tasks[t] for t in range(n) if serving[t] < 0]

@@ -24,8 +24,8 @@ class HierarchicalGrouping(BaseGrouping):
 
     method = "hierarchical"
 
-    def __init__(self, *, k: int, linkage: str = "average", singleton_score: float = 0.0):
-        super().__init__(k=k, singleton_score=singleton_score)
+    def __init__(self, *, k: int, linkage: str = "average", singleton_score: float = 0.0, leave_alone: bool = False):
+        super().__init__(k=k, singleton_score=singleton_score, leave_alone=leave_alone)
         self.linkage = linkage
 
     def _fit_groups(self, A: np.ndarray):

@@ -39,8 +39,8 @@ class LouvainGrouping(BaseGrouping):
 
     method = "louvain"
 
-    def __init__(self, *, k: int, resolution: float = 1.0, seed: int = 0, singleton_score: float = 0.0):
-        super().__init__(k=k, singleton_score=singleton_score)
+    def __init__(self, *, k: int, resolution: float = 1.0, seed: int = 0, singleton_score: float = 0.0, leave_alone: bool = False):
+        super().__init__(k=k, singleton_score=singleton_score, leave_alone=leave_alone)
         self.resolution = resolution
         self.seed = seed
 

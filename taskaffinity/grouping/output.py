@@ -4,8 +4,13 @@ Schema::
 
     {"method": str, "estimator": str | null, "k": int, "objective": float,
      "groups": [{"tasks": [str, ...], "score": float, "serves": [str, ...]}, ...],
-     "assignment": {task: group_index}, "per_task_score": {task: float},
+     "assignment": {task: group_index | null}, "per_task_score": {task: float},
+     "leave_alone": true | absent, "alone": [{"task", "best_source", "best_score", "why"}, ...] | absent,
      "stability": {...} | absent, "reliability": {...} | absent}
+
+``leave_alone`` (present when the grouping was fitted with it): training alone was a free
+option (``k`` then bounds the groups of two or more tasks, :mod:`.alone`); ``alone`` lists
+the tasks trained alone and why (their ``assignment`` is null).
 
 ``stability`` (see :class:`.stability.GroupingStability`): over bootstrap resamples of
 the run's probes or windows, how often the chosen grouping came back
@@ -40,9 +45,11 @@ def grouping_document(grouping, *, estimator: str | None = None, stability=None,
         "objective": float(grouping.objective_),
         "groups": [{"tasks": list(g), "score": float(s), "serves": list(v)}
                    for g, s, v in zip(grouping.groups_, grouping.scores_, grouping.serves_)],
-        "assignment": {t: int(g) for t, g in grouping.assignment_.items()},
+        "assignment": {t: (None if g is None else int(g)) for t, g in grouping.assignment_.items()},
         "per_task_score": {t: float(s) for t, s in grouping.per_task_score_.items()},
     }
+    if getattr(grouping, "leave_alone", False):
+        document.update(leave_alone=True, alone=list(grouping.alone_reasons_))
     if stability is not None:
         document["stability"] = stability.to_dict()
     if reliability is not None:
@@ -83,7 +90,14 @@ def trust_lines(document: dict) -> list[str]:
         elif needed is None:
             line += "; its halves do not agree at all: more samples are not predicted to help"
         lines.append(line)
+    alone = document.get("alone") or []
+    if alone:
+        lines.append(f"left alone ({len(alone)}): " + "; ".join(f"{a['task']}: {a['why']}" for a in alone))
     stability = document.get("stability")
+    if stability and stability.get("alone_shares") is not None:
+        shares = stability["alone_shares"]
+        lines.append("share of resamples in which each task was left alone: "
+                     + ", ".join(f"{t} {v:.0%}" for t, v in shares.items()))
     if stability:
         shares = ", ".join(f"G{i + 1} {s:.0%}" for i, s in enumerate(stability["group_shares"]))
         lines.append(f"stability over {stability['resamples']} bootstrap resamples of the probes/windows: the chosen "

@@ -1,6 +1,7 @@
 """Target-aware selection: which source tasks (or groups of them) help one target most.
 
-The affinity column of the target, ``A[:, target]``, ranks single sources. A
+The affinity column of the target, ``A[:, target]``, ranks single sources (or a fitted
+group-gain surrogate does: ``rank_sources_by_surrogate``). A
 group of sources is ranked by the mean affinity of its members onto the target,
 which is exactly the TAG score (Fifty et al. 2021) of ``group + target`` for the
 target. With an :class:`~taskaffinity.affinity.store.AffinityStore`, single
@@ -100,6 +101,61 @@ def rank_source_groups(affinity: pd.DataFrame, target: str, *, size: int, top: i
         combos = np.array([np.sort(best)] + swaps, dtype=int)
     scores = values[combos].mean(axis=1)
     pick = np.argsort(-scores, kind="stable")[:top]
+    return pd.DataFrame({"rank": np.arange(1, len(pick) + 1),
+                         "sources": [tuple(sources[i] for i in combos[p]) for p in pick],
+                         "score": scores[pick], "exact": exact})
+
+
+def rank_sources_by_surrogate(surrogate, target: str, *, top: int | None = None) -> pd.DataFrame:
+    """Sources ranked for ``target`` by a fitted group-gain surrogate (:mod:`.surrogate`), best first.
+
+    Columns: ``rank, source, effect`` (mean change of the target's predicted gain when the source
+    joins one of the target's training subsets: Li et al. 2023's relevance score, the linear
+    surrogate's coefficient) and ``pair_gain`` (predicted gain of the target trained with the
+    source alone, an extrapolation when no pairs were measured).
+    """
+    if top is not None and top < 1:
+        raise GroupingError(f"top must be >= 1, got {top}")
+    effects = surrogate.source_effects(target)
+    tasks = surrogate.tasks_
+    members = np.zeros((len(effects), len(tasks)), dtype=bool)
+    t = tasks.index(target)
+    for r, source in enumerate(effects.index):
+        members[r, [t, tasks.index(source)]] = True
+    frame = pd.DataFrame({"source": effects.index, "effect": effects.to_numpy(),
+                          "pair_gain": surrogate.predict_members(members)[:, t]})
+    frame = frame.sort_values(["effect", "source"], ascending=[False, True], kind="stable")
+    frame.insert(0, "rank", np.arange(1, len(frame) + 1))
+    return frame.head(top).reset_index(drop=True) if top else frame.reset_index(drop=True)
+
+
+def rank_source_groups_by_surrogate(surrogate, target: str, *, size: int, top: int = 10,
+                                    max_enumerate: int = MAX_ENUMERATE) -> pd.DataFrame:
+    """Groups of ``size`` sources ranked by the surrogate's predicted gain of ``target`` trained
+    with them. Exact enumeration while ``C(n - 1, size) <= max_enumerate``; beyond, the ``size``
+    sources of largest effect (:func:`rank_sources_by_surrogate`) and their single-swap
+    neighbours (``exact`` False: other groups may predict higher)."""
+    tasks = surrogate.tasks_
+    if target not in tasks:
+        raise GroupingError(f"unknown target task '{target}' (tasks: {', '.join(tasks)})")
+    sources = [s for s in tasks if s != target]
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= len(sources):
+        raise GroupingError(f"group size must be between 1 and {len(sources)} (the other tasks), got {size}")
+    if top < 1:
+        raise GroupingError(f"top must be >= 1, got {top}")
+    exact = math.comb(len(sources), size) <= max_enumerate
+    if exact:
+        combos = np.array(list(itertools.combinations(range(len(sources)), size)), dtype=int)
+    else:
+        order = [sources.index(s) for s in rank_sources_by_surrogate(surrogate, target)["source"]]
+        best, rest = np.array(order[:size]), np.array(order[size:])
+        combos = np.array([np.sort(best)] + [np.sort(np.r_[np.delete(best, i), o]) for i in range(size) for o in rest])
+    members = np.zeros((len(combos), len(tasks)), dtype=bool)
+    index = np.array([tasks.index(s) for s in sources])
+    members[np.arange(len(combos))[:, None], index[combos]] = True
+    members[:, tasks.index(target)] = True
+    scores = surrogate.predict_members(members)[:, tasks.index(target)]
+    pick = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[:top]
     return pd.DataFrame({"rank": np.arange(1, len(pick) + 1),
                          "sources": [tuple(sources[i] for i in combos[p]) for p in pick],
                          "score": scores[pick], "exact": exact})

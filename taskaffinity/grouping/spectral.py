@@ -36,8 +36,8 @@ class SpectralGrouping(BaseGrouping):
 
     method = "spectral"
 
-    def __init__(self, *, k: int, seed: int = 0, singleton_score: float = 0.0):
-        super().__init__(k=k, singleton_score=singleton_score)
+    def __init__(self, *, k: int, seed: int = 0, singleton_score: float = 0.0, leave_alone: bool = False):
+        super().__init__(k=k, singleton_score=singleton_score, leave_alone=leave_alone)
         self.seed = seed
 
     def _fit_groups(self, A: np.ndarray):

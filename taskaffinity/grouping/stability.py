@@ -36,7 +36,9 @@ class GroupingStability:
     groups equal the chosen groups exactly (members as sets, order ignored).
     ``group_shares``: per chosen group, the share of resamples that contain it.
     ``assignment_ari``: mean adjusted Rand index between the chosen and resampled
-    serving assignments (task → group that serves it).
+    serving assignments (task → group that serves it; a task alone is a cluster of its own).
+    ``alone_shares``: with ``leave_alone``, per task the share of resamples in which it
+    was trained alone (None otherwise).
     """
 
     comembership: pd.DataFrame
@@ -44,6 +46,7 @@ class GroupingStability:
     group_shares: list[float]
     assignment_ari: float
     resamples: int
+    alone_shares: dict | None = None
 
     @property
     def stable(self) -> bool:
@@ -51,7 +54,7 @@ class GroupingStability:
 
     def to_dict(self) -> dict:
         return {"resamples": self.resamples, "chosen_share": self.chosen_share, "group_shares": self.group_shares,
-                "assignment_ari": self.assignment_ari, "stable": self.stable,
+                "assignment_ari": self.assignment_ari, "stable": self.stable, "alone_shares": self.alone_shares,
                 "comembership": {t: {u: float(v) for u, v in row.items()}
                                  for t, row in self.comembership.to_dict("index").items()}}
 
@@ -75,7 +78,8 @@ def grouping_stability(make: Callable[[], BaseGrouping], chosen: BaseGrouping,
     chosen_key = _groups_key(chosen.groups_)
     group_keys = [frozenset(g) for g in chosen.groups_]
     group_hits = np.zeros(len(group_keys))
-    reference = [chosen.assignment_[t] for t in tasks]
+    reference = [_label(chosen.assignment_[t], i) for i, t in enumerate(tasks)]
+    alone = np.zeros(len(tasks))
     same, aris, count = 0, [], 0
     for matrix in resamples:
         fitted = make().fit(matrix)
@@ -88,13 +92,20 @@ def grouping_stability(make: Callable[[], BaseGrouping], chosen: BaseGrouping,
         key = _groups_key(fitted.groups_)
         same += key == chosen_key
         group_hits += [g in key for g in group_keys]
-        aris.append(adjusted_rand_score(reference, [fitted.assignment_[t] for t in tasks]))
+        aris.append(adjusted_rand_score(reference, [_label(fitted.assignment_[t], i) for i, t in enumerate(tasks)]))
+        alone += [fitted.assignment_[t] is None for t in tasks]
     if count == 0:
         raise GroupingError("grouping_stability needs at least one resampled matrix")
     comembership = pd.DataFrame(together / count, index=tasks, columns=tasks)
     return GroupingStability(comembership=comembership, chosen_share=same / count,
                              group_shares=(group_hits / count).tolist(), assignment_ari=float(np.mean(aris)),
-                             resamples=count)
+                             resamples=count,
+                             alone_shares=({t: float(a / count) for t, a in zip(tasks, alone)}
+                                           if getattr(chosen, "leave_alone", False) else None))
+
+
+def _label(group, task: int) -> int:
+    return -1 - task if group is None else int(group)  # a task alone is a cluster of its own
 
 
 def choose_groups(matrix: pd.DataFrame, method: str, *, resamples: Iterable[pd.DataFrame] | None = None,

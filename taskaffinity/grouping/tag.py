@@ -33,8 +33,9 @@ class TagGrouping(BaseGrouping):
 
     Parameters (keyword-only): ``k``; ``solver`` ``"exact"`` (optimal, n <= 22),
     ``"heuristic"`` (local search, any n) or ``"auto"`` (exact up to 20 tasks);
-    ``singleton_score``; ``seed``, ``n_starts``, ``n_kicks`` of the heuristic;
-    ``time_limit`` (seconds) of the exact solver.
+    ``singleton_score``; ``leave_alone`` (training alone is a free option and ``k``
+    bounds the groups of two or more tasks; see :mod:`.alone`); ``seed``,
+    ``n_starts``, ``n_kicks`` of the heuristic; ``time_limit`` (seconds) of the exact solver.
 
     After ``fit``, besides the attributes of :class:`BaseGrouping`: ``solver_``
     (the one that ran), ``blocks_`` (the served blocks) and ``stats_`` (exact
@@ -42,10 +43,11 @@ class TagGrouping(BaseGrouping):
     """
 
     method = "tag"
+    optimises_alone = True
 
-    def __init__(self, *, k: int, solver: str = "auto", singleton_score: float = 0.0, seed: int = 0,
-                 n_starts: int = 16, n_kicks: int = 50, time_limit: float | None = None):
-        super().__init__(k=k, singleton_score=singleton_score)
+    def __init__(self, *, k: int, solver: str = "auto", singleton_score: float = 0.0, leave_alone: bool = False,
+                 seed: int = 0, n_starts: int = 16, n_kicks: int = 50, time_limit: float | None = None):
+        super().__init__(k=k, singleton_score=singleton_score, leave_alone=leave_alone)
         self.solver = solver
         self.seed = seed
         self.n_starts = n_starts
@@ -64,12 +66,13 @@ class TagGrouping(BaseGrouping):
         if solver == "exact" and n > MAX_EXACT_N:
             raise GroupingError(f"exact TAG selection supports at most {MAX_EXACT_N} tasks, got {n}; "
                                 "use the heuristic solver")
-        blocks, _ = solve_heuristic(A, self.k, self.singleton_score, n_starts=self.n_starts,
-                                    n_kicks=self.n_kicks, seed=self.seed)
+        leave_alone = bool(self.leave_alone)
+        blocks, alone, _ = solve_heuristic(A, self.k, self.singleton_score, n_starts=self.n_starts,
+                                           n_kicks=self.n_kicks, seed=self.seed, leave_alone=leave_alone)
         self.stats_ = {}
         if solver == "exact":
-            blocks, _ = solve_exact(A, self.k, self.singleton_score, incumbent=blocks,
-                                    time_limit=self.time_limit, stats=self.stats_)
+            blocks, alone, _ = solve_exact(A, self.k, self.singleton_score, incumbent=(blocks, alone),
+                                           time_limit=self.time_limit, stats=self.stats_, leave_alone=leave_alone)
         self.solver_ = solver
         self.blocks_ = blocks
         # Each served block gets its best group: the block plus helper tasks (possibly none).

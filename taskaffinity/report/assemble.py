@@ -199,7 +199,10 @@ def groups_section(run: Path, folder: Path) -> Section:
     section.text.append(f"{document['method']} grouping from {document.get('estimator')}, k = {document['k']}, "
                         f"objective {document['objective']:.4g}.")
     section.text += trust_lines(document)
-    section.figures.append((_save(groups_table(document), folder, "groups"), "chosen groups, served tasks, scores"))
+    if document["groups"]:
+        section.figures.append((_save(groups_table(document), folder, "groups"), "chosen groups, served tasks, scores"))
+    else:
+        section.text.append("No group: every task is better trained alone (leave_alone).")
     stability = document.get("stability")
     if stability:
         comembership = pd.DataFrame(stability["comembership"])

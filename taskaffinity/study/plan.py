@@ -129,11 +129,13 @@ def make_plan(study: Study, groups: dict[str, tuple[str, ...]] | None = None,
     """
     kind = study.settings.kind
     plan = Plan(data=dict(data or {}))
+    # an empty chosen grouping (every task better trained alone) is an answer, not a missing one
+    groups = groups if groups is not None else study.settings.groups
     if kind == "combinations":
-        return plan_combinations(study, groups or study.settings.groups, plan)
+        return plan_combinations(study, groups or {}, plan)
     if kind in ("scaling", "low_resource"):
         return plan_nested(study, plan)
-    return plan_validation(study, groups or study.settings.groups, serves, plan, oracle=oracle)
+    return plan_validation(study, groups, serves, plan, oracle=oracle)
 
 
 def plan_combinations(study: Study, groups: dict[str, tuple[str, ...]], plan: Plan | None = None) -> Plan:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from ..stats import spearman_brown
+from ..stats import spearman_brown, within_target_spearman
 from ..tasks.spec import signed_gain
 from .layout import is_done, read_result
 
@@ -82,27 +82,33 @@ def measured_gains(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
 
 
 def _within_target(frame: pd.DataFrame, x: str, y: str) -> float:
-    """Mean over targets of the Spearman correlation of ``x`` and ``y`` across that target's sources."""
-    values = [spearmanr(g[x], g[y]).statistic for _, g in frame.groupby("target")
-              if len(g) >= 3 and g[x].nunique() > 1 and g[y].nunique() > 1]
-    return float(np.mean(values)) if values else float("nan")
+    """Mean over targets of the Spearman correlation of ``x`` and ``y`` across that target's rows."""
+    mean = within_target_spearman(frame, x, y, n_boot=0)["mean"]
+    return float("nan") if mean is None else mean
 
 
 def gain_reliability(results: pd.DataFrame, split: str = "test") -> dict:
+    """How well measured pair gains agree with themselves across seeds: the noise ceiling of
+    :func:`seed_reliability` over the (source, target) gains of :func:`seed_gains`."""
+    return seed_reliability(seed_gains(results, split), keys=["source", "target"])
+
+
+def seed_reliability(per_seed: pd.DataFrame, keys: list[str]) -> dict:
     """How well measured gains agree with themselves across seeds: the noise ceiling.
 
-    For every pair of seeds, the Spearman correlation of their per-seed gains (pooled over
-    (source, target) pairs, and within target: how each target ranks its sources) is the
-    reliability of a one-seed measurement; its mean, stepped up to the number of seeds by
-    Spearman–Brown, is the reliability of the seed-averaged gains. No predictor can correlate
+    ``per_seed``: one row per measured unit and seed, with the ``keys`` columns (which must
+    include ``target``; e.g. ``source, target`` for pairs, ``group, target`` for groups),
+    ``seed`` and ``gain``. For every pair of seeds, the Spearman correlation of their per-seed
+    gains (pooled over units, and within target: how each target ranks its sources or groups)
+    is the reliability of a one-seed measurement; its mean, stepped up to the number of seeds
+    by Spearman–Brown, is the reliability of the seed-averaged gains. No predictor can correlate
     with those gains better than ``ceiling`` = √reliability (Spearman's attenuation bound; the
     "noise ceiling" of Nili et al. 2014). NaN with fewer than 2 seeds.
     """
-    per_seed = seed_gains(results, split)
     seeds = sorted(per_seed["seed"].unique()) if not per_seed.empty else []
     out = {"seeds": len(seeds), "seed_pair_spearman": float("nan"), "within_target_seed_pair_spearman": float("nan")}
     if len(seeds) >= 2:
-        wide = per_seed.pivot_table(index=["source", "target"], columns="seed", values="gain").dropna()
+        wide = per_seed.pivot_table(index=list(keys), columns="seed", values="gain").dropna()
         pooled, within = [], []
         for a, b in combinations(seeds, 2):
             if wide[a].nunique() > 1 and wide[b].nunique() > 1:
@@ -185,14 +191,9 @@ def affinity_agreement(gains: pd.DataFrame, matrix: pd.DataFrame, *, n_boot: int
         if sample["affinity"].nunique() > 1 and sample["gain"].nunique() > 1:
             boots.append(spearmanr(sample["affinity"], sample["gain"]).statistic)
     out["ci"] = [float(np.quantile(boots, tail)), float(np.quantile(boots, 1 - tail))] if boots else None
-    per_target = {t: spearmanr(g["affinity"], g["gain"]).statistic for t, g in frame.groupby("target")
-                  if len(g) >= 3 and g["affinity"].nunique() > 1 and g["gain"].nunique() > 1}
-    if per_target:
-        values = np.array(list(per_target.values()))
-        out["within_target"] = float(values.mean())
-        picks = rng.integers(0, len(values), size=(n_boot, len(values)))
-        out["within_target_ci"] = [float(np.quantile(values[picks].mean(axis=1), tail)),
-                                   float(np.quantile(values[picks].mean(axis=1), 1 - tail))]
+    within = within_target_spearman(frame, "affinity", "gain", n_boot=n_boot, level=level, rng=rng)
+    if within["mean"] is not None:
+        out["within_target"], out["within_target_ci"] = within["mean"], within["ci"]
         out["within_target_p"] = _permutation_p(frame, out["within_target"], permutations, rng)
     return out
 

@@ -193,7 +193,8 @@ def _choose_groups(study: Study, store, out: Path) -> tuple[dict, dict]:
 
     settings = study.settings.grouping
     document = store_grouping(store, settings.estimator, settings.method, n_boot=settings.bootstrap,
-                              seed=study.config.seed, k=settings.k, solver=settings.solver)
+                              seed=study.config.seed, k=settings.k, solver=settings.solver,
+                              leave_alone=settings.leave_alone)
     write_document(out / "groups.json", document)
     groups = {f"G{i + 1}": tuple(g["tasks"]) for i, g in enumerate(document["groups"])}
     serves = {f"G{i + 1}": tuple(g["serves"]) for i, g in enumerate(document["groups"])}

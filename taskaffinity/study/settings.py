@@ -51,6 +51,8 @@ class GroupingSettings:
     estimator: str = "first_order_sgd"
     solver: str = "auto"
     bootstrap: int = 100  # resamples of the affinity run's probes/windows for the grouping's stability
+    # training alone as a free option: k bounds the groups of two or more tasks (grouping/alone.py)
+    leave_alone: bool = False
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,8 @@ def _grouping(raw: dict, where: str) -> GroupingSettings:
                           f"got {settings.estimator!r}")
     if settings.solver not in SOLVERS:
         raise ConfigError(f"{where}: study.grouping.solver must be one of {', '.join(SOLVERS)}, got {settings.solver!r}")
+    if not isinstance(settings.leave_alone, bool):
+        raise ConfigError(f"{where}: study.grouping.leave_alone must be true or false, got {settings.leave_alone!r}")
     return settings
 
 

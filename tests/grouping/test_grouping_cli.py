@@ -61,6 +61,21 @@ def test_group_table_and_out(store_path, tmp_path, capsys):
     assert document["stability"]["chosen_share"] == 1.0 and document["stability"]["resamples"] == 100
 
 
+def test_group_leave_alone_when_joint_training_hurts(store_path, capsys):
+    # cosine is the negative of the planted lookahead: within-block affinities hurt, across-block ones
+    # barely help; with --leave-alone no group of two or more is kept where every member loses
+    assert run(["group", store_path, "--estimator", "cosine", "--k", 2, "--leave-alone", "--bootstrap", 10]) == 0
+    text = capsys.readouterr().out
+    assert "left alone" in text and "share of resamples in which each task was left alone" in text
+    assert run(["group", store_path, "--estimator", "cosine", "--k", 2, "--leave-alone", "--json",
+                "--bootstrap", 0]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["leave_alone"] is True
+    served = {t for g in document["groups"] for t in g["serves"]}
+    assert all(document["per_task_score"][t] > 0 for t in served)
+    assert {a["task"] for a in document["alone"]} == set(TASKS) - served
+
+
 def test_sources(store_path, capsys):
     assert run(["sources", store_path, "--target", "a1", "--top", 3, "--estimator", "lookahead_sgd",
                 "--json"]) == 0
