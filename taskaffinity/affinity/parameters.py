@@ -13,7 +13,9 @@ import torch
 
 from ..errors import ConfigError
 
-_LAYER = re.compile(r"\.layers?\.(\d+)\.")
+# the numbered blocks of Hugging Face encoders: BERT/RoBERTa/DeBERTa "layer", Llama/Mistral "layers", GPT-2/
+# BLOOM "h", T5 "block", ViT-style "blocks"
+_LAYER = re.compile(r"(?:^|\.)(?:layers?|h|blocks?)\.(\d+)\.")
 
 
 def select_shared(named: list[tuple[str, torch.nn.Parameter]], spec: str) -> list[tuple[str, torch.nn.Parameter]]:
@@ -35,7 +37,9 @@ def select_shared(named: list[tuple[str, torch.nn.Parameter]], spec: str) -> lis
             raise ConfigError(f"affinity.parameters: 'top:N' needs an integer N, got '{spec}'") from None
         layers = {n: int(m.group(1)) for n, _ in named if (m := _LAYER.search(n))}
         if not layers:
-            raise ConfigError("affinity.parameters: 'top:N' found no numbered layers in this encoder")
+            raise ConfigError(f"affinity.parameters: '{spec}' found no numbered layers (.layer.<i>., .layers.<i>., "
+                              ".h.<i>., .block.<i>.) among the shared parameters of this encoder: set "
+                              "affinity.parameters to all, or to regex:PATTERN for the blocks you mean")
         last = max(layers.values())
         chosen = [(n, p) for n, p in named if n in layers and layers[n] > last - count]
     elif spec.startswith("regex:"):

@@ -20,7 +20,9 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.model_selection import KFold
 
+from ..affinity.estimators import report_order
 from ..grouping import GroupingError, member_scores
+from ..grouping.surrogate import make_surrogate
 from ..grouping.subsets import SEPARATOR, tidy_to_subsets
 from ..grouping.gain_accuracy import prediction_accuracy
 from .results import seed_reliability
@@ -110,3 +112,15 @@ def _row(name: str, kind: str, accuracy: dict) -> dict:
     return {"predictor": name, "kind": kind, "within_target": accuracy["within_target_spearman"],
             "ci_low": ci[0], "ci_high": ci[1], "relative_error": accuracy["relative_error"],
             "n_targets": accuracy["n_targets"], "n_groups": accuracy["n_subsets"]}
+
+
+def group_gain_table(groups: pd.DataFrame, pair_gains: pd.DataFrame, store=None, *, seed: int = 0) -> pd.DataFrame:
+    """A validation study's group-gain comparison (``tables/group_gain_predictors.csv``): TAG's mean of
+    pairs from the measured pair gains (``pair_gains``: ``source, target, gain``) and from every
+    estimator of the affinity ``store``, and the linear and kernel surrogates (5-fold over the sampled
+    groups), against the members' measured group gains (``groups``: :func:`.results.group_gains`)."""
+    pairs = {"measured_pairs": pair_gains.pivot_table(index="source", columns="target", values="gain")}
+    if store is not None:
+        pairs.update({name: store.matrix(name) for name in report_order(store.estimators)})
+    surrogates = {"linear_surrogate": make_surrogate("linear"), "kernel_surrogate": make_surrogate("kernel")}
+    return compare_group_predictors(groups, pairs, surrogates=surrogates, seed=seed)

@@ -31,7 +31,8 @@ from .jobs import JobOptions, is_done, job_folder, run_job
 from .plan import Plan, make_plan, wants_oracle
 from .pool import load_pool, prepare_pool
 from .agreement import agreement_table, estimator_differences
-from .results import arm_summary, collect_results, gain_reliability, measured_gains
+from .group_gains import group_gain_table
+from .results import arm_summary, collect_results, gain_reliability, group_gains, measured_gains
 from .settings import Study
 from .status import study_status
 from .tables import label_summary, transfer_means
@@ -219,6 +220,9 @@ def study_tables(study: Study, results: pd.DataFrame, affinity=None) -> dict[str
     if affinity is not None and not tables["gains"].empty:
         tables["agreement"] = agreement_table(affinity, tables["gains"], noise, seed=study.config.seed)
         tables["estimator_differences"] = estimator_differences(affinity, tables["gains"], seed=study.config.seed)
+    groups = group_gains(results)
+    if groups["group"].nunique() >= 2 and not tables["gains"].empty:  # the sampled groups (validation group_samples)
+        tables["group_gain_predictors"] = group_gain_table(groups, tables["gains"], affinity, seed=study.config.seed)
     return tables
 
 

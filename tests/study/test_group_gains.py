@@ -81,3 +81,27 @@ def test_bad_inputs_name_the_argument():
         compare_group_predictors(gains, {"x": P.to_numpy()})
     with pytest.raises(GroupingError, match="folds must be an integer >= 2"):
         compare_group_predictors(gains, P, folds=1)
+
+
+def test_the_study_table_scores_measured_pairs_each_estimator_and_both_surrogates():
+    """``group_gain_table``: what a validation study writes (tables/group_gain_predictors.csv). The
+    measured pair gains (tidy source, target, gain) of an additive world predict it; an affinity
+    estimator equal to those pairs does too, and one of pure noise does not."""
+    from taskaffinity.affinity.store import AffinityStore
+    from taskaffinity.study.group_gains import group_gain_table
+
+    gains, P = group_world()
+    pairs = P.stack().rename_axis(["source", "target"]).rename("gain").reset_index()
+    pairs = pairs[pairs["source"] != pairs["target"]]
+    noise = np.random.default_rng(3).normal(size=P.shape)
+    records = [{"step": step, "estimator": name, "source": s, "target": t, "value": float(values[i, j])}
+               for step in (10, 20) for name, values in (("first_order_sgd", P.to_numpy()), ("stream_cosine", noise))
+               for i, s in enumerate(TASKS) for j, t in enumerate(TASKS)]
+    store = AffinityStore(pd.DataFrame(records), {"tasks": TASKS})
+    table = group_gain_table(gains, pairs, store).set_index("predictor")
+    assert list(table.index) == ["measured_pairs", "first_order_sgd", "stream_cosine", "linear_surrogate",
+                                 "kernel_surrogate"]
+    assert table.loc["measured_pairs", "within_target"] > 0.95
+    assert table.loc["first_order_sgd", "within_target"] == pytest.approx(table.loc["measured_pairs", "within_target"])
+    assert abs(table.loc["stream_cosine", "within_target"]) < 0.3
+    assert table.loc["linear_surrogate", "within_target"] > 0.8
