@@ -40,6 +40,8 @@ from taskaffinity.grouping.output import trust_lines, write_document
 TWIN_OF = "parity"
 ESTIMATORS = ("stream_gram", "stream_cosine", "stream_first_order_sgd", "stream_first_order_optimizer",
               "feature_gram", "feature_cosine")
+# what meter.probe records on the held-out rows (first-order forms of both rules, the library's default probe)
+PROBED = ("first_order_sgd", "first_order_optimizer", "gram", "cosine")
 
 
 def digit_tasks(seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -51,7 +51,7 @@ from torch import nn
 
 from .affinity import folder as owned_folder
 from .affinity.gradient_rows import GradientRows
-from .affinity.lookahead import lookahead
+from .affinity.lookahead import lookahead as probe_estimators
 from .affinity.outputs import affinity_files, summaries_of, trust_report
 from .affinity.probe_inputs import ProbeInputs, refuse_changed_batch
 from .affinity.store import COLUMNS, AffinityStore
@@ -313,34 +313,40 @@ class AffinityMeter(StepGradients):
         self.seconds += time.perf_counter() - started
 
     # -- exact lookahead ------------------------------------------------------------------------
-    def probe(self, losses_fn, *, rules=None, step: int | None = None, fixed_batch: bool = True
-              ) -> dict[str, pd.DataFrame]:
-        """TAG's exact lookahead Z_{i→j} on a probe batch, recorded into the store.
+    def probe(self, losses_fn, *, rules=None, step: int | None = None, fixed_batch: bool = True,
+              lookahead: str = "first_order") -> dict[str, pd.DataFrame]:
+        """First-order TAG lookahead on a probe batch (held-out examples), recorded into the store.
 
         ``losses_fn(model) -> {task: scalar loss}`` evaluates the tasks on a fixed probe
         batch (per-task batches or one shared batch); it is
-        called once for the gradients and once per source and rule with the shared
-        parameters replaced (``functional_call``), in eval mode. ``rules``: of ``sgd``
-        and ``optimizer`` (default: both with an optimizer, else ``sgd``). Records
-        ``lookahead_<rule>``, ``first_order_<rule>``, ``gram`` and ``cosine`` at ``step``
-        (default: the meter's current step) and returns them as source × target frames.
+        called once for the gradients, in eval mode. ``rules``: of ``sgd`` and ``optimizer``
+        (default: both with an optimizer, else ``sgd``). Records ``first_order_<rule>`` =
+        η u_i·g_j / L_j (the default affinity of ``taskaffinity affinity``), ``gram`` and
+        ``cosine`` at ``step``. ``lookahead="exact"`` also records TAG's exact
+        ``lookahead_<rule>`` Z_{i→j} = 1 − L_j(θ_s + Δ_i) / L_j(θ_s): ``losses_fn`` is then called
+        once more per source and rule with the shared parameters replaced (``functional_call``),
+        R·k forward passes that ranked sources no better on the validation studies
+        (docs/affinity.md, "The default probe"). ``step``: default the meter's current step.
+        Returns the recorded estimators as source × target frames.
         A task whose loss or gradient is NaN or infinite (or whose loss is 0) is left out of
         the probe, by name. Raises TaskAffinityError when ``losses_fn`` feeds the model other
         inputs at a later call than at its first (``fixed_batch=False``: that is intended),
-        and for half-precision θ_s (θ_s + Δ_i would round Δ_i away).
+        and for half-precision θ_s with the exact lookahead (θ_s + Δ_i would round Δ_i away).
         """
+        if lookahead not in ("first_order", "exact"):
+            raise TaskAffinityError(f"AffinityMeter.probe: lookahead must be first_order or exact, got '{lookahead}'")
         rules = tuple(rules) if rules is not None else (RULES if self.optimizer is not None else ("sgd",))
         bad = [r for r in rules if r not in RULES]
         if bad:
             raise TaskAffinityError(f"AffinityMeter.probe: unknown rule '{bad[0]}' (use {', '.join(RULES)})")
         if "optimizer" in rules and self.optimizer is None:
             raise TaskAffinityError("AffinityMeter.probe: the optimizer rule needs AffinityMeter(optimizer=...)")
-        check_probe(self.shared, self._frozen, self.optimizer, rules)
+        check_probe(self.shared, self._frozen, self.optimizer, rules, exact=lookahead == "exact")
         if fixed_batch:
             losses_fn = self._probe_inputs.watch(losses_fn, on_change=refuse_changed_batch)
         started = time.perf_counter()
-        probed, arrays = lookahead(self.model, self.shared, losses_fn, self.tasks, rules=rules, lr=self.lr,
-                                   optimizer=self.optimizer, vmap=self.vmap)
+        probed, arrays = probe_estimators(self.model, self.shared, losses_fn, self.tasks, rules=rules, lr=self.lr,
+                                   optimizer=self.optimizer, vmap=self.vmap, exact=lookahead == "exact")
         probed, arrays = finite_probe(probed, arrays, self.probe_skipped)
         if fixed_batch:
             self._probe_inputs.commit()

@@ -101,16 +101,17 @@ def check_optimizer_rule(optimizer, theta, where: str) -> None:
                                 "or leave the optimizer rule out)")
 
 
-def check_probe(theta, frozen, optimizer, rules) -> None:
-    """What a probe refuses before it computes anything: a θ_s that changed, half-precision θ_s
-    (θ_s + Δ_i would round Δ_i away), an optimizer rule the optimizer does not allow."""
+def check_probe(theta, frozen, optimizer, rules, *, exact: bool = True) -> None:
+    """What a probe refuses before it computes anything: a θ_s that changed, half-precision θ_s for
+    the exact lookahead (θ_s + Δ_i would round Δ_i away; the first-order forms are products of
+    float32 gradients), an optimizer rule the optimizer does not allow."""
     check_trainable(theta, frozen, "AffinityMeter.probe")
-    low = next(((n, p.dtype) for n, p in theta if p.dtype in LOW_PRECISION), None)
+    low = next(((n, p.dtype) for n, p in theta if p.dtype in LOW_PRECISION), None) if exact else None
     if low is not None:
         raise TaskAffinityError(f"AffinityMeter.probe: shared parameter '{low[0]}' is {low[1]}: θ_s + Δ_i in it rounds "
                                 "away changes below 2^-8 of a weight (η‖g‖ is far smaller), so the exact lookahead "
-                                "would be rounding noise. Keep float32 weights (autocast for speed), or use the "
-                                "streamed estimators")
+                                "would be rounding noise. Keep float32 weights (autocast for speed), or probe with "
+                                "lookahead='first_order'")
     if "optimizer" in rules:
         check_optimizer_rule(optimizer, theta, "AffinityMeter.probe")
 

@@ -30,7 +30,8 @@ def test_twin_is_top_partner_and_shuffled_is_nobodys(example, seed):
     for task, accuracy in meter.accuracy.items():  # every real task learned, the control cannot be
         assert (accuracy < 0.25) if task == "shuffled" else (accuracy > 0.9), (task, accuracy)
     store = meter.store
-    for estimator in example.ESTIMATORS:
+    assert set(example.ESTIMATORS + example.PROBED) == set(store.estimators)
+    for estimator in example.ESTIMATORS + example.PROBED:
         partners = example.top_partners(store.matrix(estimator))
         assert partners[example.TWIN_OF] == twin, (estimator, partners)
         assert partners[twin] == example.TWIN_OF, (estimator, partners)
@@ -40,7 +41,7 @@ def test_twin_is_top_partner_and_shuffled_is_nobodys(example, seed):
 def test_main_writes_store_heatmaps_and_groups(example, tmp_path):
     assert example.main(["--out", str(tmp_path), "--seed", "0"]) == 0
     store = AffinityStore.load(tmp_path / "affinity.parquet")
-    assert "stream_cosine" in store.estimators and "lookahead_optimizer" in store.estimators
+    assert "stream_cosine" in store.estimators and "first_order_sgd" in store.estimators
     assert (tmp_path / "heatmap_stream_cosine.png").stat().st_size > 10_000
     groups = json.loads((tmp_path / "groups.json").read_text())
     assert any({"parity", "parity_twin"} <= set(g["tasks"]) for g in groups["groups"])

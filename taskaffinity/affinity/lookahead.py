@@ -81,13 +81,15 @@ def task_losses(out, tasks: list[str], where: str = "losses_fn") -> list[str]:
 
 
 def lookahead(model: nn.Module, shared: list[tuple[str, torch.Tensor]], losses_fn, tasks: list[str], *,
-              rules=("sgd",), lr: float | None = None, optimizer=None, vmap: bool = False
+              rules=("sgd",), lr: float | None = None, optimizer=None, vmap: bool = False, exact: bool = True
               ) -> tuple[list[str], dict[str, np.ndarray]]:
     """Exact lookahead and gradient estimators at the current parameters (module docstring).
 
     ``shared``: (name in ``model``, parameter) pairs of θ_s; ``losses_fn(model)`` returns
     {task: scalar loss} on a fixed probe batch; ``vmap``: gradients by one batched
     vector-Jacobian product (losses of one shared graph), else one backward per task.
+    ``exact=False``: the first-order forms only (``first_order_<rule>``, ``gram``, ``cosine``),
+    without the R·k lookahead forward passes (the SGD rule then costs one gradient pass).
     Returns the probed tasks (in ``tasks`` order) and float64 arrays k × k per estimator,
     [source i, target j].
     """
@@ -107,10 +109,12 @@ def lookahead(model: nn.Module, shared: list[tuple[str, torch.Tensor]], losses_f
             fast = fast_rule(rule, params, optimizer)
             after = torch.zeros(len(probed), len(probed), device=flat.device)
             products = torch.zeros_like(after)  # Δ_i · g_j
-            for a in range(len(probed)):
+            for a in range(len(probed) if exact or rule != "sgd" else 0):
                 update, delta = source_update(rule, flat[a], params, lr=lr, optimizer=optimizer, fast=fast)
                 if rule != "sgd":
                     products[a] = delta @ flat.T
+                if not exact:
+                    continue
                 moved = {f"model.{n}": p.detach() + d for n, p, d in zip(names, params, update)}
                 rewind()  # the same random draws (if any) for every source
                 with torch.no_grad():
@@ -119,7 +123,8 @@ def lookahead(model: nn.Module, shared: list[tuple[str, torch.Tensor]], losses_f
             if rule == "sgd":  # Δ_i · g_j = −η G_ij
                 products = -lr * gram
             arrays[f"first_order_{rule}"] = first_order_from_products(-products, losses)
-            arrays[f"lookahead_{rule}"] = lookahead_ratio(after, losses)
+            if exact:
+                arrays[f"lookahead_{rule}"] = lookahead_ratio(after, losses)
     return probed, {k: v.detach().double().cpu().numpy() for k, v in arrays.items()}
 
 

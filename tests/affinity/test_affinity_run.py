@@ -19,7 +19,9 @@ from taskaffinity.config import config_from_dict
 from conftest import TINY_MODEL, tiny_config
 
 TASKS = ["trec6", "bbc_topic", "vader_tweets", {"name": "trec6_twin", "duplicate_of": "trec6"}]
-AFFINITY = {"probe_every": 3, "probe_batch_size": 8, "stream_window": 2, "settle_steps": 0}
+# every estimator (both rules, exact lookahead, every shared parameter), checked against explicit products
+AFFINITY = {"probe_every": 3, "probe_batch_size": 8, "stream_window": 2, "settle_steps": 0,
+            "rules": ("sgd", "optimizer"), "lookahead": "exact", "parameters": "all"}
 
 
 def affinity_config(**training):

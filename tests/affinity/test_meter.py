@@ -186,7 +186,7 @@ def test_save_writes_what_the_affinity_run_writes(data, tmp_path):
         meter.backward(shared_losses(model, x, labels, torch.randint(0, len(x), (32,), generator=gen)))
         optimizer.step()
         if step % 4 == 3:
-            meter.probe(lambda m: shared_losses(m, x, labels, torch.arange(200)))
+            meter.probe(lambda m: shared_losses(m, x, labels, torch.arange(200)), lookahead="exact")
     store = meter.save(tmp_path / "out", n_boot=50)
     names = {p.name for p in (tmp_path / "out").iterdir()}
     for e in store.estimators:

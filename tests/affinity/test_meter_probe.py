@@ -43,7 +43,7 @@ def test_lookahead_equals_explicit_updates_for_both_rules(trained):
     meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.05, optimizer=optimizer, vmap=True)
     losses_fn = probe_losses(x, labels)
     rng = torch.get_rng_state()
-    frames = meter.probe(losses_fn)
+    frames = meter.probe(losses_fn, lookahead="exact")
 
     def explicit_losses(net):
         torch.set_rng_state(rng)
@@ -112,7 +112,7 @@ def test_probe_leaves_parameters_buffers_optimizer_and_rng_bit_identical(trained
                                                    labels[t][k * 50: k * 50 + 40]) for k, t in enumerate(TASKS)}
     meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.05, optimizer=optimizer, vmap=shared_batch)
     try:
-        meter.probe(losses_fn)
+        meter.probe(losses_fn, lookahead="exact")
     finally:
         for hook in hooks:
             hook.remove()
@@ -134,7 +134,7 @@ def test_probe_on_a_subset_of_tasks_and_bad_rules(trained):
     model, optimizer, x, labels = trained
     meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.05)
     frames = meter.probe(lambda m: {t: nn.functional.cross_entropy(m.heads[t](m.trunk(x[:60])), labels[t][:60])
-                                    for t in ["loop", "digit"]}, step=7)
+                                    for t in ["loop", "digit"]}, step=7, lookahead="exact")
     assert list(frames["lookahead_sgd"].index) == ["digit", "loop"]  # the meter's task order
     assert set(meter.store.records["step"]) == {7}
     from taskaffinity.errors import TaskAffinityError
@@ -144,3 +144,27 @@ def test_probe_on_a_subset_of_tasks_and_bad_rules(trained):
         meter.probe(lambda m: {}, rules=["adam"])
     with pytest.raises(TaskAffinityError, match="non-empty dict"):
         meter.probe(lambda m: {})
+
+
+def test_the_default_probe_is_first_order_and_equals_the_exact_probes_first_order_forms(trained):
+    """``lookahead="first_order"`` (the default) records the first-order forms, Gram and cosine with one
+    call of ``losses_fn`` and no lookahead pass; they equal those the exact probe records."""
+    model, optimizer, x, labels = trained
+    calls = []
+
+    def counted(model_):
+        calls.append(1)
+        return probe_losses(x, labels)(model_)
+
+    cheap = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.05, optimizer=optimizer)
+    exact = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.05, optimizer=optimizer)  # a probe restores everything
+    rng = torch.get_rng_state()
+    first = cheap.probe(counted)
+    assert len(calls) == 1 and set(first) == {"gram", "cosine", "first_order_sgd", "first_order_optimizer"}
+    torch.set_rng_state(rng)
+    both = exact.probe(counted, lookahead="exact")
+    assert len(calls) == 1 + 1 + 2 * len(TASKS)  # gradients, then one pass per source and rule
+    for name, frame in first.items():
+        np.testing.assert_allclose(frame.to_numpy(), both[name].to_numpy(), rtol=1e-5, atol=1e-9)
+    with pytest.raises(Exception, match="lookahead must be first_order or exact, got 'taylor'"):
+        cheap.probe(counted, lookahead="taylor")

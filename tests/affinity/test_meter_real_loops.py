@@ -235,13 +235,13 @@ def test_a_probe_batch_that_changes_between_calls_is_refused(data):
     meter = AffinityMeter(net, net.trunk, tasks=TASKS, lr=0.05, window=1)
     batches = iter([rows_of(k, 100) for k in range(1, 100)])
     with pytest.raises(TaskAffinityError, match="losses_fn fed the model other inputs at its call 2"):
-        meter.probe(lambda m: shared_losses(m, x, labels, next(batches)))
+        meter.probe(lambda m: shared_losses(m, x, labels, next(batches)), lookahead="exact")
     assert meter.records == [] and all(isinstance(p, nn.Parameter) for p in net.parameters())
-    meter.probe(lambda m: shared_losses(m, x, labels, next(batches)), fixed_batch=False)  # said to be intended
+    meter.probe(lambda m: shared_losses(m, x, labels, next(batches)), fixed_batch=False, lookahead="exact")  # said to be intended
     fixed = rows_of(0, 200)
-    meter.probe(lambda m: shared_losses(m, x, labels, fixed))
-    meter.probe(lambda m: shared_losses(m, x, labels, fixed))
-    meter.probe(lambda m: shared_losses(m, x, labels, rows_of(1, 200)))  # a new batch per probe: allowed, counted
+    meter.probe(lambda m: shared_losses(m, x, labels, fixed), lookahead="exact")
+    meter.probe(lambda m: shared_losses(m, x, labels, fixed), lookahead="exact")
+    meter.probe(lambda m: shared_losses(m, x, labels, rows_of(1, 200)), lookahead="exact")  # a new batch per probe: allowed, counted
     assert meter.store.metadata["probe_batch_changes"] == 1
 
 
@@ -256,7 +256,7 @@ def test_a_probe_task_with_a_nan_loss_is_left_out_by_name(data, caplog):
         out["loop"] = nn.functional.cross_entropy(m.heads["loop"](z), labels["loop"][:0])  # no example: NaN
         return out
 
-    frames = meter.probe(losses_fn)
+    frames = meter.probe(losses_fn, lookahead="exact")
     assert list(frames["lookahead_sgd"].index) == ["digit", "parity", "ge5"]
     assert np.isfinite(meter.store.records["value"]).all()
     assert meter.store.metadata["probe_skipped"] == {"loop": 1} and "task 'loop'" in caplog.text

@@ -66,7 +66,7 @@ def test_the_optimizer_rule_takes_other_optimizers_real_step(data, name):
     np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-9)
     assert all(torch.equal(v, optimizer.state_dict()["state"][k][s]) for k, st in state["state"].items()
                for s, v in st.items() if torch.is_tensor(v))
-    frames = meter.probe(lambda m: shared_losses(m, x, labels, rows_of(3, 100)), rules=["optimizer"])
+    frames = meter.probe(lambda m: shared_losses(m, x, labels, rows_of(3, 100)), rules=["optimizer"], lookahead="exact")
     assert np.isfinite(frames["lookahead_optimizer"].to_numpy()).all()
 
 
@@ -108,7 +108,9 @@ def test_a_frozen_layer_of_the_trunk_is_left_out_of_the_shared_parameters(data):
         meter.backward(shared_losses(net, x, labels, rows_of(2)))
 
 
-def test_bf16_weights_stream_in_float32_and_the_probe_refuses_clearly(data):
+def test_bf16_weights_stream_in_float32_and_the_exact_probe_refuses_clearly(data):
+    """The first-order probe (products of float32 gradients) works on bf16 weights; the exact lookahead,
+    whose θ_s + Δ_i would round Δ_i away in bf16, is refused with the fix."""
     x, labels = data
     net = Net(seed=4).to(torch.bfloat16)
     xb = x.to(torch.bfloat16)
@@ -117,8 +119,11 @@ def test_bf16_weights_stream_in_float32_and_the_probe_refuses_clearly(data):
     meter.backward(shared_losses(net, xb, labels, rows_of(0)))
     assert np.isfinite(meter.store.records["value"]).all()
     with pytest.raises(TaskAffinityError, match="shared parameter 'trunk.0.weight' is torch.bfloat16: .*rounding "
-                                                "noise. Keep float32 weights"):
-        meter.probe(lambda m: shared_losses(m, xb, labels, rows_of(1, 100)))
+                                                "noise. Keep float32 weights.*lookahead='first_order'"):
+        meter.probe(lambda m: shared_losses(m, xb, labels, rows_of(1, 100)), lookahead="exact")
+    frames = meter.probe(lambda m: shared_losses(m, xb, labels, rows_of(1, 100)))
+    assert set(frames) == {"gram", "cosine", "first_order_sgd", "first_order_optimizer"}
+    assert all(np.isfinite(f.to_numpy()).all() for f in frames.values())
 
 
 class Tokens(nn.Module):
