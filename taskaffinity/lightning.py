@@ -23,6 +23,21 @@ of fitting (a run that recorded nothing logs a warning instead). Each closed win
 through the trainer's own loggers (``trainer.loggers``: TensorBoard, MLflow, W&B, CSV ...) as
 ``affinity/<estimator>/<source>_to_<target>`` at the meter's step, unless ``meter_kwargs`` hold
 another ``log_to``.
+
+Held-out probe (the library's default estimator, ``first_order_sgd`` = η g_i·g_j / L_j from
+per-task gradients of a held-out batch): with ``probe_losses`` (``pl_module -> {task: scalar
+loss}`` on a batch the caller fixes) and ``probe_every``, the callback calls
+:meth:`AffinityMeter.probe <taskaffinity.meter.AffinityMeter.probe>` in ``on_train_batch_end``
+once ``trainer.global_step`` (optimizer steps) reaches each multiple of ``probe_every``: once per
+optimizer step, also with gradient accumulation. The probe leaves parameters, buffers, ``.grad``,
+the optimizer, the RNG and the training mode as they were::
+
+    x_val, y_val = next(iter(val_loader))                   # one fixed held-out batch
+    def probe_losses(module):
+        z = module.backbone(x_val.to(module.device))
+        return {t: F.cross_entropy(module.heads[t](z), y_val[t].to(module.device)) for t in module.tasks}
+
+    AffinityCallback("backbone", probe_losses=probe_losses, probe_every=20)
 """
 
 from __future__ import annotations
@@ -34,7 +49,7 @@ import pytorch_lightning as pl
 
 from .meter import AffinityMeter
 from .errors import TaskAffinityError
-from .fronts import check_meter_kwargs, check_step_tasks
+from .fronts import HeldOutProbe, check_meter_kwargs, check_step_tasks
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +62,23 @@ class AffinityCallback(pl.Callback):
     order of the matrices (default: the order of the first step's ``task_losses``).
     ``optimizer_rule``: record ``stream_first_order_optimizer`` with the module's
     (first) optimizer. ``out``: folder for :meth:`AffinityMeter.save` at the end of fitting.
+    ``probe_losses``: ``pl_module -> {task: scalar loss}`` on a fixed held-out batch;
+    ``probe_every``: optimizer steps between probes (required with ``probe_losses``);
+    ``probe_rules`` (default ``["sgd"]``) and ``probe_lookahead`` (``"first_order"``) go to
+    :meth:`AffinityMeter.probe` as ``rules`` and ``lookahead``. Each probe adds, at the meter's
+    step (micro-batches), one k × k matrix per estimator (``first_order_sgd``, ``gram``,
+    ``cosine``; ``first_order_optimizer`` with ``"optimizer"``; ``lookahead_<rule>`` with
+    ``"exact"``) to ``meter.store``.
     Other keywords go to :class:`AffinityMeter` (``lr``, ``window``, ``vmap``,
     ``start``, ``every``, ``estimators``, ``sketch_dim``, ``seed``); others are refused here.
     """
 
     def __init__(self, shared, *, tasks: list[str] | None = None, optimizer_rule: bool = True,
-                 out: str | Path | None = None, **meter_kwargs):
+                 out: str | Path | None = None, probe_losses=None, probe_every: int | None = None,
+                 probe_rules=None, probe_lookahead: str = "first_order", **meter_kwargs):
         check_meter_kwargs(meter_kwargs, "AffinityCallback", "keyword")
+        self.probe = HeldOutProbe(probe_losses, probe_every, probe_rules, probe_lookahead,
+                                  where="AffinityCallback", optimizer_rule=optimizer_rule)
         self.shared, self.tasks, self.optimizer_rule = shared, tasks, optimizer_rule
         self.out, self.meter_kwargs = out, meter_kwargs
         self.meter: AffinityMeter | None = None
@@ -90,6 +115,13 @@ class AffinityCallback(pl.Callback):
             self.meter = self._make_meter(trainer, pl_module, losses)
         check_step_tasks(losses, self.meter.tasks, self.tasks is not None, "AffinityCallback")
         self.meter.record(losses, present=counts)
+
+    # -- the held-out probe, after the optimizer step ---------------------------------------------
+    def on_train_start(self, trainer, pl_module):
+        self.probe.start(trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.probe.after_step(self.meter, trainer.global_step)
 
     def _make_meter(self, trainer, pl_module, losses) -> AffinityMeter:
         shared = self.shared(pl_module) if callable(self.shared) else getattr(pl_module, self.shared, None)

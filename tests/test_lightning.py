@@ -20,7 +20,7 @@ from taskaffinity.affinity.store import AffinityStore  # noqa: E402
 from taskaffinity.errors import TaskAffinityError  # noqa: E402
 from taskaffinity.lightning import AffinityCallback  # noqa: E402
 
-from affinity.test_meter import TASKS, Net, digits_labels  # noqa: E402
+from affinity.test_meter import TASKS, Net, digits_labels, flat_grad  # noqa: E402
 
 
 class DigitsModule(pl.LightningModule):
@@ -134,3 +134,94 @@ def test_options_the_callback_cannot_take_are_refused_when_it_is_made():
         AffinityCallback("net", windw=2)
     with pytest.raises(TaskAffinityError, match="keyword 'scaler' is not for this front: task_losses are the unscaled"):
         AffinityCallback("net", scaler=object())
+
+
+# -- the held-out probe ---------------------------------------------------------------------------
+PROBE_ROWS = torch.arange(1600, 1797)  # a fixed held-out batch: rows the training batches are not drawn from
+
+
+def probe_losses_of(x, labels):
+    def probe_losses(module):
+        z = module.net.trunk(x[PROBE_ROWS])
+        return {t: nn.functional.cross_entropy(module.net.heads[t](z), labels[t][PROBE_ROWS]) for t in TASKS}
+    return probe_losses
+
+
+def first_order_sgd_by_hand(state, x, labels, lr):
+    """η g_i·g_j / L_j from torch.autograd.grad of the probe losses, the net at ``state``, in eval mode."""
+    net = Net(norm=True)
+    net.load_state_dict(state)
+    net.eval()
+    z = net.trunk(x[PROBE_ROWS])
+    losses = {t: nn.functional.cross_entropy(net.heads[t](z), labels[t][PROBE_ROWS]) for t in TASKS}
+    g = torch.stack([flat_grad(losses[t], list(net.trunk.parameters())) for t in TASKS])
+    loss = torch.tensor([float(losses[t].detach()) for t in TASKS], dtype=torch.float64)
+    return (lr * (g @ g.T) / loss[None, :]).numpy()
+
+
+class Snapshots(pl.Callback):
+    """The net's state right after each optimizer step (the first batch end at each global_step)."""
+
+    def __init__(self):
+        self.states = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.states.setdefault(trainer.global_step, copy.deepcopy(pl_module.net.state_dict()))
+
+
+def training_batches(x, n):
+    gen = torch.Generator().manual_seed(0)
+    return [(x[rows], rows) for rows in (torch.randint(0, 1600, (32,), generator=gen) for _ in range(n))]
+
+
+def fit_steps(module, callbacks, data, steps, accumulate):
+    trainer = pl.Trainer(max_steps=steps, max_epochs=1, accelerator="cpu", devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=callbacks, accumulate_grad_batches=accumulate)
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None, shuffle=False))
+    return trainer
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_held_out_probes_are_the_known_answer_at_every_second_optimizer_step(accumulate):
+    """6 optimizer steps, probe_every=2: first_order_sgd at optimizer steps 2, 4, 6 (meter steps: micro-batches),
+    each η g_i·g_j / L_j by hand on the probe batch with the weights of a run without probes at that step; that
+    run ends with the same weights, bit for bit (batch norm and dropout included)."""
+    x, labels = digits_labels()
+    data = training_batches(x, 6 * accumulate)
+    callback = AffinityCallback(lambda m: m.net.trunk, window=2, probe_losses=probe_losses_of(x, labels),
+                                probe_every=2)
+    probed = DigitsModule(Net(seed=4, norm=True), labels)
+    fit_steps(probed, [callback], data, 6, accumulate)
+    snapshots = Snapshots()
+    plain = DigitsModule(Net(seed=4, norm=True), labels)
+    fit_steps(plain, [AffinityCallback(lambda m: m.net.trunk, window=2), snapshots], data, 6, accumulate)
+
+    for (name, p), q in zip(probed.net.state_dict().items(), plain.net.state_dict().values()):
+        assert torch.equal(p, q), name  # the probes changed nothing
+    records = callback.meter.store.records
+    sgd = records[records["estimator"] == "first_order_sgd"]
+    assert sorted(sgd["step"].unique()) == [2 * accumulate, 4 * accumulate, 6 * accumulate]
+    assert (sgd.groupby("step").size() == len(TASKS) ** 2).all()  # one probe per optimizer step
+    assert set(records["estimator"]) >= {"first_order_sgd", "gram", "cosine"}
+    assert "first_order_optimizer" not in set(records["estimator"])  # probe_rules default: sgd only
+    for optimizer_step in (2, 4, 6):
+        at = sgd[sgd["step"] == optimizer_step * accumulate].pivot(index="source", columns="target", values="value")
+        want = first_order_sgd_by_hand(snapshots.states[optimizer_step], x, labels, lr=1e-2)
+        np.testing.assert_allclose(at.loc[TASKS, TASKS].to_numpy(), want, rtol=1e-4, atol=1e-9)
+
+
+def test_probe_options_are_refused_when_the_callback_is_made():
+    losses = probe_losses_of(*digits_labels())
+    with pytest.raises(TaskAffinityError, match="AffinityCallback: probe_every=2 needs probe_losses"):
+        AffinityCallback("net", probe_every=2)
+    with pytest.raises(TaskAffinityError, match="AffinityCallback: probe_every must be an integer >= 1, got 0"):
+        AffinityCallback("net", probe_losses=losses, probe_every=0)
+    with pytest.raises(TaskAffinityError, match="AffinityCallback: probe_losses needs probe_every"):
+        AffinityCallback("net", probe_losses=losses)
+    with pytest.raises(TaskAffinityError, match="unknown probe_rules entry 'adam'"):
+        AffinityCallback("net", probe_losses=losses, probe_every=2, probe_rules=["adam"])
+    with pytest.raises(TaskAffinityError, match="probe_rules 'optimizer' needs the optimizer"):
+        AffinityCallback("net", probe_losses=losses, probe_every=2, probe_rules=["optimizer"], optimizer_rule=False)
+    with pytest.raises(TaskAffinityError, match="probe_lookahead must be first_order or exact"):
+        AffinityCallback("net", probe_losses=losses, probe_every=2, probe_lookahead="second_order")
