@@ -26,6 +26,22 @@ back by ``train(resume_from_checkpoint=...)``, so an interrupted run loses no wi
 window also goes to the Trainer's ``report_to`` callbacks (TensorBoard, MLflow, W&B ...) at the
 ``global_step`` of the optimizer step that closed it; they prefix names as for every training log
 (``train/affinity/<estimator>/<source>_to_<target>``). A ``log_to`` in ``meter_kwargs`` replaces this.
+
+Held-out probe (the library's default estimator, ``first_order_sgd`` = η g_i·g_j / L_j from
+per-task gradients of a held-out batch): with ``probe_losses`` (``model -> {task: scalar loss}``
+on a batch the caller fixes) and ``probe_every``, a ``TrainerCallback`` calls
+:meth:`AffinityMeter.probe <taskaffinity.meter.AffinityMeter.probe>` in ``on_step_end`` when
+``state.global_step % probe_every == 0``: after the optimizer step, once per step also with
+gradient accumulation. The probe leaves parameters, buffers, ``.grad``, the optimizer, the RNG
+and the training mode as they were; its records go into checkpoints and to ``report_to`` as the
+windows do::
+
+    val = default_data_collator([eval_data[i] for i in range(128)])     # one fixed held-out batch
+    def probe_losses(model):
+        device = next(model.parameters()).device
+        return model(**{k: v.to(device) for k, v in val.items()})["task_losses"]
+
+    AffinityTrainer(..., shared="encoder", probe_losses=probe_losses, probe_every=20)
 """
 
 from __future__ import annotations
@@ -39,7 +55,7 @@ import transformers
 from transformers.trainer_utils import get_last_checkpoint
 
 from .errors import TaskAffinityError
-from .fronts import check_meter_kwargs, check_step_tasks
+from .fronts import HeldOutProbe, check_meter_kwargs, check_step_tasks
 from .meter import AffinityMeter
 
 STATE_FILE = "affinity_meter.json"
@@ -57,17 +73,28 @@ class AffinityTrainer(transformers.Trainer):
     optimizer. ``affinity_out``: folder for :meth:`AffinityMeter.save` after ``train``.
     ``meter_kwargs`` go to :class:`AffinityMeter` (``lr``, ``window``, ``start``, ``every``,
     ``estimators``, ``vmap``, ``sketch_dim``); ``lr`` defaults to ``args.learning_rate``.
+    ``probe_losses``: ``model -> {task: scalar loss}`` on a fixed held-out batch;
+    ``probe_every``: optimizer steps (``global_step``) between probes (required with
+    ``probe_losses``); ``probe_rules`` (default ``["sgd"]``) and ``probe_lookahead``
+    (``"first_order"``) go to :meth:`AffinityMeter.probe` as ``rules`` and ``lookahead``. Each
+    probe adds, at the meter's step (micro-batches), one k × k matrix per estimator
+    (``first_order_sgd``, ``gram``, ``cosine``; ``first_order_optimizer`` with ``"optimizer"``;
+    ``lookahead_<rule>`` with ``"exact"``) to ``meter.store``.
     """
 
     def __init__(self, *args, shared, tasks: list[str] | None = None, optimizer_rule: bool = True,
-                 affinity_out: str | Path | None = None, meter_kwargs: dict | None = None, **kwargs):
+                 affinity_out: str | Path | None = None, meter_kwargs: dict | None = None, probe_losses=None,
+                 probe_every: int | None = None, probe_rules=None, probe_lookahead: str = "first_order", **kwargs):
         check_meter_kwargs(dict(meter_kwargs or {}), "AffinityTrainer", "meter_kwargs key")  # before the Trainer sets up
+        probe = HeldOutProbe(probe_losses, probe_every, probe_rules, probe_lookahead,
+                             where="AffinityTrainer", optimizer_rule=optimizer_rule)
         super().__init__(*args, **kwargs)
         self.shared, self.tasks, self.optimizer_rule = shared, tasks, optimizer_rule
         self.affinity_out, self.meter_kwargs = affinity_out, dict(meter_kwargs or {})
         self.meter: AffinityMeter | None = None
         self._meter_state: dict | None = None
         self.add_callback(_SaveMeterState(self))
+        self.add_callback(_Probe(self, probe))  # before the reporter: a probe's values go out with its step
         self._report = _ReportAffinity(self)
         self.add_callback(self._report)
 
@@ -132,6 +159,19 @@ class _SaveMeterState(transformers.TrainerCallback):
             tmp = folder / (STATE_FILE + ".tmp")
             tmp.write_text(json.dumps(meter.state_dict()))
             os.replace(tmp, folder / STATE_FILE)
+
+
+class _Probe(transformers.TrainerCallback):
+    """The held-out probe after every ``probe_every``-th optimizer step."""
+
+    def __init__(self, trainer: AffinityTrainer, probe: HeldOutProbe):
+        self.trainer, self.probe = trainer, probe
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.probe.start(state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.probe.after_step(self.trainer.meter, state.global_step)
 
 
 class _ReportAffinity(transformers.TrainerCallback):

@@ -25,6 +25,7 @@ from taskaffinity.errors import TaskAffinityError  # noqa: E402
 from taskaffinity.hf_trainer import STATE_FILE, AffinityTrainer  # noqa: E402
 
 from affinity.test_meter import TASKS, Net, digits_labels  # noqa: E402
+from probe_support import first_order_sgd_by_hand, probe_losses_of  # noqa: E402
 
 LR = 1e-2
 
@@ -57,8 +58,8 @@ class Rows(torch.utils.data.Dataset):
         return {"x": self.x[i], "rows": torch.tensor(i)}
 
 
-def arguments(out, steps, save_steps=None):
-    return transformers.TrainingArguments(
+def arguments(out, steps, save_steps=None, **more):
+    return transformers.TrainingArguments(**more,
         output_dir=str(out), max_steps=steps, per_device_train_batch_size=32, learning_rate=LR,
         lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0, optim="adamw_torch",
         use_cpu=True, report_to=[], logging_strategy="no", disable_tqdm=True, seed=0,
@@ -202,3 +203,64 @@ def test_loss_scaling_options_are_refused_for_the_trainer(tmp_path):
     with pytest.raises(TaskAffinityError, match="meter_kwargs key 'accumulation' is not for this front"):
         AffinityTrainer(model=DigitsModel(Net(), labels), args=arguments(tmp_path / "hf", steps=2),
                         train_dataset=Rows(x), shared="net.trunk", meter_kwargs={"accumulation": 4})
+
+
+# -- the held-out probe ---------------------------------------------------------------------------
+class Snapshots(transformers.TrainerCallback):
+    """The net's state right after each optimizer step."""
+
+    def __init__(self):
+        self.states = {}
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.states[state.global_step] = copy.deepcopy(model.net.state_dict())
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_held_out_probes_are_the_known_answer_at_every_second_optimizer_step(tmp_path, accumulate):
+    """6 optimizer steps, probe_every=2: first_order_sgd at global steps 2, 4, 6 (meter steps: micro-batches),
+    each η g_i·g_j / L_j by hand on the probe batch with the weights of a run without probes at that step; that
+    run ends with the same weights, bit for bit (batch norm and dropout included)."""
+    x, labels = digits_labels()
+    probed = DigitsModel(Net(seed=4, norm=True), labels)
+    trainer = AffinityTrainer(model=probed, args=arguments(tmp_path / "a", 6, gradient_accumulation_steps=accumulate),
+                              train_dataset=Rows(x), shared="net.trunk", meter_kwargs={"window": 2},
+                              probe_losses=probe_losses_of(x, labels), probe_every=2)
+    trainer.train()
+    snapshots = Snapshots()
+    plain = DigitsModel(Net(seed=4, norm=True), labels)
+    AffinityTrainer(model=plain, args=arguments(tmp_path / "b", 6, gradient_accumulation_steps=accumulate),
+                    train_dataset=Rows(x), shared="net.trunk", meter_kwargs={"window": 2},
+                    callbacks=[snapshots]).train()
+
+    assert len(probed.seen) == len(plain.seen) == 6 * accumulate
+    for (name, p), q in zip(probed.net.state_dict().items(), plain.net.state_dict().values()):
+        assert torch.equal(p, q), name  # the probes changed nothing
+    records = trainer.meter.store.records
+    sgd = records[records["estimator"] == "first_order_sgd"]
+    assert sorted(sgd["step"].unique()) == [2 * accumulate, 4 * accumulate, 6 * accumulate]
+    assert (sgd.groupby("step").size() == len(TASKS) ** 2).all()  # one probe per optimizer step
+    assert set(records["estimator"]) >= {"first_order_sgd", "gram", "cosine"}
+    assert "first_order_optimizer" not in set(records["estimator"])  # probe_rules default: sgd only
+    for step in (2, 4, 6):
+        at = sgd[sgd["step"] == step * accumulate].pivot(index="source", columns="target", values="value")
+        want = first_order_sgd_by_hand(snapshots.states[step], x, labels, lr=LR)
+        np.testing.assert_allclose(at.loc[TASKS, TASKS].to_numpy(), want, rtol=1e-4, atol=1e-9)
+
+
+def test_probe_options_are_refused_before_the_trainer_is_made(tmp_path):
+    x, labels = digits_labels()
+    losses = probe_losses_of(x, labels)
+
+    def make(**probe):
+        AffinityTrainer(model=DigitsModel(Net(), labels), args=arguments(tmp_path / "hf", steps=2),
+                        train_dataset=Rows(x), shared="net.trunk", **probe)
+
+    with pytest.raises(TaskAffinityError, match="AffinityTrainer: probe_every=2 needs probe_losses"):
+        make(probe_every=2)
+    with pytest.raises(TaskAffinityError, match="AffinityTrainer: probe_every must be an integer >= 1, got 0"):
+        make(probe_losses=losses, probe_every=0)
+    with pytest.raises(TaskAffinityError, match="AffinityTrainer: probe_losses needs probe_every"):
+        make(probe_losses=losses)
+    with pytest.raises(TaskAffinityError, match="AffinityTrainer: probe_rules must be a non-empty list"):
+        make(probe_losses=losses, probe_every=2, probe_rules="sgd")
