@@ -32,10 +32,10 @@ once ``trainer.global_step`` (optimizer steps) reaches each multiple of ``probe_
 optimizer step, also with gradient accumulation. The probe leaves parameters, buffers, ``.grad``,
 the optimizer, the RNG and the training mode as they were::
 
-    x_val, y_val = next(iter(val_loader))                   # one fixed held-out batch
+    val = next(iter(val_loader))                            # one fixed held-out batch
     def probe_losses(module):
-        z = module.backbone(x_val.to(module.device))
-        return {t: F.cross_entropy(module.heads[t](z), y_val[t].to(module.device)) for t in module.tasks}
+        z = module.backbone(val["x"].to(module.device))
+        return {t: F.cross_entropy(module.heads[t](z), val[t].to(module.device)) for t in module.tasks}
 
     AffinityCallback("backbone", probe_losses=probe_losses, probe_every=20)
 """
