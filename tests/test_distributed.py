@@ -35,7 +35,7 @@ CONFIG = {
     # batch 7 over 4 tasks: odd sub-batches split unevenly, and 1-example tasks leave a process without rows
     "training": {"steps": 6, "head_warmup_steps": 2, "batch_size": 7, "eval_every": 4, "checkpoint_every": 100,
                  "device": "cpu", "warmup_ratio": 0.0},
-    "affinity": {"rules": ["sgd", "optimizer"], "probe_every": 2, "probe_batch_size": 8, "stream_window": 2, "settle_steps": 0,
+    "affinity": {"rules": ["sgd", "optimizer"], "lookahead": "exact", "parameters": "all", "probe_every": 2, "probe_batch_size": 8, "stream_window": 2, "settle_steps": 0,
                  "bootstrap": 50},
 }
 

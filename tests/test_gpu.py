@@ -104,7 +104,7 @@ def gpu_config(data: GpuTestData, *, device: str, amp: bool = False, dropout: fl
         "training": {"steps": 6, "head_warmup_steps": 2, "batch_size": 16, "lr": 1e-3, "warmup_ratio": 0.0,
                      "eval_every": 4, "checkpoint_every": 100, "eval_batch_size": 64, "device": device,
                      "amp": amp, **training},
-        "affinity": {"rules": ["sgd", "optimizer"], "probe_every": 2, "probe_batch_size": 16, "stream_window": 2, "settle_steps": 0,
+        "affinity": {"rules": ["sgd", "optimizer"], "lookahead": "exact", "parameters": "all", "probe_every": 2, "probe_batch_size": 16, "stream_window": 2, "settle_steps": 0,
                      "bootstrap": 50, **(affinity or {})},
     }
     return config_from_dict(raw, where=f"<gpu test: {data.mode}>", base_dir=data.base_dir)

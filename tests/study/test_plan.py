@@ -148,7 +148,7 @@ def test_job_ids_ignore_the_affinity_section_and_later_options_at_their_defaults
 
     plan = make_plan(load_study(study_file(tmp_path, {"kind": "validation"}, tasks=POOL[:3])))
     job = next(iter(plan.train_jobs.values()))
-    other = dataclasses.replace(job.config, affinity=AffinityConfig(lookahead="first_order", probe_batch_size=7))
+    other = dataclasses.replace(job.config, affinity=AffinityConfig(lookahead="exact", probe_batch_size=7))
     assert _job_id("train", other, {}, save_encoder=False, measure=True) == job.id
     changed = dataclasses.replace(job.config, training=dataclasses.replace(job.config.training, lr=0.5))
     assert _job_id("train", changed, {}, save_encoder=False, measure=True) != job.id

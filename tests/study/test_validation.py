@@ -131,7 +131,7 @@ def test_validation_study_end_to_end(tmp_path):
     agreement = pd.read_csv(out / "tables" / "agreement.csv")
     assert {"spearman", "within_target", "within_p", "ceiling", "within_ceiling", "estimator_reliability",
             "cost_seconds", "cost_share_of_run"} <= set(agreement.columns)
-    assert set(agreement["estimator"]) >= {"stream_cosine", "lookahead_sgd"}
+    assert set(agreement["estimator"]) >= {"stream_cosine", "first_order_sgd"}
     assert (agreement["cost_seconds"] > 0).all()
     gains = pd.read_csv(out / "tables" / "gains.csv")
     assert len(gains) == 6 and (gains["n_seeds"] == 2).all() and gains["se"].notna().all()

@@ -28,7 +28,7 @@ def run(tmp_path_factory):
         offline_env(patch, root)
         config = dataclasses.replace(
             tiny_config(TASKS, steps=4),
-            affinity=AffinityConfig(rules=("sgd",), probe_every=2, probe_batch_size=8, stream_window=2, bootstrap=50),
+            affinity=AffinityConfig(rules=("sgd",), lookahead="exact", probe_every=2, probe_batch_size=8, stream_window=2, bootstrap=50),
             tracking=TrackingConfig(report_to=BACKENDS, project="affinity-test", run_name="aff"))
         record_affinity(config, root / "out", progress=False)
         yield root
