@@ -208,6 +208,14 @@ def record(args):
 
 # -- analysis ------------------------------------------------------------------------------------
 PARAMETER_SETS = ("all", "no_embeddings", "top3", "top2", "top1")
+# The designs a default is chosen from, fixed before looking at the agreement (choosing the best of
+# hundreds of designs would select noise): today's probe (all shared parameters, 128 held-out
+# examples per task, rotating through the pool), its cheaper forms (gradients of the top encoder
+# layer only; half the probes; half the batch; the same examples in half as many larger batches),
+# and the optimizer rule's first-order held-out form.
+CANDIDATES = ("all/b128/all/rotate/sgd", "all/b128/every2/rotate/sgd", "top1/b128/all/rotate/sgd",
+              "top1/b128/every2/rotate/sgd", "top1/b64/all/rotate/sgd", "top1/b256/every2/rotate/sgd",
+              "top1/b128/all/rotate/optimizer")
 
 
 def load_recording(folder: Path):
@@ -297,13 +305,18 @@ def designs(n_points: int) -> list[dict]:
                  "every4": list(range(0, n_points, 4)), "last_half": list(range(n_points // 2, n_points)),
                  "first_half": list(range(n_points // 2)), "middle": [n_points // 2]}
     out = []
-    for params, batch, (name, probes), rotate, metric in product(PARAMETER_SETS, (1, 2, 4, 8), schedules.items(),
+    for params, batch, (name, probes), rotate, metric in product(PARAMETER_SETS, (1, 2, 4, 8, 16), schedules.items(),
                                                                   (True, False), ("gram", "gram_pre")):
         if not rotate and len(probes) == 1:
             continue
         out.append({"parameters": params, "batch_chunks": batch, "schedule": name, "probes": probes,
                     "rotate": rotate, "metric": metric})
     return out
+
+
+def design_name(design: dict, meta) -> str:
+    return (f"{design['parameters']}/b{design['batch_chunks'] * meta['chunk']}/{design['schedule']}/"
+            f"{'rotate' if design['rotate'] else 'fixed'}/{'sgd' if design['metric'] == 'gram' else 'optimizer'}")
 
 
 def analyse(args):
@@ -313,6 +326,8 @@ def analyse(args):
     tasks, plain = meta["tasks"], plain_cost(meta)
     rows, per_target_means = [], {}
     for k, design in enumerate(designs(len(points))):
+        if args.candidates and design_name(design, meta) not in CANDIDATES:
+            continue
         groups = parameter_groups(meta, design["parameters"])
         rng = np.random.default_rng([args.seed, k])
         draws, reliabilities = [], []
@@ -325,8 +340,7 @@ def analyse(args):
         frame = pd.concat(draws, axis=1)  # targets × draws
         rho = frame.mean(axis=0)
         examples = len(design["probes"]) * design["batch_chunks"] * meta["chunk"]
-        name = (f"{design['parameters']}/b{design['batch_chunks'] * meta['chunk']}/{design['schedule']}/"
-                f"{'rotate' if design['rotate'] else 'fixed'}/{'sgd' if design['metric'] == 'gram' else 'optimizer'}")
+        name = design_name(design, meta)
         per_target_means[name] = frame.mean(axis=1)
         rows.append({"design": name, "parameters": design["parameters"],
                      "batch": design["batch_chunks"] * meta["chunk"], "schedule": design["schedule"],
@@ -355,6 +369,58 @@ def analyse(args):
     print(f"\n{len(table)} designs, {args.draws} draws each; reference {reference}; written {out / 'designs.csv'}")
 
 
+def set_name(folder) -> str:
+    """runs/design_b/candidates -> design_b: the recording an analysis folder belongs to."""
+    path = Path(folder)
+    return path.parent.name if path.name in ("analysis", "candidates") else path.name
+
+
+def choose(args):
+    """Pool the designs' per-target agreement over several recordings (validation sets): the best
+    of the pre-specified CANDIDATES by mean within-target ρ over all targets (among those within the
+    overhead limit and with enough probes for a split-half reliability), then the cheapest candidate
+    whose paired difference from it (bootstrap over targets, resampled within each set) has a CI
+    reaching 0: the better design is chosen only where the data say it is better."""
+    tables, per = [], []
+    for folder in args.analyses:
+        tables.append(pd.read_csv(Path(folder) / "designs.csv").set_index("design"))
+        per.append(pd.read_csv(Path(folder) / "designs_per_target.csv", index_col=0))
+    designs_ = sorted(set.intersection(*(set(t.index) for t in tables)))
+    overhead = pd.concat([t.loc[designs_, "overhead"] for t in tables], axis=1).max(axis=1)
+    probes = tables[0].loc[designs_, "probes"]
+    pool = designs_ if args.all_designs else [d for d in CANDIDATES if d in designs_]
+    eligible = [d for d in pool if overhead[d] <= args.max_overhead and probes[d] >= args.min_probes]
+    rng = np.random.default_rng(args.seed)
+    picks = [rng.integers(0, len(p), size=(args.boot, len(p))) for p in per]
+
+    def mean_rho(design):
+        return float(np.mean(np.concatenate([p[design].to_numpy() for p in per])))
+
+    def boot(design):  # bootstrap means over all targets, each set's targets resampled within the set
+        return np.concatenate([p[design].to_numpy()[k] for p, k in zip(per, picks)], axis=1).mean(axis=1)
+
+    best = max(eligible, key=mean_rho)
+    rows = []
+    for d in eligible:
+        diff = boot(d) - boot(best)
+        rows.append({"design": d, "rho_all_targets": mean_rho(d),
+                     **{f"rho_{set_name(f)}": t.loc[d, "rho"] for f, t in zip(args.analyses, tables)},
+                     **{f"sd_{set_name(f)}": t.loc[d, "rho_sd"] for f, t in zip(args.analyses, tables)},
+                     "reliability_min": min(t.loc[d, "reliability"] for t in tables), "overhead_max": overhead[d],
+                     "vs_best": mean_rho(d) - mean_rho(best), "ci_low": float(np.quantile(diff, 0.025)),
+                     "ci_high": float(np.quantile(diff, 0.975))})
+    table = pd.DataFrame(rows).sort_values("rho_all_targets", ascending=False)
+    tied = table[table["ci_high"] >= 0]  # the CI of (design - best) reaches 0: not worse beyond noise
+    cheapest = tied.sort_values(["overhead_max", "rho_all_targets"], ascending=[True, False]).iloc[0]
+    table.to_csv(Path(args.out) / "choice.csv", index=False)
+    with pd.option_context("display.width", 250, "display.max_rows", 60, "display.float_format", "{:.3f}".format):
+        print(table.head(args.top).to_string(index=False))
+    print(f"\n{len(eligible)} eligible designs (overhead <= {args.max_overhead}, probes >= {args.min_probes}); best "
+          f"{best} (rho {mean_rho(best):.3f}); the cheapest not worse beyond noise: {cheapest['design']} "
+          f"(rho {cheapest['rho_all_targets']:.3f}, overhead {cheapest['overhead_max']:.2f}x); written "
+          f"{Path(args.out) / 'choice.csv'}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -373,8 +439,18 @@ def main(argv=None):
     a.add_argument("--reference", help="design the others are compared with (default: the best)")
     a.add_argument("--top", type=int, default=40, help="rows to print")
     a.add_argument("--out", help="folder for designs.csv (default: the recording's)")
+    a.add_argument("--candidates", action="store_true", help="only the pre-specified CANDIDATES")
+    c = sub.add_parser("choose")
+    c.add_argument("analyses", nargs="+", help="folders holding designs.csv and designs_per_target.csv")
+    c.add_argument("--max-overhead", type=float, default=float("inf"))
+    c.add_argument("--all-designs", action="store_true", help="choose among every design, not the CANDIDATES")
+    c.add_argument("--min-probes", type=int, default=4, help="a split-half reliability needs several probes")
+    c.add_argument("--boot", type=int, default=2000)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--top", type=int, default=30)
+    c.add_argument("--out", default=".")
     args = parser.parse_args(argv)
-    record(args) if args.command == "record" else analyse(args)
+    {"record": record, "analyse": analyse, "choose": choose}[args.command](args)
 
 
 if __name__ == "__main__":
