@@ -87,18 +87,8 @@ def rank_source_groups(affinity: pd.DataFrame, target: str, *, size: int, top: i
     which may miss some groups (``exact`` column is False then).
     """
     sources, values = _target_column(affinity, target)
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= len(sources):
-        raise GroupingError(f"group size must be between 1 and {len(sources)} (the other tasks), got {size}")
-    if top < 1:
-        raise GroupingError(f"top must be >= 1, got {top}")
-    exact = math.comb(len(sources), size) <= max_enumerate
-    if exact:
-        combos = np.array(list(itertools.combinations(range(len(sources)), size)), dtype=int)
-    else:
-        order = np.argsort(-values, kind="stable")
-        best, rest = order[:size], order[size:]
-        swaps = [np.sort(np.r_[np.delete(best, i), o]) for i in range(size) for o in rest]
-        combos = np.array([np.sort(best)] + swaps, dtype=int)
+    combos, exact = _candidate_groups(len(sources), size, top, max_enumerate,
+                                      lambda: np.argsort(-values, kind="stable"))
     scores = values[combos].mean(axis=1)
     pick = np.argsort(-scores, kind="stable")[:top]
     return pd.DataFrame({"rank": np.arange(1, len(pick) + 1),
@@ -139,17 +129,9 @@ def rank_source_groups_by_surrogate(surrogate, target: str, *, size: int, top: i
     if target not in tasks:
         raise GroupingError(f"unknown target task '{target}' (tasks: {', '.join(tasks)})")
     sources = [s for s in tasks if s != target]
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= len(sources):
-        raise GroupingError(f"group size must be between 1 and {len(sources)} (the other tasks), got {size}")
-    if top < 1:
-        raise GroupingError(f"top must be >= 1, got {top}")
-    exact = math.comb(len(sources), size) <= max_enumerate
-    if exact:
-        combos = np.array(list(itertools.combinations(range(len(sources)), size)), dtype=int)
-    else:
-        order = [sources.index(s) for s in rank_sources_by_surrogate(surrogate, target)["source"]]
-        best, rest = np.array(order[:size]), np.array(order[size:])
-        combos = np.array([np.sort(best)] + [np.sort(np.r_[np.delete(best, i), o]) for i in range(size) for o in rest])
+    combos, exact = _candidate_groups(
+        len(sources), size, top, max_enumerate,
+        lambda: np.array([sources.index(s) for s in rank_sources_by_surrogate(surrogate, target)["source"]]))
     members = np.zeros((len(combos), len(tasks)), dtype=bool)
     index = np.array([tasks.index(s) for s in sources])
     members[np.arange(len(combos))[:, None], index[combos]] = True
@@ -159,3 +141,19 @@ def rank_source_groups_by_surrogate(surrogate, target: str, *, size: int, top: i
     return pd.DataFrame({"rank": np.arange(1, len(pick) + 1),
                          "sources": [tuple(sources[i] for i in combos[p]) for p in pick],
                          "score": scores[pick], "exact": exact})
+
+
+def _candidate_groups(n: int, size: int, top: int, max_enumerate: int, order) -> tuple[np.ndarray, bool]:
+    """Index groups of ``size`` of ``n`` sources to score, and whether they are all of them: every
+    combination while ``C(n, size) <= max_enumerate``, else the ``size`` first of ``order()`` (source
+    indices, best first) and their single-swap neighbours. Checks ``size`` and ``top``."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= n:
+        raise GroupingError(f"group size must be between 1 and {n} (the other tasks), got {size}")
+    if top < 1:
+        raise GroupingError(f"top must be >= 1, got {top}")
+    if math.comb(n, size) <= max_enumerate:
+        return np.array(list(itertools.combinations(range(n), size)), dtype=int), True
+    ranked = order()
+    best, rest = ranked[:size], ranked[size:]
+    swaps = [np.sort(np.r_[np.delete(best, i), o]) for i in range(size) for o in rest]
+    return np.array([np.sort(best)] + swaps, dtype=int), False
