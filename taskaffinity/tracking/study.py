@@ -16,6 +16,7 @@ import dataclasses
 import re
 from pathlib import Path
 
+from ..config import _plain
 from ..storage import read_json, write_json
 from .run import TrackingRun, config_params, flat_params, open_run
 
@@ -86,10 +87,3 @@ def job_results(rows) -> dict[str, float]:
     """A job's ``result.parquet`` rows as final numbers: ``<split>/<target>/<metric>``."""
     return {f"{r.split}/{r.target}/{r.metric}": float(r.value) for r in rows.itertuples()}
 
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
