@@ -25,10 +25,11 @@ import pandas as pd
 
 from ..evaluate import evaluate
 from ..joint import train_joint_model
+from ..train import run_fingerprint
 from ..storage import write_parquet, write_safetensors
 from ..tracking.study import job_results, job_run
 from .plan import FinetuneJob, TrainJob
-from .layout import is_done, job_folder
+from .layout import is_done, job_folder, set_aside_stale_run
 from .pool import load_pool, subsample_train
 
 
@@ -87,6 +88,7 @@ def run_job_fresh(item: tuple[TrainJob | FinetuneJob, str], device: str | None =
             init = job_folder(root, job.pretrain) / "encoder.safetensors"
             if not init.is_file():
                 raise FileNotFoundError(f"pre-finetuning job {job.pretrain} has no saved encoder ({init})")
+    set_aside_stale_run(folder / "run", run_fingerprint(config, tasks))
     started = time.perf_counter()
     result = train_joint_model(config, folder / "run", tasks=tasks, init_encoder=init, progress=False,
                                tracking=tracking)

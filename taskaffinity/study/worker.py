@@ -39,7 +39,7 @@ from ..model import MultiTaskModel
 from ..storage import read_json, write_parquet, write_safetensors
 from ..tracking.callback import TrackingCallback
 from ..train import JointTrainer
-from .layout import is_done, job_folder
+from .layout import is_done, job_folder, set_aside_stale_run
 from .plan import FinetuneJob, TrainJob
 from .pool import load_pool, subsample_train
 
@@ -212,6 +212,8 @@ class StudyTrainer(JointTrainer):
                                         self.tokenizer, self.config.model.max_length)
 
     def resume(self) -> None:
+        if self.out_dir is not None and not self._resumed:
+            set_aside_stale_run(self.out_dir, self.fingerprint)
         super().resume()
         # evaluations restored with a checkpoint (perhaps the fresh path's, of validation only, at the
         # last step) are not this job's final one: train() evaluates ``splits`` at the end when none is left

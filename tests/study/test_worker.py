@@ -199,3 +199,40 @@ def test_worker_finishes_a_job_the_fresh_path_checkpointed_at_its_last_step(tmp_
     resumed = results(root, [job])
     assert set(resumed["split"]) == {"validation", "test"}
     pd.testing.assert_frame_equal(resumed, results(fresh_root, [job]), check_exact=True)
+
+
+@pytest.mark.parametrize("path", ["fresh", "worker"])
+def test_a_checkpoint_of_another_run_identity_is_set_aside_and_the_job_starts_over(tmp_path, monkeypatch, path):
+    """A job id hashes only what changes the result; a checkpoint written under another version's
+    defaults carries another run fingerprint. The study job must neither resume it nor fail on it."""
+    import json
+
+    study, fresh_root = make_study(tmp_path / "fresh")
+    _, root = make_study(tmp_path / "stale")
+    job = next(j for j in make_plan(study).finetune_jobs.values() if j.pretrain is None)
+    run_job_fresh((job, str(fresh_root)), "cpu")
+
+    original = StudyTrainer.train_step
+
+    def crash_at_step_4(self, step):
+        if step == 4:
+            raise KeyboardInterrupt
+        return original(self, step)
+
+    monkeypatch.setattr(StudyTrainer, "train_step", crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        JobWorker(checkpoint_seconds=0).run(job, str(root), "cpu")
+    monkeypatch.setattr(StudyTrainer, "train_step", original)
+    run = job_folder(root, job.id) / "run"
+    state = run / "checkpoints" / "step-000003" / "state.json"
+    saved = json.loads(state.read_text())
+    state.write_text(json.dumps({**saved, "fingerprint": "0123456789abcdef"}))  # another version's identity
+
+    if path == "fresh":
+        run_job_fresh((job, str(root)), "cpu")
+    else:
+        JobWorker().run(job, str(root), "cpu")
+    pd.testing.assert_frame_equal(results(root, [job]), results(fresh_root, [job]), check_exact=True)
+    stale = job_folder(root, job.id) / "run.stale"
+    assert json.loads((stale / "checkpoints" / "step-000003" / "state.json").read_text())["fingerprint"] == \
+        "0123456789abcdef"  # kept, not resumed
