@@ -20,7 +20,6 @@ memory. Example:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import resource
 import statistics
@@ -37,10 +36,12 @@ from taskaffinity.affinity.stream import StreamRecorder  # noqa: E402
 from taskaffinity.api import build  # noqa: E402
 from taskaffinity.config import config_from_dict  # noqa: E402
 from taskaffinity.tasks.catalog import CATALOG  # noqa: E402
-from taskaffinity.train import JointTrainer  # noqa: E402
+from taskaffinity.training.loop import JointTrainer  # noqa: E402
 
-TINY = {"init": "random", "overrides": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2,
-                                        "intermediate_size": 128}}
+TINY = {
+    "init": "random",
+    "overrides": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128},
+}
 
 
 def task_list(n: int) -> list:
@@ -54,21 +55,34 @@ def task_list(n: int) -> list:
 
 def measure(n: int, args) -> dict:
     model = TINY if args.tiny else {}
-    config = config_from_dict({
-        "seed": 0, "tasks": task_list(n),
-        "model": {**model, "max_length": args.max_length},
-        "data": {"max_train": 400, "max_eval": 20},
-        "training": {"steps": 10_000, "batch_size": n * args.sub_batch, "sampling": "uniform",
-                     "eval_every": 10**9, "checkpoint_every": 10**9, "warmup_ratio": 0.0},
-    }, where="bench")
+    config = config_from_dict(
+        {
+            "seed": 0,
+            "tasks": task_list(n),
+            "model": {**model, "max_length": args.max_length},
+            "data": {"max_train": 400, "max_eval": 20},
+            "training": {
+                "steps": 10_000,
+                "batch_size": n * args.sub_batch,
+                "sampling": "uniform",
+                "eval_every": 10**9,
+                "checkpoint_every": 10**9,
+                "warmup_ratio": 0.0,
+            },
+        },
+        where="bench",
+    )
     tasks, model, tokenizer = build(config, progress=False)
     trainer = JointTrainer(config, tasks, model, tokenizer, progress=False)
     variants = {
         "plain": [],
         "stream": [StreamRecorder(parameters=args.parameters, optimizer_rule=False, window=args.k)],
         "stream_optimizer": [StreamRecorder(parameters=args.parameters, optimizer_rule=True, window=args.k)],
-        "probe": [LookaheadRecorder(rules=tuple(args.rules), every=args.k, batch_size=args.sub_batch,
-                                    parameters=args.parameters)],
+        "probe": [
+            LookaheadRecorder(
+                rules=tuple(args.rules), every=args.k, batch_size=args.sub_batch, parameters=args.parameters
+            )
+        ],
     }
     step = 0
     times = {name: [] for name in variants}
@@ -85,19 +99,23 @@ def measure(n: int, args) -> dict:
                 step += 1
                 trainer.train_step(step)
             times[name].append(time.perf_counter() - started)
+
     def ratio(name):
         return round(statistics.median(s / p for s, p in zip(times[name], times["plain"])), 3)
 
     rules = len(args.rules)
     return {
-        "n": n, "params": sum(p.numel() for _, p in model.shared_parameters()),
+        "n": n,
+        "params": sum(p.numel() for _, p in model.shared_parameters()),
         "plain_step_s": statistics.median(times["plain"]) / args.k,
         "stream_ratio": ratio("stream"),
         "stream_optimizer_ratio": ratio("stream_optimizer"),
         "probe_ratio": ratio("probe"),
         "probe_bound_cost_model": round(1 + rules * n / (3 * args.k), 3),
         "probe_bound_with_gradient_pass": round(1 + (1 + rules * n / 3) / args.k, 3),
-        "stream_buffer_mb": round((variants["stream_optimizer"][0].rows.nbytes if variants["stream_optimizer"][0].rows else 0) / 2**20, 1),
+        "stream_buffer_mb": round(
+            (variants["stream_optimizer"][0].rows.nbytes if variants["stream_optimizer"][0].rows else 0) / 2**20, 1
+        ),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "cuda_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
     }
@@ -119,12 +137,23 @@ def main() -> None:
     torch.manual_seed(0)
     rows = [measure(n, args) for n in args.tasks]
     if args.json:
-        print(json.dumps({"settings": vars(args), "device": "cuda" if torch.cuda.is_available() else "cpu",
-                          "threads": torch.get_num_threads(), "rows": rows}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "settings": vars(args),
+                    "device": "cuda" if torch.cuda.is_available() else "cpu",
+                    "threads": torch.get_num_threads(),
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
         return
-    print(f"device {'cuda' if torch.cuda.is_available() else 'cpu'}, {torch.get_num_threads()} threads, "
-          f"k={args.k}, sub-batch {args.sub_batch}, max_length {args.max_length}, rules {args.rules}, "
-          f"parameters {args.parameters}, rounds {args.rounds}")
+    print(
+        f"device {'cuda' if torch.cuda.is_available() else 'cpu'}, {torch.get_num_threads()} threads, "
+        f"k={args.k}, sub-batch {args.sub_batch}, max_length {args.max_length}, rules {args.rules}, "
+        f"parameters {args.parameters}, rounds {args.rounds}"
+    )
     header = list(rows[0])
     print("  ".join(f"{h:>14}" for h in header))
     for row in rows:

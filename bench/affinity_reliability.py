@@ -35,12 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from taskaffinity.affinity.fidelity import agreement, off_diagonal  # noqa: E402
 from taskaffinity.affinity.probe import LookaheadRecorder  # noqa: E402
 from taskaffinity.affinity.reliability import estimator_reliability  # noqa: E402
-from taskaffinity.stats import ceiling  # noqa: E402
 from taskaffinity.affinity.run import recorders_for  # noqa: E402
 from taskaffinity.affinity.store import AffinityStore  # noqa: E402
 from taskaffinity.affinity.stream import StreamRecorder  # noqa: E402
 from taskaffinity.config import load_config  # noqa: E402
-from taskaffinity.joint import train_joint_model  # noqa: E402
+from taskaffinity.stats import ceiling  # noqa: E402
+from taskaffinity.training.joint import train_joint_model  # noqa: E402
 
 
 class TrainModeProbe(LookaheadRecorder):
@@ -58,19 +58,36 @@ class TrainModeProbe(LookaheadRecorder):
 def reference_recorders(config, start: int, batch: int, probes: int) -> dict[str, object]:
     total = config.training.head_warmup_steps + config.training.steps
     every = max(1, (total - start + 1) // probes)
-    common = dict(rules=(), every=every, batch_size=batch, start_step=start, parameters=config.affinity.parameters,
-                  seed=config.seed + 1)
+    common = dict(
+        rules=(),
+        every=every,
+        batch_size=batch,
+        start_step=start,
+        parameters=config.affinity.parameters,
+        seed=config.seed + 1,
+    )
     return {
         f"val{batch}/": LookaheadRecorder(split="validation", **common),
         f"train{batch}/": LookaheadRecorder(split="train", **common),
         f"dropout{batch}/": TrainModeProbe(split="train", **common),
-        "noemb/": StreamRecorder(start_step=start, window=config.affinity.stream_window, parameters="no_embeddings",
-                                 optimizer_rule="optimizer" in config.affinity.rules, seed=config.seed),
+        "noemb/": StreamRecorder(
+            start_step=start,
+            window=config.affinity.stream_window,
+            parameters="no_embeddings",
+            optimizer_rule="optimizer" in config.affinity.rules,
+            seed=config.seed,
+        ),
     }
 
 
-PAIRS = [("stream_gram", "{v}gram"), ("stream_cosine", "{v}cosine"), ("noemb/stream_gram", "{v}gram"),
-         ("noemb/stream_cosine", "{v}cosine"), ("gram", "{v}gram"), ("cosine", "{v}cosine")]
+PAIRS = [
+    ("stream_gram", "{v}gram"),
+    ("stream_cosine", "{v}cosine"),
+    ("noemb/stream_gram", "{v}gram"),
+    ("noemb/stream_cosine", "{v}cosine"),
+    ("gram", "{v}gram"),
+    ("cosine", "{v}cosine"),
+]
 
 
 def main() -> None:
@@ -104,28 +121,54 @@ def main() -> None:
         rows[estimator] = estimator_reliability(store, estimator, summary=summary)
     table = pd.DataFrame(rows).T
     print(f"{config.name}: {len(store.tasks)} tasks, recording from step {start}, {seconds:.0f} s")
-    columns = ["samples", "reliability", "within_target_reliability", "significant_share", "target_share",
-               "source_share", "samples_for_0.9"]
+    columns = [
+        "samples",
+        "reliability",
+        "within_target_reliability",
+        "significant_share",
+        "target_share",
+        "source_share",
+        "samples_for_0.9",
+    ]
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table[columns].to_string(float_format=lambda v: f"{v:.3f}"))
     comparisons = []
     for a, b in PAIRS:
         b = b.format(v=f"val{args.batch}/")
-        for reference in (b, b.replace(f"val{args.batch}/", f"train{args.batch}/"),
-                          b.replace(f"val{args.batch}/", f"dropout{args.batch}/")):
+        for reference in (
+            b,
+            b.replace(f"val{args.batch}/", f"train{args.batch}/"),
+            b.replace(f"val{args.batch}/", f"dropout{args.batch}/"),
+        ):
             if a not in rows or reference not in rows or a == reference:
                 continue
             left = off_diagonal(store.matrix(a).stack().rename("value").reset_index())
             right = off_diagonal(store.matrix(reference).stack().rename("value").reset_index())
             both = left.merge(right, on=["source", "target"])
             agree = agreement(both["value_x"].to_numpy(), both["value_y"].to_numpy())
-            comparisons.append({"a": a, "b": reference, "spearman": agree["spearman"],
-                                "ceiling": ceiling(rows[a]["reliability"], rows[reference]["reliability"])})
+            comparisons.append(
+                {
+                    "a": a,
+                    "b": reference,
+                    "spearman": agree["spearman"],
+                    "ceiling": ceiling(rows[a]["reliability"], rows[reference]["reliability"]),
+                }
+            )
     comparisons = pd.DataFrame(comparisons)
     print(comparisons.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    (out / "reliability.json").write_text(json.dumps({"config": args.config, "seconds": seconds, "start_step": start,
-                                                      "estimators": rows, "agreement": comparisons.to_dict("records")},
-                                                     indent=2, default=float))
+    (out / "reliability.json").write_text(
+        json.dumps(
+            {
+                "config": args.config,
+                "seconds": seconds,
+                "start_step": start,
+                "estimators": rows,
+                "agreement": comparisons.to_dict("records"),
+            },
+            indent=2,
+            default=float,
+        )
+    )
 
 
 if __name__ == "__main__":

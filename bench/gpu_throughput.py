@@ -73,18 +73,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from taskaffinity.affinity.probe import LookaheadRecorder  # noqa: E402
 from taskaffinity.affinity.stream import StreamRecorder  # noqa: E402
 from taskaffinity.api import build  # noqa: E402
-from taskaffinity.callbacks import Callback  # noqa: E402
 from taskaffinity.config import config_from_dict  # noqa: E402
 from taskaffinity.tasks.prepare import prepare_tasks  # noqa: E402
 from taskaffinity.tasks.spec import CLASSIFICATION  # noqa: E402
-from taskaffinity.train import JointTrainer  # noqa: E402
+from taskaffinity.training.callbacks import Callback  # noqa: E402
+from taskaffinity.training.loop import JointTrainer  # noqa: E402
 
 MODELS = {
     "minilm": {},
     "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
 }
-VARIANTS = ("hf_trainer", "joint_plain", "joint_plain_per_task", "joint_stream", "joint_stream_per_task",
-            "joint_stream_optimizer", "joint_probe")
+VARIANTS = (
+    "hf_trainer",
+    "joint_plain",
+    "joint_plain_per_task",
+    "joint_stream",
+    "joint_stream_per_task",
+    "joint_stream_optimizer",
+    "joint_probe",
+)
 
 
 # -- timing helpers ----------------------------------------------------------------------------
@@ -138,8 +145,11 @@ def joint_callbacks(variant: str, args, first_timed_step: int) -> list[Callback]
     if variant == "joint_stream_optimizer":
         return [StreamRecorder(optimizer_rule=True, window=args.window)]
     if variant == "joint_probe":  # probes fall on the first timed step and every probe_every steps after
-        return [LookaheadRecorder(rules=("sgd",), every=args.probe_every, batch_size=args.sub_batch,
-                                  start_step=first_timed_step)]
+        return [
+            LookaheadRecorder(
+                rules=("sgd",), every=args.probe_every, batch_size=args.sub_batch, start_step=first_timed_step
+            )
+        ]
     raise ValueError(variant)
 
 
@@ -178,8 +188,14 @@ class JointRunner:
         trainer.optimizer.zero_grad(set_to_none=True)
         del callbacks
         release(device)
-        return {"seconds": seconds, "samples": counter.samples, "tokens": counter.total_tokens(),
-                "padded_tokens": counter.padded, "peak_mb": peak, "resident_mb": resident}
+        return {
+            "seconds": seconds,
+            "samples": counter.samples,
+            "tokens": counter.total_tokens(),
+            "padded_tokens": counter.padded,
+            "peak_mb": peak,
+            "resident_mb": resident,
+        }
 
 
 # -- the Hugging Face peer ---------------------------------------------------------------------
@@ -206,13 +222,18 @@ class HFRunner:
         self.model = AutoModelForSequenceClassification.from_config(config)
         frame = task.train
         encoded = tokenizer(frame["text"].tolist(), truncation=True, max_length=args.max_length)
-        self.dataset = TokenizedExamples([
-            {**{k: v[i] for k, v in encoded.items()}, "labels": int(label)}
-            for i, label in enumerate(frame["label"].tolist())])
+        self.dataset = TokenizedExamples(
+            [
+                {**{k: v[i] for k, v in encoded.items()}, "labels": int(label)}
+                for i, label in enumerate(frame["label"].tolist())
+            ]
+        )
         batch = args.tasks * args.sub_batch
         if len(self.dataset) < batch:
-            raise SystemExit(f"error: hf_trainer task '{task.name}' has {len(self.dataset)} training rows, fewer "
-                             f"than one batch of {batch}: export with a larger --max-train")
+            raise SystemExit(
+                f"error: hf_trainer task '{task.name}' has {len(self.dataset)} training rows, fewer "
+                f"than one batch of {batch}: export with a larger --max-train"
+            )
         self.output_dir = tempfile.mkdtemp(prefix="gpu_throughput_")
 
     def training_arguments(self):
@@ -220,11 +241,24 @@ class HFRunner:
 
         args = self.args
         return TrainingArguments(
-            output_dir=self.output_dir, per_device_train_batch_size=args.tasks * args.sub_batch,
-            max_steps=args.warmup + args.steps, learning_rate=5e-5, weight_decay=0.01, max_grad_norm=1.0,
-            bf16=self.device.type == "cuda" and torch.cuda.is_bf16_supported(), use_cpu=self.device.type == "cpu",
-            eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[], disable_tqdm=True,
-            dataloader_drop_last=True, remove_unused_columns=False, dataloader_num_workers=0, seed=0)
+            output_dir=self.output_dir,
+            per_device_train_batch_size=args.tasks * args.sub_batch,
+            max_steps=args.warmup + args.steps,
+            learning_rate=5e-5,
+            weight_decay=0.01,
+            max_grad_norm=1.0,
+            bf16=self.device.type == "cuda" and torch.cuda.is_bf16_supported(),
+            use_cpu=self.device.type == "cpu",
+            eval_strategy="no",
+            save_strategy="no",
+            logging_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            dataloader_drop_last=True,
+            remove_unused_columns=False,
+            dataloader_num_workers=0,
+            seed=0,
+        )
 
     def run(self) -> dict:
         from transformers import DataCollatorWithPadding, PrinterCallback, ProgressCallback, Trainer, TrainerCallback
@@ -259,8 +293,13 @@ class HFRunner:
                 return super().compute_loss(model, inputs, *rest, **kwargs)
 
         timer = Timer()
-        trainer = CountingTrainer(model=self.model, args=self.training_arguments(), train_dataset=self.dataset,
-                                  data_collator=DataCollatorWithPadding(self.tokenizer), callbacks=[timer])
+        trainer = CountingTrainer(
+            model=self.model,
+            args=self.training_arguments(),
+            train_dataset=self.dataset,
+            data_collator=DataCollatorWithPadding(self.tokenizer),
+            callbacks=[timer],
+        )
         trainer.remove_callback(PrinterCallback)  # no log lines on stdout (--json stays parseable)
         trainer.remove_callback(ProgressCallback)
         resident = memory_mark(device)
@@ -273,10 +312,16 @@ class HFRunner:
         del trainer
         self.model.zero_grad(set_to_none=True)
         release(device)
-        return {"seconds": timer.t1 - timer.t0, "in_step_seconds": timer.in_step,
-                "samples": sum(f[3] for f in timed), "tokens": int(sum(int(f[1]) for f in timed)),
-                "padded_tokens": sum(f[2] for f in timed), "peak_mb": peak, "resident_mb": resident,
-                "optim": str(getattr(optim, "value", optim))}
+        return {
+            "seconds": timer.t1 - timer.t0,
+            "in_step_seconds": timer.in_step,
+            "samples": sum(f[3] for f in timed),
+            "tokens": int(sum(int(f[1]) for f in timed)),
+            "padded_tokens": sum(f[2] for f in timed),
+            "peak_mb": peak,
+            "resident_mb": resident,
+            "optim": str(getattr(optim, "value", optim)),
+        }
 
 
 # -- the benchmark -----------------------------------------------------------------------------
@@ -284,21 +329,39 @@ def load_entries(data: Path, n: int) -> list[dict]:
     manifest = json.loads((data / "tasks.json").read_text(encoding="utf-8"))
     entries = manifest["tasks"]
     if n > len(entries):
-        raise SystemExit(f"error: {data} holds {len(entries)} tasks, --tasks asks for {n}: "
-                         f"re-export with bench/export_bench_data.py --tasks {n}")
+        raise SystemExit(
+            f"error: {data} holds {len(entries)} tasks, --tasks asks for {n}: "
+            f"re-export with bench/export_bench_data.py --tasks {n}"
+        )
     return entries[:n]
 
 
 def study_config(args, entries: list[dict], overrides: dict, device: str):
-    return config_from_dict({
-        "seed": 0, "tasks": entries,
-        "model": {"name": str((args.data / "model").resolve()), "init": "random", "overrides": overrides,
-                  "max_length": args.max_length},
-        "data": {"max_train": None, "max_eval": None, "deduplicate": False},  # rows as exported
-        "training": {"steps": 10**6, "batch_size": args.tasks * args.sub_batch, "sampling": "uniform",
-                     "eval_every": 10**9, "checkpoint_every": 10**9, "warmup_ratio": 0.0, "amp": True,
-                     "device": device},
-    }, where=str(args.data / "tasks.json"), base_dir=args.data)
+    return config_from_dict(
+        {
+            "seed": 0,
+            "tasks": entries,
+            "model": {
+                "name": str((args.data / "model").resolve()),
+                "init": "random",
+                "overrides": overrides,
+                "max_length": args.max_length,
+            },
+            "data": {"max_train": None, "max_eval": None, "deduplicate": False},  # rows as exported
+            "training": {
+                "steps": 10**6,
+                "batch_size": args.tasks * args.sub_batch,
+                "sampling": "uniform",
+                "eval_every": 10**9,
+                "checkpoint_every": 10**9,
+                "warmup_ratio": 0.0,
+                "amp": True,
+                "device": device,
+            },
+        },
+        where=str(args.data / "tasks.json"),
+        base_dir=args.data,
+    )
 
 
 def measure(model_name: str, args, tasks, entries, device: torch.device) -> dict:
@@ -316,39 +379,55 @@ def measure(model_name: str, args, tasks, entries, device: torch.device) -> dict
         for variant in args.variants:
             runs[variant].append(hf.run() if variant == "hf_trainer" else joint.run(variant))
             last = runs[variant][-1]
-            print(f"{model_name} {variant}: {1000 * last['seconds'] / args.steps:.1f} ms/step, "
-                  f"{last['samples'] / last['seconds']:.0f} samples/s", file=sys.stderr, flush=True)
+            print(
+                f"{model_name} {variant}: {1000 * last['seconds'] / args.steps:.1f} ms/step, "
+                f"{last['samples'] / last['seconds']:.0f} samples/s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def per_round(variant, what):
         return [r[what] / r["seconds"] for r in runs[variant]]
 
     rows = []
     for variant in args.variants:
-        row = {"model": model_name, "variant": variant,
-               "samples_per_s": round(statistics.median(per_round(variant, "samples")), 1),
-               "tokens_per_s": int(round(statistics.median(per_round(variant, "tokens")))),
-               "ratio_samples": None, "ratio_tokens": None,
-               "tokens_per_sample": round(sum(r["tokens"] for r in runs[variant])
-                                          / max(sum(r["samples"] for r in runs[variant]), 1), 1),
-               "padding_fraction": round(1 - sum(r["tokens"] for r in runs[variant])
-                                         / max(sum(r["padded_tokens"] for r in runs[variant]), 1), 3),
-               "step_ms": round(1000 * statistics.median(r["seconds"] for r in runs[variant]) / args.steps, 1),
-               "peak_mb": _max_or_none(r["peak_mb"] for r in runs[variant]),
-               "resident_mb": _max_or_none(r["resident_mb"] for r in runs[variant])}
+        row = {
+            "model": model_name,
+            "variant": variant,
+            "samples_per_s": round(statistics.median(per_round(variant, "samples")), 1),
+            "tokens_per_s": int(round(statistics.median(per_round(variant, "tokens")))),
+            "ratio_samples": None,
+            "ratio_tokens": None,
+            "tokens_per_sample": round(
+                sum(r["tokens"] for r in runs[variant]) / max(sum(r["samples"] for r in runs[variant]), 1), 1
+            ),
+            "padding_fraction": round(
+                1 - sum(r["tokens"] for r in runs[variant]) / max(sum(r["padded_tokens"] for r in runs[variant]), 1), 3
+            ),
+            "step_ms": round(1000 * statistics.median(r["seconds"] for r in runs[variant]) / args.steps, 1),
+            "peak_mb": _max_or_none(r["peak_mb"] for r in runs[variant]),
+            "resident_mb": _max_or_none(r["resident_mb"] for r in runs[variant]),
+        }
         if "hf_trainer" in runs:
             for what, key in (("samples", "ratio_samples"), ("tokens", "ratio_tokens")):
-                row[key] = round(statistics.median(
-                    a / b for a, b in zip(per_round(variant, what), per_round("hf_trainer", what))), 3)
+                row[key] = round(
+                    statistics.median(a / b for a, b in zip(per_round(variant, what), per_round("hf_trainer", what))), 3
+                )
         if variant == "hf_trainer":
-            row["hf_in_step_ms"] = round(1000 * statistics.median(r["in_step_seconds"] for r in runs[variant])
-                                         / args.steps, 1)
+            row["hf_in_step_ms"] = round(
+                1000 * statistics.median(r["in_step_seconds"] for r in runs[variant]) / args.steps, 1
+            )
             row["optim"] = runs[variant][0]["optim"]
         rows.append(row)
-    info = {"model": model_name, "encoder_params": sum(p.numel() for _, p in joint.model.shared_parameters()),
-            "hf_task": hf_task.name, "joint_tasks": list(tasks),
-            "attn_implementation": getattr(joint.model.encoder.config, "_attn_implementation", None),
-            "param_dtype": str(next(joint.model.parameters()).dtype).removeprefix("torch."),
-            "autocast": "bf16" if joint.trainer.use_amp else None}
+    info = {
+        "model": model_name,
+        "encoder_params": sum(p.numel() for _, p in joint.model.shared_parameters()),
+        "hf_task": hf_task.name,
+        "joint_tasks": list(tasks),
+        "attn_implementation": getattr(joint.model.encoder.config, "_attn_implementation", None),
+        "param_dtype": str(next(joint.model.parameters()).dtype).removeprefix("torch."),
+        "autocast": "bf16" if joint.trainer.use_amp else None,
+    }
     del joint, hf
     release(device)
     return {"info": info, "rows": rows}
@@ -362,9 +441,14 @@ def _max_or_none(values):
 def environment(device: torch.device) -> dict:
     import transformers
 
-    out = {"device": device.type, "device_name": None, "torch": torch.__version__,
-           "transformers": transformers.__version__, "python": sys.version.split()[0],
-           "threads": torch.get_num_threads()}
+    out = {
+        "device": device.type,
+        "device_name": None,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": sys.version.split()[0],
+        "threads": torch.get_num_threads(),
+    }
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name(device)
         out["bf16_supported"] = torch.cuda.is_bf16_supported()
@@ -389,8 +473,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per variant per round (>= 1)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--window", type=int, default=10, help="StreamRecorder window")
-    parser.add_argument("--probe-every", type=int, default=10,
-                        help="steps per probe (keep --steps a multiple of it: one probe per block of it)")
+    parser.add_argument(
+        "--probe-every",
+        type=int,
+        default=10,
+        help="steps per probe (keep --steps a multiple of it: one probe per block of it)",
+    )
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--hf-task", default=None, help="task for hf_trainer (default: first classification task)")
     parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu")
@@ -412,20 +500,42 @@ def main() -> None:
     env = environment(device)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     if args.json:
-        print(json.dumps({"environment": env, "settings": settings,
-                          "results": [{**r, "headline_stream_tokens_ratio": headline(r["rows"])} for r in results]},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    "environment": env,
+                    "settings": settings,
+                    "results": [{**r, "headline_stream_tokens_ratio": headline(r["rows"])} for r in results],
+                },
+                indent=2,
+            )
+        )
         return
-    print(f"{env['device_name'] or env['device']}  torch {env['torch']}  transformers {env['transformers']}  "
-          f"{env['dtype']}")
-    print(f"{args.tasks} tasks × sub-batch {args.sub_batch} = batch {args.tasks * args.sub_batch}, "
-          f"max_length {args.max_length}, {args.rounds} rounds × ({args.warmup} warm-up + {args.steps} timed steps)")
-    columns = ["variant", "samples_per_s", "tokens_per_s", "ratio_samples", "ratio_tokens", "tokens_per_sample",
-               "padding_fraction", "step_ms", "peak_mb"]
+    print(
+        f"{env['device_name'] or env['device']}  torch {env['torch']}  transformers {env['transformers']}  "
+        f"{env['dtype']}"
+    )
+    print(
+        f"{args.tasks} tasks × sub-batch {args.sub_batch} = batch {args.tasks * args.sub_batch}, "
+        f"max_length {args.max_length}, {args.rounds} rounds × ({args.warmup} warm-up + {args.steps} timed steps)"
+    )
+    columns = [
+        "variant",
+        "samples_per_s",
+        "tokens_per_s",
+        "ratio_samples",
+        "ratio_tokens",
+        "tokens_per_sample",
+        "padding_fraction",
+        "step_ms",
+        "peak_mb",
+    ]
     for result in results:
         info = result["info"]
-        print(f"\n{info['model']}: {info['encoder_params'] / 1e6:.1f}M encoder parameters, "
-              f"attention {info['attn_implementation']}, hf_trainer on '{info['hf_task']}'")
+        print(
+            f"\n{info['model']}: {info['encoder_params'] / 1e6:.1f}M encoder parameters, "
+            f"attention {info['attn_implementation']}, hf_trainer on '{info['hf_task']}'"
+        )
         print("  ".join(f"{c:>22}" if i == 0 else f"{c:>14}" for i, c in enumerate(columns)))
         for row in result["rows"]:
             print("  ".join(f"{str(row[c]):>22}" if i == 0 else f"{str(row[c]):>14}" for i, c in enumerate(columns)))

@@ -36,7 +36,7 @@ def matrix(kind: str, n: int, k: int, seed: int) -> pd.DataFrame:
 
 
 def log10_comb(n: int, k: int) -> float:
-    count = math.comb(2 ** n - 1, k)  # Python ints: exact however large
+    count = math.comb(2**n - 1, k)  # Python ints: exact however large
     return len(str(count)) - 1 + math.log10(int(str(count)[:15]) / 10 ** (min(15, len(str(count))) - 1))
 
 
@@ -54,15 +54,28 @@ def run_case(kind, n, k, seed, time_limit):
         except GroupingError as err:  # time limit or too many columns: reported as not finished
             row["exact_note"] = str(err)
         else:
-            row.update(exact_s=round(time.perf_counter() - start, 3), exact_obj=round(exact.objective_, 4),
-                       milp_columns=exact.stats_.get("milp_columns"),
-                       gap_pct=round(100 * (exact.objective_ - heuristic.objective_) / abs(exact.objective_), 4))
+            row.update(
+                exact_s=round(time.perf_counter() - start, 3),
+                exact_obj=round(exact.objective_, 4),
+                milp_columns=exact.stats_.get("milp_columns"),
+                gap_pct=round(100 * (exact.objective_ - heuristic.objective_) / abs(exact.objective_), 4),
+            )
     return row
 
 
 def table(rows) -> str:
-    cols = ["kind", "n", "k", "log10_bruteforce", "exact_s", "exact_obj", "milp_columns",
-            "heuristic_s", "heuristic_obj", "gap_pct"]
+    cols = [
+        "kind",
+        "n",
+        "k",
+        "log10_bruteforce",
+        "exact_s",
+        "exact_obj",
+        "milp_columns",
+        "heuristic_s",
+        "heuristic_obj",
+        "gap_pct",
+    ]
     frame = pd.DataFrame(rows)[cols].astype(object).where(lambda f: f.notna(), "-")
     return frame.to_string(index=False)
 
@@ -76,8 +89,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    rows = [run_case(kind, n, k, args.seed, args.time_limit)
-            for kind in args.kinds for n in args.sizes for k in args.ks]
+    rows = [
+        run_case(kind, n, k, args.seed, args.time_limit) for kind in args.kinds for n in args.sizes for k in args.ks
+    ]
     print(json.dumps(rows, indent=2) if args.json else table(rows))
     return 0
 

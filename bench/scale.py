@@ -47,12 +47,16 @@ from taskaffinity.affinity.stream import StreamRecorder  # noqa: E402
 from taskaffinity.api import build  # noqa: E402
 from taskaffinity.config import DataConfig, config_from_dict  # noqa: E402
 from taskaffinity.tasks.entries import real_task_entries  # noqa: E402
-from taskaffinity.train import JointTrainer  # noqa: E402
+from taskaffinity.training.loop import JointTrainer  # noqa: E402
 
-TINY = {"init": "random", "overrides": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2,
-                                        "intermediate_size": 128}}
-BASE = {"init": "random", "overrides": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12,
-                                        "intermediate_size": 3072}}
+TINY = {
+    "init": "random",
+    "overrides": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128},
+}
+BASE = {
+    "init": "random",
+    "overrides": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
+}
 MODELS = {"tiny": TINY, "packaged": {}, "base": BASE}
 
 
@@ -65,22 +69,40 @@ def measure(n: int, args) -> dict:
         model = {**MODELS[args.model], "init": "random", "name": str(args.data / manifest["model"])}
     else:
         entries, base, model = real_task_entries(n, DataConfig(**data)), None, MODELS[args.model]
-    config = config_from_dict({
-        "seed": 0, "tasks": entries,
-        "model": {**model, "max_length": args.max_length},
-        "data": data,
-        "training": {"steps": 10_000, "batch_size": args.batch_size, "sampling": "uniform",
-                     "tasks_per_step": args.tasks_per_step or None, "eval_every": 10**9,
-                     "checkpoint_every": 10**9, "warmup_ratio": 0.0},
-    }, where="bench", base_dir=base)
+    config = config_from_dict(
+        {
+            "seed": 0,
+            "tasks": entries,
+            "model": {**model, "max_length": args.max_length},
+            "data": data,
+            "training": {
+                "steps": 10_000,
+                "batch_size": args.batch_size,
+                "sampling": "uniform",
+                "tasks_per_step": args.tasks_per_step or None,
+                "eval_every": 10**9,
+                "checkpoint_every": 10**9,
+                "warmup_ratio": 0.0,
+            },
+        },
+        where="bench",
+        base_dir=base,
+    )
     tasks, model, tokenizer = build(config, progress=False)
     trainer = JointTrainer(config, tasks, model, tokenizer, progress=False)
     variants = {
         "plain": [],
         "stream": [StreamRecorder(optimizer_rule=False, window=args.k)],
         "stream_sketch": [StreamRecorder(optimizer_rule=False, window=args.k, sketch_dim=args.sketch_dim)],
-        "probe_sampled": [LookaheadRecorder(rules=("sgd",), every=args.k, batch_size=args.probe_batch,
-                                            sources=args.probe_sources, targets=args.probe_targets)],
+        "probe_sampled": [
+            LookaheadRecorder(
+                rules=("sgd",),
+                every=args.k,
+                batch_size=args.probe_batch,
+                sources=args.probe_sources,
+                targets=args.probe_targets,
+            )
+        ],
     }
     step = 0
     for _ in range(args.warmup_steps):  # allocator and thread-pool warm-up, not timed
@@ -110,12 +132,16 @@ def measure(n: int, args) -> dict:
     lookahead = s * t * args.probe_batch / (3 * args.batch_size)  # in training steps (≈3 forwards of B each)
     gradients = min(n, s + t) * args.probe_batch / args.batch_size  # the probe's own per-task gradient pass
     return {
-        "n": n, "shared_params": sum(p.numel() for _, p in model.shared_parameters()),
+        "n": n,
+        "shared_params": sum(p.numel() for _, p in model.shared_parameters()),
         "plain_step_s": round(statistics.median(times["plain"]) / args.k, 4),
-        "stream": ratio("stream"), "stream_sketch": ratio("stream_sketch"), "probe_sampled": ratio("probe_sampled"),
+        "stream": ratio("stream"),
+        "stream_sketch": ratio("stream_sketch"),
+        "probe_sampled": ratio("probe_sampled"),
         "probe_bound": round(1 + lookahead / args.k, 3),
         "probe_bound_grads": round(1 + (lookahead + gradients) / args.k, 3),
-        "stream_mb": buffer_mb(variants["stream"][0]), "sketch_mb": buffer_mb(variants["stream_sketch"][0]),
+        "stream_mb": buffer_mb(variants["stream"][0]),
+        "sketch_mb": buffer_mb(variants["stream_sketch"][0]),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "cuda_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
     }
@@ -131,12 +157,23 @@ def ddp_check(args) -> dict:
     import pandas as pd
 
     config = {
-        "seed": 0, "tasks": ["trec6", "sms_spam", "vader_tweets", "bbc_topic", "rt_sentiment", "wn_relation"],
-        "model": {**TINY, "max_length": 32, "head_dropout": 0.0,
-                  "overrides": {**TINY["overrides"], "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}},
+        "seed": 0,
+        "tasks": ["trec6", "sms_spam", "vader_tweets", "bbc_topic", "rt_sentiment", "wn_relation"],
+        "model": {
+            **TINY,
+            "max_length": 32,
+            "head_dropout": 0.0,
+            "overrides": {**TINY["overrides"], "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
+        },
         "data": {"max_train": 300, "max_eval": 50},
-        "training": {"steps": 20, "head_warmup_steps": 5, "batch_size": 24, "eval_every": 1000,
-                     "checkpoint_every": 1000, "device": "cpu"},
+        "training": {
+            "steps": 20,
+            "head_warmup_steps": 5,
+            "batch_size": 24,
+            "eval_every": 1000,
+            "checkpoint_every": 1000,
+            "device": "cpu",
+        },
         "affinity": {"rules": ["sgd", "optimizer"], "probe_every": 5, "probe_batch_size": 16, "stream_window": 5},
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,16 +181,34 @@ def ddp_check(args) -> dict:
         path.write_text(yaml.safe_dump(config))
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
         walls = {}
-        for label, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--standalone",
-                                                      "--nproc_per_node", "2"])):
+        for label, launcher in (
+            ("one", []),
+            ("two", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]),
+        ):
             started = time.perf_counter()
-            subprocess.run([sys.executable, *launcher, "-m", "taskaffinity", "affinity", str(path),
-                            "--out", str(Path(tmp) / label), "--quiet"], env=env, check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    *launcher,
+                    "-m",
+                    "taskaffinity",
+                    "affinity",
+                    str(path),
+                    "--out",
+                    str(Path(tmp) / label),
+                    "--quiet",
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
             walls[label] = round(time.perf_counter() - started, 1)
         a, b = (pd.read_parquet(Path(tmp) / label / "affinity.parquet") for label in ("one", "two"))
     merged = a.merge(b, on=["step", "estimator", "source", "target"], suffixes=("_one", "_two"))
-    relative = {est: float((g.value_one - g.value_two).abs().max() / g.value_one.abs().max())
-                for est, g in merged.groupby("estimator")}
+    relative = {
+        est: float((g.value_one - g.value_two).abs().max() / g.value_one.abs().max())
+        for est, g in merged.groupby("estimator")
+    }
     return {"records": len(a), "matched": len(merged), "wall_s": walls, "max_relative_difference": relative}
 
 
@@ -180,18 +235,24 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     if args.ddp:
         result = ddp_check(args)
-        print(json.dumps(result, indent=2) if args.json else
-              f"DDP check: {result['matched']}/{result['records']} records matched, wall {result['wall_s']}\n" +
-              "\n".join(f"  {k:32s} max relative difference {v:.2e}" for k, v in
-                        result["max_relative_difference"].items()))
+        print(
+            json.dumps(result, indent=2)
+            if args.json
+            else f"DDP check: {result['matched']}/{result['records']} records matched, wall {result['wall_s']}\n"
+            + "\n".join(
+                f"  {k:32s} max relative difference {v:.2e}" for k, v in result["max_relative_difference"].items()
+            )
+        )
         return
     rows = [measure(n, args) for n in args.tasks]
     if args.json:
         print(json.dumps({"settings": vars(args), "device": device, "rows": rows}, indent=2))
         return
-    print(f"{device}; model {args.model}, batch {args.batch_size}, tasks/step {args.tasks_per_step or 'all'}, "
-          f"k={args.k}, max_length {args.max_length}, sketch {args.sketch_dim}, probe {args.probe_sources} sources × "
-          f"{args.probe_targets} targets × {args.probe_batch} examples, rounds {args.rounds}")
+    print(
+        f"{device}; model {args.model}, batch {args.batch_size}, tasks/step {args.tasks_per_step or 'all'}, "
+        f"k={args.k}, max_length {args.max_length}, sketch {args.sketch_dim}, probe {args.probe_sources} sources × "
+        f"{args.probe_targets} targets × {args.probe_batch} examples, rounds {args.rounds}"
+    )
     header = list(rows[0])
     print("  ".join(f"{h:>13}" for h in header))
     for row in rows:

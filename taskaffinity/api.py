@@ -19,7 +19,6 @@ from .affinity.outputs import summaries_of
 from .affinity.run import AffinityResult
 from .affinity.store import AffinityStore
 from .config import RunConfig
-from .joint import TrainResult, build, summarise, train_joint_model
 from .report.affinity_outputs import write_heatmaps
 from .report.assemble import build_report
 from .report.trackers import log_affinity_run, log_study_run
@@ -27,24 +26,28 @@ from .study.runner import StudyResult
 from .study.runner import run_study as _run_study
 from .tasks.table import STAT_COLUMNS, task_table
 from .tracking.run import open_config_run
+from .training.joint import TrainResult, build, summarise, train_joint_model
 
 train_study = train_joint_model  # its earlier name: it trains one joint model, not a study
 
 
-def record_affinity(config: RunConfig, out_dir: str | Path | None = None, *, resume: bool = True,
-                    progress: bool = True, tasks=None) -> AffinityResult:
+def record_affinity(
+    config: RunConfig, out_dir: str | Path | None = None, *, resume: bool = True, progress: bool = True, tasks=None
+) -> AffinityResult:
     """:func:`taskaffinity.affinity.run.record_affinity`, plus ``heatmap_<estimator>.png`` in ``out_dir``;
     with ``tracking.report_to``, a tracker run with every record as it is made and, at the end, the
     heatmaps, reliability and fidelity figures (:mod:`taskaffinity.report.trackers`)."""
     run = open_config_run(config, out_dir, job_type="affinity", sections=("model", "data", "training", "affinity"))
     with _closing(run):
-        result = _affinity_run.record_affinity(config, out_dir, resume=resume, progress=progress, tasks=tasks,
-                                               tracking=run)
+        result = _affinity_run.record_affinity(
+            config, out_dir, resume=resume, progress=progress, tasks=tasks, tracking=run
+        )
         if result.writes:
             write_heatmaps(result.store, result.summaries, result.out_dir, confidence=config.affinity.confidence)
             if run is not None:
-                log_affinity_run(run, result.store, result.summaries, result.fidelity,
-                                 confidence=config.affinity.confidence)
+                log_affinity_run(
+                    run, result.store, result.summaries, result.fidelity, confidence=config.affinity.confidence
+                )
     return result
 
 
@@ -57,8 +60,9 @@ def run_study(study, out: str | Path, *, progress: bool = True) -> StudyResult:
         return summaries_of(store, n_boot=affinity.bootstrap, level=affinity.confidence, seed=study.config.seed)
 
     def log_results(run, result: StudyResult) -> None:  # into the study's tracker run, before it closes
-        log_study_run(run, result.out_dir, result.results, result.tables, summaries=summaries,
-                      confidence=affinity.confidence)
+        log_study_run(
+            run, result.out_dir, result.results, result.tables, summaries=summaries, confidence=affinity.confidence
+        )
 
     tracked = {"log_results": log_results} if study.config.tracking.report_to else {}
     result = _run_study(study, out, progress=progress, **tracked)
@@ -83,5 +87,18 @@ def _closing(run):
     run.close()
 
 
-__all__ = ["AffinityResult", "RunConfig", "STAT_COLUMNS", "StudyResult", "TrainResult", "build", "build_report",
-           "record_affinity", "run_study", "summarise", "task_table", "train_joint_model", "train_study"]
+__all__ = [
+    "AffinityResult",
+    "RunConfig",
+    "STAT_COLUMNS",
+    "StudyResult",
+    "TrainResult",
+    "build",
+    "build_report",
+    "record_affinity",
+    "run_study",
+    "summarise",
+    "task_table",
+    "train_joint_model",
+    "train_study",
+]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 # Correlations and shares below this size are rounding residue of an exact 0 (a mean of rank
 # correlations that cancel leaves 1e-17): reported as 0, so that a prophecy never divides by them.
 ROUNDING = 1e-12
@@ -61,10 +60,9 @@ def verdict(reliability: float) -> str:
     return next(word for bound, word in BANDS if reliability >= bound)
 
 
-
-
-def within_target_spearman(frame, x: str, y: str, *, by: str = "target", n_boot: int = 1000,
-                           level: float = 0.95, rng=None) -> dict:
+def within_target_spearman(
+    frame, x: str, y: str, *, by: str = "target", n_boot: int = 1000, level: float = 0.95, rng=None
+) -> dict:
     """Mean over targets of the Spearman correlation of columns ``x`` and ``y`` across each target's rows.
 
     What source ranking and grouping read: how each target orders its sources or groups (a
@@ -75,8 +73,11 @@ def within_target_spearman(frame, x: str, y: str, *, by: str = "target", n_boot:
     """
     from scipy.stats import spearmanr
 
-    per_target = {t: float(spearmanr(g[x], g[y]).statistic) for t, g in frame.groupby(by, sort=True)
-                  if len(g) >= 3 and g[x].nunique() > 1 and g[y].nunique() > 1}
+    per_target = {
+        t: float(spearmanr(g[x], g[y]).statistic)
+        for t, g in frame.groupby(by, sort=True)
+        if len(g) >= 3 and g[x].nunique() > 1 and g[y].nunique() > 1
+    }
     out = {"mean": None, "ci": None, "n_targets": len(per_target), "per_target": per_target, "level": level}
     if not per_target:
         return out

@@ -26,9 +26,11 @@ def _atomic(path: Path, write) -> None:
 def write_json(path: str | Path, data, *, strict: bool = False) -> None:
     """``strict``: NaN and ±inf become ``null`` (JSON has no such numbers; Python's bare ``NaN`` tokens
     break every other reader)."""
+
     def write(tmp):
-        body = json.dumps(json_safe(data) if strict else data, indent=2, sort_keys=True, default=str,
-                          allow_nan=not strict)
+        body = json.dumps(
+            json_safe(data) if strict else data, indent=2, sort_keys=True, default=str, allow_nan=not strict
+        )
         Path(tmp).write_text(body + "\n")
 
     _atomic(Path(path), write)
@@ -40,8 +42,12 @@ def json_safe(value):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
-    if isinstance(value, float) or type(value).__module__ == "numpy" and hasattr(value, "dtype") \
-            and value.dtype.kind == "f":
+    if (
+        isinstance(value, float)
+        or type(value).__module__ == "numpy"
+        and hasattr(value, "dtype")
+        and value.dtype.kind == "f"
+    ):
         return float(value) if math.isfinite(value) else None
     return value
 

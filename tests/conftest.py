@@ -23,8 +23,14 @@ def tiny_config(tasks: list, **training) -> StudyConfig:
         "tasks": tasks,
         "model": TINY_MODEL,
         "data": {"max_train": 120, "max_eval": 40},
-        "training": {"steps": 6, "batch_size": 16, "eval_every": 3, "checkpoint_every": 3,
-                     "eval_batch_size": 64, **training},
+        "training": {
+            "steps": 6,
+            "batch_size": 16,
+            "eval_every": 3,
+            "checkpoint_every": 3,
+            "eval_batch_size": 64,
+            **training,
+        },
     }
     return config_from_dict(raw, where="<test>")
 

@@ -1,9 +1,8 @@
 """The fronts' held-out probe tests: a fixed probe batch of the digits data and its known answer."""
 
 import torch
-from torch import nn
-
 from affinity.test_meter import TASKS, Net, flat_grad
+from torch import nn
 
 PROBE_ROWS = torch.arange(1600, 1797)  # a fixed held-out batch: rows the training batches are not drawn from
 
@@ -12,6 +11,7 @@ def probe_losses_of(x, labels):
     def probe_losses(module):
         z = module.net.trunk(x[PROBE_ROWS])
         return {t: nn.functional.cross_entropy(module.net.heads[t](z), labels[t][PROBE_ROWS]) for t in TASKS}
+
     return probe_losses
 
 

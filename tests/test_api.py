@@ -14,8 +14,13 @@ TASKS = ["trec6", "sms_spam", "vader_tweets"]
 
 def test_run_study_adds_heatmaps_of_its_affinity_run(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
-    rows = [{"step": step, "estimator": estimator, "source": s, "target": t, "value": rng.normal()}
-            for step in (10, 20, 30) for estimator in ("stream_cosine", "lookahead_sgd") for s in TASKS for t in TASKS]
+    rows = [
+        {"step": step, "estimator": estimator, "source": s, "target": t, "value": rng.normal()}
+        for step in (10, 20, 30)
+        for estimator in ("stream_cosine", "lookahead_sgd")
+        for s in TASKS
+        for t in TASKS
+    ]
     store = AffinityStore(pd.DataFrame(rows), {"tasks": TASKS})
     store.save(tmp_path / "affinity" / "affinity.parquet")
     monkeypatch.setattr(api, "_run_study", lambda study, out, progress=True: "the runner's result")

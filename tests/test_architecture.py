@@ -1,6 +1,12 @@
 """The import graph is the pipeline: data flows one way and no module imports one above it.
 
-    tasks -> model -> trainer -> recorders -> store -> grouping -> studies -> reports, API and CLI on top
+    tasks -> model -> training -> affinity (recorders, store) -> grouping -> study -> report,
+    with the any-loop fronts (loops), the API and the CLI on top
+
+The package's folders are these stages (``STAGES``); a module may import its own stage and the
+stages before it, never a later one. ``errors``, ``storage`` and ``stats`` are the foundations
+(they import nothing of the package); ``config`` reads task specs and tracking settings;
+``tracking`` serves every stage and reaches no further than the training loop's callback contract.
 
 Source selection by training (``selection``: AutoSeM's bandit) sits beside the recorders, above the
 trainer: it trains, so grouping (maths on matrices) must not import it, and it must not import studies.
@@ -96,7 +102,7 @@ def _in(module: str, area: str) -> bool:
 # (importer area, imported area or external name, why the arrow would point the wrong way)
 FORBIDDEN = [
     ("tasks", "config", "task specs sit below the run config"),
-    ("tasks", "train", "tasks know nothing of training"),
+    ("tasks", "training", "tasks know nothing of training"),
     ("tasks", "api", "the API sits on top"),
     ("tasks", "torch", "tasks are data: reading a catalog must not need torch"),
     ("tasks", "transformers", "tasks are data: reading a catalog must not need transformers"),
@@ -115,18 +121,73 @@ FORBIDDEN = [
     ("report", "study.worker", "reports read study outputs, they do not run jobs"),
 ]
 EXTERNAL = {"torch", "transformers"}
+
+# the pipeline's stages in order (an area's rank); areas of one rank must not import each other
+STAGES = [
+    ("errors", "storage", "stats"),
+    ("tasks",),
+    ("config",),
+    ("model",),
+    ("training",),
+    ("affinity", "grouping", "selection"),
+    ("study",),
+    ("report",),
+    ("loops", "api"),
+    ("cli",),
+    ("__main__",),
+]
+RANK = {area: rank for rank, areas in enumerate(STAGES) for area in areas}
+CROSS_CUTTING = {"tracking", "_aliases"}  # tracking: logs of every stage (checked by TRACKING_MAY_IMPORT)
+TRACKING_MAY_IMPORT = {"errors", "storage", "stats", "config", "tracking", "training.callbacks"}
+
+
+def area_of(module: str) -> str:
+    """``taskaffinity.training.loop`` -> ``training``; the package itself -> ``taskaffinity``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def stage_problems(graph: nx.DiGraph) -> list[str]:
+    """Arrows from a stage to a later one, or between two areas of one stage; tracking beyond its reach."""
+    problems = []
+    for source, target, data in internal(graph).edges(data=True):
+        a, b = area_of(source), area_of(target)
+        if a == b or PACKAGE in (a, b):
+            continue
+        if a in CROSS_CUTTING:
+            if a == "tracking" and not any(_in(target, ok) for ok in TRACKING_MAY_IMPORT):
+                problems.append(
+                    f"{source} (line {data['line']}) imports {target}: tracking serves the stages, "
+                    "it does not import them"
+                )
+            continue
+        if b in CROSS_CUTTING:
+            continue
+        if a not in RANK or b not in RANK:
+            problems.append(f"{source} or {target}: an area with no stage; add it to STAGES")
+        elif RANK[b] >= RANK[a]:
+            relation = "comes after" if RANK[b] > RANK[a] else "is a sibling of"
+            problems.append(f"{source} (line {data['line']}) imports {target}: {b} {relation} {a}")
+    return problems
+
+
 TOP = {f"{PACKAGE}.api", f"{PACKAGE}.cli", f"{PACKAGE}.__main__"}
 
 
 def forbidden_edges(graph: nx.DiGraph) -> list[str]:
     problems = []
     for source, target, data in graph.edges(data=True):
-        found = [why for area, banned, why in FORBIDDEN
-                 if _in(source, area) and (target == banned if banned in EXTERNAL else _in(target, banned))]
+        found = [
+            why
+            for area, banned, why in FORBIDDEN
+            if _in(source, area) and (target == banned if banned in EXTERNAL else _in(target, banned))
+        ]
         problems += [f"{source} (line {data['line']}) imports {target}: {why}" for why in found]
         if not found and target == f"{PACKAGE}.api" and source not in TOP and not _in(source, "cli"):
-            problems.append(f"{source} (line {data['line']}) imports {target}: the API sits on top, "
-                            "library code calls the module that does the work")
+            problems.append(
+                f"{source} (line {data['line']}) imports {target}: the API sits on top, "
+                "library code calls the module that does the work"
+            )
     return problems
 
 
@@ -143,8 +204,12 @@ def test_the_walker_sees_function_level_and_relative_imports(tmp_path):
     (package / "sub" / "leaf.py").write_text("import torch\n\ndef f():\n    from .. import top\n    return top\n")
     (package / "top.py").write_text("from .sub import leaf\nfrom taskaffinity.sub.leaf import f\n")
     found = import_graph(package)
-    assert set(found.edges) == {(f"{PACKAGE}.sub", f"{PACKAGE}.sub.leaf"), (f"{PACKAGE}.sub.leaf", "torch"),
-                                (f"{PACKAGE}.sub.leaf", f"{PACKAGE}.top"), (f"{PACKAGE}.top", f"{PACKAGE}.sub.leaf")}
+    assert set(found.edges) == {
+        (f"{PACKAGE}.sub", f"{PACKAGE}.sub.leaf"),
+        (f"{PACKAGE}.sub.leaf", "torch"),
+        (f"{PACKAGE}.sub.leaf", f"{PACKAGE}.top"),
+        (f"{PACKAGE}.top", f"{PACKAGE}.sub.leaf"),
+    }
     assert found.edges[f"{PACKAGE}.sub.leaf", f"{PACKAGE}.top"]["line"] == 4
     assert sorted(map(sorted, nx.simple_cycles(internal(found)))) == [[f"{PACKAGE}.sub.leaf", f"{PACKAGE}.top"]]
     found.add_edge(f"{PACKAGE}.tasks.x", "torch", line=7)
@@ -152,12 +217,55 @@ def test_the_walker_sees_function_level_and_relative_imports(tmp_path):
     assert forbidden_edges(found) == [
         f"{PACKAGE}.tasks.x (line 7) imports torch: tasks are data: reading a catalog must not need torch",
         f"{PACKAGE}.grouping.y (line 9) imports {PACKAGE}.api: the API sits on top, library code calls the "
-        "module that does the work"]
+        "module that does the work",
+    ]
 
 
 def test_the_graph_covers_the_package(graph):
     assert len([n for n in internal(graph)]) == len(module_names())
-    assert graph.has_edge(f"{PACKAGE}.train", "torch")
+    assert graph.has_edge(f"{PACKAGE}.training.loop", "torch")
+
+
+def test_the_top_level_reads_as_the_pipeline():
+    """The package's top level holds the stages' folders, the foundations and the entry points only."""
+    top = {p.name.removesuffix(".py") for p in ROOT.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    stages = {area for areas in STAGES for area in areas}
+    assert top == stages | CROSS_CUTTING | {"__init__"}, sorted(top ^ (stages | CROSS_CUTTING | {"__init__"}))
+
+
+def test_every_stage_imports_only_earlier_stages(graph):
+    problems = stage_problems(graph)
+    assert problems == [], "arrows to later stages:\n" + "\n".join(problems)
+
+
+def test_the_stage_rule_catches_a_backward_arrow(graph):
+    broken = graph.copy()
+    broken.add_edge(f"{PACKAGE}.training.loop", f"{PACKAGE}.affinity.store", line=3)
+    broken.add_edge(f"{PACKAGE}.grouping.tag", f"{PACKAGE}.affinity.store", line=4)
+    broken.add_edge(f"{PACKAGE}.tracking.run", f"{PACKAGE}.study.runner", line=5)
+    assert sorted(stage_problems(broken)) == [
+        f"{PACKAGE}.grouping.tag (line 4) imports {PACKAGE}.affinity.store: affinity is a sibling of grouping",
+        f"{PACKAGE}.tracking.run (line 5) imports {PACKAGE}.study.runner: tracking serves the stages, it does not "
+        "import them",
+        f"{PACKAGE}.training.loop (line 3) imports {PACKAGE}.affinity.store: affinity comes after training",
+    ]
+
+
+def test_earlier_module_paths_still_import_the_same_modules():
+    import importlib
+    import warnings
+
+    from taskaffinity import _aliases
+
+    for old, new in {**_aliases.SHORT, **_aliases.MOVED}.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module = importlib.import_module(f"{PACKAGE}.{old}") if old not in ("lightning", "hf_trainer") else None
+        if module is None:
+            continue  # optional extras: imported by their own tests
+        assert module is importlib.import_module(f"{PACKAGE}.{new}")
+        deprecated = [w for w in caught if issubclass(w.category, DeprecationWarning) and old in str(w.message)]
+        assert bool(deprecated) == (old in _aliases.MOVED), (old, [str(w.message) for w in caught])
 
 
 def test_no_import_cycles(graph):

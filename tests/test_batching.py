@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 
 from taskaffinity.api import build
-from taskaffinity.batching import EncodedRows, collate
-
-from conftest import tiny_config
+from taskaffinity.training.batching import EncodedRows, collate
 
 TASKS = ["trec6", "vader_tweets", "wn_define", "wn_relation"]  # classification, regression, multiple choice, pair
 

@@ -3,8 +3,8 @@ evaluations that a callback asks for and the trainer runs."""
 
 from conftest import tiny_config
 
-from taskaffinity.callbacks import Callback, CallbackList, StepContext, TrainingContext
-from taskaffinity.joint import train_joint_model
+from taskaffinity.training.callbacks import Callback, CallbackList, StepContext, TrainingContext
+from taskaffinity.training.joint import train_joint_model
 
 
 class Log(Callback):
@@ -42,9 +42,18 @@ def test_hooks_get_one_context_and_the_step_in_progress():
     result = train_joint_model(config, callbacks=[log], progress=False)
     assert isinstance(result.trainer.context, TrainingContext) and log.contexts == {id(result.trainer.context)}
     batch = config.training.batch_size
-    assert log.calls == [("train_begin",), ("begin", 1, "head_warmup", batch), ("after", 1),
-                         ("begin", 2, "joint", batch), ("after", 2), ("begin", 3, "joint", batch), ("after", 3),
-                         ("begin", 4, "joint", batch), ("after", 4), ("train_end",)]
+    assert log.calls == [
+        ("train_begin",),
+        ("begin", 1, "head_warmup", batch),
+        ("after", 1),
+        ("begin", 2, "joint", batch),
+        ("after", 2),
+        ("begin", 3, "joint", batch),
+        ("after", 3),
+        ("begin", 4, "joint", batch),
+        ("after", 4),
+        ("train_end",),
+    ]
     assert log.evaluated == [1, 4]  # after the head warm-up and at the end (eval_every is 100)
 
 

@@ -10,7 +10,6 @@ import time
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import TINY_MODEL
 
 CLI = [sys.executable, "-m", "taskaffinity.cli"]
@@ -21,8 +20,13 @@ def run(*args, timeout=600, **kwargs):
 
 
 def write_study(tmp_path, tasks, name="study.yaml", **training):
-    study = {"seed": 1, "tasks": tasks, "model": TINY_MODEL, "data": {"max_train": 100, "max_eval": 30},
-             "training": {"steps": 4, "batch_size": 12, "eval_every": 2, "checkpoint_every": 2, **training}}
+    study = {
+        "seed": 1,
+        "tasks": tasks,
+        "model": TINY_MODEL,
+        "data": {"max_train": 100, "max_eval": 30},
+        "training": {"steps": 4, "batch_size": 12, "eval_every": 2, "checkpoint_every": 2, **training},
+    }
     path = tmp_path / name
     path.write_text(yaml.safe_dump(study))
     return path
@@ -56,13 +60,16 @@ def test_train_writes_metrics_logs_and_checkpoint(tmp_path):
     assert summary["steps"] == 4 and set(summary["tasks"]) == {"trec6", "vader_tweets", "wn_relation"}
 
 
-@pytest.mark.parametrize("yaml_text, message", [
-    ("tasks: [trec6]\ntraining: {stepz: 3}\n", "unknown key 'training.stepz'"),
-    ("tasks: [{name: mine, file: missing.csv}]\n", "task 'mine': file not found"),
-    ("tasks: [trec6, trec6]\n", "duplicate task name 'trec6'"),
-    ("tasks: [{name: x, file: a.csv, type: ranking}]\n", "unknown type 'ranking'"),
-    ("tasks: [trec6]\nmodel: {name: ./no/such/model}\n", "model path not found: ./no/such/model"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("tasks: [trec6]\ntraining: {stepz: 3}\n", "unknown key 'training.stepz'"),
+        ("tasks: [{name: mine, file: missing.csv}]\n", "task 'mine': file not found"),
+        ("tasks: [trec6, trec6]\n", "duplicate task name 'trec6'"),
+        ("tasks: [{name: x, file: a.csv, type: ranking}]\n", "unknown type 'ranking'"),
+        ("tasks: [trec6]\nmodel: {name: ./no/such/model}\n", "model path not found: ./no/such/model"),
+    ],
+)
 def test_bad_input_exits_2_with_the_culprit_and_writes_nothing(tmp_path, yaml_text, message):
     study = tmp_path / "bad.yaml"
     study.write_text(yaml_text)
@@ -95,8 +102,9 @@ def test_killed_run_resumes_from_last_checkpoint_to_the_same_result(tmp_path):
     assert reference.returncode == 0, reference.stderr
 
     out = tmp_path / "cut"
-    process = subprocess.Popen([*CLI, "train", str(study), "--out", str(out), "--quiet"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*CLI, "train", str(study), "--out", str(out), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     latest = out / "checkpoints" / "latest"
     deadline = time.time() + 300
     while time.time() < deadline and not (latest.is_file() and latest.read_text().strip() >= "step-000010"):
@@ -108,7 +116,8 @@ def test_killed_run_resumes_from_last_checkpoint_to_the_same_result(tmp_path):
 
     resumed = run("train", study, "--out", out, "--quiet")
     assert resumed.returncode == 0, resumed.stderr
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ref" / "eval.parquet"),
-                                  pd.read_parquet(out / "eval.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "ref" / "eval.parquet"), pd.read_parquet(out / "eval.parquet")
+    )
     steps = pd.read_parquet(out / "steps.parquet")
     assert sorted(steps["step"].unique()) == list(range(1, 41))  # nothing lost, nothing doubled

@@ -21,22 +21,48 @@ from safetensors.torch import load_file
 
 from taskaffinity.cli import main
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                reason="torch.distributed with gloo is needed")
+pytestmark = pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is needed"
+)
 
 CONFIG = {
     "seed": 0,
     "tasks": ["trec6", "sms_spam", "vader_tweets", "bbc_topic"],
-    "model": {"init": "random", "max_length": 24, "head_dropout": 0.0,
-              # no dropout: one process and two see different shards, so they would draw different masks
-              "overrides": {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
-                            "intermediate_size": 64, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}},
+    "model": {
+        "init": "random",
+        "max_length": 24,
+        "head_dropout": 0.0,
+        # no dropout: one process and two see different shards, so they would draw different masks
+        "overrides": {
+            "num_hidden_layers": 1,
+            "hidden_size": 32,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+        },
+    },
     "data": {"max_train": 120, "max_eval": 30},
     # batch 7 over 4 tasks: odd sub-batches split unevenly, and 1-example tasks leave a process without rows
-    "training": {"steps": 6, "head_warmup_steps": 2, "batch_size": 7, "eval_every": 4, "checkpoint_every": 100,
-                 "device": "cpu", "warmup_ratio": 0.0},
-    "affinity": {"rules": ["sgd", "optimizer"], "lookahead": "exact", "parameters": "all", "probe_every": 2, "probe_batch_size": 8, "stream_window": 2, "settle_steps": 0,
-                 "bootstrap": 50},
+    "training": {
+        "steps": 6,
+        "head_warmup_steps": 2,
+        "batch_size": 7,
+        "eval_every": 4,
+        "checkpoint_every": 100,
+        "device": "cpu",
+        "warmup_ratio": 0.0,
+    },
+    "affinity": {
+        "rules": ["sgd", "optimizer"],
+        "lookahead": "exact",
+        "parameters": "all",
+        "probe_every": 2,
+        "probe_batch_size": 8,
+        "stream_window": 2,
+        "settle_steps": 0,
+        "bootstrap": 50,
+    },
 }
 
 
@@ -48,9 +74,26 @@ def runs(tmp_path_factory):
     assert main(["affinity", str(config), "--out", str(root / "one"), "--quiet"]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     launched = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "taskaffinity", "affinity", str(config), "--out", str(root / "two"), "--quiet"],
-        env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "taskaffinity",
+            "affinity",
+            str(config),
+            "--out",
+            str(root / "two"),
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert launched.returncode == 0, launched.stderr[-3000:]
     return root / "one", root / "two", launched
 
@@ -97,14 +140,33 @@ def test_two_processes_aggregate_the_reduced_rows_like_one(tmp_path):
     assert main(["train", str(path), "--out", str(tmp_path / "one"), "--quiet"]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     launched = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "taskaffinity", "train", str(path), "--out", str(tmp_path / "two"), "--quiet"],
-        env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "taskaffinity",
+            "train",
+            str(path),
+            "--out",
+            str(tmp_path / "two"),
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert launched.returncode == 0, launched.stderr[-3000:]
     one, two = (pd.read_parquet(tmp_path / run / "steps.parquet") for run in ("one", "two"))
     assert one["weight"].nunique() > len(CONFIG["tasks"])  # GradNorm moved the weights
     np.testing.assert_allclose(one["weight"], two["weight"], rtol=1e-4)
-    weights = [load_file(glob.glob(str(tmp_path / run / "checkpoints" / "*" / "model.safetensors"))[0])
-               for run in ("one", "two")]
+    weights = [
+        load_file(glob.glob(str(tmp_path / run / "checkpoints" / "*" / "model.safetensors"))[0])
+        for run in ("one", "two")
+    ]
     for name, tensor in weights[0].items():
         np.testing.assert_allclose(tensor.numpy(), weights[1][name].numpy(), rtol=1e-4, atol=1e-6, err_msg=name)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import replace_training, tiny_config
 
-from taskaffinity.callbacks import Callback
-from taskaffinity.joint import train_joint_model
+from taskaffinity.training.callbacks import Callback
+from taskaffinity.training.joint import train_joint_model
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "recorders" / "gradient_norms.py"
 TASKS = ["trec6", "sms_spam", "vader_tweets"]  # classification (6 and 2 classes), regression
@@ -45,15 +45,19 @@ class ExplicitNorms(Callback):
 @pytest.fixture(scope="module")
 def config():
     config = tiny_config(TASKS, steps=3, head_warmup_steps=1, eval_every=100, checkpoint_every=100)
-    return dataclasses.replace(config, model=dataclasses.replace(  # no dropout: the explicit pass sees the same net
-        config.model, head_dropout=0.0,
-        overrides={**config.model.overrides, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
+    return dataclasses.replace(
+        config,
+        model=dataclasses.replace(  # no dropout: the explicit pass sees the same net
+            config.model,
+            head_dropout=0.0,
+            overrides={**config.model.overrides, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
+        ),
+    )
 
 
 def run(example, config, packed: bool):
     norms, explicit = example.GradientNorms(), ExplicitNorms()
-    result = train_joint_model(replace_training(config, pack_tasks=packed), callbacks=[norms, explicit],
-                               progress=False)
+    result = train_joint_model(replace_training(config, pack_tasks=packed), callbacks=[norms, explicit], progress=False)
     assert result.trainer.packs_tasks is packed
     return norms.frame(), explicit.norms
 

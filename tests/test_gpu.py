@@ -27,12 +27,11 @@ from taskaffinity.affinity.probe import LookaheadRecorder
 from taskaffinity.affinity.run import record_affinity
 from taskaffinity.affinity.updates import optimizer_update
 from taskaffinity.api import build
-from taskaffinity.callbacks import Callback
 from taskaffinity.config import StudyConfig, config_from_dict
-from taskaffinity.train import JointTrainer
+from taskaffinity.training.callbacks import Callback
+from taskaffinity.training.loop import JointTrainer
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ENV = "TASKAFFINITY_TEST_DATA"
@@ -66,9 +65,11 @@ def resolve_test_data(n_tasks: int = 4, min_tasks: int = 3) -> GpuTestData:
     manifest_path = folder / "tasks.json"
     if not manifest_path.is_file() or not (folder / "model" / "config.json").is_file():
         why = f"{DATA_ENV}={explicit}" if explicit else f"the catalog is not installed ({catalog_problem})"
-        raise LookupError(f"{why}, and {folder} holds no exported tasks.json and model/: run "
-                          f"python bench/export_bench_data.py --out {DEFAULT_DATA} --tasks 16 where the "
-                          f"catalog is installed, or point {DATA_ENV} at such a folder")
+        raise LookupError(
+            f"{why}, and {folder} holds no exported tasks.json and model/: run "
+            f"python bench/export_bench_data.py --out {DEFAULT_DATA} --tasks 16 where the "
+            f"catalog is installed, or point {DATA_ENV} at such a folder"
+        )
     entries = [e for e in json.loads(manifest_path.read_text(encoding="utf-8"))["tasks"] if "train_file" in e]
     by_name = {e["name"]: e for e in entries}
     chosen = [by_name[n] for n in WANTED if n in by_name]
@@ -80,8 +81,8 @@ def resolve_test_data(n_tasks: int = 4, min_tasks: int = 3) -> GpuTestData:
 
 
 def _catalog_problem() -> str | None:
-    from taskaffinity.encoders import resolve_model_path
     from taskaffinity.errors import TaskAffinityError
+    from taskaffinity.model.encoders import resolve_model_path
     from taskaffinity.tasks.catalog import available
 
     try:
@@ -92,20 +93,45 @@ def _catalog_problem() -> str | None:
     return f"no source for {', '.join(missing)}" if missing else None
 
 
-def gpu_config(data: GpuTestData, *, device: str, amp: bool = False, dropout: float = 0.0,
-               affinity: dict | None = None, **training) -> StudyConfig:
+def gpu_config(
+    data: GpuTestData, *, device: str, amp: bool = False, dropout: float = 0.0, affinity: dict | None = None, **training
+) -> StudyConfig:
     """A tiny random encoder on small real data; training options override the defaults."""
     raw = {
         "seed": 0,
         "tasks": [copy.deepcopy(t) for t in data.tasks],
-        "model": {"name": data.model, "init": "random", "max_length": 32, "head_dropout": dropout,
-                  "overrides": {**TINY, "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}},
+        "model": {
+            "name": data.model,
+            "init": "random",
+            "max_length": 32,
+            "head_dropout": dropout,
+            "overrides": {**TINY, "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout},
+        },
         "data": {"max_train": 120, "max_eval": 40},
-        "training": {"steps": 6, "head_warmup_steps": 2, "batch_size": 16, "lr": 1e-3, "warmup_ratio": 0.0,
-                     "eval_every": 4, "checkpoint_every": 100, "eval_batch_size": 64, "device": device,
-                     "amp": amp, **training},
-        "affinity": {"rules": ["sgd", "optimizer"], "lookahead": "exact", "parameters": "all", "probe_every": 2, "probe_batch_size": 16, "stream_window": 2, "settle_steps": 0,
-                     "bootstrap": 50, **(affinity or {})},
+        "training": {
+            "steps": 6,
+            "head_warmup_steps": 2,
+            "batch_size": 16,
+            "lr": 1e-3,
+            "warmup_ratio": 0.0,
+            "eval_every": 4,
+            "checkpoint_every": 100,
+            "eval_batch_size": 64,
+            "device": device,
+            "amp": amp,
+            **training,
+        },
+        "affinity": {
+            "rules": ["sgd", "optimizer"],
+            "lookahead": "exact",
+            "parameters": "all",
+            "probe_every": 2,
+            "probe_batch_size": 16,
+            "stream_window": 2,
+            "settle_steps": 0,
+            "bootstrap": 50,
+            **(affinity or {}),
+        },
     }
     return config_from_dict(raw, where=f"<gpu test: {data.mode}>", base_dir=data.base_dir)
 
@@ -139,8 +165,9 @@ def no_tf32():
 def with_callback(monkeypatch, callback: Callback) -> None:
     """Add ``callback`` to the recorders an affinity run makes."""
     original = run_module.recorders_for
-    monkeypatch.setattr(run_module, "recorders_for",
-                        lambda config: (original(config)[0] + [callback], original(config)[1]))
+    monkeypatch.setattr(
+        run_module, "recorders_for", lambda config: (original(config)[0] + [callback], original(config)[1])
+    )
 
 
 # -- comparisons -------------------------------------------------------------------------------
@@ -149,8 +176,10 @@ def affinity_differences(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, tuple[fl
     keys = ["step", "estimator", "source", "target"]
     merged = a.merge(b, on=keys, suffixes=("_a", "_b"), how="outer", indicator=True)
     assert (merged["_merge"] == "both").all(), "both runs record the same steps, estimators and pairs"
-    return {est: (float((rows["value_a"] - rows["value_b"]).abs().max()), float(rows["value_a"].abs().max()))
-            for est, rows in merged.groupby("estimator")}
+    return {
+        est: (float((rows["value_a"] - rows["value_b"]).abs().max()), float(rows["value_a"].abs().max()))
+        for est, rows in merged.groupby("estimator")
+    }
 
 
 def assert_same_affinities(a: pd.DataFrame, b: pd.DataFrame, rel: float) -> None:
@@ -186,8 +215,13 @@ def test_cpu_and_cuda_record_the_same_affinities(test_data, prepared, tmp_path):
         config = gpu_config(test_data, device=device)
         outs[device] = tmp_path / device
         records[device] = record_affinity(config, outs[device], progress=False, tasks=prepared).store.records
-    assert {"lookahead_sgd", "lookahead_optimizer", "first_order_sgd", "stream_gram",
-            "stream_first_order_optimizer"} <= set(records["cuda"]["estimator"])
+    assert {
+        "lookahead_sgd",
+        "lookahead_optimizer",
+        "first_order_sgd",
+        "stream_gram",
+        "stream_first_order_optimizer",
+    } <= set(records["cuda"]["estimator"])
     assert json.loads((outs["cuda"] / "summary.json").read_text())["device"].startswith("cuda")
     assert_same_affinities(records["cpu"], records["cuda"], rel=1e-3)
     assert_same_training(outs["cpu"], outs["cuda"])
@@ -209,8 +243,11 @@ def test_cuda_probe_leaves_model_optimizer_and_rng_bit_identical(test_data, prep
     optim_before = copy.deepcopy(trainer.optimizer.state_dict())
     rng_cpu, rng_cuda = torch.get_rng_state(), torch.cuda.get_rng_state_all()
     modes = []
-    hooks = [m.register_forward_pre_hook(lambda mod, args: modes.append(mod.training))
-             for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, args: modes.append(mod.training))
+        for m in model.modules()
+        if isinstance(m, torch.nn.Dropout)
+    ]
     try:
         arrays = recorder.probe(trainer, step=4)
     finally:
@@ -279,7 +316,8 @@ def test_bf16_autocast_training_records_float32_affinities(test_data, prepared, 
     assert {"stream_gram", "stream_first_order_optimizer", "lookahead_optimizer"} <= set(records["estimator"])
     keys = ["step", "source", "target"]
     pairs = records[records.estimator == "lookahead_sgd"].merge(
-        records[records.estimator == "first_order_sgd"], on=keys, suffixes=("_lookahead", "_first_order"))
+        records[records.estimator == "first_order_sgd"], on=keys, suffixes=("_lookahead", "_first_order")
+    )
     assert len(pairs) == 6 * len(test_data.tasks) ** 2
     r = pearson(pairs["value_lookahead"], pairs["value_first_order"])
     assert r > 0.9, f"exact sgd lookahead vs its first-order form: Pearson {r:.3f}"
@@ -323,9 +361,11 @@ def test_cuda_stream_records_are_window_means_of_explicit_products(test_data, pr
                 assert gs.device.type == DEVICE
                 for t, (gt, loss_t, _) in grads.items():
                     expected["stream_gram"].setdefault((s, t), []).append(
-                        (float(gs @ gt), float(gs.norm() * gt.norm())))
+                        (float(gs @ gt), float(gs.norm() * gt.norm()))
+                    )
                     expected["stream_first_order_optimizer"].setdefault((s, t), []).append(
-                        (float(us @ gt) / loss_t, float(us.norm() * gt.norm()) / loss_t))
+                        (float(us @ gt) / loss_t, float(us.norm() * gt.norm()) / loss_t)
+                    )
         for estimator, wanted in expected.items():
             rows = store.select(estimator)
             rows = rows[rows["step"] == end]
@@ -334,7 +374,11 @@ def test_cuda_stream_records_are_window_means_of_explicit_products(test_data, pr
                 products, scales = zip(*wanted[(row.source, row.target)])
                 # float32 products over ~10^6 parameters: rounding error relative to |a||b|, not to the result
                 assert row.value == pytest.approx(np.mean(products), abs=1e-4 * max(scales)), (
-                    estimator, end, row.source, row.target)
+                    estimator,
+                    end,
+                    row.source,
+                    row.target,
+                )
 
 
 @pytest.mark.parametrize("amp", [False, True], ids=["float32", "bf16"])
@@ -357,7 +401,7 @@ def test_packed_pass_splits_the_per_task_gradients_of_per_task_passes(test_data,
         tasks, model, tokenizer = build(config, progress=False, tasks=prepared)
         keep = Keep()
         trainer = JointTrainer(config, tasks, model, tokenizer, callbacks=[keep], progress=False)
-        assert trainer.packs_tasks is packed and trainer.task_gradients is not None
+        assert trainer.packs_tasks is packed and trainer.gradients.task_gradients is not None
         trainer.train_step(1)
         kept[packed] = keep.grads
     assert kept[True].keys() == kept[False].keys()

@@ -15,13 +15,13 @@ except ImportError:
         raise
     pytest.skip("pytorch-lightning is not installed", allow_module_level=True)
 
+from affinity.test_meter import TASKS, Net, digits_labels  # noqa: E402
+from probe_support import first_order_sgd_by_hand, probe_losses_of  # noqa: E402
+
 from taskaffinity import AffinityMeter  # noqa: E402
 from taskaffinity.affinity.store import AffinityStore  # noqa: E402
 from taskaffinity.errors import TaskAffinityError  # noqa: E402
-from taskaffinity.lightning import AffinityCallback  # noqa: E402
-
-from affinity.test_meter import TASKS, Net, digits_labels  # noqa: E402
-from probe_support import first_order_sgd_by_hand, probe_losses_of  # noqa: E402
+from taskaffinity.loops.lightning import AffinityCallback  # noqa: E402
 
 
 class DigitsModule(pl.LightningModule):
@@ -50,9 +50,17 @@ def batches(x, n=8, size=32):
 
 
 def fit(module, callback, data, steps):
-    trainer = pl.Trainer(max_steps=steps, max_epochs=1, accelerator="cpu", devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[callback])
+    trainer = pl.Trainer(
+        max_steps=steps,
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None, shuffle=False))
     return trainer
 
@@ -79,8 +87,9 @@ def test_callback_records_what_the_plain_loop_meter_records(tmp_path):
     got, want = callback.meter.store, meter.store
     assert got.estimators == want.estimators and len(got.estimators) == 4  # optimizer rule included
     for estimator in want.estimators:
-        np.testing.assert_allclose(got.matrix(estimator).to_numpy(), want.matrix(estimator).to_numpy(),
-                                   rtol=1e-3, atol=1e-7, err_msg=estimator)
+        np.testing.assert_allclose(
+            got.matrix(estimator).to_numpy(), want.matrix(estimator).to_numpy(), rtol=1e-3, atol=1e-7, err_msg=estimator
+        )
     for p, q in zip(module.net.parameters(), plain.parameters()):  # Lightning's own step went on unchanged
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
     saved = AffinityStore.load(tmp_path / "aff" / "affinity.parquet")
@@ -112,8 +121,10 @@ def test_a_later_task_without_tasks_names_the_fix_and_counts_mark_absent_tasks()
     'unknown task'; now the error says where the order came from and what to give. With tasks=, the
     task_counts output marks a task without labels as absent (counted in the store's metadata)."""
     x, labels = digits_labels()
-    with pytest.raises(TaskAffinityError, match="unknown task 'loop' in task_losses .* not in the first step's "
-                                                "task_losses .* give tasks="):
+    with pytest.raises(
+        TaskAffinityError,
+        match="unknown task 'loop' in task_losses .* not in the first step's task_losses .* give tasks=",
+    ):
         fit(PartialModule(Net(), labels), AffinityCallback("net", window=1), batches(x, n=2), steps=2)
     callback = AffinityCallback(lambda m: m.net.trunk, tasks=TASKS, window=1)
     fit(PartialModule(Net(), labels), callback, batches(x, n=4), steps=4)
@@ -154,9 +165,18 @@ def training_batches(x, n):
 
 
 def fit_steps(module, callbacks, data, steps, accumulate):
-    trainer = pl.Trainer(max_steps=steps, max_epochs=1, accelerator="cpu", devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=callbacks, accumulate_grad_batches=accumulate)
+    trainer = pl.Trainer(
+        max_steps=steps,
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        accumulate_grad_batches=accumulate,
+    )
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None, shuffle=False))
     return trainer
 
@@ -168,8 +188,7 @@ def test_held_out_probes_are_the_known_answer_at_every_second_optimizer_step(acc
     run ends with the same weights, bit for bit (batch norm and dropout included)."""
     x, labels = digits_labels()
     data = training_batches(x, 6 * accumulate)
-    callback = AffinityCallback(lambda m: m.net.trunk, window=2, probe_losses=probe_losses_of(x, labels),
-                                probe_every=2)
+    callback = AffinityCallback(lambda m: m.net.trunk, window=2, probe_losses=probe_losses_of(x, labels), probe_every=2)
     probed = DigitsModule(Net(seed=4, norm=True), labels)
     fit_steps(probed, [callback], data, 6, accumulate)
     snapshots = Snapshots()

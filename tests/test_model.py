@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from taskaffinity.api import build
-from taskaffinity.batching import collate
-
-from conftest import tiny_config
+from taskaffinity.training.batching import collate
 
 ALL_TYPES = ["trec6", "vader_tweets", "wn_relation", "wn_define"]
 
@@ -15,7 +14,11 @@ def test_every_task_type_forwards_and_backpropagates_separately():
     config = tiny_config(ALL_TYPES)
     tasks, model, tokenizer = build(config, progress=False)
     assert [tasks[t].spec.type for t in ALL_TYPES] == [
-        "classification", "regression", "pair_classification", "multiple_choice"]
+        "classification",
+        "regression",
+        "pair_classification",
+        "multiple_choice",
+    ]
     shared = dict(model.shared_parameters())
     assert shared and all(name.startswith("encoder.") for name in shared)
     assert not any("heads" in name for name in shared)
@@ -24,8 +27,9 @@ def test_every_task_type_forwards_and_backpropagates_separately():
         loss, output = model.loss(name, batch)
         expected = {"regression": (5,), "multiple_choice": (5, 4)}.get(task.spec.type, (5, task.n_classes))
         assert output.shape == expected and torch.isfinite(loss)
-        grads = torch.autograd.grad(loss, list(shared.values()) + list(model.head(name).parameters()),
-                                    allow_unused=True)
+        grads = torch.autograd.grad(
+            loss, list(shared.values()) + list(model.head(name).parameters()), allow_unused=True
+        )
         assert any(g is not None and g.abs().sum() > 0 for g in grads[: len(shared)])  # reaches the encoder
         other_heads = [p for n, p in model.head_parameters() if not n.startswith(f"heads.{name}.")]
         assert all(p.grad is None for p in other_heads)

@@ -8,12 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY_MODEL
 
 from taskaffinity.affinity.store import AffinityStore
 from taskaffinity.cli import main
 from taskaffinity.study import load_study, run_study
-
-from conftest import TINY_MODEL
 
 INPUTS = Path(__file__).resolve().parent / "data" / "inputs"
 
@@ -22,9 +21,14 @@ def write_study(folder: Path, **extra) -> Path:
     for name in ("senti.csv", "topic.jsonl", "intents.csv"):
         if not (folder / name).exists():
             shutil.copy(INPUTS / name, folder / name)
-    raw = {"seed": 0, "tasks": [{"name": "senti", "file": "senti.csv"}, {"name": "topic", "file": "topic.jsonl"}],
-           "model": TINY_MODEL, "data": {"max_train": 64, "max_eval": 32},
-           "training": {"steps": 3, "batch_size": 8, "eval_every": 1000, "checkpoint_every": 1}, **extra}
+    raw = {
+        "seed": 0,
+        "tasks": [{"name": "senti", "file": "senti.csv"}, {"name": "topic", "file": "topic.jsonl"}],
+        "model": TINY_MODEL,
+        "data": {"max_train": 64, "max_eval": 32},
+        "training": {"steps": 3, "batch_size": 8, "eval_every": 1000, "checkpoint_every": 1},
+        **extra,
+    }
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -49,8 +53,10 @@ def add_class(rows):
 
 @pytest.mark.parametrize("command", ["train", "affinity"])
 def test_changed_data_is_refused_before_anything_is_overwritten(tmp_path, capsys, command):
-    study = write_study(tmp_path, affinity={"rules": ["sgd"], "probe_every": 1, "probe_batch_size": 8,
-                                            "stream_window": 1, "bootstrap": 20})
+    study = write_study(
+        tmp_path,
+        affinity={"rules": ["sgd"], "probe_every": 1, "probe_batch_size": 8, "stream_window": 1, "bootstrap": 20},
+    )
     out = tmp_path / "out"
     assert main([command, str(study), "--out", str(out), "--quiet"]) == 0
     assert main([command, str(study), "--out", str(out), "--quiet"]) == 0  # same data: resumes, nothing to do
@@ -62,7 +68,8 @@ def test_changed_data_is_refused_before_anything_is_overwritten(tmp_path, capsys
         err = capsys.readouterr().err
         assert err.strip().splitlines()[-1] == (
             f"taskaffinity: error: {out} holds a run of a different configuration or data (the data of task 'senti' "
-            "changed); use another --out or --no-resume to start over")
+            "changed); use another --out or --no-resume to start over"
+        )
         assert "Traceback" not in err
         assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # tasks.parquet too
     assert main([command, str(study), "--out", str(out), "--quiet", "--no-resume"]) == 0
@@ -71,9 +78,14 @@ def test_changed_data_is_refused_before_anything_is_overwritten(tmp_path, capsys
 
 
 def test_study_reruns_exactly_the_jobs_whose_data_changed(tmp_path):
-    settings = {"kind": "combinations", "targets": ["intents"], "seeds": [0], "groups": "affinity",
-                "grouping": {"method": "hierarchical", "k": 2, "estimator": "stream_cosine"},
-                "finetune": {"steps": 3, "batch_size": 8}}
+    settings = {
+        "kind": "combinations",
+        "targets": ["intents"],
+        "seeds": [0],
+        "groups": "affinity",
+        "grouping": {"method": "hierarchical", "k": 2, "estimator": "stream_cosine"},
+        "finetune": {"steps": 3, "batch_size": 8},
+    }
     study = write_study(tmp_path, study=settings, affinity={"rules": [], "stream_window": 1, "bootstrap": 20})
     raw = yaml.safe_load(study.read_text())
     raw["tasks"].append({"name": "intents", "file": "intents.csv"})
@@ -95,9 +107,12 @@ def test_study_reruns_exactly_the_jobs_whose_data_changed(tmp_path):
     assert main(["run", str(study), "--out", str(out), "--quiet"]) == 0
     jobs = pd.read_parquet(out / "jobs.parquet")
     uses_senti = jobs["tasks"].str.contains("senti") | jobs["pretrain"].isin(
-        jobs.loc[jobs["tasks"].str.contains("senti"), "experiment_id"])
+        jobs.loc[jobs["tasks"].str.contains("senti"), "experiment_id"]
+    )
     new_ids = set(jobs["experiment_id"]) - set(stamps)
-    assert new_ids == set(jobs.loc[uses_senti, "experiment_id"]) and len(new_ids) == 4  # G(senti), G1+G2, 2 fine-tunings
+    assert (
+        new_ids == set(jobs.loc[uses_senti, "experiment_id"]) and len(new_ids) == 4
+    )  # G(senti), G1+G2, 2 fine-tunings
     for job in set(jobs["experiment_id"]) - new_ids:  # topic's jobs and the baseline are kept as they were
         assert (out / "experiments" / job / "result.parquet").stat().st_mtime_ns == stamps[job]
     now = {p.name: p.stat().st_mtime_ns for p in (out / "data").glob("*.parquet")}

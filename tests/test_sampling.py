@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from taskaffinity.sampling import HeterogeneousSampler, task_probabilities
+from taskaffinity.training.sampling import HeterogeneousSampler, task_probabilities
 
 SIZES = {"big": 900, "mid": 90, "small": 10}
 

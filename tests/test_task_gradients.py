@@ -4,14 +4,13 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import replace_training, tiny_config
 from torch import nn
 
 from taskaffinity.api import build
-from taskaffinity.callbacks import Callback
-from taskaffinity.task_gradients import covered_modules
-from taskaffinity.train import JointTrainer
-
-from conftest import replace_training, tiny_config
+from taskaffinity.training.callbacks import Callback
+from taskaffinity.training.loop import JointTrainer
+from taskaffinity.training.task_gradients import covered_modules
 
 TASKS = ["trec6", "sms_spam", "vader_tweets", "wn_define", "wn_relation"]  # classification, regression, MC, pair
 
@@ -41,15 +40,20 @@ def run_step(config, packed: bool, steps: int = 2):
 @pytest.fixture(scope="module")
 def both():
     config = tiny_config(TASKS, steps=4, eval_every=100)
-    config = dataclasses.replace(config, model=dataclasses.replace(
-        config.model, head_dropout=0.0,
-        overrides={**config.model.overrides, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
+    config = dataclasses.replace(
+        config,
+        model=dataclasses.replace(
+            config.model,
+            head_dropout=0.0,
+            overrides={**config.model.overrides, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
+        ),
+    )
     return run_step(config, packed=False), run_step(config, packed=True)
 
 
 def test_packed_pass_gives_every_tasks_own_gradient(both):
     (per_task, keep_a, names), (packed, keep_b, _) = both
-    assert packed.task_gradients is not None and packed.packs_tasks
+    assert packed.gradients.task_gradients is not None and packed.packs_tasks
     assert keep_a.grads.keys() == keep_b.grads.keys() == set(TASKS)
     for task in TASKS:
         assert keep_b.losses[task] == pytest.approx(keep_a.losses[task], rel=1e-5)

@@ -18,14 +18,14 @@ import torch
 import yaml
 
 from taskaffinity.api import train_study
-from taskaffinity.batching import EncodedRows, collate, pair_layout
 from taskaffinity.cli import main
 from taskaffinity.config import ModelConfig, config_from_dict
-from taskaffinity.encoders import load_encoder, resolve_model_path
 from taskaffinity.errors import ConfigError
-from taskaffinity.model import MultiTaskModel
+from taskaffinity.model.encoders import load_encoder, resolve_model_path
+from taskaffinity.model.multitask import MultiTaskModel
 from taskaffinity.tasks.data import TaskData
 from taskaffinity.tasks.spec import TaskSpec
+from taskaffinity.training.batching import EncodedRows, collate, pair_layout
 
 INPUTS = Path(__file__).resolve().parent / "data" / "inputs"
 WORDS = ["the", "movie", "meal", "was", "great", "awful", "really", "goal", "laptop", "soup", "question", "answer"]
@@ -41,13 +41,15 @@ def gpt2_folder(tmp_path_factory) -> Path:
     corpus += [line.split(",")[0] for line in (INPUTS / "senti.csv").read_text().splitlines()[1:]]
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(corpus, vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"])
-    tokenizer = GPT2TokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                  unk_token="<|endoftext|>")
+    tokenizer = GPT2TokenizerFast(
+        tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
     tokenizer.save_pretrained(folder)
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2,
-                        bos_token_id=eos, eos_token_id=eos)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2, bos_token_id=eos, eos_token_id=eos
+    )
     GPT2Model(config).save_pretrained(folder)
     assert tokenizer.pad_token is None
     return folder
@@ -66,10 +68,20 @@ def leftpad_folder(tmp_path_factory) -> Path:
 
 
 def model_config(folder: Path, pooling: str, **changes) -> ModelConfig:
-    overrides = {} if "gpt2" in folder.name else {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
-                                                  "intermediate_size": 64}
-    return ModelConfig(name=str(folder), init="random", overrides=overrides, pooling=pooling, max_length=32,
-                       head_dropout=0.0, **changes)
+    overrides = (
+        {}
+        if "gpt2" in folder.name
+        else {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+    )
+    return ModelConfig(
+        name=str(folder),
+        init="random",
+        overrides=overrides,
+        pooling=pooling,
+        max_length=32,
+        head_dropout=0.0,
+        **changes,
+    )
 
 
 def varied_rows(task_type: str) -> pd.DataFrame:
@@ -79,8 +91,13 @@ def varied_rows(task_type: str) -> pd.DataFrame:
     if task_type == "pair_classification":
         frame["text_pair"] = ["was great", "the meal was awful really", "soup", "a goal " * 5, "laptop"]
     if task_type == "multiple_choice":
-        frame["choices"] = [["great", "awful really really"], ["the soup", "goal"], ["a", "b c d e f g"],
-                            ["laptop " * 7, "x"], ["y", "z"]]
+        frame["choices"] = [
+            ["great", "awful really really"],
+            ["the soup", "goal"],
+            ["a", "b c d e f g"],
+            ["laptop " * 7, "x"],
+            ["y", "z"],
+        ]
     return frame
 
 
@@ -88,15 +105,20 @@ def task_of(task_type: str) -> TaskData:
     frame = varied_rows(task_type)
     spec = TaskSpec(name="t", family="f", type=task_type, source="test")
     names = () if task_type == "multiple_choice" else ("neg", "pos")
-    return TaskData(spec=spec, train=frame, validation=frame, test=frame, label_names=names,
-                    n_choices=2 if task_type == "multiple_choice" else 0)
+    return TaskData(
+        spec=spec,
+        train=frame,
+        validation=frame,
+        test=frame,
+        label_names=names,
+        n_choices=2 if task_type == "multiple_choice" else 0,
+    )
 
 
 @pytest.mark.parametrize("model_name", ["leftpad", "gpt2"])
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 @pytest.mark.parametrize("task_type", ["classification", "pair_classification", "multiple_choice"])
-def test_an_example_gets_the_same_features_alone_and_beside_longer_neighbours(
-        request, model_name, pooling, task_type):
+def test_an_example_gets_the_same_features_alone_and_beside_longer_neighbours(request, model_name, pooling, task_type):
     folder = request.getfixturevalue(f"{model_name}_folder")
     cfg = model_config(folder, pooling)
     torch.manual_seed(0)
@@ -105,12 +127,22 @@ def test_an_example_gets_the_same_features_alone_and_beside_longer_neighbours(
     model = MultiTaskModel(encoder, {"t": task}, cfg).eval()
     rows = task.train
     with torch.no_grad():
-        alone = torch.cat([model.encode(collate(task_type, rows.iloc[i : i + 1], tokenizer, 32, "cpu")["inputs"])
-                           for i in range(len(rows))])
+        alone = torch.cat(
+            [
+                model.encode(collate(task_type, rows.iloc[i : i + 1], tokenizer, 32, "cpu")["inputs"])
+                for i in range(len(rows))
+            ]
+        )
         batched = model.encode(collate(task_type, rows, tokenizer, 32, "cpu")["inputs"])  # evaluation and probes
-        trained = model.encode(EncodedRows(task_type, rows, tokenizer, 32).collate(np.arange(len(rows)), "cpu")["inputs"])
-        packed = model.encode_packed([collate(task_type, rows.iloc[:2], tokenizer, 32, "cpu")["inputs"],
-                                      collate(task_type, rows.iloc[2:], tokenizer, 32, "cpu")["inputs"]])
+        trained = model.encode(
+            EncodedRows(task_type, rows, tokenizer, 32).collate(np.arange(len(rows)), "cpu")["inputs"]
+        )
+        packed = model.encode_packed(
+            [
+                collate(task_type, rows.iloc[:2], tokenizer, 32, "cpu")["inputs"],
+                collate(task_type, rows.iloc[2:], tokenizer, 32, "cpu")["inputs"],
+            ]
+        )
     for features in (batched, trained, torch.cat(packed)):
         torch.testing.assert_close(features, alone, atol=2e-5, rtol=1e-4)
     assert not torch.allclose(alone[0], alone[1])  # the examples differ, so the check has teeth
@@ -118,8 +150,12 @@ def test_an_example_gets_the_same_features_alone_and_beside_longer_neighbours(
     assert bool(inputs["attention_mask"][..., 0].all())  # right padding, whatever the tokenizer says
     with torch.no_grad():  # head outputs (eval logits) too
         logits = model("t", inputs)
-        one_by_one = torch.cat([model("t", collate(task_type, rows.iloc[i : i + 1], tokenizer, 32, "cpu")["inputs"])
-                                for i in range(len(rows))])
+        one_by_one = torch.cat(
+            [
+                model("t", collate(task_type, rows.iloc[i : i + 1], tokenizer, 32, "cpu")["inputs"])
+                for i in range(len(rows))
+            ]
+        )
     torch.testing.assert_close(logits, one_by_one, atol=2e-5, rtol=1e-4)
 
 
@@ -146,21 +182,41 @@ def test_gpt2_pairs_get_a_separator(gpt2_folder):
 
 def study_raw(tmp_path, folder, **model) -> dict:
     """Four task types from files in ``tmp_path`` on the model in ``folder`` (a study YAML as a dict)."""
-    pairs = pd.DataFrame({"premise": [f"the meal {i} was {w}" for i, w in enumerate(["great", "awful"] * 20)],
-                          "hypothesis": [["it was good", "it was bad"][(i // 2 + i) % 2] for i in range(40)],
-                          "label": [["yes", "no"][(i // 2) % 2] for i in range(40)]})
+    pairs = pd.DataFrame(
+        {
+            "premise": [f"the meal {i} was {w}" for i, w in enumerate(["great", "awful"] * 20)],
+            "hypothesis": [["it was good", "it was bad"][(i // 2 + i) % 2] for i in range(40)],
+            "label": [["yes", "no"][(i // 2) % 2] for i in range(40)],
+        }
+    )
     pairs.to_csv(tmp_path / "pairs.csv", index=False)
     quiz = [{"q": f"the question {i}", "options": ["great", "awful", "soup"], "answer": i % 3} for i in range(40)]
     (tmp_path / "quiz.jsonl").write_text("".join(json.dumps(r) + "\n" for r in quiz))
     for name in ("senti.csv", "topic.jsonl"):
         shutil.copy(INPUTS / name, tmp_path / name)
-    raw = {"seed": 0, "tasks": [
-        {"name": "senti", "file": "senti.csv"}, {"name": "topic", "file": "topic.jsonl"},
-        {"name": "pairs", "file": "pairs.csv", "type": "pair_classification", "text_fields": ["premise", "hypothesis"]},
-        {"name": "quiz", "file": "quiz.jsonl", "type": "multiple_choice", "text_fields": "q",
-         "choices_field": "options", "label_field": "answer"}],
+    raw = {
+        "seed": 0,
+        "tasks": [
+            {"name": "senti", "file": "senti.csv"},
+            {"name": "topic", "file": "topic.jsonl"},
+            {
+                "name": "pairs",
+                "file": "pairs.csv",
+                "type": "pair_classification",
+                "text_fields": ["premise", "hypothesis"],
+            },
+            {
+                "name": "quiz",
+                "file": "quiz.jsonl",
+                "type": "multiple_choice",
+                "text_fields": "q",
+                "choices_field": "options",
+                "label_field": "answer",
+            },
+        ],
         "model": {"name": str(folder), "max_length": 32, **model},
-        "training": {"steps": 3, "batch_size": 8, "eval_every": 1000, "checkpoint_every": 1000}}
+        "training": {"steps": 3, "batch_size": 8, "eval_every": 1000, "checkpoint_every": 1000},
+    }
     return raw
 
 
@@ -178,13 +234,21 @@ def test_gpt2_style_model_without_pad_token_trains_and_evaluates_end_to_end(tmp_
         assert (tmp_path / "out" / name).is_file()
 
 
-@pytest.mark.parametrize("model, message", [
-    ({"max_length": 200}, "model.max_length 200 is more than model '.*' takes \\(64 position embeddings\\); "
-                          "set model.max_length to at most 64"),
-    ({"overrides": {"vocab_size": 50}, "init": "random"},
-     "the tokenizer of model '.*' has 300 tokens but the model's embedding matrix only 50 rows "
-     "\\(does model.tokenizer belong to model.name\\?\\)"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (
+            {"max_length": 200},
+            "model.max_length 200 is more than model '.*' takes \\(64 position embeddings\\); "
+            "set model.max_length to at most 64",
+        ),
+        (
+            {"overrides": {"vocab_size": 50}, "init": "random"},
+            "the tokenizer of model '.*' has 300 tokens but the model's embedding matrix only 50 rows "
+            "\\(does model.tokenizer belong to model.name\\?\\)",
+        ),
+    ],
+)
 def test_model_limits_are_checked_before_anything_is_written(tmp_path, gpt2_folder, model, message, capsys):
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study_raw(tmp_path, gpt2_folder, **model)))
     assert main(["train", str(tmp_path / "study.yaml"), "--out", str(tmp_path / "out"), "--quiet"]) == 2
@@ -194,8 +258,17 @@ def test_model_limits_are_checked_before_anything_is_written(tmp_path, gpt2_fold
 
 
 def test_models_with_one_token_type_take_text_pairs(tmp_path):
-    cfg = ModelConfig(init="random", overrides={"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
-                                                "intermediate_size": 64, "type_vocab_size": 1}, max_length=32)
+    cfg = ModelConfig(
+        init="random",
+        overrides={
+            "num_hidden_layers": 1,
+            "hidden_size": 32,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "type_vocab_size": 1,
+        },
+        max_length=32,
+    )
     encoder, tokenizer = load_encoder(cfg)
     task = task_of("pair_classification")
     inputs = collate("pair_classification", task.train, tokenizer, 32, "cpu")["inputs"]

@@ -5,13 +5,12 @@ import dataclasses
 import pandas as pd
 import pytest
 import torch
-
-from taskaffinity.api import build, train_study
-from taskaffinity.callbacks import Callback
-from taskaffinity.train import JointTrainer
-
 from conftest import replace_training, tiny_config
 from tests_support import StopAfter
+
+from taskaffinity.api import build, train_study
+from taskaffinity.training.callbacks import Callback
+from taskaffinity.training.loop import JointTrainer
 
 TASKS = ["trec6", "sms_spam", "vader_tweets", "wn_define"]
 
@@ -41,8 +40,9 @@ class Recorder(Callback):
         self.calls.append(("before", step))
         total = sum(self.sizes.values())
         for i, (name, p) in enumerate(trainer.trainable_parameters):
-            expected = sum(g[i] * self.sizes[t] / total / trainer.loss_scales[t]
-                           for t, g in self.grads.items() if g[i] is not None)
+            expected = sum(
+                g[i] * self.sizes[t] / total / trainer.loss_scales[t] for t, g in self.grads.items() if g[i] is not None
+            )
             if not torch.allclose(p.grad, expected, atol=1e-7, rtol=1e-5):
                 self.mismatch.append((step, name))
 
@@ -64,9 +64,14 @@ def test_hooks_see_per_task_gradients_that_sum_to_the_update():
 def test_packed_step_gives_the_per_task_passes_gradient():
     """One encoder pass over all tasks (the GPU default) computes the same update as one pass per task."""
     config = tiny_config(TASKS + ["wn_relation"], steps=3, eval_every=100)
-    config = dataclasses.replace(config, model=dataclasses.replace(
-        config.model, head_dropout=0.0,
-        overrides={**config.model.overrides, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
+    config = dataclasses.replace(
+        config,
+        model=dataclasses.replace(
+            config.model,
+            head_dropout=0.0,
+            overrides={**config.model.overrides, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
+        ),
+    )
     grads = {}
     for packed in (False, True):
         tasks, model, tokenizer = build(replace_training(config, pack_tasks=packed), progress=False)
@@ -102,8 +107,14 @@ def test_same_seed_same_run_and_eval_rows_for_every_metric():
     (a, metrics), (b, _) = runs
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert set(zip(metrics["task"], metrics["metric"])) == {
-        ("trec6", "accuracy"), ("trec6", "macro_f1"), ("sms_spam", "accuracy"), ("sms_spam", "macro_f1"),
-        ("vader_tweets", "pearson"), ("vader_tweets", "mae"), ("wn_define", "accuracy")}
+        ("trec6", "accuracy"),
+        ("trec6", "macro_f1"),
+        ("sms_spam", "accuracy"),
+        ("sms_spam", "macro_f1"),
+        ("vader_tweets", "pearson"),
+        ("vader_tweets", "mae"),
+        ("wn_define", "accuracy"),
+    }
     assert metrics.groupby("task")["primary"].sum().eq(1).all()
 
 
@@ -119,7 +130,8 @@ def test_interrupted_run_resumes_bit_exactly(tmp_path):
     for log in ("steps.parquet", "eval.parquet"):
         pd.testing.assert_frame_equal(
             pd.read_parquet(tmp_path / "whole" / log).drop(columns="seconds", errors="ignore"),
-            pd.read_parquet(tmp_path / "cut" / log).drop(columns="seconds", errors="ignore"))
+            pd.read_parquet(tmp_path / "cut" / log).drop(columns="seconds", errors="ignore"),
+        )
 
 
 def test_resume_refuses_a_different_config(tmp_path):

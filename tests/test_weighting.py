@@ -6,14 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from taskaffinity.api import build, train_study
-from taskaffinity.callbacks import Callback, StepContext
-from taskaffinity.train import JointTrainer
-from taskaffinity.weighting import DTPWeighting, dtp_weight, gradnorm_update, last_shared_layer
-
 from conftest import tiny_config
 from tests_support import StopAfter
+
+from taskaffinity.api import build, train_study
+from taskaffinity.training.callbacks import Callback, StepContext
+from taskaffinity.training.loop import JointTrainer
+from taskaffinity.training.weighting import DTPWeighting, dtp_weight, gradnorm_update, last_shared_layer
 
 TASKS = ["trec6", "vader_tweets"]  # a classification and a regression task
 
@@ -99,8 +98,9 @@ def test_gradnorm_in_the_trainer_balances_last_layer_norms_by_hand():
     for step in (1, 2, 3):
         trainer.train_step(step)
         # (the trainer's norms are float32: equal to the float64 hand computation to ~1e-7)
-        assert seen.weights == pytest.approx({t: w[t] * (1 / math.log(6) if t == "trec6" else 1.0) for t in TASKS},
-                                             rel=1e-5)
+        assert seen.weights == pytest.approx(
+            {t: w[t] * (1 / math.log(6) if t == "trec6" else 1.0) for t in TASKS}, rel=1e-5
+        )
         raw = {t: seen.grads[t][position].norm().item() for t in TASKS}  # ‖∇_W L_i‖
         norms = {t: seen.weights[t] * raw[t] for t in TASKS}  # G_i = ‖m_i ∇_W L_i‖
         scaled = {t: seen.losses[t] / (math.log(6) if t == "trec6" else 1.0) for t in TASKS}
@@ -125,8 +125,9 @@ def test_dtp_weights_from_given_kpis_by_hand():
     assert scheme.weights(context) == {"trec6": 1 / math.log(6), "vader_tweets": 1.0}  # no KPI yet: λ = 1
     scheme.load_state_dict({"kpi": {"trec6": 0.5, "vader_tweets": 0.9}})
     # −(1 − κ)^γ log κ: 0.25·ln 2 and 0.01·(−ln 0.9)
-    assert scheme.weights(context) == pytest.approx({"trec6": 0.25 * math.log(2) / math.log(6),
-                                                     "vader_tweets": -0.01 * math.log(0.9)}, rel=1e-12)
+    assert scheme.weights(context) == pytest.approx(
+        {"trec6": 0.25 * math.log(2) / math.log(6), "vader_tweets": -0.01 * math.log(0.9)}, rel=1e-12
+    )
     # KPI = 1 − L / L_chance, moving average with s = 0.5: trec6 at a quarter of chance loss, vader at 0.3
     scheme.observe(2, {"trec6": 0.25 * math.log(6), "vader_tweets": 0.3}, None)
     assert scheme.kpi == pytest.approx({"trec6": 0.5 * 0.5 + 0.5 * 0.75, "vader_tweets": 0.5 * 0.9 + 0.5 * 0.7})
@@ -140,11 +141,15 @@ def test_equal_weights_are_one_over_the_loss_scale(tmp_path):
     np.testing.assert_array_equal(steps["weight"], steps["task"].map({"trec6": 1 / math.log(6), "vader_tweets": 1.0}))
 
 
-@pytest.mark.parametrize("options", [{"weighting": "uncertainty"}, {"weighting": "gradnorm", "aggregator": "pcgrad"},
-                                     {"weighting": "dtp"}], ids=["uncertainty", "gradnorm+pcgrad", "dtp"])
+@pytest.mark.parametrize(
+    "options",
+    [{"weighting": "uncertainty"}, {"weighting": "gradnorm", "aggregator": "pcgrad"}, {"weighting": "dtp"}],
+    ids=["uncertainty", "gradnorm+pcgrad", "dtp"],
+)
 def test_learned_weights_resume_bit_exactly(tmp_path, options):
-    config = tiny_config(TASKS + ["sms_spam"], steps=6, head_warmup_steps=1, eval_every=3, checkpoint_every=3,
-                         **options)
+    config = tiny_config(
+        TASKS + ["sms_spam"], steps=6, head_warmup_steps=1, eval_every=3, checkpoint_every=3, **options
+    )
     whole = train_study(config, tmp_path / "whole", progress=False)
     with pytest.raises(KeyboardInterrupt):
         train_study(config, tmp_path / "cut", callbacks=[StopAfter(5)], progress=False)

@@ -1,6 +1,6 @@
 """Small helpers shared by tests."""
 
-from taskaffinity.callbacks import Callback
+from taskaffinity.training.callbacks import Callback
 
 
 class StopAfter(Callback):

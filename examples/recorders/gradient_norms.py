@@ -1,4 +1,4 @@
-"""A recorder written against the trainer -> recorder contract only (taskaffinity/callbacks.py).
+"""A recorder written against the trainer -> recorder contract only (taskaffinity/training/callbacks.py).
 
 Per joint step and task it records the norm of the task's gradient on the shared encoder,
 ‖g_i‖ = ‖∇_θs L_i‖ (L_i the task's unweighted mean loss on its sub-batch), the loss and how many
@@ -25,7 +25,7 @@ import math
 
 import pandas as pd
 
-from taskaffinity.callbacks import Callback, TrainingContext
+from taskaffinity.training.callbacks import Callback, TrainingContext
 
 
 class GradientNorms(Callback):
@@ -43,8 +43,15 @@ class GradientNorms(Callback):
             return
         # grads follow context.trainable_parameters: the shared encoder's parameters first
         squares = sum(float(g.detach().double().pow(2).sum()) for g in grads[: self.n_shared] if g is not None)
-        self.records.append({"step": step, "task": task, "examples": step_context.counts[task],
-                             "loss": float(loss), "grad_norm": math.sqrt(squares)})
+        self.records.append(
+            {
+                "step": step,
+                "task": task,
+                "examples": step_context.counts[task],
+                "loss": float(loss),
+                "grad_norm": math.sqrt(squares),
+            }
+        )
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.records, columns=["step", "task", "examples", "loss", "grad_norm"])

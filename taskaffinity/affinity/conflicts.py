@@ -22,12 +22,19 @@ import math
 
 import torch
 
-from ..callbacks import Callback
+from ..training.callbacks import Callback
 from .formulas import flatten
 from .gradient_rows import GradientRows
 
-COLUMNS = ("step", "tasks", "pairs", "conflicting_share", "conflict_magnitude_similarity", "mean_cosine",
-           "update_cosine")
+COLUMNS = (
+    "step",
+    "tasks",
+    "pairs",
+    "conflicting_share",
+    "conflict_magnitude_similarity",
+    "mean_cosine",
+    "update_cosine",
+)
 
 
 def conflict_statistics(gram: torch.Tensor) -> dict[str, float]:
@@ -38,9 +45,12 @@ def conflict_statistics(gram: torch.Tensor) -> dict[str, float]:
     cosine = gram[i, j] / (norms[i] * norms[j]).clamp(min=1e-300)
     conflicting = cosine < 0
     similarity = 2 * norms[i] * norms[j] / (norms[i] ** 2 + norms[j] ** 2).clamp(min=1e-300)
-    return {"pairs": int(len(cosine)), "conflicting_share": float(conflicting.double().mean()),
-            "conflict_magnitude_similarity": float(similarity[conflicting].mean()) if conflicting.any() else math.nan,
-            "mean_cosine": float(cosine.mean())}
+    return {
+        "pairs": int(len(cosine)),
+        "conflicting_share": float(conflicting.double().mean()),
+        "conflict_magnitude_similarity": float(similarity[conflicting].mean()) if conflicting.any() else math.nan,
+        "mean_cosine": float(cosine.mean()),
+    }
 
 
 class ConflictRecorder(Callback):
@@ -80,13 +90,18 @@ class ConflictRecorder(Callback):
         present = [self.tasks.index(t) for t in counts]
         weights = torch.tensor([context.step_context.loss_weights[t] for t in counts], device=self.rows.g.device)
         gram, _ = self.rows.products(present)
-        record = {"step": step, "tasks": len(present),
-                  **conflict_statistics(weights[:, None] * gram * weights[None, :]), "update_cosine": math.nan}
+        record = {
+            "step": step,
+            "tasks": len(present),
+            **conflict_statistics(weights[:, None] * gram * weights[None, :]),
+            "update_cosine": math.nan,
+        }
         if context.aggregator != "sum":
             total = weights @ self.rows.g[present]  # Σ_i m_i g_i
             update = flatten([p.grad for p in self.params], self.params)
-            record["update_cosine"] = float((total @ update / (total.norm() * update.norm()).clamp(min=1e-30))
-                                            .clamp(-1.0, 1.0))  # float32 rounding can pass ±1
+            record["update_cosine"] = float(
+                (total @ update / (total.norm() * update.norm()).clamp(min=1e-30)).clamp(-1.0, 1.0)
+            )  # float32 rounding can pass ±1
         self.steps.append(record)
 
     def state_dict(self):

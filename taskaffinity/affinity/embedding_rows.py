@@ -54,8 +54,10 @@ class EmbeddingRows:
             if not self.checked:  # once: the row-sparsity this class relies on really holds
                 self.checked = True
                 if not torch.allclose(selected.abs().sum(), grad.abs().sum().float(), rtol=1e-4, atol=1e-12):
-                    raise RuntimeError("the input-embedding gradient has rows outside the batch's token ids; "
-                                       "use affinity.parameters: no_embeddings for this encoder")
+                    raise RuntimeError(
+                        "the input-embedding gradient has rows outside the batch's token ids; "
+                        "use affinity.parameters: no_embeddings for this encoder"
+                    )
         self.grads[task] = selected
         if self.optimizer_rule:
             self.updates[task] = optimizer_update_rows(optimizer, self.weight, rows, selected)

@@ -23,36 +23,75 @@ class Estimator:
 
 
 _RELATIVE = "relative change of L_j (dimensionless)"
-ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
-    Estimator("lookahead_sgd",
-              "Z_{i→j} = 1 − L_j(θ_s − η g_i) / L_j(θ_s), heads frozen (TAG, Fifty et al. 2021)", _RELATIVE, "probe"),
-    Estimator("lookahead_optimizer", "1 − L_j(θ_s + Δ_i) / L_j(θ_s), Δ_i the optimizer's step for g_i alone",
-              _RELATIVE, "probe"),
-    Estimator("first_order_sgd", "η g_i·g_j / L_j: first-order form of lookahead_sgd", _RELATIVE, "probe"),
-    Estimator("first_order_optimizer", "−Δ_i·g_j / L_j: first-order form of lookahead_optimizer", _RELATIVE,
-              "probe"),
-    Estimator("gram", "g_i·g_j", "loss² per parameter²", "probe"),
-    Estimator("cosine", "g_i·g_j / (‖g_i‖ ‖g_j‖)", "none, in [−1, 1]", "probe"),
-    Estimator("stream_gram", "g_i·g_j of each training step, averaged over a window", "loss² per parameter²",
-              "stream"),
-    Estimator("stream_cosine", "cosine of each training step's g_i, g_j, averaged over a window",
-              "none, in [−1, 1]", "stream"),
-    Estimator("stream_first_order_sgd", "η g_i·g_j / L_j of each training step, averaged over a window",
-              _RELATIVE, "stream"),
-    Estimator("stream_first_order_optimizer", "−Δ_i·g_j / L_j of each training step, averaged over a window",
-              _RELATIVE, "stream"),
-    Estimator("feature_gram", "c_i·c_j, c_i = ∂L_i/∂z the gradient at the shared representation z",
-              "loss² per feature²", "feature"),
-    Estimator("feature_cosine", "cosine of c_i, c_j", "none, in [−1, 1]", "feature"),
-)}
+ESTIMATORS: dict[str, Estimator] = {
+    e.name: e
+    for e in (
+        Estimator(
+            "lookahead_sgd",
+            "Z_{i→j} = 1 − L_j(θ_s − η g_i) / L_j(θ_s), heads frozen (TAG, Fifty et al. 2021)",
+            _RELATIVE,
+            "probe",
+        ),
+        Estimator(
+            "lookahead_optimizer",
+            "1 − L_j(θ_s + Δ_i) / L_j(θ_s), Δ_i the optimizer's step for g_i alone",
+            _RELATIVE,
+            "probe",
+        ),
+        Estimator("first_order_sgd", "η g_i·g_j / L_j: first-order form of lookahead_sgd", _RELATIVE, "probe"),
+        Estimator(
+            "first_order_optimizer", "−Δ_i·g_j / L_j: first-order form of lookahead_optimizer", _RELATIVE, "probe"
+        ),
+        Estimator("gram", "g_i·g_j", "loss² per parameter²", "probe"),
+        Estimator("cosine", "g_i·g_j / (‖g_i‖ ‖g_j‖)", "none, in [−1, 1]", "probe"),
+        Estimator(
+            "stream_gram", "g_i·g_j of each training step, averaged over a window", "loss² per parameter²", "stream"
+        ),
+        Estimator(
+            "stream_cosine",
+            "cosine of each training step's g_i, g_j, averaged over a window",
+            "none, in [−1, 1]",
+            "stream",
+        ),
+        Estimator(
+            "stream_first_order_sgd",
+            "η g_i·g_j / L_j of each training step, averaged over a window",
+            _RELATIVE,
+            "stream",
+        ),
+        Estimator(
+            "stream_first_order_optimizer",
+            "−Δ_i·g_j / L_j of each training step, averaged over a window",
+            _RELATIVE,
+            "stream",
+        ),
+        Estimator(
+            "feature_gram",
+            "c_i·c_j, c_i = ∂L_i/∂z the gradient at the shared representation z",
+            "loss² per feature²",
+            "feature",
+        ),
+        Estimator("feature_cosine", "cosine of c_i, c_j", "none, in [−1, 1]", "feature"),
+    )
+}
 
 STREAMED = tuple(name for name, e in ESTIMATORS.items() if e.recorder == "stream")
 FEATURE = tuple(name for name, e in ESTIMATORS.items() if e.recorder == "feature")
 
 #: Which estimators a report shows first (the most reliable and the TAG reference), then the rest by name.
 # Validated first (reports/validation: within-target agreement with measured gains), streams last
-REPORT_ORDER = ("first_order_sgd", "lookahead_sgd", "first_order_optimizer", "gram", "cosine", "lookahead_optimizer",
-                "stream_first_order_sgd", "stream_cosine", "stream_gram", "stream_first_order_optimizer")
+REPORT_ORDER = (
+    "first_order_sgd",
+    "lookahead_sgd",
+    "first_order_optimizer",
+    "gram",
+    "cosine",
+    "lookahead_optimizer",
+    "stream_first_order_sgd",
+    "stream_cosine",
+    "stream_gram",
+    "stream_first_order_optimizer",
+)
 
 
 def report_order(names) -> list[str]:

@@ -38,8 +38,12 @@ def agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     a, b = a[keep], b[keep]
     if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return {"pearson": float("nan"), "spearman": float("nan"), "sign_agreement": float("nan"), "n": int(len(a))}
-    return {"pearson": float(pearsonr(a, b)[0]), "spearman": float(spearmanr(a, b)[0]),
-            "sign_agreement": float(np.mean(np.sign(a) == np.sign(b))), "n": int(len(a))}
+    return {
+        "pearson": float(pearsonr(a, b)[0]),
+        "spearman": float(spearmanr(a, b)[0]),
+        "sign_agreement": float(np.mean(np.sign(a) == np.sign(b))),
+        "n": int(len(a)),
+    }
 
 
 def off_diagonal(frame: pd.DataFrame) -> pd.DataFrame:
@@ -64,7 +68,8 @@ def fidelity(store: AffinityStore, pairs=PAIRS, reliability: dict[str, dict] | N
         report[f"{a} vs {b}"] = {
             "probes": int(len(per_probe)),
             "per_probe": {metric: _spread(per_probe[metric]) for metric in ("pearson", "spearman", "sign_agreement")}
-            if len(per_probe) else {},
+            if len(per_probe)
+            else {},
             "run_average": agreement(both["value_a"].to_numpy(), both["value_b"].to_numpy()),
         }
         if reliability and a in reliability and b in reliability:

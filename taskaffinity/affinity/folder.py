@@ -38,8 +38,10 @@ def owned_files(folder: Path, where: str) -> set[str]:
     try:
         files = json.loads(path.read_text())["files"]
     except (ValueError, KeyError, TypeError):
-        raise TaskAffinityError(f"{where}: {path} is not a manifest written by taskaffinity (no 'files' list); "
-                                "save into another folder, or remove it") from None
+        raise TaskAffinityError(
+            f"{where}: {path} is not a manifest written by taskaffinity (no 'files' list); "
+            "save into another folder, or remove it"
+        ) from None
     # only plain names of affinity files: a manifest never makes a save delete anything else
     return {str(f) for f in files if affinity_file(str(f)) and Path(str(f)).name == str(f)}
 
@@ -50,13 +52,18 @@ def prepare(folder: str | Path, files: list[str], *, where: str) -> Path:
     if folder.exists() and not folder.is_dir():
         raise TaskAffinityError(f"{where}: {folder} exists and is not a folder")
     owned = owned_files(folder, where) if folder.is_dir() else set()
-    foreign = sorted(p.name for p in folder.iterdir() if affinity_file(p.name) and p.name not in owned) \
-        if folder.is_dir() else []
+    foreign = (
+        sorted(p.name for p in folder.iterdir() if affinity_file(p.name) and p.name not in owned)
+        if folder.is_dir()
+        else []
+    )
     if foreign:
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-        raise TaskAffinityError(f"{where}: {folder} already holds {foreign[0]}{more}, not written by an earlier save "
-                                f"into it ({MANIFEST} does not list them): the new files would lie beside another "
-                                "run's. Save into a new or empty folder, or remove those files")
+        raise TaskAffinityError(
+            f"{where}: {folder} already holds {foreign[0]}{more}, not written by an earlier save "
+            f"into it ({MANIFEST} does not list them): the new files would lie beside another "
+            "run's. Save into a new or empty folder, or remove those files"
+        )
     write_json(folder / MANIFEST, {"files": sorted(owned | set(files)), "complete": False})
     for name in owned:
         (folder / name).unlink(missing_ok=True)

@@ -14,16 +14,21 @@ from __future__ import annotations
 import torch
 
 
-def flatten(tensors: list[torch.Tensor | None], like: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+def flatten(
+    tensors: list[torch.Tensor | None], like: list[torch.Tensor], out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Concatenate tensors into one float32 vector (missing gradients count as zeros); one kernel.
 
     Sparse gradients (``nn.Embedding(sparse=True)``) are made dense first.
     """
     size = sum(t.numel() for t in like)
     out = torch.empty(size, dtype=torch.float32, device=like[0].device) if out is None else out
-    pieces = [ref.new_zeros(ref.numel(), dtype=torch.float32) if t is None
-              else (t.to_dense() if t.layout != torch.strided else t).reshape(-1)
-              for t, ref in zip(tensors, like)]
+    pieces = [
+        ref.new_zeros(ref.numel(), dtype=torch.float32)
+        if t is None
+        else (t.to_dense() if t.layout != torch.strided else t).reshape(-1)
+        for t, ref in zip(tensors, like)
+    ]
     if any(p.dtype != torch.float32 for p in pieces):
         pieces = [p.float() for p in pieces]
     return torch.cat(pieces, out=out)

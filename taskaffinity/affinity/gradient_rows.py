@@ -35,8 +35,15 @@ class CountSketch:
 class GradientRows:
     """k × P rows of per-task gradients of ``params`` for one step (see module docstring)."""
 
-    def __init__(self, params: list[torch.Tensor], rows: int, *, optimizer_rule: bool = False,
-                 sketch_dim: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        rows: int,
+        *,
+        optimizer_rule: bool = False,
+        sketch_dim: int | None = None,
+        seed: int = 0,
+    ):
         self.params, self.optimizer_rule = list(params), optimizer_rule
         self.size = sum(p.numel() for p in self.params)
         self.offsets = torch.tensor([0, *[p.numel() for p in self.params]]).cumsum(0).tolist()
@@ -66,8 +73,7 @@ class GradientRows:
         """Whether −Δ_i·g_j comes out of the blocked pass (else from stored directions)."""
         return self.fast is not None and self.sketch is None
 
-    def write(self, row: int, grads: list[torch.Tensor | None], *, scale: float = 1.0,
-              directions: bool = True) -> None:
+    def write(self, row: int, grads: list[torch.Tensor | None], *, scale: float = 1.0, directions: bool = True) -> None:
         """Row ``row`` := ``scale`` × the flattened gradients (one per parameter; None counts as zero).
 
         ``directions=False`` defers the optimizer rule's direction to :meth:`write_directions`
@@ -99,8 +105,11 @@ class GradientRows:
                 self.write(row, [None if g is None else g[k] for g in grads], scale=scale)
             return
         contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
-        target = self.g[rows[0]: rows[0] + len(rows)] if contiguous else torch.empty(
-            len(rows), self.size, device=self.g.device)
+        target = (
+            self.g[rows[0] : rows[0] + len(rows)]
+            if contiguous
+            else torch.empty(len(rows), self.size, device=self.g.device)
+        )
         for g, start, end in zip(grads, self.offsets[:-1], self.offsets[1:]):
             if g is None:
                 target[:, start:end].zero_()
@@ -119,8 +128,10 @@ class GradientRows:
                 self._direction = torch.empty(self.size, device=flat.device)
             direction = self.fast.minus_update(flat, out=self._direction)
         else:
-            direction = flatten([d.neg_() for d in optimizer_update(self.optimizer, self.params,
-                                                                    unflatten(flat, self.params))], self.params)
+            direction = flatten(
+                [d.neg_() for d in optimizer_update(self.optimizer, self.params, unflatten(flat, self.params))],
+                self.params,
+            )
         self.minus_update[row] = self.sketch(direction) if self.sketch is not None else direction
 
     def products(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -135,8 +146,9 @@ class GradientRows:
         return gram, products
 
 
-def block_products(g: torch.Tensor, rows: list[int], adam: FlatAdamUpdate | None = None, *,
-                   block_elements: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def block_products(
+    g: torch.Tensor, rows: list[int], adam: FlatAdamUpdate | None = None, *, block_elements: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """G = g_r g_rᵀ and, with ``adam``, P_ij = −Δ_i · g_j for the rows ``rows`` of the n×P buffer ``g``.
 
     One pass over column blocks of ``rows``×w elements: each block of gradients is read

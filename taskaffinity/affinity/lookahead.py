@@ -80,9 +80,18 @@ def task_losses(out, tasks: list[str], where: str = "losses_fn") -> list[str]:
     return [t for t in tasks if t in out]
 
 
-def lookahead(model: nn.Module, shared: list[tuple[str, torch.Tensor]], losses_fn, tasks: list[str], *,
-              rules=("sgd",), lr: float | None = None, optimizer=None, vmap: bool = False, exact: bool = True
-              ) -> tuple[list[str], dict[str, np.ndarray]]:
+def lookahead(
+    model: nn.Module,
+    shared: list[tuple[str, torch.Tensor]],
+    losses_fn,
+    tasks: list[str],
+    *,
+    rules=("sgd",),
+    lr: float | None = None,
+    optimizer=None,
+    vmap: bool = False,
+    exact: bool = True,
+) -> tuple[list[str], dict[str, np.ndarray]]:
     """Exact lookahead and gradient estimators at the current parameters (module docstring).
 
     ``shared``: (name in ``model``, parameter) pairs of θ_s; ``losses_fn(model)`` returns
@@ -128,8 +137,9 @@ def lookahead(model: nn.Module, shared: list[tuple[str, torch.Tensor]], losses_f
     return probed, {k: v.detach().double().cpu().numpy() for k, v in arrays.items()}
 
 
-def shared_gradients(losses: list[torch.Tensor], params: list[torch.Tensor], *, vmap: bool = False,
-                     retain_graph: bool = False) -> torch.Tensor:
+def shared_gradients(
+    losses: list[torch.Tensor], params: list[torch.Tensor], *, vmap: bool = False, retain_graph: bool = False
+) -> torch.Tensor:
     """k × P float32 matrix of the flattened gradients of each loss w.r.t. ``params``.
 
     ``vmap``: one batched vector-Jacobian product (``is_grads_batched``) through the
@@ -141,7 +151,7 @@ def shared_gradients(losses: list[torch.Tensor], params: list[torch.Tensor], *, 
         grads = batched_gradients(torch.stack(losses), params, retain_graph=retain_graph)
         offset = 0
         for p, g in zip(params, grads):
-            part = flat[:, offset: offset + p.numel()]
+            part = flat[:, offset : offset + p.numel()]
             part.zero_() if g is None else part.copy_(g.reshape(k, -1))
             offset += p.numel()
         return flat
@@ -151,8 +161,9 @@ def shared_gradients(losses: list[torch.Tensor], params: list[torch.Tensor], *, 
     return flat
 
 
-def batched_gradients(losses: torch.Tensor, params: list[torch.Tensor], *, retain_graph: bool = False
-                      ) -> list[torch.Tensor | None]:
+def batched_gradients(
+    losses: torch.Tensor, params: list[torch.Tensor], *, retain_graph: bool = False
+) -> list[torch.Tensor | None]:
     """∂losses_i/∂param for every i at once: per parameter a (k, *param.shape) tensor (None if unused).
 
     One backward of k cotangents (the rows of the identity) batched with vmap
@@ -160,5 +171,8 @@ def batched_gradients(losses: torch.Tensor, params: list[torch.Tensor], *, retai
     share the graph's traversal and run as k-times wider kernels.
     """
     eye = torch.eye(len(losses), device=losses.device, dtype=losses.dtype)
-    return list(torch.autograd.grad(losses, params, grad_outputs=eye, is_grads_batched=True,
-                                    retain_graph=retain_graph, allow_unused=True))
+    return list(
+        torch.autograd.grad(
+            losses, params, grad_outputs=eye, is_grads_batched=True, retain_graph=retain_graph, allow_unused=True
+        )
+    )

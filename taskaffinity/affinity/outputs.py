@@ -24,8 +24,9 @@ from .reliability import estimator_reliability
 from .store import AffinityStore
 
 
-def summaries_of(store: AffinityStore, *, n_boot: int = 1000, level: float = 0.95,
-                 seed: int = 0) -> dict[str, pd.DataFrame]:
+def summaries_of(
+    store: AffinityStore, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict[str, pd.DataFrame]:
     """:meth:`AffinityStore.summary` of every recorded estimator."""
     return {e: store.summary(e, n_boot=n_boot, level=level, seed=seed) for e in store.estimators}
 
@@ -38,9 +39,15 @@ def trust_report(store: AffinityStore, summaries: dict[str, pd.DataFrame], *, se
 
 def affinity_files(estimators: list[str]) -> list[str]:
     """The names :func:`write_data` and the heatmaps write for ``estimators``."""
-    return ["affinity.parquet", "fidelity.json",
-            *(f"{kind}_{e}.{suffix}" for e in estimators
-              for kind, suffix in (("matrix", "csv"), ("summary", "csv"), ("heatmap", "png")))]
+    return [
+        "affinity.parquet",
+        "fidelity.json",
+        *(
+            f"{kind}_{e}.{suffix}"
+            for e in estimators
+            for kind, suffix in (("matrix", "csv"), ("summary", "csv"), ("heatmap", "png"))
+        ),
+    ]
 
 
 def write_data(store: AffinityStore, summaries: dict[str, pd.DataFrame], report: dict, out: str | Path) -> None:

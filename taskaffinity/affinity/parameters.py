@@ -37,17 +37,18 @@ def select_shared(named: list[tuple[str, torch.nn.Parameter]], spec: str) -> lis
             raise ConfigError(f"affinity.parameters: 'top:N' needs an integer N, got '{spec}'") from None
         layers = {n: int(m.group(1)) for n, _ in named if (m := _LAYER.search(n))}
         if not layers:
-            raise ConfigError(f"affinity.parameters: '{spec}' found no numbered layers (.layer.<i>., .layers.<i>., "
-                              ".h.<i>., .block.<i>.) among the shared parameters of this encoder: set "
-                              "affinity.parameters to all, or to regex:PATTERN for the blocks you mean")
+            raise ConfigError(
+                f"affinity.parameters: '{spec}' found no numbered layers (.layer.<i>., .layers.<i>., "
+                ".h.<i>., .block.<i>.) among the shared parameters of this encoder: set "
+                "affinity.parameters to all, or to regex:PATTERN for the blocks you mean"
+            )
         last = max(layers.values())
         chosen = [(n, p) for n, p in named if n in layers and layers[n] > last - count]
     elif spec.startswith("regex:"):
         pattern = re.compile(spec[6:])
         chosen = [(n, p) for n, p in named if pattern.search(n)]
     else:
-        raise ConfigError(
-            f"affinity.parameters must be all, no_embeddings, top:N or regex:PATTERN, got '{spec}'")
+        raise ConfigError(f"affinity.parameters must be all, no_embeddings, top:N or regex:PATTERN, got '{spec}'")
     if not chosen:
         raise ConfigError(f"affinity.parameters '{spec}' selects no shared parameter")
     return chosen

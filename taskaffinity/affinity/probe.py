@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from ..batching import collate
-from ..callbacks import Callback, training_context
+from ..training.batching import collate
+from ..training.callbacks import Callback, training_context
 from .formulas import cosine_from_gram, first_order_from_products, flatten, lookahead_ratio
 from .parameters import select_shared
 from .updates import fast_rule, source_update
@@ -40,10 +40,21 @@ log = logging.getLogger(__name__)
 class LookaheadRecorder(Callback):
     """Records exact lookahead (per rule) plus gradient estimators on probe batches."""
 
-    def __init__(self, *, rules=("sgd", "optimizer"), every: int = 10, batch_size: int = 64,
-                 split: str = "train", start_step: int = 1, parameters: str = "all",
-                 lookahead_lr: float | None = None, sources: int | None = None, targets: int | None = None,
-                 seed: int = 0, exact: bool = True):
+    def __init__(
+        self,
+        *,
+        rules=("sgd", "optimizer"),
+        every: int = 10,
+        batch_size: int = 64,
+        split: str = "train",
+        start_step: int = 1,
+        parameters: str = "all",
+        lookahead_lr: float | None = None,
+        sources: int | None = None,
+        targets: int | None = None,
+        seed: int = 0,
+        exact: bool = True,
+    ):
         self.rules, self.every, self.batch_size = tuple(rules), every, batch_size
         self.exact = exact  # False: first-order forms only, no lookahead encoder passes (≈ n/3 steps saved per rule)
         self.sources, self.targets = sources, targets
@@ -97,8 +108,14 @@ class LookaheadRecorder(Callback):
                 fast = fast_rule(rule, params, context.optimizer) if mine else None
                 moved = mine if self.exact or rule != "sgd" else ()  # sgd's first-order form needs only G
                 for a in moved:
-                    update, delta = source_update(rule, flat[at[sources[a]]], params, optimizer=context.optimizer,
-                                                  lr=self.lookahead_lr or context.lr, fast=fast)
+                    update, delta = source_update(
+                        rule,
+                        flat[at[sources[a]]],
+                        params,
+                        optimizer=context.optimizer,
+                        lr=self.lookahead_lr or context.lr,
+                        fast=fast,
+                    )
                     if self.exact:
                         after[a] = self.losses_after(model, named, update, batches, targets, pack=context.packs_tasks)
                     if rule != "sgd":
@@ -129,8 +146,12 @@ class LookaheadRecorder(Callback):
         for name, out in zip(names, bad):
             if out:
                 if name not in self.skipped:
-                    log.warning("affinity probe: task '%s' has a NaN, infinite or zero loss or gradient at step %d: "
-                                "left out of such probes (counted in the run's metadata, probe_skipped)", name, step)
+                    log.warning(
+                        "affinity probe: task '%s' has a NaN, infinite or zero loss or gradient at step %d: "
+                        "left out of such probes (counted in the run's metadata, probe_skipped)",
+                        name,
+                        step,
+                    )
                 self.skipped[name] = self.skipped.get(name, 0) + 1
         dropped = {name for name, out in zip(names, bad) if out}
         return [t for t in sources if t not in dropped], [t for t in targets if t not in dropped]
@@ -178,8 +199,9 @@ class LookaheadRecorder(Callback):
             rng = np.random.default_rng([self.seed, step, k, 0xAFF])
             pool = self.pool_half(len(frame), k, step) if len(frame) >= 2 else np.arange(len(frame))
             rows = rng.choice(pool, size=min(self.batch_size, len(pool)), replace=False)
-            batches[name] = collate(task.spec.type, frame.iloc[np.sort(rows)], context.tokenizer,
-                                    context.max_length, context.device)
+            batches[name] = collate(
+                task.spec.type, frame.iloc[np.sort(rows)], context.tokenizer, context.max_length, context.device
+            )
         return batches
 
     @staticmethod
@@ -212,8 +234,9 @@ class LookaheadRecorder(Callback):
             features = model.encode_packed(inputs, encoder=encoder)
         else:
             features = [model.encode(x, encoder=encoder) for x in inputs]
-        losses = [model.head(name).loss(model.head(name)(f), batches[name]["labels"])
-                  for name, f in zip(names, features)]
+        losses = [
+            model.head(name).loss(model.head(name)(f), batches[name]["labels"]) for name, f in zip(names, features)
+        ]
         return torch.stack(losses).float()
 
     # -- persistence ---------------------------------------------------------------------------
@@ -226,5 +249,9 @@ class LookaheadRecorder(Callback):
 
 
 def _rows(step: int, arrays: dict[str, np.ndarray], sources: list[str], targets: list[str]) -> list[dict]:
-    return [{"step": step, "estimator": est, "source": src, "target": tgt, "value": float(matrix[i, j])}
-            for est, matrix in arrays.items() for i, src in enumerate(sources) for j, tgt in enumerate(targets)]
+    return [
+        {"step": step, "estimator": est, "source": src, "target": tgt, "value": float(matrix[i, j])}
+        for est, matrix in arrays.items()
+        for i, src in enumerate(sources)
+        for j, tgt in enumerate(targets)
+    ]

@@ -42,8 +42,9 @@ class ProbeInputs:
             with self._capture() as calls:
                 out = losses_fn(model)
             if not first:
-                first["positions"] = [(c, k) for c, args in enumerate(calls) for k, t in enumerate(args)
-                                      if not t.requires_grad]
+                first["positions"] = [
+                    (c, k) for c, args in enumerate(calls) for k, t in enumerate(args) if not t.requires_grad
+                ]
                 first["digests"] = self.pending = _digests(calls, first["positions"])
                 first["count"] = 1
             else:
@@ -87,10 +88,12 @@ class ProbeInputs:
 
 def refuse_changed_batch(call: int):
     """``ProbeInputs.watch``'s ``on_change`` for ``AffinityMeter.probe``: one clear error."""
-    raise TaskAffinityError(f"AffinityMeter.probe: losses_fn fed the model other inputs at its call {call} than at its "
-                            "first (a new batch per call, e.g. next(iterator)?): every Z_i→j would compare the losses "
-                            "of two batches. Build the probe batch once outside losses_fn (draws from torch's RNG "
-                            "inside it are replayed), or pass fixed_batch=False if the change is intended")
+    raise TaskAffinityError(
+        f"AffinityMeter.probe: losses_fn fed the model other inputs at its call {call} than at its "
+        "first (a new batch per call, e.g. next(iterator)?): every Z_i→j would compare the losses "
+        "of two batches. Build the probe batch once outside losses_fn (draws from torch's RNG "
+        "inside it are replayed), or pass fixed_batch=False if the change is intended"
+    )
 
 
 def _tensors(value) -> list[torch.Tensor]:

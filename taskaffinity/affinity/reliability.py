@@ -82,7 +82,7 @@ def _half_means(cube: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
     half = len(cube) // 2
     with warnings.catch_warnings():  # a pair no sample of a half measured is NaN, on purpose
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(cube[order[:half]], axis=0), np.nanmean(cube[order[half: 2 * half]], axis=0)
+        return np.nanmean(cube[order[:half]], axis=0), np.nanmean(cube[order[half : 2 * half]], axis=0)
 
 
 def _given_halves(cube: np.ndarray, halves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,8 +105,12 @@ def split_half(cube: np.ndarray, *, splits: int = SPLITS, seed: int = 0, halves:
     was recorded.
     """
     k = len(cube)
-    out = {"samples": int(k), "split_half": float("nan"), "within_target_split_half": float("nan"),
-           "early_late": float("nan")}
+    out = {
+        "samples": int(k),
+        "split_half": float("nan"),
+        "within_target_split_half": float("nan"),
+        "early_late": float("nan"),
+    }
     if k >= 4:
         rng = np.random.default_rng(seed)
         pooled, within = [], []
@@ -118,7 +122,7 @@ def split_half(cube: np.ndarray, *, splits: int = SPLITS, seed: int = 0, halves:
         out["within_target_split_half"] = snap(np.nanmean(within)) if np.isfinite(within).any() else float("nan")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            early, late = np.nanmean(cube[: k // 2], axis=0), np.nanmean(cube[k - k // 2:], axis=0)
+            early, late = np.nanmean(cube[: k // 2], axis=0), np.nanmean(cube[k - k // 2 :], axis=0)
         out["early_late"] = snap(within_target_spearman(early, late))
     out["reliability"] = spearman_brown(out["split_half"])
     out["within_target_reliability"] = spearman_brown(out["within_target_split_half"])
@@ -153,8 +157,15 @@ def effect_shares(matrix: np.ndarray) -> dict[str, float]:
     return {"target_share": r2(j), "source_share": r2(i), "additive_share": r2(i, j)}
 
 
-def estimator_reliability(store: AffinityStore, estimator: str, *, splits: int = SPLITS, seed: int = 0,
-                          target: float = 0.9, summary: pd.DataFrame | None = None) -> dict:
+def estimator_reliability(
+    store: AffinityStore,
+    estimator: str,
+    *,
+    splits: int = SPLITS,
+    seed: int = 0,
+    target: float = 0.9,
+    summary: pd.DataFrame | None = None,
+) -> dict:
     """Everything that says how far ``estimator``'s run-averaged matrix can be trusted.
 
     Keys: those of :func:`split_half`; ``samples_for_<target>`` (Spearman–Brown prophecy
@@ -172,8 +183,6 @@ def estimator_reliability(store: AffinityStore, estimator: str, *, splits: int =
     return out
 
 
-
-
 # A prophecy beyond this many samples (probes or windows) is not a plan anyone can follow.
 REACHABLE = 1e6
 
@@ -185,6 +194,7 @@ def reliability_table(report: dict) -> pd.DataFrame:
     the count, or ``not reachable`` when no number of samples is predicted to get there
     (reliability ≤ 0) or the count exceeds 10^6.
     """
+
     def number(value):
         return float("nan") if value is None else snap(value)
 
@@ -192,11 +202,17 @@ def reliability_table(report: dict) -> pd.DataFrame:
     for estimator, values in report.get("reliability", {}).items():
         needed = number(next((v for k, v in values.items() if k.startswith("samples_for_")), None))
         within = number(values["within_target_reliability"])
-        rows.append({"estimator": estimator, "samples": values["samples"], "reliability": number(values["reliability"]),
-                     "within_target": within, "verdict": verdict(within),
-                     "early_late": number(values.get("early_late")),
-                     "significant_share": number(values.get("significant_share")),
-                     "target_offset_share": number(values["target_share"]),
-                     "samples_for_0.9": f"{needed:.0f}" if np.isfinite(needed) and needed <= REACHABLE
-                     else "not reachable"})
+        rows.append(
+            {
+                "estimator": estimator,
+                "samples": values["samples"],
+                "reliability": number(values["reliability"]),
+                "within_target": within,
+                "verdict": verdict(within),
+                "early_late": number(values.get("early_late")),
+                "significant_share": number(values.get("significant_share")),
+                "target_offset_share": number(values["target_share"]),
+                "samples_for_0.9": f"{needed:.0f}" if np.isfinite(needed) and needed <= REACHABLE else "not reachable",
+            }
+        )
     return pd.DataFrame(rows)

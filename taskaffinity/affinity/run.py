@@ -2,7 +2,8 @@
 summaries and trust report it produces.
 
 ``OUT/`` holds the data files of :mod:`.outputs` (store, matrices, summaries, ``fidelity.json``),
-``conflicts.parquet`` with ``affinity.conflicts`` (:mod:`.conflicts`), plus the training outputs of :func:`taskaffinity.joint.train_joint_model`;
+``conflicts.parquet`` with ``affinity.conflicts`` (:mod:`.conflicts`), plus the training outputs of
+:func:`taskaffinity.training.joint.train_joint_model`;
 :func:`taskaffinity.api.record_affinity` adds the heatmaps.
 """
 
@@ -14,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..callbacks import Callback
 from ..config import RunConfig
-from ..evaluate import gain_over_baseline
-from ..joint import train_joint_model
 from ..storage import write_parquet
+from ..training.callbacks import Callback
+from ..training.evaluate import gain_over_baseline
+from ..training.joint import train_joint_model
 from .conflicts import COLUMNS as CONFLICT_COLUMNS
 from .conflicts import ConflictRecorder
 from .outputs import summaries_of, trust_report, write_data
@@ -52,8 +53,15 @@ class StartOfRecording(Callback):
         if step == self.start_step - 1 and self.learned is None:
             primary = metrics[metrics["primary"]].reset_index(drop=True)
             gains = gain_over_baseline(primary)
-            self.learned = {row.task: {"metric": row.metric, "value": row.value, "baseline": row.baseline,
-                                       "learned": bool(gain > 0)} for row, gain in zip(primary.itertuples(), gains)}
+            self.learned = {
+                row.task: {
+                    "metric": row.metric,
+                    "value": row.value,
+                    "baseline": row.baseline,
+                    "learned": bool(gain > 0),
+                }
+                for row, gain in zip(primary.itertuples(), gains)
+            }
 
     def state_dict(self):
         return {"learned": self.learned}
@@ -81,16 +89,32 @@ def recorders_for(config: RunConfig) -> tuple[list[Callback], int]:
     """The callbacks an affinity run needs, and the first recorded step."""
     affinity = config.affinity  # its options are checked when the config is made (config.AffinityConfig)
     start = affinity.start_step if affinity.start_step is not None else default_start_step(config)
-    common = dict(start_step=start, parameters=affinity.parameters, lookahead_lr=affinity.lookahead_lr, seed=config.seed)
+    common = dict(
+        start_step=start, parameters=affinity.parameters, lookahead_lr=affinity.lookahead_lr, seed=config.seed
+    )
     callbacks: list[Callback] = [StartOfRecording(start)]
     if affinity.rules:
-        callbacks.append(LookaheadRecorder(rules=affinity.rules, every=affinity.probe_every,
-                                           batch_size=affinity.probe_batch_size, split=affinity.probe_split,
-                                           sources=affinity.probe_sources, targets=affinity.probe_targets,
-                                           exact=affinity.lookahead == "exact", **common))
+        callbacks.append(
+            LookaheadRecorder(
+                rules=affinity.rules,
+                every=affinity.probe_every,
+                batch_size=affinity.probe_batch_size,
+                split=affinity.probe_split,
+                sources=affinity.probe_sources,
+                targets=affinity.probe_targets,
+                exact=affinity.lookahead == "exact",
+                **common,
+            )
+        )
     if affinity.stream:
-        callbacks.append(StreamRecorder(window=affinity.stream_window, optimizer_rule="optimizer" in affinity.rules,
-                                        sketch_dim=affinity.sketch_dim, **common))
+        callbacks.append(
+            StreamRecorder(
+                window=affinity.stream_window,
+                optimizer_rule="optimizer" in affinity.rules,
+                sketch_dim=affinity.sketch_dim,
+                **common,
+            )
+        )
     if affinity.conflicts:
         callbacks.append(ConflictRecorder(start_step=start))
     return callbacks, start
@@ -103,44 +127,63 @@ def recording_cost(metadata: dict) -> dict:
     recording = sum(metadata.get(k) or 0.0 for k in ("probe_seconds", "stream_seconds"))
     training = metadata.get("training_seconds")
     plain = (training - recording) if training else None
-    return {"recording_seconds": recording,
-            "overhead": training / plain if plain and plain > 0 else None}
+    return {"recording_seconds": recording, "overhead": training / plain if plain and plain > 0 else None}
 
 
-def record_affinity(config: RunConfig, out_dir: str | Path | None = None, *, resume: bool = True,
-                    progress: bool = True, tasks=None, tracking=None) -> AffinityResult:
+def record_affinity(
+    config: RunConfig,
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    tasks=None,
+    tracking=None,
+) -> AffinityResult:
     """Run the joint training with recorders; write the store, matrices, summaries and fidelity.
 
     ``tasks``: already prepared task data (default: prepared from ``config``); ``tracking``: a
     :class:`~taskaffinity.tracking.run.TrackingRun` that also receives every record as it is made.
     """
     callbacks, start = recorders_for(config)
-    result = train_joint_model(config, out_dir, resume=resume, callbacks=callbacks, progress=progress, tasks=tasks,
-                               tracking=tracking)
+    result = train_joint_model(
+        config, out_dir, resume=resume, callbacks=callbacks, progress=progress, tasks=tasks, tracking=tracking
+    )
     records = [r for cb in callbacks for r in getattr(cb, "records", [])]
     trainer = result.trainer
     probe = next((cb for cb in callbacks if isinstance(cb, LookaheadRecorder)), None)
     stream = next((cb for cb in callbacks if isinstance(cb, StreamRecorder)), None)
     metadata = {
-        "model": config.model.name, "tasks": list(trainer.tasks), "seed": config.seed,
+        "model": config.model.name,
+        "tasks": list(trainer.tasks),
+        "seed": config.seed,
         "run_fingerprint": trainer.fingerprint,  # configuration + data: a study reuses the run only for both
-        "lr": config.training.lr, "lookahead_lr_sgd": config.affinity.lookahead_lr or config.training.lr,
-        "rules": list(config.affinity.rules), "lookahead": config.affinity.lookahead,
+        "lr": config.training.lr,
+        "lookahead_lr_sgd": config.affinity.lookahead_lr or config.training.lr,
+        "rules": list(config.affinity.rules),
+        "lookahead": config.affinity.lookahead,
         "probe_every": config.affinity.probe_every,
-        "probe_batch_size": config.affinity.probe_batch_size, "probe_split": config.affinity.probe_split,
+        "probe_batch_size": config.affinity.probe_batch_size,
+        "probe_split": config.affinity.probe_split,
         "probe_pool_halves": True,  # probes alternate between disjoint halves of the pool (pool_half)
-        "probe_sources": config.affinity.probe_sources, "probe_targets": config.affinity.probe_targets,
+        "probe_sources": config.affinity.probe_sources,
+        "probe_targets": config.affinity.probe_targets,
         "tasks_per_step": config.training.tasks_per_step,
-        "weighting": config.training.weighting, "aggregator": config.training.aggregator,
-        "head_warmup_steps": config.training.head_warmup_steps, "start_step": start,
-        "steps": trainer.step, "parameters": config.affinity.parameters, "sketch_dim": config.affinity.sketch_dim,
-        "stream_window": config.affinity.stream_window, "learned_at_start": next((cb.learned for cb in callbacks if hasattr(cb, "learned")), None),
+        "weighting": config.training.weighting,
+        "aggregator": config.training.aggregator,
+        "head_warmup_steps": config.training.head_warmup_steps,
+        "start_step": start,
+        "steps": trainer.step,
+        "parameters": config.affinity.parameters,
+        "sketch_dim": config.affinity.sketch_dim,
+        "stream_window": config.affinity.stream_window,
+        "learned_at_start": next((cb.learned for cb in callbacks if hasattr(cb, "learned")), None),
         "probe_seconds_median": float(np.median(probe.seconds)) if probe and probe.seconds else None,
         # what each recorder added to the run (host seconds): the cost column of validation tables
         "probe_seconds": float(np.sum(probe.seconds)) if probe else None,
         "stream_seconds": float(stream.seconds) if stream else None,
         "training_seconds": float(pd.DataFrame(trainer.step_log).drop_duplicates("step")["seconds"].sum())
-        if trainer.step_log else None,
+        if trainer.step_log
+        else None,
         "families": {name: task.spec.family for name, task in trainer.tasks.items()},
         "data_fingerprints": dict(trainer.data_fingerprints),  # which data each task's affinities are of
         "skipped_steps": dict(stream.skipped) if stream else {},  # NaN or infinite values, left out by name
@@ -148,8 +191,9 @@ def record_affinity(config: RunConfig, out_dir: str | Path | None = None, *, res
     }
     metadata.update(recording_cost(metadata))
     store = AffinityStore(pd.DataFrame(records), metadata)
-    summaries = summaries_of(store, n_boot=config.affinity.bootstrap, level=config.affinity.confidence,
-                             seed=config.seed)
+    summaries = summaries_of(
+        store, n_boot=config.affinity.bootstrap, level=config.affinity.confidence, seed=config.seed
+    )
     report = trust_report(store, summaries, seed=config.seed)
     writes = bool(result.out_dir) and trainer.dist.main
     conflict = next((cb for cb in callbacks if isinstance(cb, ConflictRecorder)), None)
@@ -159,8 +203,9 @@ def record_affinity(config: RunConfig, out_dir: str | Path | None = None, *, res
         _add_cost_to_summary(result.out_dir / "summary.json", metadata)
         if conflicts is not None:
             write_parquet(result.out_dir / "conflicts.parquet", conflicts)
-    return AffinityResult(store=store, fidelity=report, out_dir=result.out_dir, summaries=summaries, writes=writes,
-                          conflicts=conflicts)
+    return AffinityResult(
+        store=store, fidelity=report, out_dir=result.out_dir, summaries=summaries, writes=writes, conflicts=conflicts
+    )
 
 
 def _add_cost_to_summary(path: Path, metadata: dict) -> None:
@@ -169,6 +214,8 @@ def _add_cost_to_summary(path: Path, metadata: dict) -> None:
 
     if path.is_file():
         summary = read_json(path)
-        summary["recording"] = {key: metadata.get(key) for key in
-                                ("training_seconds", "probe_seconds", "stream_seconds", "recording_seconds", "overhead")}
+        summary["recording"] = {
+            key: metadata.get(key)
+            for key in ("training_seconds", "probe_seconds", "stream_seconds", "recording_seconds", "overhead")
+        }
         write_json(path, summary)

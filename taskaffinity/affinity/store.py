@@ -37,12 +37,13 @@ class AffinityStore:
         if missing:
             raise TaskAffinityError(f"affinity records lack column(s) {missing} (need {list(COLUMNS)})")
         self.records = records[list(COLUMNS)].astype(
-            {"step": "int64", "estimator": str, "source": str, "target": str, "value": "float64"})
+            {"step": "int64", "estimator": str, "source": str, "target": str, "value": "float64"}
+        )
         self.metadata = dict(metadata or {})
 
     # -- I/O -----------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path) -> "AffinityStore":
+    def load(cls, path: str | Path) -> AffinityStore:
         import pyarrow.parquet as pq
 
         path = Path(path)
@@ -77,12 +78,16 @@ class AffinityStore:
     def select(self, estimator: str, window: tuple[int | None, int | None] | None = None) -> pd.DataFrame:
         """Records of one estimator, optionally restricted to steps ``start <= step <= end``."""
         if estimator not in self.estimators:
-            raise TaskAffinityError(f"unknown estimator '{estimator}' (recorded: {', '.join(self.estimators) or 'none'})")
+            raise TaskAffinityError(
+                f"unknown estimator '{estimator}' (recorded: {', '.join(self.estimators) or 'none'})"
+            )
         rows = self.records[self.records["estimator"] == estimator]
         if window is not None:
             start, end = window
-            rows = rows[(rows["step"] >= (start if start is not None else -np.inf))
-                        & (rows["step"] <= (end if end is not None else np.inf))]
+            rows = rows[
+                (rows["step"] >= (start if start is not None else -np.inf))
+                & (rows["step"] <= (end if end is not None else np.inf))
+            ]
         return rows
 
     def matrix(self, estimator: str, *, window=None, symmetric: bool = False) -> pd.DataFrame:
@@ -102,8 +107,9 @@ class AffinityStore:
             rows = rows[rows["target"].isin(targets)]
         return rows.sort_values(["source", "target", "step"]).reset_index(drop=True)
 
-    def summary(self, estimator: str, *, window=None, n_boot: int = 1000, level: float = 0.95,
-                seed: int = 0) -> pd.DataFrame:
+    def summary(
+        self, estimator: str, *, window=None, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+    ) -> pd.DataFrame:
         """Per pair: mean over probes, standard error, bootstrap CI and whether it excludes 0.
 
         Probes are resampled jointly for all pairs (the same resampled steps for
@@ -122,8 +128,17 @@ class AffinityStore:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 boot = np.nanmean(values[picks], axis=1)
                 low, high = np.nanquantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)
-        frame = pd.DataFrame({"source": wide.columns.get_level_values(0), "target": wide.columns.get_level_values(1),
-                              "mean": mean, "se": se, "low": low, "high": high, "n": n})
+        frame = pd.DataFrame(
+            {
+                "source": wide.columns.get_level_values(0),
+                "target": wide.columns.get_level_values(1),
+                "mean": mean,
+                "se": se,
+                "low": low,
+                "high": high,
+                "n": n,
+            }
+        )
         frame["significant"] = (frame["low"] > 0) | (frame["high"] < 0)
         return frame
 
@@ -144,8 +159,9 @@ class AffinityStore:
             with warnings.catch_warnings():  # an unmeasured pair is NaN here, filled below
                 warnings.simplefilter("ignore", RuntimeWarning)
                 means = np.nanmean(values[picks], axis=0)
-            matrix = pd.Series(means, index=wide.columns).unstack("target").reindex(index=full.index,
-                                                                                      columns=full.columns)
+            matrix = (
+                pd.Series(means, index=wide.columns).unstack("target").reindex(index=full.index, columns=full.columns)
+            )
             yield matrix.fillna(full).rename_axis(index="source", columns="target")
 
     def covers_zero(self, estimator: str, *, summary: pd.DataFrame | None = None, **kwargs) -> pd.DataFrame:
@@ -165,7 +181,9 @@ class AffinityStore:
         """The mean matrix with entries whose CI covers zero masked as NaN."""
         table = self.summary(estimator, **kwargs)
         table.loc[~table["significant"], "mean"] = np.nan
-        wide = table.pivot(index="source", columns="target", values="mean").reindex(index=self.tasks, columns=self.tasks)
+        wide = table.pivot(index="source", columns="target", values="mean").reindex(
+            index=self.tasks, columns=self.tasks
+        )
         wide.index.name, wide.columns.name = "source", "target"
         return wide
 

@@ -32,8 +32,8 @@ import time
 import numpy as np
 import torch
 
-from ..callbacks import Callback
 from ..errors import ConfigError
+from ..training.callbacks import Callback
 from .embedding_rows import EmbeddingRows, input_embedding
 from .gradient_rows import GradientRows
 from .parameters import select_shared
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 def _timed(hook):
     """Adds the hook's host time to ``self.seconds``: what streaming costs on top of the step."""
+
     @functools.wraps(hook)
     def timed(self, *args):
         started = time.perf_counter()
@@ -52,15 +53,24 @@ def _timed(hook):
             return hook(self, *args)
         finally:
             self.seconds += time.perf_counter() - started
+
     return timed
 
 
 class StreamRecorder(Callback):
     wants_task_gradients = True
 
-    def __init__(self, *, start_step: int = 1, window: int = 10, parameters: str = "all",
-                 lookahead_lr: float | None = None, optimizer_rule: bool = True,
-                 sketch_dim: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        *,
+        start_step: int = 1,
+        window: int = 10,
+        parameters: str = "all",
+        lookahead_lr: float | None = None,
+        optimizer_rule: bool = True,
+        sketch_dim: int | None = None,
+        seed: int = 0,
+    ):
         self.start_step, self.window, self.parameters = start_step, window, parameters
         self.lookahead_lr, self.optimizer_rule = lookahead_lr, optimizer_rule
         self.sketch_dim, self.seed = sketch_dim, seed
@@ -75,9 +85,11 @@ class StreamRecorder(Callback):
     def check(self, context) -> None:
         select_shared(list(context.model.shared_parameters()), self.parameters)
         if context.dist.active and self.sketch_dim and self.optimizer_rule:
-            raise ConfigError("affinity.sketch_dim with the optimizer rule is not supported under torchrun: "
-                              "the optimizer's direction needs each task's whole reduced gradient "
-                              "(drop 'optimizer' from affinity.rules, or the sketch)")
+            raise ConfigError(
+                "affinity.sketch_dim with the optimizer rule is not supported under torchrun: "
+                "the optimizer's direction needs each task's whole reduced gradient "
+                "(drop 'optimizer' from affinity.rules, or the sketch)"
+            )
 
     def active(self, step: int) -> bool:
         return step >= self.start_step
@@ -121,8 +133,17 @@ class StreamRecorder(Callback):
             self.means.sums = {k: np.array(v) for k, v in self._partial["sums"].items()}
             self._partial = None
         # the dense shared parameters' per-task rows: the meter's buffer (one implementation)
-        self.rows = GradientRows([p for _, p in dense], len(self.tasks), optimizer_rule=self.optimizer_rule,
-                                 sketch_dim=self.sketch_dim, seed=self.seed) if dense else None
+        self.rows = (
+            GradientRows(
+                [p for _, p in dense],
+                len(self.tasks),
+                optimizer_rule=self.optimizer_rule,
+                sketch_dim=self.sketch_dim,
+                seed=self.seed,
+            )
+            if dense
+            else None
+        )
 
     # -- per task ------------------------------------------------------------------------------
     @_timed
@@ -132,8 +153,12 @@ class StreamRecorder(Callback):
         k = self.tasks.index(task)
         if self.rows is not None:  # scaled to this process's share of g_i; under torchrun the
             # optimizer's direction waits for the sum over processes (on_before_optimizer_step)
-            self.rows.write(k, [grads[i] for i in self.positions],
-                            scale=context.step_context.shard_weights[task], directions=not self.dist.active)
+            self.rows.write(
+                k,
+                [grads[i] for i in self.positions],
+                scale=context.step_context.shard_weights[task],
+                directions=not self.dist.active,
+            )
         if self.embedding:
             self.embedding.add(task, grads[self.embedding_position], context.optimizer)
 
@@ -155,8 +180,9 @@ class StreamRecorder(Callback):
             gram = loss.new_zeros(n, n)
             products = loss.new_zeros(n, n) if self.optimizer_rule else None
         if self.embedding:
-            emb_gram, emb_update_products = self.embedding.products([self.tasks[k] for k in self.present],
-                                                                    context.optimizer)
+            emb_gram, emb_update_products = self.embedding.products(
+                [self.tasks[k] for k in self.present], context.optimizer
+            )
             gram = gram + emb_gram.to(gram.device)
             if self.optimizer_rule:
                 products = products - emb_update_products.to(gram.device)
@@ -175,16 +201,22 @@ class StreamRecorder(Callback):
 
     def _skip(self, task: str, step: int) -> None:
         if task not in self.skipped:
-            log.warning("affinity stream: the loss or gradient of task '%s' is NaN or infinite at step %d: the task is "
-                        "left out of such steps (counted in the run's metadata, skipped_steps)", task, step)
+            log.warning(
+                "affinity stream: the loss or gradient of task '%s' is NaN or infinite at step %d: the task is "
+                "left out of such steps (counted in the run's metadata, skipped_steps)",
+                task,
+                step,
+            )
         self.skipped[task] = self.skipped.get(task, 0) + 1
 
     # -- persistence ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
         partial = self._partial
         if self.means is not None and self.means.counts is not None:
-            partial = {"counts": self.means.counts.tolist(),
-                       "sums": {k: v.tolist() for k, v in self.means.sums.items()}}
+            partial = {
+                "counts": self.means.counts.tolist(),
+                "sums": {k: v.tolist() for k, v in self.means.sums.items()},
+            }
         return {"records": self.records, "partial": partial, "seconds": self.seconds, "skipped": self.skipped}
 
     def load_state_dict(self, state: dict) -> None:

@@ -31,8 +31,9 @@ def sgd_update(grads: list[torch.Tensor], lr: float) -> list[torch.Tensor]:
     return [-lr * g for g in grads]
 
 
-def optimizer_update(optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
-                     grads: list[torch.Tensor]) -> list[torch.Tensor]:
+def optimizer_update(
+    optimizer: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[torch.Tensor]
+) -> list[torch.Tensor]:
     """Δθ that ``optimizer.step()`` would apply if ``grads`` were the whole gradient.
 
     Adam, AdamW and plain/momentum SGD by their formulas; other ``torch.optim`` optimizers
@@ -48,8 +49,9 @@ def optimizer_update(optimizer: torch.optim.Optimizer, params: list[torch.Tensor
     return updates
 
 
-def optimizer_update_rows(optimizer: torch.optim.Optimizer, param: torch.Tensor, rows: torch.Tensor,
-                          grad_rows: torch.Tensor) -> torch.Tensor:
+def optimizer_update_rows(
+    optimizer: torch.optim.Optimizer, param: torch.Tensor, rows: torch.Tensor, grad_rows: torch.Tensor
+) -> torch.Tensor:
     """The rows ``rows`` of the optimizer's Δθ for a matrix parameter whose gradient is ``grad_rows`` there.
 
     Element-wise optimizers update each row from that row's own state, so slicing
@@ -60,10 +62,13 @@ def optimizer_update_rows(optimizer: torch.optim.Optimizer, param: torch.Tensor,
     if group is None:
         raise ValueError("a parameter is not managed by the optimizer")
     if not isinstance(optimizer, (torch.optim.Adam, torch.optim.SGD)):
-        raise NotImplementedError(f"row-wise updates are only formed for Adam, AdamW and SGD, not "
-                                  f"{type(optimizer).__name__}")
-    state = {key: value.index_select(0, rows) if torch.is_tensor(value) and value.shape == param.shape else value
-             for key, value in optimizer.state.get(param, {}).items()}
+        raise NotImplementedError(
+            f"row-wise updates are only formed for Adam, AdamW and SGD, not {type(optimizer).__name__}"
+        )
+    state = {
+        key: value.index_select(0, rows) if torch.is_tensor(value) and value.shape == param.shape else value
+        for key, value in optimizer.state.get(param, {}).items()
+    }
     return _update(optimizer, param.detach().index_select(0, rows), grad_rows, state, group)
 
 
@@ -85,8 +90,10 @@ def _decoupled(optimizer, group) -> bool:
 
 # torch.optim optimizers whose step the optimizer rule cannot take on a copy: LBFGS re-evaluates a
 # closure; SparseAdam updates only the rows of a sparse gradient (its step is not of a dense one).
-_UNSUPPORTED = {"LBFGS": "its step needs a closure that re-evaluates the loss",
-                "SparseAdam": "it steps on sparse gradients only"}
+_UNSUPPORTED = {
+    "LBFGS": "its step needs a closure that re-evaluates the loss",
+    "SparseAdam": "it steps on sparse gradients only",
+}
 
 
 def rule_support(optimizer) -> str | None:
@@ -95,8 +102,10 @@ def rule_support(optimizer) -> str | None:
     if isinstance(optimizer, (torch.optim.Adam, torch.optim.SGD)):
         return None
     if not isinstance(optimizer, torch.optim.Optimizer) or not cls.__module__.startswith("torch.optim"):
-        return ("only torch.optim optimizers are supported (the step of another class may couple parameters "
-                "or keep state the rule cannot copy)")
+        return (
+            "only torch.optim optimizers are supported (the step of another class may couple parameters "
+            "or keep state the rule cannot copy)"
+        )
     return _UNSUPPORTED.get(cls.__name__)
 
 
@@ -200,8 +209,9 @@ class FlatAdamUpdate:
         self.g_scale, self.g2_scale = lr / bias1 * (1 - beta1), (1 - beta2) / bias2
         return True
 
-    def minus_update(self, g: torch.Tensor, out: torch.Tensor, *, columns: slice = slice(None),
-                     scratch: torch.Tensor | None = None) -> torch.Tensor:
+    def minus_update(
+        self, g: torch.Tensor, out: torch.Tensor, *, columns: slice = slice(None), scratch: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """−Δ for the flat gradient ``g``, written into ``out`` (same shape).
 
         ``g`` may also be a block of rows, each one gradient's entries at ``columns`` of the
@@ -223,8 +233,15 @@ def fast_rule(rule: str, params: list[torch.Tensor], optimizer) -> FlatAdamUpdat
     return fast if fast is not None and fast.refresh(optimizer) else None
 
 
-def source_update(rule: str, g: torch.Tensor, params: list[torch.Tensor], *, lr: float | None, optimizer=None,
-                  fast: FlatAdamUpdate | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+def source_update(
+    rule: str,
+    g: torch.Tensor,
+    params: list[torch.Tensor],
+    *,
+    lr: float | None,
+    optimizer=None,
+    fast: FlatAdamUpdate | None = None,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Δ_i for source i's flat gradient ``g`` (P) under ``rule``: per parameter, and flat (P).
 
     ``sgd``: Δ_i = −η g_i; ``optimizer``: the step the optimizer would take for g_i alone

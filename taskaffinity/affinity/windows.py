@@ -37,16 +37,20 @@ from .estimators import FEATURE, STREAMED  # noqa: F401  (the names these functi
 from .formulas import cosine_from_gram, first_order_from_products
 
 
-def step_estimates(gram: torch.Tensor, losses: torch.Tensor, lr: float,
-                   products: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def step_estimates(
+    gram: torch.Tensor, losses: torch.Tensor, lr: float, products: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """The streamed estimators of one step (k × k each, rows sources, columns targets).
 
     ``gram``: k × k Gram matrix of the step's per-task gradients; ``losses``: the k
     per-task losses L_j the gradients are of; ``lr``: η of the SGD rule; ``products``:
     k × k matrix −Δ_i·g_j of the optimizer rule (omit to skip that estimator).
     """
-    out = {"stream_gram": gram, "stream_cosine": cosine_from_gram(gram),
-           "stream_first_order_sgd": first_order_from_products(lr * gram, losses)}
+    out = {
+        "stream_gram": gram,
+        "stream_cosine": cosine_from_gram(gram),
+        "stream_first_order_sgd": first_order_from_products(lr * gram, losses),
+    }
     if products is not None:
         out["stream_first_order_optimizer"] = first_order_from_products(products, losses)
     return out
@@ -68,7 +72,6 @@ def finite_tasks(estimates: dict[str, torch.Tensor]) -> list[bool]:
         at = keep.nonzero().flatten()
         keep[at[~(inner.all(0) & inner.all(1))]] = False
     return keep.tolist()
-
 
 
 class WindowedMeans:
@@ -107,8 +110,15 @@ class WindowedMeans:
                 for i, source in enumerate(self.tasks):
                     for j, target in enumerate(self.tasks):
                         if self.counts[i, j] > 0:
-                            records.append({"step": step, "estimator": name, "source": source,
-                                            "target": target, "value": float(mean[i, j])})
+                            records.append(
+                                {
+                                    "step": step,
+                                    "estimator": name,
+                                    "source": source,
+                                    "target": target,
+                                    "value": float(mean[i, j]),
+                                }
+                            )
         self.counts, self.sums = None, {}
         return records
 

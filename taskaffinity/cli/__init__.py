@@ -11,18 +11,20 @@ import json
 import logging
 import sys
 
-from ..distributed import current as current_process
-from ..distributed import shutdown
 from ..errors import TaskAffinityError
-from .report_to import add_report_to, with_report_to
+from ..training.distributed import current as current_process
+from ..training.distributed import shutdown
 from .options import Parser
+from .report_to import add_report_to, with_report_to
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     # our own notes (texts shared between tasks, a pad token chosen, a resumed run) are part of the run log
     logging.getLogger("taskaffinity").setLevel(logging.INFO)
     try:
@@ -31,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"taskaffinity: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("taskaffinity: interrupted; finished work is saved, re-run the same command to resume",
-              file=sys.stderr)
+        print("taskaffinity: interrupted; finished work is saved, re-run the same command to resume", file=sys.stderr)
         return 130
     finally:
         shutdown()  # under torchrun: leave the process group cleanly
@@ -149,9 +150,11 @@ def cmd_affinity(args) -> int:
         print(result.store.matrix(estimator).to_string(float_format=lambda v: f"{v:.2e}"))
     print_trust(result.fidelity)
     if meta.get("overhead"):
-        print(f"recording cost: {meta['overhead']:.2f}x the same steps without recorders (probes "
-              f"{meta.get('probe_seconds') or 0:.1f} s, streams {meta.get('stream_seconds') or 0:.1f} s of "
-              f"{meta['training_seconds']:.1f} s of training steps)")
+        print(
+            f"recording cost: {meta['overhead']:.2f}x the same steps without recorders (probes "
+            f"{meta.get('probe_seconds') or 0:.1f} s, streams {meta.get('stream_seconds') or 0:.1f} s of "
+            f"{meta['training_seconds']:.1f} s of training steps)"
+        )
     print(f"wrote {result.out_dir}/ (affinity.parquet, matrix_*.csv, summary_*.csv, fidelity.json, heatmap_*.png)")
     return 0
 
@@ -162,14 +165,18 @@ def print_trust(report: dict) -> None:
 
     table = reliability_table(report)
     if not table.empty:
-        print("reliability of each run-averaged matrix (split-half, Spearman-Brown; within_target: how each "
-              "target ranks its sources; significant_share: pairs whose interval excludes 0):")
+        print(
+            "reliability of each run-averaged matrix (split-half, Spearman-Brown; within_target: how each "
+            "target ranks its sources; significant_share: pairs whose interval excludes 0):"
+        )
         print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     for pair, values in report.get("agreement", {}).items():
         run = values["run_average"]
         limit = f" (ceiling {values['ceiling']:.2f})" if "ceiling" in values else ""
-        print(f"agreement {pair}: Pearson {run['pearson']:.3f}, Spearman {run['spearman']:.3f}{limit}, "
-              f"sign agreement {run['sign_agreement']:.2f}")
+        print(
+            f"agreement {pair}: Pearson {run['pearson']:.3f}, Spearman {run['spearman']:.3f}{limit}, "
+            f"sign agreement {run['sign_agreement']:.2f}"
+        )
 
 
 def cmd_report(args) -> int:

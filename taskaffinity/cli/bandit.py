@@ -22,17 +22,20 @@ def cmd_bandit_sources(args, load_store) -> int:
     from ..config import load_config
 
     if not args.config:
-        raise ConfigError("--method bandit needs --config: a run or study YAML listing the target and its "
-                          "candidate sources")
-    settings = BanditSettings(rounds=args.rounds, steps_per_round=args.steps_per_round, decay=args.decay,
-                              seeds=args.seeds).check(CLI_NAMES)
+        raise ConfigError(
+            "--method bandit needs --config: a run or study YAML listing the target and its candidate sources"
+        )
+    settings = BanditSettings(
+        rounds=args.rounds, steps_per_round=args.steps_per_round, decay=args.decay, seeds=args.seeds
+    ).check(CLI_NAMES)
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigError(f"--out {args.out} exists and is not a folder")
     config = load_config(args.config)
     sources = bandit_sources(config, args.target, CLI_NAMES)
     if not 1 <= args.group_size <= len(sources):
-        raise ConfigError(f"--group-size must be between 1 and {len(sources)} (the sources of {args.target}), "
-                          f"got {args.group_size}")
+        raise ConfigError(
+            f"--group-size must be between 1 and {len(sources)} (the sources of {args.target}), got {args.group_size}"
+        )
     affinity = _affinity_column(args, sources, load_store) if args.affinity else None
 
     from ..selection.bandit import rank_sources_bandit, write_bandit
@@ -41,8 +44,14 @@ def cmd_bandit_sources(args, load_store) -> int:
     tasks = prepare_tasks(config.tasks, config.data, progress=not args.quiet)  # bad data fails before --out
     if affinity:
         check_same_data(args.affinity, affinity[3], tasks)
-    result = rank_sources_bandit(config, args.target, settings, tasks=tasks, progress=not args.quiet,
-                                 on_seed=(lambda r: write_bandit(r, args.out)) if args.out else None)
+    result = rank_sources_bandit(
+        config,
+        args.target,
+        settings,
+        tasks=tasks,
+        progress=not args.quiet,
+        on_seed=(lambda r: write_bandit(r, args.out)) if args.out else None,
+    )
     comparison = compare_rankings(result.ranking, affinity[0], affinity[1]) if affinity else None
     if args.out:
         from ..storage import write_json, write_text
@@ -64,8 +73,10 @@ def cmd_bandit_sources(args, load_store) -> int:
     if comparison is not None:
         print_comparison(comparison, affinity[2], result.summary)
     if args.out:
-        print(f"wrote {args.out}/ (ranking.parquet, ranking.csv, ranking_by_seed.parquet, rounds.parquet, "
-              f"summary.json, group.json{', comparison.csv' if comparison is not None else ''})")
+        print(
+            f"wrote {args.out}/ (ranking.parquet, ranking.csv, ranking_by_seed.parquet, rounds.parquet, "
+            f"summary.json, group.json{', comparison.csv' if comparison is not None else ''})"
+        )
     return 0
 
 
@@ -73,17 +84,24 @@ def _affinity_column(args, sources: list[str], load_store) -> tuple[pd.Series, s
     """The affinity file's values onto the target (index: source), its estimator, its cost and its metadata."""
     store, estimator, matrix = load_store(args.affinity, args.estimator)
     if args.target not in matrix.columns:
-        raise ConfigError(f"{args.affinity}: no affinities onto target task '{args.target}' "
-                          f"(tasks: {', '.join(map(str, matrix.columns))})")
+        raise ConfigError(
+            f"{args.affinity}: no affinities onto target task '{args.target}' "
+            f"(tasks: {', '.join(map(str, matrix.columns))})"
+        )
     column = matrix[args.target].drop(args.target, errors="ignore")
     missing = [s for s in sources if s not in column.index]
     if len(sources) - len(missing) < 2:
-        raise ConfigError(f"{args.affinity}: records fewer than two of the config's sources of {args.target} "
-                          f"({', '.join(sources)}); the rankings cannot be compared")
+        raise ConfigError(
+            f"{args.affinity}: records fewer than two of the config's sources of {args.target} "
+            f"({', '.join(sources)}); the rankings cannot be compared"
+        )
     meta = store.metadata
-    cost = {"estimator": estimator, "file": str(args.affinity),
-            "training_seconds": meta.get("training_seconds"),
-            "recording_seconds": meta.get("stream_seconds" if estimator.startswith("stream_") else "probe_seconds")}
+    cost = {
+        "estimator": estimator,
+        "file": str(args.affinity),
+        "training_seconds": meta.get("training_seconds"),
+        "recording_seconds": meta.get("stream_seconds" if estimator.startswith("stream_") else "probe_seconds"),
+    }
     return column, estimator, cost, meta
 
 
@@ -96,22 +114,30 @@ def check_same_data(path, metadata: dict, tasks: dict) -> None:
     """
     recorded = metadata.get("data_fingerprints")
     if not recorded:
-        print(f"taskaffinity: note: {path} records no data fingerprints (an older run, or AffinityMeter): the "
-              "rankings are compared without checking that they are of the same data", file=sys.stderr)
+        print(
+            f"taskaffinity: note: {path} records no data fingerprints (an older run, or AffinityMeter): the "
+            "rankings are compared without checking that they are of the same data",
+            file=sys.stderr,
+        )
         return
     for name, task in tasks.items():
         mine = task.fingerprint()
         if name in recorded and recorded[name] != mine:
-            raise ConfigError(f"{path}: task '{name}' was recorded on other data than --config prepares (data "
-                              f"fingerprint {recorded[name]}, here {mine}): the rankings would be of different "
-                              "data; compare with an affinity run of this config's data")
+            raise ConfigError(
+                f"{path}: task '{name}' was recorded on other data than --config prepares (data "
+                f"fingerprint {recorded[name]}, here {mine}): the rankings would be of different "
+                "data; compare with an affinity run of this config's data"
+            )
 
 
 def group_document(ranking: pd.DataFrame, target: str, size: int) -> dict:
     """The ``size`` best sources as one group to pre-finetune on for ``target``, in the shape of a
     grouping document, so a study takes it as ``study.groups: FOLDER/group.json``."""
-    return {"method": "bandit", "target": target,
-            "groups": [{"tasks": list(ranking["source"].head(size)), "serves": [target]}]}
+    return {
+        "method": "bandit",
+        "target": target,
+        "groups": [{"tasks": list(ranking["source"].head(size)), "serves": [target]}],
+    }
 
 
 def compare_rankings(ranking: pd.DataFrame, affinity: pd.Series, estimator: str) -> pd.DataFrame:
@@ -129,20 +155,30 @@ def print_bandit(summary: dict, table: pd.DataFrame, settings: BanditSettings) -
     columns = ["rank", "source", "posterior_mean", "ci_low", "ci_high", "pulls", "rewards", "reward_rate"]
     if settings.seeds > 1:
         columns += ["top1_share", "seed_sd"]
-    print(f"sources ranked by bandit (Thompson sampling, {settings.rounds} rounds x {settings.steps_per_round} steps, "
-          f"decay {settings.decay}, {settings.seeds} seed{'s' if settings.seeds > 1 else ''}) onto "
-          f"{summary['target']} ({summary['metric']} on validation):")
+    print(
+        f"sources ranked by bandit (Thompson sampling, {settings.rounds} rounds x {settings.steps_per_round} steps, "
+        f"decay {settings.decay}, {settings.seeds} seed{'s' if settings.seeds > 1 else ''}) onto "
+        f"{summary['target']} ({summary['metric']} on validation):"
+    )
     print(table[columns].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
     if len(table) > 1:
         first, second = table.iloc[0], table.iloc[1]
         separated = first["ci_low"] > second["ci_high"]
-        print(f"{int(settings.credible * 100)}% credible intervals of {first['source']} and {second['source']} "
-              f"{'do not overlap' if separated else 'overlap (UNSEPARATED: the top source is not a finding at this budget)'}"
-              + (f"; {first['source']} ranks first in {first['top1_share']:.0%} of the seeds" if settings.seeds > 1
-                 else ""))
-    print(f"cost: {summary['wall_seconds']:.1f} s wall ({summary['train_seconds']:.1f} s training, "
-          f"{summary['eval_seconds']:.1f} s in {summary['evaluations']} target evaluations, "
-          f"{summary['examples']} training examples)")
+        overlap = "overlap (UNSEPARATED: the top source is not a finding at this budget)"
+        print(
+            f"{int(settings.credible * 100)}% credible intervals of {first['source']} and {second['source']} "
+            f"{'do not overlap' if separated else overlap}"
+            + (
+                f"; {first['source']} ranks first in {first['top1_share']:.0%} of the seeds"
+                if settings.seeds > 1
+                else ""
+            )
+        )
+    print(
+        f"cost: {summary['wall_seconds']:.1f} s wall ({summary['train_seconds']:.1f} s training, "
+        f"{summary['eval_seconds']:.1f} s in {summary['evaluations']} target evaluations, "
+        f"{summary['examples']} training examples)"
+    )
 
 
 def print_comparison(comparison: pd.DataFrame, cost: dict, summary: dict) -> None:
@@ -158,10 +194,13 @@ def print_comparison(comparison: pd.DataFrame, cost: dict, summary: dict) -> Non
         verdict = f"no single top source ({'bandit' if len(bandit_top) > 1 else 'affinity'} tie: {tied})"
     else:
         verdict = f"top source {'agrees' if bandit_top == affinity_top else 'differs'}"
-    print(verdict
-          + (f"; Spearman rho {rho:.2f} over {len(comparison)} sources" if rho is not None else ""))
-    spent = [f"{name} {cost[key]:.1f} s" for name, key in (("training", "training_seconds"),
-                                                          ("recording", "recording_seconds"))
-             if cost.get(key) is not None]
-    print(f"cost: bandit {summary['wall_seconds']:.1f} s wall for one target; affinity run "
-          f"{', '.join(spent) or 'not recorded'} for every target at once")
+    print(verdict + (f"; Spearman rho {rho:.2f} over {len(comparison)} sources" if rho is not None else ""))
+    spent = [
+        f"{name} {cost[key]:.1f} s"
+        for name, key in (("training", "training_seconds"), ("recording", "recording_seconds"))
+        if cost.get(key) is not None
+    ]
+    print(
+        f"cost: bandit {summary['wall_seconds']:.1f} s wall for one target; affinity run "
+        f"{', '.join(spent) or 'not recorded'} for every target at once"
+    )

@@ -12,9 +12,14 @@ from ..tracking.settings import check_installed, parse_report_to
 def add_report_to(parser: argparse.ArgumentParser) -> None:
     """``--report-to none|tensorboard|mlflow|wandb`` (several: space- or comma-separated): overrides
     ``tracking.report_to`` (docs/tracking.md)."""
-    parser.add_argument("--report-to", nargs="+", type=_report_to, metavar="BACKEND",
-                        help="also log the run to tensorboard, mlflow and/or wandb (default: the config's "
-                             "tracking.report_to, else none)")
+    parser.add_argument(
+        "--report-to",
+        nargs="+",
+        type=_report_to,
+        metavar="BACKEND",
+        help="also log the run to tensorboard, mlflow and/or wandb (default: the config's "
+        "tracking.report_to, else none)",
+    )
 
 
 def _report_to(value: str) -> tuple[str, ...]:

@@ -9,8 +9,7 @@ gains (:mod:`.surrogate`) are fitted on measured subsets instead, and
 
 from __future__ import annotations
 
-from ._base import (BaseGrouping, GroupingError, affinity_distance, evaluate_groups, member_scores,
-                    validate_affinity)
+from ._base import BaseGrouping, GroupingError, affinity_distance, evaluate_groups, member_scores, validate_affinity
 from .hierarchical import HierarchicalGrouping
 from .louvain import LouvainGrouping
 from .spectral import SpectralGrouping
@@ -18,8 +17,12 @@ from .surrogate import KernelSurrogate, LinearSurrogate, make_surrogate
 from .surrogate_grouping import SurrogateGrouping
 from .tag import TagGrouping
 
-METHODS = {"tag": TagGrouping, "hierarchical": HierarchicalGrouping,
-           "spectral": SpectralGrouping, "louvain": LouvainGrouping}
+METHODS = {
+    "tag": TagGrouping,
+    "hierarchical": HierarchicalGrouping,
+    "spectral": SpectralGrouping,
+    "louvain": LouvainGrouping,
+}
 
 
 def make_grouping(method: str, **settings) -> BaseGrouping:
@@ -40,6 +43,22 @@ def accepted_settings(method: str, **settings) -> dict:
     return {key: value for key, value in settings.items() if key in accepted}
 
 
-__all__ = ["BaseGrouping", "GroupingError", "HierarchicalGrouping", "KernelSurrogate", "LinearSurrogate",
-           "LouvainGrouping", "METHODS", "SpectralGrouping", "SurrogateGrouping", "TagGrouping", "accepted_settings",
-           "affinity_distance", "evaluate_groups", "make_grouping", "make_surrogate", "member_scores", "validate_affinity"]
+__all__ = [
+    "BaseGrouping",
+    "GroupingError",
+    "HierarchicalGrouping",
+    "KernelSurrogate",
+    "LinearSurrogate",
+    "LouvainGrouping",
+    "METHODS",
+    "SpectralGrouping",
+    "SurrogateGrouping",
+    "TagGrouping",
+    "accepted_settings",
+    "affinity_distance",
+    "evaluate_groups",
+    "make_grouping",
+    "make_surrogate",
+    "member_scores",
+    "validate_affinity",
+]

@@ -39,8 +39,10 @@ def validate_affinity(affinity) -> tuple[list[str], np.ndarray]:
     if set(sources) != set(targets):
         only_src = sorted(set(sources) - set(targets))
         only_tgt = sorted(set(targets) - set(sources))
-        raise GroupingError("affinity rows and columns must name the same tasks; "
-                            f"only as source: {only_src or '-'}; only as target: {only_tgt or '-'}")
+        raise GroupingError(
+            "affinity rows and columns must name the same tasks; "
+            f"only as source: {only_src or '-'}; only as target: {only_tgt or '-'}"
+        )
     frame = affinity.copy()
     frame.index, frame.columns = sources, targets
     frame = frame.loc[sources, sources]
@@ -53,9 +55,11 @@ def validate_affinity(affinity) -> tuple[list[str], np.ndarray]:
     if len(bad):
         pairs = ", ".join(f"{sources[i]}->{sources[j]}" for i, j in bad[:5])
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise GroupingError(f"affinity matrix has {len(bad)} NaN/infinite off-diagonal entr"
-                            f"{'y' if len(bad) == 1 else 'ies'} (source->target): {pairs}{more}; "
-                            "was every pair measured?")
+        raise GroupingError(
+            f"affinity matrix has {len(bad)} NaN/infinite off-diagonal entr"
+            f"{'y' if len(bad) == 1 else 'ies'} (source->target): {pairs}{more}; "
+            "was every pair measured?"
+        )
     values[~off] = 0.0
     return sources, values
 
@@ -116,7 +120,7 @@ class BaseGrouping:
     def _fit_groups(self, A: np.ndarray) -> list[tuple[int, ...]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def fit(self, affinity: pd.DataFrame) -> "BaseGrouping":
+    def fit(self, affinity: pd.DataFrame) -> BaseGrouping:
         tasks, A = validate_affinity(affinity)
         check_k(self.k, len(tasks))
         if not isinstance(self.leave_alone, (bool, np.bool_)):

@@ -29,8 +29,7 @@ import numpy as np
 CHUNK = 1 << 14  # masks per batch when enumerating all subsets: bounded memory
 
 
-def block_values(A: np.ndarray, members: np.ndarray, singleton_score: float,
-                 return_helpers: bool = False):
+def block_values(A: np.ndarray, members: np.ndarray, singleton_score: float, return_helpers: bool = False):
     """``w(P)`` for a batch of blocks given as a boolean matrix (blocks x tasks).
 
     With ``return_helpers`` also return the number of helpers of the best group
@@ -39,17 +38,17 @@ def block_values(A: np.ndarray, members: np.ndarray, singleton_score: float,
     """
     members = np.asarray(members, dtype=bool)
     M = members.astype(float)
-    C = M @ A.T                      # C[b, x] = sum_{t in P_b} A[x, t]
+    C = M @ A.T  # C[b, x] = sum_{t in P_b} A[x, t]
     size = M.sum(axis=1)
-    within = (C * M).sum(axis=1)     # W(P): diagonal of A is 0
+    within = (C * M).sum(axis=1)  # W(P): diagonal of A is 0
     with np.errstate(divide="ignore", invalid="ignore"):
         alone = np.where(size >= 2, within / np.maximum(size - 1, 1), float(singleton_score))
-        outside = -np.sort(-np.where(members, -np.inf, C), axis=1)   # helpers, best first
+        outside = -np.sort(-np.where(members, -np.inf, C), axis=1)  # helpers, best first
         prefix = np.cumsum(outside, axis=1)
         denom = size[:, None] - 1 + np.arange(1, A.shape[0] + 1)[None, :]
-        helped = (within[:, None] + prefix) / denom                 # -inf past the last outsider
+        helped = (within[:, None] + prefix) / denom  # -inf past the last outsider
     if helped.shape[1]:
-        n_help = np.argmax(helped, axis=1)                          # first max: fewest helpers
+        n_help = np.argmax(helped, axis=1)  # first max: fewest helpers
         best_helped = helped[np.arange(len(helped)), n_help]
     else:
         n_help, best_helped = np.zeros(len(size), dtype=int), np.full(len(size), -np.inf)

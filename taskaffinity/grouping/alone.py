@@ -63,14 +63,19 @@ def alone_reasons(grouping, A: np.ndarray, bound: bool = True) -> list[dict]:
         s = int(np.argmax(column)) if len(tasks) > 1 else t
         best = float(column[s]) if len(tasks) > 1 else float("nan")
         if not best > singleton:
-            why = (f"{nothing} is predicted to help: the best source, {tasks[s]}, scores {best:.4g} "
-                   f"<= training alone ({singleton:.4g})")
+            why = (
+                f"{nothing} is predicted to help: the best source, {tasks[s]}, scores {best:.4g} "
+                f"<= training alone ({singleton:.4g})"
+            )
         elif grouping.optimises_alone:
-            why = (f"a group with {tasks[s]} would score {best:.4g} > training alone, but the "
-                   f"at most k = {grouping.k} groups serve other tasks better")
+            why = (
+                f"a group with {tasks[s]} would score {best:.4g} > training alone, but the "
+                f"at most k = {grouping.k} groups serve other tasks better"
+            )
         else:
-            why = (f"its {grouping.method} cluster scored it at or below training alone ({singleton:.4g}), "
-                   "or it was clustered on its own")
-        out.append({"task": task, "best_source": tasks[s] if len(tasks) > 1 else None, "best_score": best,
-                    "why": why})
+            why = (
+                f"its {grouping.method} cluster scored it at or below training alone ({singleton:.4g}), "
+                "or it was clustered on its own"
+            )
+        out.append({"task": task, "best_source": tasks[s] if len(tasks) > 1 else None, "best_score": best, "why": why})
     return out

@@ -19,8 +19,17 @@ from ._base import GroupingError
 from .subsets import as_gains, as_indicators
 
 
-def prediction_accuracy(predicted: np.ndarray, measured: np.ndarray, members: np.ndarray, tasks: list[str], *,
-                        min_size: int = 1, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+def prediction_accuracy(
+    predicted: np.ndarray,
+    measured: np.ndarray,
+    members: np.ndarray,
+    tasks: list[str],
+    *,
+    min_size: int = 1,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
     """Accuracy of ``predicted`` member gains against ``measured`` ones, per target and on average.
 
     All arrays are (n_subsets, n_tasks) in ``tasks`` order; ``members`` is boolean. Only members
@@ -30,32 +39,53 @@ def prediction_accuracy(predicted: np.ndarray, measured: np.ndarray, members: np
     ``level`` and ``per_target`` (DataFrame: ``target, n, spearman, relative_error, mae``;
     Spearman needs 3 subsets with varying values, relative error a target whose gains vary).
     """
-    predicted, measured, members = (np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float),
-                                    np.asarray(members, dtype=bool))
+    predicted, measured, members = (
+        np.asarray(predicted, dtype=float),
+        np.asarray(measured, dtype=float),
+        np.asarray(members, dtype=bool),
+    )
     if not (predicted.shape == measured.shape == members.shape) or predicted.shape[1] != len(tasks):
-        raise GroupingError(f"predicted {predicted.shape}, measured {measured.shape} and members {members.shape} "
-                            f"must all be (subsets, {len(tasks)} tasks)")
+        raise GroupingError(
+            f"predicted {predicted.shape}, measured {measured.shape} and members {members.shape} "
+            f"must all be (subsets, {len(tasks)} tasks)"
+        )
     use = members & (members.sum(axis=1) >= min_size)[:, None] & np.isfinite(predicted) & np.isfinite(measured)
     rows, cols = np.nonzero(use)
-    tidy = pd.DataFrame({"target": np.asarray(tasks, dtype=object)[cols], "predicted": predicted[rows, cols],
-                         "measured": measured[rows, cols]})
+    tidy = pd.DataFrame(
+        {
+            "target": np.asarray(tasks, dtype=object)[cols],
+            "predicted": predicted[rows, cols],
+            "measured": measured[rows, cols],
+        }
+    )
     rng = np.random.default_rng(seed)
     within = within_target_spearman(tidy, "predicted", "measured", n_boot=n_boot, level=level, rng=rng)
     per_target = []
     for target, g in tidy.groupby("target", sort=False):
         variance = float(np.var(g["measured"]))
         mse = float(np.mean((g["predicted"] - g["measured"]) ** 2))
-        per_target.append({"target": target, "n": len(g), "spearman": within["per_target"].get(target, np.nan),
-                           "relative_error": mse / variance if variance > 0 else np.nan,
-                           "mae": float(np.mean(np.abs(g["predicted"] - g["measured"])))})
+        per_target.append(
+            {
+                "target": target,
+                "n": len(g),
+                "spearman": within["per_target"].get(target, np.nan),
+                "relative_error": mse / variance if variance > 0 else np.nan,
+                "mae": float(np.mean(np.abs(g["predicted"] - g["measured"]))),
+            }
+        )
     per_target = pd.DataFrame(per_target, columns=["target", "n", "spearman", "relative_error", "mae"])
     errors = per_target["relative_error"].dropna().to_numpy()
-    return {"within_target_spearman": within["mean"], "within_target_ci": within["ci"],
-            "relative_error": float(errors.mean()) if errors.size else None,
-            "relative_error_ci": bootstrap_mean_ci(errors, n_boot=n_boot, level=level, rng=rng) if n_boot else None,
-            "mean_absolute_error": float(np.mean(np.abs(tidy["predicted"] - tidy["measured"]))) if len(tidy) else None,
-            "n_targets": within["n_targets"], "n_subsets": int(use.any(axis=1).sum()), "level": level,
-            "per_target": per_target}
+    return {
+        "within_target_spearman": within["mean"],
+        "within_target_ci": within["ci"],
+        "relative_error": float(errors.mean()) if errors.size else None,
+        "relative_error_ci": bootstrap_mean_ci(errors, n_boot=n_boot, level=level, rng=rng) if n_boot else None,
+        "mean_absolute_error": float(np.mean(np.abs(tidy["predicted"] - tidy["measured"]))) if len(tidy) else None,
+        "n_targets": within["n_targets"],
+        "n_subsets": int(use.any(axis=1).sum()),
+        "level": level,
+        "per_target": per_target,
+    }
 
 
 def held_out_accuracy(surrogate, subsets, gains, **settings) -> dict:

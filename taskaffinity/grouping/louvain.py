@@ -39,7 +39,9 @@ class LouvainGrouping(BaseGrouping):
 
     method = "louvain"
 
-    def __init__(self, *, k: int, resolution: float = 1.0, seed: int = 0, singleton_score: float = 0.0, leave_alone: bool = False):
+    def __init__(
+        self, *, k: int, resolution: float = 1.0, seed: int = 0, singleton_score: float = 0.0, leave_alone: bool = False
+    ):
         super().__init__(k=k, singleton_score=singleton_score, leave_alone=leave_alone)
         self.resolution = resolution
         self.seed = seed
@@ -51,11 +53,9 @@ class LouvainGrouping(BaseGrouping):
         S = (A + A.T) / 2
         graph = nx.Graph()
         graph.add_nodes_from(range(n))
-        graph.add_weighted_edges_from((i, j, float(S[i, j])) for i in range(n) for j in range(i + 1, n)
-                                      if S[i, j] > 0)
+        graph.add_weighted_edges_from((i, j, float(S[i, j])) for i in range(n) for j in range(i + 1, n) if S[i, j] > 0)
         if graph.number_of_edges():
-            found = nx.community.louvain_communities(graph, weight="weight", resolution=self.resolution,
-                                                     seed=self.seed)
+            found = nx.community.louvain_communities(graph, weight="weight", resolution=self.resolution, seed=self.seed)
         else:  # no helpful pair at all: every task on its own
             found = [{t} for t in range(n)]
         communities = sorted((sorted(c) for c in found), key=lambda c: c[0])

@@ -32,8 +32,9 @@ from ..storage import write_json, write_text
 from ._base import GroupingError
 
 
-def grouping_document(grouping, *, estimator: str | None = None, stability=None,
-                      reliability: dict | None = None) -> dict:
+def grouping_document(
+    grouping, *, estimator: str | None = None, stability=None, reliability: dict | None = None
+) -> dict:
     """The result document of a fitted grouping object (with its stability and the estimator's
     reliability when given)."""
     if not hasattr(grouping, "groups_"):
@@ -43,8 +44,10 @@ def grouping_document(grouping, *, estimator: str | None = None, stability=None,
         "estimator": estimator,
         "k": int(grouping.k),
         "objective": float(grouping.objective_),
-        "groups": [{"tasks": list(g), "score": float(s), "serves": list(v)}
-                   for g, s, v in zip(grouping.groups_, grouping.scores_, grouping.serves_)],
+        "groups": [
+            {"tasks": list(g), "score": float(s), "serves": list(v)}
+            for g, s, v in zip(grouping.groups_, grouping.scores_, grouping.serves_)
+        ],
         "assignment": {t: (None if g is None else int(g)) for t, g in grouping.assignment_.items()},
         "per_task_score": {t: float(s) for t, s in grouping.per_task_score_.items()},
     }
@@ -79,14 +82,20 @@ def trust_lines(document: dict) -> list[str]:
     if reliability:
         within = reliability["within_target_reliability"]
         needed = next((v for k, v in reliability.items() if k.startswith("samples_for_")), None)
-        line = (f"trust: {document.get('estimator')} has within-target reliability {within:.2f} "
-                f"({verdict(within)}) over {reliability['samples']} probes/windows")
+        line = (
+            f"trust: {document.get('estimator')} has within-target reliability {within:.2f} "
+            f"({verdict(within)}) over {reliability['samples']} probes/windows"
+        )
         if needed is not None and needed > 100 * reliability["samples"]:  # ~0 reliability: the prophecy is moot
-            line += ("; its halves barely agree: more of the same samples are not predicted to help (larger "
-                     "or more diverse probe batches, more tasks' examples, or a longer run might)")
+            line += (
+                "; its halves barely agree: more of the same samples are not predicted to help (larger "
+                "or more diverse probe batches, more tasks' examples, or a longer run might)"
+            )
         elif needed is not None and needed > reliability["samples"]:
-            line += (f"; 0.9 would need about {needed:.0f} (more recorded steps, or larger probe batches: "
-                     "noise falls with the square of the batch)")
+            line += (
+                f"; 0.9 would need about {needed:.0f} (more recorded steps, or larger probe batches: "
+                "noise falls with the square of the batch)"
+            )
         elif needed is None:
             line += "; its halves do not agree at all: more samples are not predicted to help"
         lines.append(line)
@@ -96,12 +105,16 @@ def trust_lines(document: dict) -> list[str]:
     stability = document.get("stability")
     if stability and stability.get("alone_shares") is not None:
         shares = stability["alone_shares"]
-        lines.append("share of resamples in which each task was left alone: "
-                     + ", ".join(f"{t} {v:.0%}" for t, v in shares.items()))
+        lines.append(
+            "share of resamples in which each task was left alone: "
+            + ", ".join(f"{t} {v:.0%}" for t, v in shares.items())
+        )
     if stability:
         shares = ", ".join(f"G{i + 1} {s:.0%}" for i, s in enumerate(stability["group_shares"]))
-        lines.append(f"stability over {stability['resamples']} bootstrap resamples of the probes/windows: the chosen "
-                     f"grouping came back in {stability['chosen_share']:.0%} "
-                     f"({'stable' if stability['stable'] else 'UNSTABLE: not a finding at this budget'}); "
-                     f"each group: {shares}; mean adjusted Rand index {stability['assignment_ari']:.2f}")
+        lines.append(
+            f"stability over {stability['resamples']} bootstrap resamples of the probes/windows: the chosen "
+            f"grouping came back in {stability['chosen_share']:.0%} "
+            f"({'stable' if stability['stable'] else 'UNSTABLE: not a finding at this budget'}); "
+            f"each group: {shares}; mean adjusted Rand index {stability['assignment_ari']:.2f}"
+        )
     return lines

@@ -40,16 +40,18 @@ def member_scores(A: np.ndarray, members: np.ndarray, singleton_score: float = 0
     return out
 
 
-def evaluate_groups(A: np.ndarray, groups, singleton_score: float,
-                    leave_alone: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_groups(
+    A: np.ndarray, groups, singleton_score: float, leave_alone: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Serve every task by its best chosen group: return (group index per task, score per task).
 
     Ties go to the earlier group. Without ``leave_alone`` every task must be in some group
     (TAG needs a cover); with it, a task in no group, or whose best group scores it no higher
     than ``singleton_score``, is trained alone: index -1, score ``singleton_score``.
     """
-    return serve(lambda members: group_scores(A, members, singleton_score), groups, len(A), singleton_score,
-                 leave_alone)
+    return serve(
+        lambda members: group_scores(A, members, singleton_score), groups, len(A), singleton_score, leave_alone
+    )
 
 
 def serve(scores_of, groups, n: int, singleton_score: float, leave_alone: bool = False):

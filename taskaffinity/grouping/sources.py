@@ -46,14 +46,27 @@ def rank_stability(resamples, target: str) -> pd.DataFrame:
     if not ranks:
         raise GroupingError("rank_stability needs at least one resampled matrix")
     ranks = np.array(ranks)
-    return pd.DataFrame({"source": sources, "top1_share": (ranks == 1).mean(axis=0),
-                         "rank_median": np.median(ranks, axis=0),
-                         "rank_low": np.quantile(ranks, 0.05, axis=0, method="lower"),
-                         "rank_high": np.quantile(ranks, 0.95, axis=0, method="higher")})
+    return pd.DataFrame(
+        {
+            "source": sources,
+            "top1_share": (ranks == 1).mean(axis=0),
+            "rank_median": np.median(ranks, axis=0),
+            "rank_low": np.quantile(ranks, 0.05, axis=0, method="lower"),
+            "rank_high": np.quantile(ranks, 0.95, axis=0, method="higher"),
+        }
+    )
 
 
-def rank_sources(affinity: pd.DataFrame, target: str, *, top: int | None = None, store=None,
-                 estimator: str | None = None, resamples=None, **summary_kwargs) -> pd.DataFrame:
+def rank_sources(
+    affinity: pd.DataFrame,
+    target: str,
+    *,
+    top: int | None = None,
+    store=None,
+    estimator: str | None = None,
+    resamples=None,
+    **summary_kwargs,
+) -> pd.DataFrame:
     """Sources ranked by affinity onto ``target`` (best first).
 
     Columns: ``rank, source, affinity``; with ``store`` and ``estimator``, the store's
@@ -77,8 +90,9 @@ def rank_sources(affinity: pd.DataFrame, target: str, *, top: int | None = None,
     return frame.head(top).reset_index(drop=True) if top else frame.reset_index(drop=True)
 
 
-def rank_source_groups(affinity: pd.DataFrame, target: str, *, size: int, top: int = 10,
-                       max_enumerate: int = MAX_ENUMERATE) -> pd.DataFrame:
+def rank_source_groups(
+    affinity: pd.DataFrame, target: str, *, size: int, top: int = 10, max_enumerate: int = MAX_ENUMERATE
+) -> pd.DataFrame:
     """Groups of ``size`` sources ranked by their mean affinity onto ``target``.
 
     Exact enumeration while ``C(n - 1, size) <= max_enumerate``. Beyond, greedy:
@@ -87,13 +101,19 @@ def rank_source_groups(affinity: pd.DataFrame, target: str, *, size: int, top: i
     which may miss some groups (``exact`` column is False then).
     """
     sources, values = _target_column(affinity, target)
-    combos, exact = _candidate_groups(len(sources), size, top, max_enumerate,
-                                      lambda: np.argsort(-values, kind="stable"))
+    combos, exact = _candidate_groups(
+        len(sources), size, top, max_enumerate, lambda: np.argsort(-values, kind="stable")
+    )
     scores = values[combos].mean(axis=1)
     pick = np.argsort(-scores, kind="stable")[:top]
-    return pd.DataFrame({"rank": np.arange(1, len(pick) + 1),
-                         "sources": [tuple(sources[i] for i in combos[p]) for p in pick],
-                         "score": scores[pick], "exact": exact})
+    return pd.DataFrame(
+        {
+            "rank": np.arange(1, len(pick) + 1),
+            "sources": [tuple(sources[i] for i in combos[p]) for p in pick],
+            "score": scores[pick],
+            "exact": exact,
+        }
+    )
 
 
 def rank_sources_by_surrogate(surrogate, target: str, *, top: int | None = None) -> pd.DataFrame:
@@ -112,15 +132,17 @@ def rank_sources_by_surrogate(surrogate, target: str, *, top: int | None = None)
     t = tasks.index(target)
     for r, source in enumerate(effects.index):
         members[r, [t, tasks.index(source)]] = True
-    frame = pd.DataFrame({"source": effects.index, "effect": effects.to_numpy(),
-                          "pair_gain": surrogate.predict_members(members)[:, t]})
+    frame = pd.DataFrame(
+        {"source": effects.index, "effect": effects.to_numpy(), "pair_gain": surrogate.predict_members(members)[:, t]}
+    )
     frame = frame.sort_values(["effect", "source"], ascending=[False, True], kind="stable")
     frame.insert(0, "rank", np.arange(1, len(frame) + 1))
     return frame.head(top).reset_index(drop=True) if top else frame.reset_index(drop=True)
 
 
-def rank_source_groups_by_surrogate(surrogate, target: str, *, size: int, top: int = 10,
-                                    max_enumerate: int = MAX_ENUMERATE) -> pd.DataFrame:
+def rank_source_groups_by_surrogate(
+    surrogate, target: str, *, size: int, top: int = 10, max_enumerate: int = MAX_ENUMERATE
+) -> pd.DataFrame:
     """Groups of ``size`` sources ranked by the surrogate's predicted gain of ``target`` trained
     with them. Exact enumeration while ``C(n - 1, size) <= max_enumerate``; beyond, the ``size``
     sources of largest effect (:func:`rank_sources_by_surrogate`) and their single-swap
@@ -130,17 +152,26 @@ def rank_source_groups_by_surrogate(surrogate, target: str, *, size: int, top: i
         raise GroupingError(f"unknown target task '{target}' (tasks: {', '.join(tasks)})")
     sources = [s for s in tasks if s != target]
     combos, exact = _candidate_groups(
-        len(sources), size, top, max_enumerate,
-        lambda: np.array([sources.index(s) for s in rank_sources_by_surrogate(surrogate, target)["source"]]))
+        len(sources),
+        size,
+        top,
+        max_enumerate,
+        lambda: np.array([sources.index(s) for s in rank_sources_by_surrogate(surrogate, target)["source"]]),
+    )
     members = np.zeros((len(combos), len(tasks)), dtype=bool)
     index = np.array([tasks.index(s) for s in sources])
     members[np.arange(len(combos))[:, None], index[combos]] = True
     members[:, tasks.index(target)] = True
     scores = surrogate.predict_members(members)[:, tasks.index(target)]
     pick = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[:top]
-    return pd.DataFrame({"rank": np.arange(1, len(pick) + 1),
-                         "sources": [tuple(sources[i] for i in combos[p]) for p in pick],
-                         "score": scores[pick], "exact": exact})
+    return pd.DataFrame(
+        {
+            "rank": np.arange(1, len(pick) + 1),
+            "sources": [tuple(sources[i] for i in combos[p]) for p in pick],
+            "score": scores[pick],
+            "exact": exact,
+        }
+    )
 
 
 def _candidate_groups(n: int, size: int, top: int, max_enumerate: int, order) -> tuple[np.ndarray, bool]:

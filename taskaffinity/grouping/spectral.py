@@ -49,8 +49,9 @@ class SpectralGrouping(BaseGrouping):
         if self.k == n:
             return [(t,) for t in range(n)]
         self.similarity_ = similarity(A)
-        model = SpectralClustering(n_clusters=self.k, affinity="precomputed", random_state=self.seed,
-                                   assign_labels="kmeans", n_init=10)
+        model = SpectralClustering(
+            n_clusters=self.k, affinity="precomputed", random_state=self.seed, assign_labels="kmeans", n_init=10
+        )
         with warnings.catch_warnings():  # "graph not fully connected" is expected for block matrices
             warnings.simplefilter("ignore", UserWarning)
             labels = model.fit_predict(self.similarity_)

@@ -53,18 +53,26 @@ class GroupingStability:
         return self.chosen_share >= STABLE_SHARE
 
     def to_dict(self) -> dict:
-        return {"resamples": self.resamples, "chosen_share": self.chosen_share, "group_shares": self.group_shares,
-                "assignment_ari": self.assignment_ari, "stable": self.stable, "alone_shares": self.alone_shares,
-                "comembership": {t: {u: float(v) for u, v in row.items()}
-                                 for t, row in self.comembership.to_dict("index").items()}}
+        return {
+            "resamples": self.resamples,
+            "chosen_share": self.chosen_share,
+            "group_shares": self.group_shares,
+            "assignment_ari": self.assignment_ari,
+            "stable": self.stable,
+            "alone_shares": self.alone_shares,
+            "comembership": {
+                t: {u: float(v) for u, v in row.items()} for t, row in self.comembership.to_dict("index").items()
+            },
+        }
 
 
 def _groups_key(groups) -> frozenset:
     return frozenset(frozenset(g) for g in groups)
 
 
-def grouping_stability(make: Callable[[], BaseGrouping], chosen: BaseGrouping,
-                       resamples: Iterable[pd.DataFrame]) -> GroupingStability:
+def grouping_stability(
+    make: Callable[[], BaseGrouping], chosen: BaseGrouping, resamples: Iterable[pd.DataFrame]
+) -> GroupingStability:
     """Re-fit ``make()`` on every resampled matrix and compare with the fitted ``chosen``.
 
     ``make`` builds an unfitted grouping with the same settings as ``chosen``;
@@ -97,19 +105,31 @@ def grouping_stability(make: Callable[[], BaseGrouping], chosen: BaseGrouping,
     if count == 0:
         raise GroupingError("grouping_stability needs at least one resampled matrix")
     comembership = pd.DataFrame(together / count, index=tasks, columns=tasks)
-    return GroupingStability(comembership=comembership, chosen_share=same / count,
-                             group_shares=(group_hits / count).tolist(), assignment_ari=float(np.mean(aris)),
-                             resamples=count,
-                             alone_shares=({t: float(a / count) for t, a in zip(tasks, alone)}
-                                           if getattr(chosen, "leave_alone", False) else None))
+    return GroupingStability(
+        comembership=comembership,
+        chosen_share=same / count,
+        group_shares=(group_hits / count).tolist(),
+        assignment_ari=float(np.mean(aris)),
+        resamples=count,
+        alone_shares=(
+            {t: float(a / count) for t, a in zip(tasks, alone)} if getattr(chosen, "leave_alone", False) else None
+        ),
+    )
 
 
 def _label(group, task: int) -> int:
     return -1 - task if group is None else int(group)  # a task alone is a cluster of its own
 
 
-def choose_groups(matrix: pd.DataFrame, method: str, *, resamples: Iterable[pd.DataFrame] | None = None,
-                  estimator: str | None = None, reliability: dict | None = None, **settings) -> dict:
+def choose_groups(
+    matrix: pd.DataFrame,
+    method: str,
+    *,
+    resamples: Iterable[pd.DataFrame] | None = None,
+    estimator: str | None = None,
+    reliability: dict | None = None,
+    **settings,
+) -> dict:
     """Fit ``method`` (settings it does not accept are ignored) on ``matrix``; return the grouping
     document (:mod:`.output`) with the stability over ``resamples`` and the given ``reliability``."""
     from . import accepted_settings, make_grouping

@@ -49,16 +49,19 @@ def as_indicators(subsets, tasks=None, name: str = "subsets") -> tuple[list[str]
         columns = check_tasks(subsets.columns, f"{name} columns")
         tasks = columns if tasks is None else check_tasks(tasks)
         if set(columns) != set(tasks):
-            raise GroupingError(f"{name} columns must name the tasks {tasks}; "
-                                f"unknown: {sorted(set(columns) - set(tasks)) or '-'}, "
-                                f"missing: {sorted(set(tasks) - set(columns)) or '-'}")
+            raise GroupingError(
+                f"{name} columns must name the tasks {tasks}; "
+                f"unknown: {sorted(set(columns) - set(tasks)) or '-'}, "
+                f"missing: {sorted(set(tasks) - set(columns)) or '-'}"
+            )
         frame = subsets.copy()
         frame.columns = columns
         index = subsets.index
         values = frame[tasks].to_numpy()
     else:
-        rows = list(subsets) if isinstance(subsets, Iterable) and not isinstance(subsets, (str, np.ndarray)) \
-            else subsets
+        rows = (
+            list(subsets) if isinstance(subsets, Iterable) and not isinstance(subsets, (str, np.ndarray)) else subsets
+        )
         if isinstance(rows, list) and rows and all(isinstance(r, str) or _is_name_row(r) for r in rows):
             groups = [_names(r) for r in rows]
             tasks = sorted({t for g in groups for t in g}) if tasks is None else check_tasks(tasks)
@@ -129,8 +132,9 @@ def as_gains(gains, M: np.ndarray, tasks: list[str], index=None, name: str = "ga
     return G
 
 
-def tidy_to_subsets(frame: pd.DataFrame, *, tasks=None, group: str = "group", target: str = "target",
-                    gain: str = "gain") -> tuple[pd.DataFrame, pd.DataFrame]:
+def tidy_to_subsets(
+    frame: pd.DataFrame, *, tasks=None, group: str = "group", target: str = "target", gain: str = "gain"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(subsets, gains)`` frames (one row per group, task columns) from a tidy frame of members' gains.
 
     ``frame`` has one row per (group, member[, seed]): ``group`` holds the members (a collection of
@@ -150,10 +154,16 @@ def tidy_to_subsets(frame: pd.DataFrame, *, tasks=None, group: str = "group", ta
     outside = [(k, str(t)) for k, g, t in zip(keys, members, frame[target]) if str(t) not in g]
     if outside:
         raise GroupingError(f"frame: target {outside[0][1]} is not a member of its group {outside[0][0]}")
-    tidy = pd.DataFrame({"key": keys, "target": frame[target].astype(str).to_numpy(),
-                         "gain": pd.to_numeric(frame[gain], errors="coerce").to_numpy()})
+    tidy = pd.DataFrame(
+        {
+            "key": keys,
+            "target": frame[target].astype(str).to_numpy(),
+            "gain": pd.to_numeric(frame[gain], errors="coerce").to_numpy(),
+        }
+    )
     wide = tidy.groupby(["key", "target"], sort=False)["gain"].mean().unstack("target")
     wide = wide.reindex(columns=tasks)
-    indicators = pd.DataFrame([[int(t in k.split(SEPARATOR)) for t in tasks] for k in wide.index],
-                              index=wide.index, columns=tasks)
+    indicators = pd.DataFrame(
+        [[int(t in k.split(SEPARATOR)) for t in tasks] for k in wide.index], index=wide.index, columns=tasks
+    )
     return indicators, wide

@@ -41,9 +41,9 @@ from sklearn.base import BaseEstimator
 from ._base import GroupingError
 from .subsets import as_gains, as_indicators, check_tasks
 
-LINEAR_ALPHAS = tuple(np.logspace(-3, 3, 13))     # ridge penalties (gain units drop out: 0/1 features)
-KERNEL_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)     # the reference code uses 0.1 (ICL) and 0.01 (modular)
-KERNEL_GAMMAS = (0.25, 0.5, 1.0, 2.0, 4.0)        # multiples of 1 / n_features (the reference default)
+LINEAR_ALPHAS = tuple(np.logspace(-3, 3, 13))  # ridge penalties (gain units drop out: 0/1 features)
+KERNEL_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # the reference code uses 0.1 (ICL) and 0.01 (modular)
+KERNEL_GAMMAS = (0.25, 0.5, 1.0, 2.0, 4.0)  # multiples of 1 / n_features (the reference default)
 
 
 class GroupGainSurrogate(BaseEstimator):
@@ -62,11 +62,14 @@ class GroupGainSurrogate(BaseEstimator):
         raise NotImplementedError
 
     def _check_params(self) -> None:
-        if isinstance(self.min_subsets, bool) or not isinstance(self.min_subsets, (int, np.integer)) \
-                or self.min_subsets < 2:
+        if (
+            isinstance(self.min_subsets, bool)
+            or not isinstance(self.min_subsets, (int, np.integer))
+            or self.min_subsets < 2
+        ):
             raise GroupingError(f"min_subsets must be an integer >= 2, got {self.min_subsets!r}")
 
-    def fit(self, subsets, gains) -> "GroupGainSurrogate":
+    def fit(self, subsets, gains) -> GroupGainSurrogate:
         self._check_params()
         tasks = None if self.tasks is None else check_tasks(self.tasks)
         tasks, M, index = as_indicators(subsets, tasks, "subsets")
@@ -81,8 +84,10 @@ class GroupGainSurrogate(BaseEstimator):
             X = self._mates(M[rows], t)
             self.models_[task] = self._regressor(X.shape[1], len(X)).fit(X, G[rows, t])
         if not self.models_:
-            raise GroupingError(f"gains: no task is a measured member of at least min_subsets = {self.min_subsets} "
-                                f"subsets (most: {max(self.n_subsets_.values())})")
+            raise GroupingError(
+                f"gains: no task is a measured member of at least min_subsets = {self.min_subsets} "
+                f"subsets (most: {max(self.n_subsets_.values())})"
+            )
         self.targets_ = [t for t in tasks if t in self.models_]
         return self
 
@@ -126,8 +131,10 @@ class GroupGainSurrogate(BaseEstimator):
         if target not in self.tasks_:
             raise GroupingError(f"unknown target task '{target}' (tasks: {', '.join(self.tasks_)})")
         if target not in self.models_:
-            raise GroupingError(f"target '{target}' has no model: {self.n_subsets_[target]} measured subsets "
-                                f"< min_subsets = {self.min_subsets}")
+            raise GroupingError(
+                f"target '{target}' has no model: {self.n_subsets_[target]} measured subsets "
+                f"< min_subsets = {self.min_subsets}"
+            )
         t = self.tasks_.index(target)
         reference = self._mates(self.subsets_[self.subsets_[:, t]], t)
         model = self.models_[target]
@@ -166,7 +173,7 @@ class LinearSurrogate(GroupGainSurrogate):
 
         return RidgeCV(alphas=np.asarray(self.alphas, dtype=float))
 
-    def fit(self, subsets, gains) -> "LinearSurrogate":
+    def fit(self, subsets, gains) -> LinearSurrogate:
         super().fit(subsets, gains)
         coef = pd.DataFrame(np.nan, index=self.tasks_, columns=self.tasks_)
         for target, model in self.models_.items():
@@ -190,8 +197,16 @@ class KernelSurrogate(GroupGainSurrogate):
     ``gamma_`` absolute) and ``cv_mse_`` (inner cross-validated mean squared error of the choice).
     """
 
-    def __init__(self, *, tasks=None, alphas=KERNEL_ALPHAS, gammas=KERNEL_GAMMAS, cv: int = 5,
-                 min_subsets: int = 3, seed: int = 0):
+    def __init__(
+        self,
+        *,
+        tasks=None,
+        alphas=KERNEL_ALPHAS,
+        gammas=KERNEL_GAMMAS,
+        cv: int = 5,
+        min_subsets: int = 3,
+        seed: int = 0,
+    ):
         self.tasks = tasks
         self.alphas = alphas
         self.gammas = gammas
@@ -214,14 +229,17 @@ class KernelSurrogate(GroupGainSurrogate):
 
         # Centre the gains: kernel ridge has no intercept, and shrinking towards the target's
         # mean gain (not towards 0) is what a surrogate of one target's gains should do.
-        model = TransformedTargetRegressor(regressor=KernelRidge(kernel="rbf"),
-                                           transformer=StandardScaler(with_std=False))
-        grid = {"regressor__alpha": [float(a) for a in self.alphas],
-                "regressor__gamma": [float(g) / max(n_mates, 1) for g in self.gammas]}
+        model = TransformedTargetRegressor(
+            regressor=KernelRidge(kernel="rbf"), transformer=StandardScaler(with_std=False)
+        )
+        grid = {
+            "regressor__alpha": [float(a) for a in self.alphas],
+            "regressor__gamma": [float(g) / max(n_mates, 1) for g in self.gammas],
+        }
         folds = KFold(n_splits=min(self.cv, n_rows), shuffle=True, random_state=self.seed)
         return GridSearchCV(model, grid, cv=folds, scoring="neg_mean_squared_error")
 
-    def fit(self, subsets, gains) -> "KernelSurrogate":
+    def fit(self, subsets, gains) -> KernelSurrogate:
         super().fit(subsets, gains)
         self.alpha_ = pd.Series({t: m.best_params_["regressor__alpha"] for t, m in self.models_.items()})
         self.gamma_ = pd.Series({t: m.best_params_["regressor__gamma"] for t, m in self.models_.items()})

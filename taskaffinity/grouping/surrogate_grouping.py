@@ -49,8 +49,18 @@ class SurrogateGrouping(BaseGrouping):
     method = "surrogate"
     optimises_alone = True
 
-    def __init__(self, *, k: int, singleton_score: float = 0.0, leave_alone: bool = False, solver: str = "auto",
-                 seed: int = 0, n_starts: int = 16, n_kicks: int = 50, time_limit: float | None = None):
+    def __init__(
+        self,
+        *,
+        k: int,
+        singleton_score: float = 0.0,
+        leave_alone: bool = False,
+        solver: str = "auto",
+        seed: int = 0,
+        n_starts: int = 16,
+        n_kicks: int = 50,
+        time_limit: float | None = None,
+    ):
         super().__init__(k=k, singleton_score=singleton_score, leave_alone=leave_alone)
         self.solver = solver
         self.seed = seed
@@ -72,7 +82,7 @@ class SurrogateGrouping(BaseGrouping):
             gains = np.maximum(gains, self.singleton_score)
         return np.where(members, gains, 0.0).sum(axis=1)
 
-    def fit(self, surrogate) -> "SurrogateGrouping":
+    def fit(self, surrogate) -> SurrogateGrouping:
         if not hasattr(surrogate, "models_"):
             raise GroupingError("surrogate is not fitted: call fit(subsets, gains) first")
         if self.solver not in SOLVERS:
@@ -88,16 +98,24 @@ class SurrogateGrouping(BaseGrouping):
         if solver == "exact" and n > MAX_TABLE_N:
             raise GroupingError(f"exact selection tabulates 2^n subsets: n = {n} > {MAX_TABLE_N}; use the heuristic")
         alone_value = float(self.singleton_score) if self.leave_alone else None
-        blocks, alone, _ = solve_values(self._values, n, k, alone_value=alone_value, n_starts=self.n_starts,
-                                        n_kicks=self.n_kicks, seed=self.seed)
+        blocks, alone, _ = solve_values(
+            self._values, n, k, alone_value=alone_value, n_starts=self.n_starts, n_kicks=self.n_kicks, seed=self.seed
+        )
         self.stats_ = {}
         if solver == "exact":
             table = np.empty(1 << n)
             for lo in range(0, len(table), CHUNK):
                 hi = min(len(table), lo + CHUNK)
                 table[lo:hi] = self._values(mask_matrix(lo, hi, n))
-            blocks, alone, _ = solve_blocks(table, n, k, incumbent=(blocks, alone), alone_value=alone_value,
-                                            time_limit=self.time_limit, stats=self.stats_)
+            blocks, alone, _ = solve_blocks(
+                table,
+                n,
+                k,
+                incumbent=(blocks, alone),
+                alone_value=alone_value,
+                time_limit=self.time_limit,
+                stats=self.stats_,
+            )
         self.solver_ = solver
         self._set_results(tasks, None, blocks)
         if self.leave_alone:
@@ -111,6 +129,7 @@ class SurrogateGrouping(BaseGrouping):
             row = np.zeros((1, n), dtype=bool)
             row[0, list(members)] = True
             return self._member_gains(row)[0, list(members)]
+
         return scores_of
 
     def pair_gains(self) -> np.ndarray:

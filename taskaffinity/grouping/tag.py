@@ -45,8 +45,18 @@ class TagGrouping(BaseGrouping):
     method = "tag"
     optimises_alone = True
 
-    def __init__(self, *, k: int, solver: str = "auto", singleton_score: float = 0.0, leave_alone: bool = False,
-                 seed: int = 0, n_starts: int = 16, n_kicks: int = 50, time_limit: float | None = None):
+    def __init__(
+        self,
+        *,
+        k: int,
+        solver: str = "auto",
+        singleton_score: float = 0.0,
+        leave_alone: bool = False,
+        seed: int = 0,
+        n_starts: int = 16,
+        n_kicks: int = 50,
+        time_limit: float | None = None,
+    ):
         super().__init__(k=k, singleton_score=singleton_score, leave_alone=leave_alone)
         self.solver = solver
         self.seed = seed
@@ -64,15 +74,30 @@ class TagGrouping(BaseGrouping):
         if solver == "auto":
             solver = "exact" if n <= AUTO_EXACT_N else "heuristic"
         if solver == "exact" and n > MAX_EXACT_N:
-            raise GroupingError(f"exact TAG selection supports at most {MAX_EXACT_N} tasks, got {n}; "
-                                "use the heuristic solver")
+            raise GroupingError(
+                f"exact TAG selection supports at most {MAX_EXACT_N} tasks, got {n}; use the heuristic solver"
+            )
         leave_alone = bool(self.leave_alone)
-        blocks, alone, _ = solve_heuristic(A, self.k, self.singleton_score, n_starts=self.n_starts,
-                                           n_kicks=self.n_kicks, seed=self.seed, leave_alone=leave_alone)
+        blocks, alone, _ = solve_heuristic(
+            A,
+            self.k,
+            self.singleton_score,
+            n_starts=self.n_starts,
+            n_kicks=self.n_kicks,
+            seed=self.seed,
+            leave_alone=leave_alone,
+        )
         self.stats_ = {}
         if solver == "exact":
-            blocks, alone, _ = solve_exact(A, self.k, self.singleton_score, incumbent=(blocks, alone),
-                                           time_limit=self.time_limit, stats=self.stats_, leave_alone=leave_alone)
+            blocks, alone, _ = solve_exact(
+                A,
+                self.k,
+                self.singleton_score,
+                incumbent=(blocks, alone),
+                time_limit=self.time_limit,
+                stats=self.stats_,
+                leave_alone=leave_alone,
+            )
         self.solver_ = solver
         self.blocks_ = blocks
         # Each served block gets its best group: the block plus helper tasks (possibly none).

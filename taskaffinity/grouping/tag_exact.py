@@ -35,7 +35,7 @@ from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from ._base import GroupingError
 from ._blocks import all_block_values, mask_to_members, members_to_mask, subset_sums
 
-MAX_EXACT_N = 22          # 2^22 block values: ~32 MiB, a few seconds
+MAX_EXACT_N = 22  # 2^22 block values: ~32 MiB, a few seconds
 COLUMNS_PER_ROUND = 200
 MAX_MILP_COLUMNS = 3_000_000
 
@@ -61,8 +61,16 @@ def _master_lp(w_cols, masks, n, k, alone_value):
     return -res.eqlin.marginals, max(0.0, -res.ineqlin.marginals[0]), -res.fun
 
 
-def solve_exact(A: np.ndarray, k: int, singleton_score: float, *, incumbent=None,
-                time_limit: float | None = None, stats: dict | None = None, leave_alone: bool = False):
+def solve_exact(
+    A: np.ndarray,
+    k: int,
+    singleton_score: float,
+    *,
+    incumbent=None,
+    time_limit: float | None = None,
+    stats: dict | None = None,
+    leave_alone: bool = False,
+):
     """Optimal TAG selection with <= k groups: ``(blocks, alone, value)``.
 
     ``blocks``: tuples of task indices, each served by its best group (helpers included); with
@@ -72,20 +80,38 @@ def solve_exact(A: np.ndarray, k: int, singleton_score: float, *, incumbent=None
     """
     n = len(A)
     if n > MAX_EXACT_N:
-        raise GroupingError(f"exact TAG selection enumerates 2^n blocks: n = {n} > {MAX_EXACT_N}; "
-                            "use solver='heuristic'")
+        raise GroupingError(
+            f"exact TAG selection enumerates 2^n blocks: n = {n} > {MAX_EXACT_N}; use solver='heuristic'"
+        )
     start = time.perf_counter()
     w = all_block_values(A, singleton_score)
     if incumbent is None:
         from .tag_heuristic import solve_heuristic
 
         incumbent = solve_heuristic(A, k, singleton_score, n_starts=4, n_kicks=5, leave_alone=leave_alone)[:2]
-    return solve_blocks(w, n, k, incumbent=incumbent, alone_value=singleton_score if leave_alone else None,
-                        time_limit=time_limit, stats=stats, start=start)
+    return solve_blocks(
+        w,
+        n,
+        k,
+        incumbent=incumbent,
+        alone_value=singleton_score if leave_alone else None,
+        time_limit=time_limit,
+        stats=stats,
+        start=start,
+    )
 
 
-def solve_blocks(w: np.ndarray, n: int, k: int, *, incumbent, alone_value: float | None = None,
-                 time_limit: float | None = None, stats: dict | None = None, start: float | None = None):
+def solve_blocks(
+    w: np.ndarray,
+    n: int,
+    k: int,
+    *,
+    incumbent,
+    alone_value: float | None = None,
+    time_limit: float | None = None,
+    stats: dict | None = None,
+    start: float | None = None,
+):
     """Optimal partition of n tasks into at most ``k`` blocks valued by ``w`` (indexed by the
     block's integer mask, ``w[0]`` unused): ``(blocks, alone, value)``. With ``alone_value``, a
     task may instead be left alone at that value, not counted against ``k``. ``incumbent``:
@@ -125,8 +151,9 @@ def solve_blocks(w: np.ndarray, n: int, k: int, *, incumbent, alone_value: float
     keep = np.flatnonzero(rc >= z_inc - bound - slack)
     keep = np.union1d(keep, inc_masks).astype(np.int64)
     if len(keep) > MAX_MILP_COLUMNS:
-        raise GroupingError(f"exact TAG solver: {len(keep)} candidate blocks survive the LP bound; "
-                            "use solver='heuristic'")
+        raise GroupingError(
+            f"exact TAG solver: {len(keep)} candidate blocks survive the LP bound; use solver='heuristic'"
+        )
 
     # Step 4: the integer program over the surviving blocks (and the alone columns).
     remaining = None if time_limit is None else max(1.0, time_limit - (time.perf_counter() - start))
@@ -138,18 +165,30 @@ def solve_blocks(w: np.ndarray, n: int, k: int, *, incumbent, alone_value: float
         cover = sparse.hstack([cover, sparse.identity(n, format="csr")]).tocsr()
         count = np.hstack([count, np.zeros((1, n))])
         c = np.concatenate([c, np.full(n, -alone_total)])
-    res = milp(c, integrality=np.ones(len(c)), bounds=Bounds(0, 1),
-               constraints=[LinearConstraint(cover, 1, 1), LinearConstraint(count, 0, k)], options=options)
+    res = milp(
+        c,
+        integrality=np.ones(len(c)),
+        bounds=Bounds(0, 1),
+        constraints=[LinearConstraint(cover, 1, 1), LinearConstraint(count, 0, k)],
+        options=options,
+    )
     if res.status != 0 or res.x is None:
         raise GroupingError(f"exact TAG solver: integer program not solved to optimality ({res.message})")
-    chosen = keep[res.x[:len(keep)] > 0.5]
+    chosen = keep[res.x[: len(keep)] > 0.5]
     blocks = [mask_to_members(int(m), n) for m in chosen]
-    alone = tuple(np.flatnonzero(res.x[len(keep):] > 0.5).tolist()) if alone_value is not None else ()
+    alone = tuple(np.flatnonzero(res.x[len(keep) :] > 0.5).tolist()) if alone_value is not None else ()
     value = float(w[chosen].sum()) + alone_total * len(alone)
     if value < z_inc:  # MILP tolerances: never return worse than the incumbent
         blocks, alone, value = inc_blocks, inc_alone, z_inc
     if stats is not None:
-        stats.update(blocks_total=full, cg_rounds=rounds, lp_columns=len(cols), lp_bound=bound,
-                     lp_value=float(lp_value), incumbent=z_inc, milp_columns=int(len(keep)),
-                     seconds=time.perf_counter() - start)
+        stats.update(
+            blocks_total=full,
+            cg_rounds=rounds,
+            lp_columns=len(cols),
+            lp_bound=bound,
+            lp_value=float(lp_value),
+            incumbent=z_inc,
+            milp_columns=int(len(keep)),
+            seconds=time.perf_counter() - start,
+        )
     return blocks, alone, value

@@ -47,7 +47,7 @@ def _values(value, labels, k, alone_value):
 def _best_move(value, labels, k, alone_value, members, values):
     """Best single-task move: (gain, task, destination)."""
     n, K = len(labels), len(members)
-    removed = members[labels].copy()                 # row t: t's block without t
+    removed = members[labels].copy()  # row t: t's block without t
     removed[np.arange(n), np.arange(n)] = False
     alone = None if alone_value is None else labels == k
     v_removed = _evaluate(value, removed, alone, alone_value)
@@ -56,9 +56,9 @@ def _best_move(value, labels, k, alone_value, members, values):
     alone_added = None if alone_value is None else np.tile(np.arange(K) == k, n)
     v_added = _evaluate(value, added.reshape(n * K, n), alone_added, alone_value).reshape(n, K)
     gain = v_removed[:, None] + v_added - values[labels][:, None] - values[None, :]
-    gain[np.arange(n), labels] = -np.inf               # staying put is no move
+    gain[np.arange(n), labels] = -np.inf  # staying put is no move
     empty = np.flatnonzero(~members[:k].any(axis=1))
-    if len(empty) > 1:                                 # all empty blocks are alike: try one
+    if len(empty) > 1:  # all empty blocks are alike: try one
         gain[:, empty[1:]] = -np.inf
     t, d = np.unravel_index(np.argmax(gain), gain.shape)
     return gain[t, d], t, d
@@ -70,15 +70,19 @@ def _best_swap(value, labels, k, alone_value, members, values):
     if not len(t_idx):
         return -np.inf, 0, 0
     a, b = labels[t_idx], labels[u_idx]
-    first = members[a].copy()                          # block a: - t + u
+    first = members[a].copy()  # block a: - t + u
     first[np.arange(len(t_idx)), t_idx] = False
     first[np.arange(len(t_idx)), u_idx] = True
-    second = members[b].copy()                         # block b: - u + t
+    second = members[b].copy()  # block b: - u + t
     second[np.arange(len(t_idx)), u_idx] = False
     second[np.arange(len(t_idx)), t_idx] = True
     alone = alone_value is not None
-    gain = (_evaluate(value, first, (a == k) if alone else None, alone_value)
-            + _evaluate(value, second, (b == k) if alone else None, alone_value) - values[a] - values[b])
+    gain = (
+        _evaluate(value, first, (a == k) if alone else None, alone_value)
+        + _evaluate(value, second, (b == k) if alone else None, alone_value)
+        - values[a]
+        - values[b]
+    )
     i = int(np.argmax(gain))
     return gain[i], t_idx[i], u_idx[i]
 
@@ -108,23 +112,48 @@ def _linkage_start(A, k):
     n = len(A)
     if n < 2 or k < 2:
         return np.zeros(n, dtype=int)
-    labels = fcluster(linkage(squareform(affinity_distance(A), checks=False), method="average"), k,
-                      criterion="maxclust")
+    labels = fcluster(
+        linkage(squareform(affinity_distance(A), checks=False), method="average"), k, criterion="maxclust"
+    )
     return labels - 1
 
 
-def solve_heuristic(A: np.ndarray, k: int, singleton_score: float, *, n_starts: int = 16,
-                    n_kicks: int = 50, seed: int = 0, leave_alone: bool = False):
+def solve_heuristic(
+    A: np.ndarray,
+    k: int,
+    singleton_score: float,
+    *,
+    n_starts: int = 16,
+    n_kicks: int = 50,
+    seed: int = 0,
+    leave_alone: bool = False,
+):
     """``(blocks, alone, value)`` of a good TAG selection: blocks (tuples of task indices) of at
     most ``k`` groups, valued by their best groups (helpers included), and with ``leave_alone``
     the tasks trained alone (worth ``singleton_score`` each, not counted against ``k``)."""
-    return solve_values(lambda members: block_values(A, members, singleton_score), len(A), k,
-                        alone_value=singleton_score if leave_alone else None, starts=[_linkage_start(A, k)],
-                        n_starts=n_starts, n_kicks=n_kicks, seed=seed)
+    return solve_values(
+        lambda members: block_values(A, members, singleton_score),
+        len(A),
+        k,
+        alone_value=singleton_score if leave_alone else None,
+        starts=[_linkage_start(A, k)],
+        n_starts=n_starts,
+        n_kicks=n_kicks,
+        seed=seed,
+    )
 
 
-def solve_values(value, n: int, k: int, *, alone_value: float | None = None, starts=(), n_starts: int = 16,
-                 n_kicks: int = 50, seed: int = 0):
+def solve_values(
+    value,
+    n: int,
+    k: int,
+    *,
+    alone_value: float | None = None,
+    starts=(),
+    n_starts: int = 16,
+    n_kicks: int = 50,
+    seed: int = 0,
+):
     """Multi-start local search over labellings for any block valuation ``value(members) -> values``
     (boolean rows blocks x tasks): ``(blocks, alone, value)`` with at most ``k`` blocks; with
     ``alone_value``, tasks may be left alone at that value each, not counted against ``k``."""

@@ -17,11 +17,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..affinity.estimators import REPORT_ORDER, report_order
-from ..stats import snap
-from ..storage import read_json, write_figure, write_text
+from ..affinity.estimators import REPORT_ORDER
+from ..storage import read_json, write_text
 from .section import Section
-
+from .section import save_figure as _save
+from .sections_affinity import affinity_section, groups_section
 
 
 def build_report(run_dir: str | Path) -> Path:
@@ -30,21 +30,18 @@ def build_report(run_dir: str | Path) -> Path:
     figures = run / "report"
     from .reading import findings_section
 
-    sections = [run_section(run), affinity_section(run, figures), groups_section(run, figures),
-                study_section(run, figures), jobs_section(run), findings_section(run)]
+    sections = [
+        run_section(run),
+        affinity_section(run, figures),
+        groups_section(run, figures),
+        study_section(run, figures),
+        jobs_section(run),
+        findings_section(run),
+    ]
     title = _study_name(run)
     write_text(run / "report.md", to_markdown(title, sections))
     write_text(run / "report.html", to_html(title, sections, figures))
     return run / "report.html"
-
-
-def _save(fig, folder: Path, stem: str) -> str:
-    import matplotlib.pyplot as plt
-
-    write_figure(folder / f"{stem}.png", fig, dpi=150, bbox_inches="tight")
-    write_figure(folder / f"{stem}.svg", fig, bbox_inches="tight")
-    plt.close(fig)
-    return stem
 
 
 def _study_name(run: Path) -> str:
@@ -57,160 +54,55 @@ def _study_name(run: Path) -> str:
 # -- sections ------------------------------------------------------------------------------------
 def run_section(run: Path) -> Section:
     section = Section("Run")
-    config_path = next((run / n for n in ("study.yaml", "affinity/config.yaml", "config.yaml") if (run / n).is_file()),
-                       None)
+    config_path = next(
+        (run / n for n in ("study.yaml", "affinity/config.yaml", "config.yaml") if (run / n).is_file()), None
+    )
     if config_path is None:
         section.missing = "no study.yaml or config.yaml in the run folder"
         return section
     config = yaml.safe_load(config_path.read_text())
     tasks = [t if isinstance(t, str) else t.get("name") for t in config.get("tasks", [])]
     model, training = config.get("model", {}), config.get("training", {})
-    rows = {"model": model.get("name"), "tasks": ", ".join(map(str, tasks)), "seed": config.get("seed"),
-            "max_length": model.get("max_length"), "steps (joint / head warm-up)":
-            f"{training.get('steps')} / {training.get('head_warmup_steps', 0)}",
-            "batch size": training.get("batch_size"), "encoder lr": training.get("lr")}
+    rows = {
+        "model": model.get("name"),
+        "tasks": ", ".join(map(str, tasks)),
+        "seed": config.get("seed"),
+        "max_length": model.get("max_length"),
+        "steps (joint / head warm-up)": f"{training.get('steps')} / {training.get('head_warmup_steps', 0)}",
+        "batch size": training.get("batch_size"),
+        "encoder lr": training.get("lr"),
+    }
     study = config.get("study") or {}
     if study:
-        rows.update({"study kind": study.get("kind"), "targets": ", ".join(study.get("targets") or []),
-                     "seeds": ", ".join(map(str, study.get("seeds") or []))})
+        rows.update(
+            {
+                "study kind": study.get("kind"),
+                "targets": ", ".join(study.get("targets") or []),
+                "seeds": ", ".join(map(str, study.get("seeds") or [])),
+            }
+        )
     if (run / "summary.json").is_file():
         summary = read_json(run / "summary.json")
-        rows.update({f"cost: {k.replace('_', ' ')}": v for k, v in summary.items()
-                     if k in ("jobs", "done", "failed", "pending", "experiment_seconds", "affinity_run_seconds",
-                              "brute_force_seconds", "brute_force_over_affinity_run")})
-    section.tables.append(("configuration and costs", pd.DataFrame({"value": [str(v) for v in rows.values()]},
-                                                                   index=list(rows))))
-    return section
-
-
-def affinity_section(run: Path, folder: Path) -> Section:
-    from ..affinity.reliability import reliability_table
-    from ..affinity.store import AffinityStore
-    from .figures import affinity_heatmap_clustered, affinity_trajectories, fidelity_scatter
-
-    section = Section("Affinities")
-    path = next((p for p in (run / "affinity" / "affinity.parquet", run / "affinity.parquet") if p.is_file()), None)
-    if path is None:
-        section.missing = "no affinity run in this folder (affinity/affinity.parquet)"
-        return section
-    store = AffinityStore.load(path)
-    meta = store.metadata
-    kind = "exact lookahead" if meta.get("lookahead", "exact") == "exact" else "first-order"
-    cost = (f" Recording cost {meta['overhead']:.2f}× the same training steps without recorders "
-            f"({meta.get('recording_seconds', 0):.0f} s of {meta.get('training_seconds', 0):.0f} s)."
-            if meta.get("overhead") else "")
-    section.text.append(f"One joint run over {len(store.tasks)} tasks, recording from step {meta.get('start_step')} "
-                        f"to {meta.get('steps')}; {kind} probes every {meta.get('probe_every')} steps with "
-                        f"{meta.get('probe_batch_size')} {meta.get('probe_split', 'validation')}-split examples per task, rules "
-                        f"{', '.join(meta.get('rules', []))}.{cost} "
-                        "Rows are sources i, columns targets j: positive Z_{i→j} means i's update lowers j's loss. "
-                        "Hatched cells: the confidence interval covers 0.")
-    groups = _groups(run)
-    for estimator in report_order(store.estimators):
-        matrix = store.matrix(estimator)
-        mask = store.covers_zero(estimator, n_boot=200, seed=0)
-        fig = affinity_heatmap_clustered(matrix, title=estimator, mask=mask, groups=groups)
-        section.figures.append((_save(fig, folder, f"heatmap_{estimator}"),
-                                f"{estimator}: run-averaged affinity, clustered (average linkage)"))
-    lead = next((e for e in REPORT_ORDER if e in store.estimators), store.estimators[0])
-    fig = affinity_trajectories(store.trajectories(lead))
-    section.figures.append((_save(fig, folder, f"trajectories_{lead}"), f"{lead} over training steps, per source"))
-    conflicts_path = path.parent / "conflicts.parquet"
-    if conflicts_path.is_file():
-        _conflicts(pd.read_parquet(conflicts_path), section, folder, meta.get("aggregator", "sum"))
-    fidelity_path = path.parent / "fidelity.json"
-    report = read_json(fidelity_path, nulls_as_nan=True) if fidelity_path.is_file() else {}
-    agreement = report.get("agreement", {} if "reliability" in report else report)  # older runs: pairs only
-    for pair in (("lookahead_sgd", "first_order_sgd"), ("lookahead_optimizer", "first_order_optimizer")):
-        if all(e in store.estimators for e in pair):
-            numbers = next((v for k, v in agreement.items() if pair[0] in k and pair[1] in k), None)
-            fig = fidelity_scatter(store.matrix(pair[0]), store.matrix(pair[1]),
-                                   fidelity=numbers, title=f"{pair[1]} vs {pair[0]}")
-            section.figures.append((_save(fig, folder, f"fidelity_{pair[0]}"), f"first-order form vs exact: {pair[0]}"))
-    trust = reliability_table(report)
-    if not trust.empty:
-        section.text.append(trust_sentence(trust))
-        section.tables.append(("reliability of each run-averaged matrix (split-half over its probes or windows, "
-                               "Spearman-Brown corrected; within_target: how each target ranks its sources; "
-                               "significant_share: off-diagonal pairs whose interval excludes 0; "
-                               "samples_for_0.9: probes or windows a within-target reliability of 0.9 needs)",
-                               trust))
-    if agreement:
-        rows = [{"pair": k, **{f"run {m}": _shown(v.get("run_average", {}).get(m)) for m in ("pearson", "spearman",
-                                                                                            "sign_agreement")},
-                 "ceiling": _shown(v.get("ceiling"))}
-                for k, v in agreement.items()]
-        section.tables.append(("agreement of run-averaged matrices (off-diagonal); two noisy estimators of one "
-                               "quantity cannot exceed the ceiling their reliabilities allow", pd.DataFrame(rows)))
-    return section
-
-
-def _shown(value) -> float:
-    """A number as the report shows it: rounding residue of 0 as 0, a missing one as NaN."""
-    return float("nan") if value is None else snap(value)
-
-
-def _conflicts(frame: pd.DataFrame, section: Section, folder: Path, aggregator: str) -> None:
-    """Gradient conflicts over training (affinity.conflicts): a figure and a table."""
-    from .conflicts import conflict_summary, conflict_trajectories
-
-    if frame.empty:
-        return
-    fig = conflict_trajectories(frame)
-    section.figures.append((_save(fig, folder, "conflicts"),
-                            "gradient conflicts per step: share of task pairs with negative cosine, magnitude "
-                            "similarity of conflicting pairs (Yu et al. 2020)"
-                            + (f", cosine between the summed and the {aggregator} update" if aggregator != "sum" else "")))
-    section.tables.append(("gradient conflicts (means over the recorded steps, and over their first and last third; "
-                           "se: standard error from the means of blocks of 10 consecutive steps)",
-                           conflict_summary(frame)))
-
-
-def trust_sentence(trust: pd.DataFrame) -> str:
-    """One plain sentence on which matrices can be believed."""
-    ranked = trust.sort_values("within_target", ascending=False)
-    good = ranked[ranked["within_target"] >= 0.75]["estimator"].tolist()
-    noise = ranked[~(ranked["within_target"] >= 0.5)]["estimator"].tolist()
-    parts = [f"Most reliable: {ranked.iloc[0]['estimator']} (within-target reliability "
-             f"{ranked.iloc[0]['within_target']:.2f}, {ranked.iloc[0]['verdict']})."]
-    if good:
-        parts.append(f"Good or better: {', '.join(good)}.")
-    if noise:
-        parts.append(f"Mostly noise at this budget (within-target reliability below 0.5; more steps or larger "
-                     f"probes would be needed, see samples_for_0.9): {', '.join(noise)}.")
-    return " ".join(parts)
-
-
-def _groups(run: Path) -> list[list[str]] | None:
-    if (run / "groups.json").is_file():
-        return [g["tasks"] for g in read_json(run / "groups.json")["groups"]]
-    return None
-
-
-def groups_section(run: Path, folder: Path) -> Section:
-    from ..grouping.output import trust_lines
-    from .figures import comembership_heatmap, groups_table
-
-    section = Section("Groups")
-    if not (run / "groups.json").is_file():
-        section.missing = "no groups.json (groups come from an affinity run with `groups: affinity`)"
-        return section
-    document = read_json(run / "groups.json")
-    section.text.append(f"{document['method']} grouping from {document.get('estimator')}, k = {document['k']}, "
-                        f"objective {document['objective']:.4g}.")
-    section.text += trust_lines(document)
-    if document["groups"]:
-        section.figures.append((_save(groups_table(document), folder, "groups"), "chosen groups, served tasks, scores"))
-    else:
-        section.text.append("No group: every task is better trained alone (leave_alone).")
-    stability = document.get("stability")
-    if stability:
-        comembership = pd.DataFrame(stability["comembership"])
-        fig = comembership_heatmap(comembership, chosen_share=stability["chosen_share"],
-                                   resamples=stability["resamples"])
-        section.figures.append((_save(fig, folder, "grouping_stability"),
-                                "how often each pair of tasks shares a group when the grouping is re-solved on "
-                                "bootstrap resamples of the affinity run's probes or windows"))
+        rows.update(
+            {
+                f"cost: {k.replace('_', ' ')}": v
+                for k, v in summary.items()
+                if k
+                in (
+                    "jobs",
+                    "done",
+                    "failed",
+                    "pending",
+                    "experiment_seconds",
+                    "affinity_run_seconds",
+                    "brute_force_seconds",
+                    "brute_force_over_affinity_run",
+                )
+            }
+        )
+    section.tables.append(
+        ("configuration and costs", pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows)))
+    )
     return section
 
 
@@ -227,22 +119,44 @@ def study_section(run: Path, folder: Path) -> Section:
         return section
     kind = results["kind"].iloc[0]
     if kind == "combinations":
-        section.figures.append((_save(figures.transfer_matrix(results), folder, "transfer_matrix"),
-                                "targets × pre-finetuning sets: mean test metric ± seed std, colour = change vs "
-                                "baseline, best per row outlined"))
+        section.figures.append(
+            (
+                _save(figures.transfer_matrix(results), folder, "transfer_matrix"),
+                "targets × pre-finetuning sets: mean test metric ± seed std, colour = change vs "
+                "baseline, best per row outlined",
+            )
+        )
     elif kind == "scaling":
-        section.figures.append((_save(figures.scaling_curves(results), folder, "scaling"),
-                                "target metric vs number of pre-finetuning tasks (mean ± std over seeds)"))
+        section.figures.append(
+            (
+                _save(figures.scaling_curves(results), folder, "scaling"),
+                "target metric vs number of pre-finetuning tasks (mean ± std over seeds)",
+            )
+        )
     elif kind == "low_resource":
-        section.figures.append((_save(figures.low_resource_heatmap(results), folder, "low_resource"),
-                                "fraction of target training data × pre-finetuning scale"))
+        section.figures.append(
+            (
+                _save(figures.low_resource_heatmap(results), folder, "low_resource"),
+                "fraction of target training data × pre-finetuning scale",
+            )
+        )
     else:
         _validation_figures(run, results, section, folder)
-    for name in ("transfer", "summary", "noise_ceiling", "agreement", "estimator_differences", "arms",
-                 "group_gain_predictors", "gains"):
+    for name in (
+        "transfer",
+        "summary",
+        "noise_ceiling",
+        "agreement",
+        "estimator_differences",
+        "arms",
+        "group_gain_predictors",
+        "gains",
+    ):
         path = run / "tables" / f"{name}.csv"
         if path.is_file():
-            section.tables.append((f"tables/{name}.csv", pd.read_csv(path, index_col=0 if name == "transfer" else None)))
+            section.tables.append(
+                (f"tables/{name}.csv", pd.read_csv(path, index_col=0 if name == "transfer" else None))
+            )
     return section
 
 
@@ -252,12 +166,15 @@ def _validation_figures(run: Path, results: pd.DataFrame, section: Section, fold
     from .figures import predicted_vs_measured
     from .validation import validation_reading
 
-    tables = {name: pd.read_csv(run / "tables" / f"{name}.csv")
-              for name in ("noise_ceiling", "agreement", "arms", "estimator_differences")
-              if (run / "tables" / f"{name}.csv").is_file()}
+    tables = {
+        name: pd.read_csv(run / "tables" / f"{name}.csv")
+        for name in ("noise_ceiling", "agreement", "arms", "estimator_differences")
+        if (run / "tables" / f"{name}.csv").is_file()
+    }
     noise = tables["noise_ceiling"].iloc[0].to_dict() if "noise_ceiling" in tables else None
-    section.text += validation_reading(tables.get("agreement"), noise, tables.get("arms"),
-                                       tables.get("estimator_differences"))
+    section.text += validation_reading(
+        tables.get("agreement"), noise, tables.get("arms"), tables.get("estimator_differences")
+    )
     gains = measured_gains(results)
     path = run / "affinity" / "affinity.parquet"
     if gains.empty or not path.is_file():
@@ -275,9 +192,13 @@ def _validation_figures(run: Path, results: pd.DataFrame, section: Section, fold
         if noise:
             numbers["ceiling"] = noise.get("within_target_ceiling")
         fig = predicted_vs_measured(gains, matrix, agreement=numbers, estimator=estimator)
-        section.figures.append((_save(fig, folder, f"predicted_vs_measured_{estimator}"),
-                                f"affinity ({estimator}) vs measured gain of the target from training with the "
-                                "source (bars: ± standard error over seeds)"))
+        section.figures.append(
+            (
+                _save(fig, folder, f"predicted_vs_measured_{estimator}"),
+                f"affinity ({estimator}) vs measured gain of the target from training with the "
+                "source (bars: ± standard error over seeds)",
+            )
+        )
 
 
 def jobs_section(run: Path) -> Section:
@@ -289,8 +210,9 @@ def jobs_section(run: Path) -> Section:
 
     status = study_status(run)
     counts = status["status"].value_counts()
-    section.text.append(", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "pending", "failed"))
-                        + f" of {len(status)} jobs.")
+    section.text.append(
+        ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "pending", "failed")) + f" of {len(status)} jobs."
+    )
     unfinished = status[status["status"] != "done"]
     if not unfinished.empty:
         section.tables.append(("jobs not done", unfinished[["experiment_id", "job_type", "tasks", "status", "error"]]))
@@ -321,8 +243,10 @@ table{border-collapse:collapse;font-size:.85em;margin:1em 0}td,th{border:1px sol
 
 
 def to_html(title: str, sections: list[Section], folder: Path) -> str:
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}: taskaffinity report</h1>"]
+    parts = [
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}: taskaffinity report</h1>"
+    ]
     for section in sections:
         anchor = section.title.lower()
         parts.append(f"<section id='{anchor}'><h2>{html.escape(section.title)}</h2>")
@@ -332,11 +256,15 @@ def to_html(title: str, sections: list[Section], folder: Path) -> str:
         parts += [f"<p>{html.escape(t)}</p>" for t in section.text]
         for stem, caption in section.figures:
             data = base64.b64encode((folder / f"{stem}.png").read_bytes()).decode()
-            parts.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
-                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+            parts.append(
+                f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
         for caption, table in section.tables:
-            parts.append(f"<h3>{html.escape(caption)}</h3>" + table.to_html(float_format=lambda v: f"{v:.4g}",
-                                                                            na_rep="", border=0))
+            parts.append(
+                f"<h3>{html.escape(caption)}</h3>"
+                + table.to_html(float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
+            )
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)

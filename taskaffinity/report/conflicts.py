@@ -7,9 +7,11 @@ import pandas as pd
 
 from .figures_affinity import PALETTE, paper_figure
 
-PANELS = (("conflicting_share", "share of task pairs\nwith cos < 0"),
-          ("conflict_magnitude_similarity", "magnitude similarity\nof conflicting pairs"),
-          ("update_cosine", "cos(sum, aggregated)"))
+PANELS = (
+    ("conflicting_share", "share of task pairs\nwith cos < 0"),
+    ("conflict_magnitude_similarity", "magnitude similarity\nof conflicting pairs"),
+    ("update_cosine", "cos(sum, aggregated)"),
+)
 
 
 @paper_figure
@@ -19,12 +21,18 @@ def conflict_trajectories(frame: pd.DataFrame, *, smooth: int = 10, title: str =
     import matplotlib.pyplot as plt
 
     panels = [(c, label) for c, label in PANELS if c in frame and frame[c].notna().any()]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(6.4, 1.9 * len(panels)), sharex=True, layout="constrained",
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(6.4, 1.9 * len(panels)), sharex=True, layout="constrained", squeeze=False
+    )
     for ax, (column, label), color in zip(axes[:, 0], panels, PALETTE):
         ax.plot(frame["step"], frame[column], color=color, lw=0.6, alpha=0.45)
-        ax.plot(frame["step"], frame[column].rolling(smooth, min_periods=1).mean(), color=color, lw=1.6,
-                label=f"rolling mean over {smooth} steps")
+        ax.plot(
+            frame["step"],
+            frame[column].rolling(smooth, min_periods=1).mean(),
+            color=color,
+            lw=1.6,
+            label=f"rolling mean over {smooth} steps",
+        )
         ax.set_ylabel(label)
         ax.set_ylim(0 if column != "update_cosine" else min(0.0, float(frame[column].min())), 1.02)
     axes[0, 0].legend(frameon=False, loc="upper right")
@@ -62,5 +70,5 @@ def conflict_summary(frame: pd.DataFrame, *, block: int = BLOCK) -> pd.DataFrame
 def block_se(values, block: int) -> float:
     """Standard error of the mean of a series of correlated steps: from means of consecutive blocks."""
     values = values[~pd.isna(values)]
-    means = [values[k: k + block].mean() for k in range(0, len(values) - block + 1, block)]
+    means = [values[k : k + block].mean() for k in range(0, len(values) - block + 1, block)]
     return float(pd.Series(means).std(ddof=1) / len(means) ** 0.5) if len(means) >= 2 else float("nan")

@@ -1,4 +1,5 @@
-"""Affinity figures: clustered heatmap, trajectories over training, estimator fidelity, affinity vs gain.
+"""Affinity figures: clustered heatmap, trajectories over training, co-membership (estimator fidelity and
+affinity vs gain: :mod:`.figures_fidelity`).
 
 Each function takes DataFrames (plus keyword-only options) and returns a Figure; the caller saves it.
 """
@@ -15,13 +16,23 @@ from ..grouping import affinity_distance
 
 # Okabe & Ito (2008) colour-blind-safe palette (black last).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
-STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
-         "legend.fontsize": 8, "legend.title_fontsize": 8, "axes.spines.top": False, "axes.spines.right": False}
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "legend.title_fontsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 Z = "Z_{i\u2192j}"
 
 
 def paper_figure(function):
     """Run a figure function on the Agg backend (unless one is set) with the paper font sizes."""
+
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         import matplotlib
@@ -31,6 +42,7 @@ def paper_figure(function):
 
         with plt.rc_context(STYLE):
             return function(*args, **kwargs)
+
     return wrapper
 
 
@@ -80,9 +92,15 @@ def cluster_layout(matrix: pd.DataFrame, *, groups=None, method: str = "average"
 
 
 @paper_figure
-def affinity_heatmap_clustered(matrix: pd.DataFrame, *, title: str = "", mask: pd.DataFrame | None = None,
-                               groups: list[list[str]] | None = None, fmt: str | None = None,
-                               method: str = "average"):
+def affinity_heatmap_clustered(
+    matrix: pd.DataFrame,
+    *,
+    title: str = "",
+    mask: pd.DataFrame | None = None,
+    groups: list[list[str]] | None = None,
+    fmt: str | None = None,
+    method: str = "average",
+):
     """Annotated heatmap (see :func:`~taskaffinity.report.heatmap.affinity_heatmap`) in clustered
     order, with the dendrogram on top (seaborn-clustermap style) and ``groups`` outlined:
     blocks on the diagonal when they partition the tasks, else each group's cells in its colour."""
@@ -120,18 +138,24 @@ def affinity_heatmap_clustered(matrix: pd.DataFrame, *, title: str = "", mask: p
         if partition:
             start, size = order.index(next(t for t in order if t in group)), len(group)
             heat.add_patch(Rectangle((start - 0.5, start - 0.5), size, size, fill=False, ec="black", lw=2.2))
-            tree_ax.text(start + (size - 1) / 2, top * 1.27 if top else 1.2, name, ha="center", va="top",
-                         fontweight="bold")
+            tree_ax.text(
+                start + (size - 1) / 2, top * 1.27 if top else 1.2, name, ha="center", va="top", fontweight="bold"
+            )
             continue
         color, inset = PALETTE[index % len(PALETTE)], 0.05 + 0.06 * (index % 4)
         members = [order.index(t) for t in group if t in order]
         for i in members:
             for j in members:
-                heat.add_patch(Rectangle((j - 0.5 + inset, i - 0.5 + inset), 1 - 2 * inset, 1 - 2 * inset,
-                                         fill=False, ec=color, lw=1.6))
+                heat.add_patch(
+                    Rectangle(
+                        (j - 0.5 + inset, i - 0.5 + inset), 1 - 2 * inset, 1 - 2 * inset, fill=False, ec=color, lw=1.6
+                    )
+                )
         handles.append(Patch(fill=False, ec=color, lw=1.6, label=f"{name}: {', '.join(group)}"))
     if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(2, len(handles)), title="groups (overlapping)")
+        fig.legend(
+            handles=handles, loc="outside lower center", ncols=min(2, len(handles)), title="groups (overlapping)"
+        )
     heat.set_xlim(-0.5, n - 0.5)
     linkage_note = f"order: {method}-linkage clustering of (Z + Z\u1d40)/2" + (" within groups" if partition else "")
     fig.suptitle(f"{title}\n{linkage_note}" if title else linkage_note)
@@ -139,8 +163,16 @@ def affinity_heatmap_clustered(matrix: pd.DataFrame, *, title: str = "", mask: p
 
 
 @paper_figure
-def affinity_trajectories(records: pd.DataFrame, *, estimator: str | None = None, pairs=None, by: str = "source",
-                          window: tuple[int | None, int | None] | None = None, smooth: int = 1, title: str = ""):
+def affinity_trajectories(
+    records: pd.DataFrame,
+    *,
+    estimator: str | None = None,
+    pairs=None,
+    by: str = "source",
+    window: tuple[int | None, int | None] | None = None,
+    smooth: int = 1,
+    title: str = "",
+):
     """Affinity over training steps (Fifty et al. 2021, Fig. 3): the chosen ``(source, target)``
     ``pairs``, or per ``by`` task the mean over its partners (self excluded) ± 1.96·SE over partners.
 
@@ -158,11 +190,14 @@ def affinity_trajectories(records: pd.DataFrame, *, estimator: str | None = None
     estimator = estimators[0]
     if window is not None:
         start, end = window
-        rows = rows[(rows["step"] >= (-np.inf if start is None else start)) & (rows["step"] <= (np.inf if end is None else end))]
+        rows = rows[
+            (rows["step"] >= (-np.inf if start is None else start)) & (rows["step"] <= (np.inf if end is None else end))
+        ]
     rows = rows.sort_values(["source", "target", "step"]).copy()
     if smooth > 1:
         rows["value"] = rows.groupby(["source", "target"])["value"].transform(
-            lambda v: v.rolling(smooth, min_periods=1).mean())
+            lambda v: v.rolling(smooth, min_periods=1).mean()
+        )
     fig, ax = plt.subplots(figsize=(6.8, 3.8), layout="constrained")
     handles_title = "source \u2192 target"
     if pairs:
@@ -170,23 +205,37 @@ def affinity_trajectories(records: pd.DataFrame, *, estimator: str | None = None
             pair = rows[(rows["source"] == source) & (rows["target"] == target)]
             if pair.empty:
                 raise TaskAffinityError(f"no {estimator} records for {source} \u2192 {target}")
-            ax.plot(pair["step"], pair["value"], color=PALETTE[index % len(PALETTE)], lw=1.4,
-                    marker="o" if len(pair) <= 30 else None, ms=3, label=f"{source} \u2192 {target}")
+            ax.plot(
+                pair["step"],
+                pair["value"],
+                color=PALETTE[index % len(PALETTE)],
+                lw=1.4,
+                marker="o" if len(pair) <= 30 else None,
+                ms=3,
+                label=f"{source} \u2192 {target}",
+            )
         default = f"{estimator}: affinity of selected pairs over training"
     else:
         if by not in ("source", "target"):
             raise TaskAffinityError(f"by must be 'source' or 'target', got '{by}'")
         partner = "target" if by == "source" else "source"
-        stats = (rows[rows["source"] != rows["target"]].groupby([by, "step"])["value"]
-                 .agg(["mean", "std", "count"]).reset_index())
+        stats = (
+            rows[rows["source"] != rows["target"]]
+            .groupby([by, "step"])["value"]
+            .agg(["mean", "std", "count"])
+            .reset_index()
+        )
         for index, (name, task) in enumerate(stats.groupby(by, sort=True)):
             color = PALETTE[index % len(PALETTE)]
             half = 1.96 * task["std"].fillna(0.0) / np.sqrt(task["count"])
             ax.plot(task["step"], task["mean"], color=color, lw=1.4, label=name)
             ax.fill_between(task["step"], task["mean"] - half, task["mean"] + half, color=color, alpha=0.15, lw=0)
         handles_title = f"{by} task (mean over {partner}s)"
-        default = (f"{estimator}: mean affinity of each source onto the other tasks" if by == "source"
-                   else f"{estimator}: mean affinity onto each target from the other tasks")
+        default = (
+            f"{estimator}: mean affinity of each source onto the other tasks"
+            if by == "source"
+            else f"{estimator}: mean affinity onto each target from the other tasks"
+        )
     ax.axhline(0.0, color="0.5", lw=0.8, ls="--")
     ax.set_xlabel("training step")
     ax.set_ylabel(f"affinity ${Z}$ ({estimator})")
@@ -202,100 +251,9 @@ def affinity_trajectories(records: pd.DataFrame, *, estimator: str | None = None
 
 
 @paper_figure
-def fidelity_scatter(exact: pd.DataFrame, first_order: pd.DataFrame, *, fidelity: dict | None = None,
-                     labels: tuple[str, str] = ("exact lookahead", "first-order"), identity: bool | None = None,
-                     title: str = "Fidelity of the first-order approximation"):
-    """Off-diagonal entries of two affinity matrices against each other, with y = x and the
-    agreement numbers of ``fidelity.json`` (one entry, e.g. ``report["lookahead_sgd vs first_order_sgd"]``,
-    whose ``run_average`` is used; computed from the matrices when None).
-
-    ``identity``: draw y = x (default: when both scales are within a factor 10 of each other).
-    """
-    import matplotlib.pyplot as plt
-
-    from ..affinity.fidelity import agreement
-
-    exact = _square(exact)
-    other = first_order.reindex(index=exact.index, columns=exact.columns).to_numpy(dtype=float)
-    off = ~np.eye(len(exact), dtype=bool)
-    x, y = exact.to_numpy(dtype=float)[off], other[off]
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    stats = (fidelity.get("run_average", fidelity) if fidelity else None) or agreement(x, y)
-    fig, ax = plt.subplots(figsize=(4.8, 4.4), layout="constrained")
-    ax.axhline(0, color="0.8", lw=0.8)
-    ax.axvline(0, color="0.8", lw=0.8)
-    ax.scatter(x, y, s=24, color=PALETTE[0], alpha=0.85, edgecolor="white", lw=0.4, label="pairs (source \u2260 target)")
-    scale_x, scale_y = np.max(np.abs(x), initial=0.0), np.max(np.abs(y), initial=0.0)
-    if identity if identity is not None else (scale_x > 0 and 0.1 <= scale_y / scale_x <= 10):
-        low, high = min(x.min(initial=0), y.min(initial=0)), max(x.max(initial=0), y.max(initial=0))
-        pad = 0.05 * (high - low or 1.0)
-        ax.plot([low - pad, high + pad], [low - pad, high + pad], ls="--", color="0.35", lw=1.0, label="y = x")
-        ax.set_xlim(low - pad, high + pad)
-        ax.set_ylim(low - pad, high + pad)
-    lines = [f"Pearson r = {stats.get('pearson', np.nan):.2f}", f"Spearman \u03c1 = {stats.get('spearman', np.nan):.2f}",
-             f"sign agreement = {stats.get('sign_agreement', np.nan):.0%}", f"n = {stats.get('n', len(x))} pairs"]
-    ax.text(0.03, 0.97, "\n".join(lines), transform=ax.transAxes, va="top", ha="left",
-            bbox={"boxstyle": "round", "fc": "white", "ec": "0.7"})
-    ax.set_xlabel(f"{labels[0]} affinity ${Z}$")
-    ax.set_ylabel(f"{labels[1]} affinity ${Z}$")
-    ax.ticklabel_format(style="sci", scilimits=(-3, 3), useMathText=True)
-    ax.legend(loc="lower right")
-    ax.set_title(title)
-    return fig
-
-
-@paper_figure
-def predicted_vs_measured(gains: pd.DataFrame, matrix: pd.DataFrame, *, agreement: dict | None = None,
-                          estimator: str = "", n_labels: int = 3, title: str = ""):
-    """Affinity i→j (x) against the measured gain of j from i (y) per pair (Fifty et al. 2021, §5),
-    with Spearman ρ and its bootstrap CI (``affinity_agreement``; computed when ``agreement`` is None).
-    The ``n_labels`` pairs farthest from the median in rank are labelled."""
-    import matplotlib.pyplot as plt
-
-    frame = gains.assign(affinity=[matrix.loc[s, t] if s in matrix.index and t in matrix.columns else np.nan
-                                   for s, t in zip(gains["source"], gains["target"])]).dropna(subset=["affinity", "gain"])
-    if agreement is None:
-        from ..study.results import affinity_agreement
-
-        agreement = affinity_agreement(gains, matrix)
-    rho, ci = agreement.get("spearman"), agreement.get("ci")
-    text = "Spearman \u03c1 = n/a" if rho is None else f"Spearman \u03c1 = {rho:.2f}"
-    if rho is not None and ci:
-        text += f" [{ci[0]:.2f}, {ci[1]:.2f}] ({agreement.get('level', 0.95):.0%} bootstrap CI)"
-    text += f", n = {agreement.get('n_pairs', len(frame))} pairs"
-    if agreement.get("within_target") is not None:
-        text += f"\nwithin target \u03c1 = {agreement['within_target']:.2f}"
-        if agreement.get("within_target_p") is not None:
-            text += f" (permutation p = {agreement['within_target_p']:.3f})"
-    if agreement.get("ceiling") is not None and np.isfinite(agreement["ceiling"]):
-        text += f", noise ceiling {agreement['ceiling']:.2f}"
-    fig, ax = plt.subplots(figsize=(5.6, 4.6), layout="constrained")
-    ax.axhline(0, color="0.6", lw=0.8, ls="--")
-    ax.axvline(0, color="0.8", lw=0.8)
-    if "se" in frame and frame["se"].notna().any():
-        ax.errorbar(frame["affinity"], frame["gain"], yerr=frame["se"].fillna(0), fmt="none", ecolor="0.75",
-                    elinewidth=0.8, zorder=1)
-    ax.scatter(frame["affinity"], frame["gain"], s=28, color=PALETTE[1], alpha=0.85, edgecolor="white", lw=0.4,
-               zorder=2)
-    if len(frame):
-        spread = (frame["affinity"].rank(pct=True) - 0.5).abs() + (frame["gain"].rank(pct=True) - 0.5).abs()
-        middle = frame["affinity"].median()
-        for row in frame.loc[spread.nlargest(n_labels).index].itertuples():
-            right = row.affinity > middle  # label towards the centre so it stays inside the axes
-            ax.annotate(f"{row.source}\u2192{row.target}", (row.affinity, row.gain), xytext=(-4 if right else 4, 4),
-                        textcoords="offset points", fontsize=7, ha="right" if right else "left")
-    ax.set_xlabel(f"predicted: affinity ${Z}$" + (f" ({estimator})" if estimator else ""))
-    ax.set_ylabel("measured gain of target j from source i\n(metric, + = better)")
-    ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3), useMathText=True)
-    ax.set_title(text, fontsize=8)
-    fig.suptitle(title or "Predicted affinity vs measured transfer")
-    return fig
-
-
-@paper_figure
-def comembership_heatmap(comembership: pd.DataFrame, *, chosen_share: float | None = None, resamples: int | None = None,
-                         title: str = ""):
+def comembership_heatmap(
+    comembership: pd.DataFrame, *, chosen_share: float | None = None, resamples: int | None = None, title: str = ""
+):
     """How often each pair of tasks shares a group over bootstrap resamples (0–1), tasks in
     cluster order; the title says how often the chosen grouping came back."""
     import matplotlib.pyplot as plt
@@ -310,8 +268,15 @@ def comembership_heatmap(comembership: pd.DataFrame, *, chosen_share: float | No
         for i in range(n):
             for j in range(n):
                 value = frame.iat[i, j]
-                ax.text(j, i, f"{value:.0%}", ha="center", va="center", fontsize=7,
-                        color="white" if value > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.0%}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if value > 0.6 else "black",
+                )
     ax.set_xticks(range(n), order, rotation=45, ha="right")
     ax.set_yticks(range(n), order)
     fig.colorbar(image, ax=ax, shrink=0.8, label="share of resamples in a common group")

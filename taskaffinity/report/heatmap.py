@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-
 ANNOTATE_UP_TO = 24  # tasks; past that, numbers would not fit the cells (the CSV files hold them)
 
 
-def affinity_heatmap(matrix: pd.DataFrame, *, title: str = "", mask: pd.DataFrame | None = None,
-                     fmt: str | None = None):
+def affinity_heatmap(
+    matrix: pd.DataFrame, *, title: str = "", mask: pd.DataFrame | None = None, fmt: str | None = None
+):
     """Figure of ``matrix`` (rows: sources i, columns: targets j of Z_{i→j}).
 
     Cells where ``mask`` is True (e.g. not significantly different from 0) are hatched;
@@ -34,8 +34,15 @@ def affinity_heatmap(matrix: pd.DataFrame, *, title: str = "", mask: pd.DataFram
     return fig
 
 
-def draw_affinity(ax, matrix: pd.DataFrame, *, mask: pd.DataFrame | None = None, fmt: str | None = None,
-                  aspect: str = "equal", fontsize: float = 7):
+def draw_affinity(
+    ax,
+    matrix: pd.DataFrame,
+    *,
+    mask: pd.DataFrame | None = None,
+    fmt: str | None = None,
+    aspect: str = "equal",
+    fontsize: float = 7,
+):
     """Draw the annotated heatmap of ``matrix`` onto ``ax``; returns the image (for a colorbar).
 
     ``mask`` is aligned by position with ``matrix`` (reindex it first when reordering).
@@ -64,9 +71,16 @@ def draw_affinity(ax, matrix: pd.DataFrame, *, mask: pd.DataFrame | None = None,
         for j in range(values.shape[1]):
             if annotate and np.isfinite(values[i, j]):
                 dark = not is_self[i, j] and abs(values[i, j]) > 0.6 * bound
-                ax.text(j, i, format(values[i, j], fmt), ha="center", va="center", fontsize=fontsize,
-                        color="white" if dark else ("0.35" if is_self[i, j] else "black"),
-                        style="italic" if is_self[i, j] else "normal")
+                ax.text(
+                    j,
+                    i,
+                    format(values[i, j], fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=fontsize,
+                    color="white" if dark else ("0.35" if is_self[i, j] else "black"),
+                    style="italic" if is_self[i, j] else "normal",
+                )
             if mask is not None and bool(mask.iloc[i, j]):
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0, alpha=0.4))
     return image

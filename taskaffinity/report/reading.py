@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..storage import read_json
-from .section import Section
 from .findings import ALPHA, MIN_TEST_N, study_findings
+from .section import Section
 
 TITLE = "What this shows"
 
@@ -44,7 +44,8 @@ def findings_section(run: Path) -> Section:
         f"α = {ALPHA}; fewer than {MIN_TEST_N} pairs cannot reach significance and are left untested. "
         "'holds': the published direction and significant; 'same direction, within noise': the published "
         "direction, not significant; 'opposite direction, within noise' / 'does not hold': the other way, "
-        "not significant / significant.")
+        "not significant / significant."
+    )
     for finding in findings:
         section.text.append(f"{finding.claim} ({finding.source}): {finding.verdict}. {finding.evidence}")
         if finding.table is not None and not finding.table.empty:

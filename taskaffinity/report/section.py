@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
+
+from ..storage import write_figure
 
 
 @dataclass
@@ -14,3 +17,13 @@ class Section:
     figures: list[tuple[str, str]] = field(default_factory=list)  # (file stem, caption)
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, table)
     missing: str | None = None
+
+
+def save_figure(fig, folder: Path, stem: str) -> str:
+    """Save ``fig`` as ``folder/stem.png`` and ``.svg`` and close it; returns ``stem`` (the section's figure key)."""
+    import matplotlib.pyplot as plt
+
+    write_figure(folder / f"{stem}.png", fig, dpi=150, bbox_inches="tight")
+    write_figure(folder / f"{stem}.svg", fig, bbox_inches="tight")
+    plt.close(fig)
+    return stem

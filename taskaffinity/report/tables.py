@@ -7,9 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..study.plan import BASELINE
-from ..study.tables import (SUMMARY_COLUMNS, at_fraction, label_order, seed_summary, select_rows,  # noqa: F401
-                            transfer_table)
+from ..study.tables import SUMMARY_COLUMNS, at_fraction, label_order, seed_summary, select_rows, transfer_table  # noqa: F401
+
 
 def critical_point(curve: pd.Series, baseline: float, lower_is_better: bool = False) -> int | None:
     """The first k (index of ``curve``, sorted) from which every later value beats ``baseline``
@@ -30,9 +29,11 @@ def critical_point(curve: pd.Series, baseline: float, lower_is_better: bool = Fa
 def groups_frame(document: dict) -> pd.DataFrame:
     """One row per group of a grouping document: name (G1, G2 ...), tasks, served tasks, score."""
     groups = document.get("groups") or []
-    return pd.DataFrame({
-        "group": [f"G{i + 1}" for i in range(len(groups))],
-        "tasks": [list(g["tasks"]) for g in groups],
-        "serves": [list(g.get("serves", g["tasks"])) for g in groups],
-        "score": [float(g["score"]) for g in groups],
-    })
+    return pd.DataFrame(
+        {
+            "group": [f"G{i + 1}" for i in range(len(groups))],
+            "tasks": [list(g["tasks"]) for g in groups],
+            "serves": [list(g.get("serves", g["tasks"])) for g in groups],
+            "score": [float(g["score"]) for g in groups],
+        }
+    )

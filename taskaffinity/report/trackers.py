@@ -21,14 +21,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .figures_affinity import PALETTE, affinity_heatmap_clustered, comembership_heatmap, fidelity_scatter, paper_figure
+from .figures_affinity import PALETTE, affinity_heatmap_clustered, comembership_heatmap, paper_figure
+from .figures_fidelity import fidelity_scatter
 from .figures_study import groups_table, low_resource_heatmap, scaling_curves, transfer_matrix
 
 EXACT = (("lookahead_sgd", "first_order_sgd"), ("lookahead_optimizer", "first_order_optimizer"))
 
 
-def affinity_figures(store, summaries: dict[str, pd.DataFrame], fidelity: dict, *, groups=None,
-                     confidence: float = 0.95) -> dict:
+def affinity_figures(
+    store, summaries: dict[str, pd.DataFrame], fidelity: dict, *, groups=None, confidence: float = 0.95
+) -> dict:
     """Figures of an affinity run (module docstring); ``summaries`` and ``fidelity`` as the run wrote them."""
     from ..affinity.reliability import reliability_table
 
@@ -36,8 +38,11 @@ def affinity_figures(store, summaries: dict[str, pd.DataFrame], fidelity: dict, 
     for estimator in store.estimators:
         mask = store.covers_zero(estimator, summary=summaries[estimator])
         figures[f"affinity/heatmap/{estimator}"] = affinity_heatmap_clustered(
-            store.matrix(estimator), mask=mask, groups=groups,
-            title=f"{estimator} (hatched: {confidence:.0%} CI covers 0)")
+            store.matrix(estimator),
+            mask=mask,
+            groups=groups,
+            title=f"{estimator} (hatched: {confidence:.0%} CI covers 0)",
+        )
     table = reliability_table(fidelity)
     if not table.empty:
         figures["affinity/reliability"] = reliability_figure(table)
@@ -45,8 +50,9 @@ def affinity_figures(store, summaries: dict[str, pd.DataFrame], fidelity: dict, 
     for exact, first in EXACT:
         if exact in store.estimators and first in store.estimators:
             numbers = next((v for k, v in agreement.items() if exact in k and first in k), None)
-            figures[f"affinity/fidelity/{exact}"] = fidelity_scatter(store.matrix(exact), store.matrix(first),
-                                                                     fidelity=numbers, title=f"{first} vs {exact}")
+            figures[f"affinity/fidelity/{exact}"] = fidelity_scatter(
+                store.matrix(exact), store.matrix(first), fidelity=numbers, title=f"{first} vs {exact}"
+            )
     return figures
 
 
@@ -54,8 +60,11 @@ def affinity_numbers(fidelity: dict) -> dict[str, float]:
     """``reliability/<estimator>/pooled``, ``.../within_target``, ``.../significant_share`` (finite ones)."""
     out = {}
     for estimator, values in fidelity.get("reliability", {}).items():
-        for name, key in (("pooled", "reliability"), ("within_target", "within_target_reliability"),
-                          ("significant_share", "significant_share")):
+        for name, key in (
+            ("pooled", "reliability"),
+            ("within_target", "within_target_reliability"),
+            ("significant_share", "significant_share"),
+        ):
             value = values.get(key)
             if value is not None and np.isfinite(value):
                 out[f"reliability/{estimator}/{name}"] = float(value)
@@ -89,9 +98,11 @@ def grouping_figures(document: dict) -> dict:
     figures = {"groups/table": groups_table(document)}
     stability = document.get("stability")
     if stability:
-        figures["groups/stability"] = comembership_heatmap(pd.DataFrame(stability["comembership"]),
-                                                           chosen_share=stability["chosen_share"],
-                                                           resamples=stability["resamples"])
+        figures["groups/stability"] = comembership_heatmap(
+            pd.DataFrame(stability["comembership"]),
+            chosen_share=stability["chosen_share"],
+            resamples=stability["resamples"],
+        )
     return figures
 
 
@@ -114,20 +125,27 @@ def study_numbers(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
     transfer = tables.get("transfer")
     if transfer is None:
         return {}
-    return {f"transfer/{target}/{label}": float(value) for target, row in transfer.iterrows()
-            for label, value in row.items() if pd.notna(value)}
+    return {
+        f"transfer/{target}/{label}": float(value)
+        for target, row in transfer.iterrows()
+        for label, value in row.items()
+        if pd.notna(value)
+    }
 
 
-def log_affinity_run(run, store, summaries: dict[str, pd.DataFrame], fidelity: dict, *, confidence: float = 0.95,
-                     groups=None) -> None:
+def log_affinity_run(
+    run, store, summaries: dict[str, pd.DataFrame], fidelity: dict, *, confidence: float = 0.95, groups=None
+) -> None:
     """An affinity run's figures and reliability numbers into ``run``."""
-    _safely(lambda: log_figures(run, affinity_figures(store, summaries, fidelity, groups=groups,
-                                                      confidence=confidence)))
+    _safely(
+        lambda: log_figures(run, affinity_figures(store, summaries, fidelity, groups=groups, confidence=confidence))
+    )
     _safely(lambda: run.log_summary(affinity_numbers(fidelity)))
 
 
-def log_study_run(run, out: str | Path, results: pd.DataFrame, tables: dict[str, pd.DataFrame], *, summaries,
-                  confidence: float = 0.95) -> None:
+def log_study_run(
+    run, out: str | Path, results: pd.DataFrame, tables: dict[str, pd.DataFrame], *, summaries, confidence: float = 0.95
+) -> None:
     """A study's figures and transfer table into its run: its affinity run's (with the chosen groups'
     boundaries), the grouping's, and its kind's. ``summaries(store)``: the affinity summaries as the
     study computes them."""
@@ -140,8 +158,14 @@ def log_study_run(run, out: str | Path, results: pd.DataFrame, tables: dict[str,
     def affinity() -> None:
         store = AffinityStore.load(out / "affinity" / "affinity.parquet")
         fidelity = out / "affinity" / "fidelity.json"
-        log_affinity_run(run, store, summaries(store), read_json(fidelity) if fidelity.is_file() else {},
-                         confidence=confidence, groups=[g["tasks"] for g in document["groups"]] if document else None)
+        log_affinity_run(
+            run,
+            store,
+            summaries(store),
+            read_json(fidelity) if fidelity.is_file() else {},
+            confidence=confidence,
+            groups=[g["tasks"] for g in document["groups"]] if document else None,
+        )
 
     if (out / "affinity" / "affinity.parquet").is_file():
         _safely(affinity)
@@ -154,8 +178,9 @@ def _safely(action) -> None:
     try:
         action()
     except Exception as err:  # noqa: BLE001 -- the run's own files are already written
-        logging.getLogger("taskaffinity.tracking").warning("tracking: figures not logged (%s: %s)",
-                                                           type(err).__name__, err)
+        logging.getLogger("taskaffinity.tracking").warning(
+            "tracking: figures not logged (%s: %s)", type(err).__name__, err
+        )
 
 
 def log_figures(run, figures: dict) -> None:

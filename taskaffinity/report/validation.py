@@ -17,8 +17,12 @@ def _fmt(value, digits: int = 2) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
-def validation_reading(agreement: pd.DataFrame | None, noise: dict | None, arms: pd.DataFrame | None = None,
-                       differences: pd.DataFrame | None = None) -> list[str]:
+def validation_reading(
+    agreement: pd.DataFrame | None,
+    noise: dict | None,
+    arms: pd.DataFrame | None = None,
+    differences: pd.DataFrame | None = None,
+) -> list[str]:
     """Sentences: the gains' noise ceiling, which estimators beat chance against it, whether the best
     one is better than the others beyond noise, what they cost, and the arms."""
     lines = []
@@ -29,10 +33,13 @@ def validation_reading(agreement: pd.DataFrame | None, noise: dict | None, arms:
             f"Spearman {_fmt(noise.get('within_target_seed_pair_spearman'))} within target between two seeds "
             f"({_fmt(noise.get('seed_pair_spearman'))} pooled), a reliability of "
             f"{_fmt(noise.get('within_target_reliability'))} for the seed average (Spearman–Brown): no predictor can "
-            f"rank a target's sources better than ρ ≈ {_fmt(ceiling)} against these gains.")
+            f"rank a target's sources better than ρ ≈ {_fmt(ceiling)} against these gains."
+        )
         if not np.isfinite(ceiling) or ceiling < 0.3:
-            lines.append("The gains are mostly noise at this budget (ceiling below 0.3): agreement numbers below "
-                         "cannot show that any estimator predicts transfer; more seeds or larger test sets would.")
+            lines.append(
+                "The gains are mostly noise at this budget (ceiling below 0.3): agreement numbers below "
+                "cannot show that any estimator predicts transfer; more seeds or larger test sets would."
+            )
     if agreement is not None and not agreement.empty and "within_target" in agreement:
         ranked = agreement.sort_values("within_target", ascending=False, na_position="last")
         beating = ranked[ranked["within_p"] < ALPHA]
@@ -40,28 +47,46 @@ def validation_reading(agreement: pd.DataFrame | None, noise: dict | None, arms:
         lines.append(
             f"Best within-target agreement: {best['estimator']} (ρ = {_fmt(best['within_target'])}, "
             f"CI [{_fmt(best['within_ci_low'])}, {_fmt(best['within_ci_high'])}], permutation p = "
-            f"{_fmt(best['within_p'], 3)}; pooled ρ = {_fmt(best['spearman'])}).")
+            f"{_fmt(best['within_p'], 3)}; pooled ρ = {_fmt(best['spearman'])})."
+        )
         if beating.empty:
             lines.append(f"No estimator ranks sources better than chance (every permutation p ≥ {ALPHA}).")
         else:
-            lines.append("Better than chance (p < 0.05): " + ", ".join(
-                f"{row.estimator} (ρ = {_fmt(row.within_target)}, {_fmt(row.within_target / row.within_ceiling, 1)}×"
-                f" the ceiling)" if np.isfinite(row.within_ceiling) and row.within_ceiling > 0 else row.estimator
-                for row in beating.itertuples()) + ".")
+            lines.append(
+                "Better than chance (p < 0.05): "
+                + ", ".join(
+                    f"{row.estimator} (ρ = {_fmt(row.within_target)}, "
+                    f"{_fmt(row.within_target / row.within_ceiling, 1)}× the ceiling)"
+                    if np.isfinite(row.within_ceiling) and row.within_ceiling > 0
+                    else row.estimator
+                    for row in beating.itertuples()
+                )
+                + "."
+            )
         inverse = ranked[ranked["within_ci_high"] < 0]["estimator"].tolist()
         if inverse:
             lines.append(f"Ranking sources inversely (interval below 0): {', '.join(inverse)}.")
         if "overhead" in ranked and ranked["overhead"].notna().any():
-            lines.append("Cost, × the same training steps without recorders: " + ", ".join(
-                f"{row.estimator} {row.overhead:.2f}×" for row in ranked.itertuples() if np.isfinite(row.overhead))
-                         + " (estimators of one recorder share its cost).")
+            lines.append(
+                "Cost, × the same training steps without recorders: "
+                + ", ".join(
+                    f"{row.estimator} {row.overhead:.2f}×" for row in ranked.itertuples() if np.isfinite(row.overhead)
+                )
+                + " (estimators of one recorder share its cost)."
+            )
     lines.extend(_differences(differences))
     if arms is not None and not arms.empty:
-        parts = [f"{row.arm} {row.mean_gain_over_single:+.3f} ± {_fmt(row.se, 3)}" for row in arms.itertuples()
-                 if row.arm != "single"]
+        parts = [
+            f"{row.arm} {row.mean_gain_over_single:+.3f} ± {_fmt(row.se, 3)}"
+            for row in arms.itertuples()
+            if row.arm != "single"
+        ]
         if parts:
-            lines.append("Grouping arms, mean gain over single-task models (± standard error over seeds): "
-                         + "; ".join(parts) + ".")
+            lines.append(
+                "Grouping arms, mean gain over single-task models (± standard error over seeds): "
+                + "; ".join(parts)
+                + "."
+            )
         lines.extend(_against_random(arms))
     return lines
 
@@ -74,12 +99,15 @@ def _differences(differences: pd.DataFrame | None) -> list[str]:
     others = differences[differences["estimator"] != best]
     worse = others[others["excludes_zero"].astype(bool)]["estimator"].tolist()
     tied = others[~others["excludes_zero"].astype(bool)]["estimator"].tolist()
-    line = (f"Paired over {int(differences['n_targets'].max())} targets (bootstrap CI of the difference in "
-            f"within-target ρ): {best} is ")
+    line = (
+        f"Paired over {int(differences['n_targets'].max())} targets (bootstrap CI of the difference in "
+        f"within-target ρ): {best} is "
+    )
     if not tied:
         return [line + "better than every other estimator beyond noise."]
-    return [line + f"not distinguishable from {', '.join(tied)}"
-            + (f"; better than {', '.join(worse)}." if worse else ".")]
+    return [
+        line + f"not distinguishable from {', '.join(tied)}" + (f"; better than {', '.join(worse)}." if worse else ".")
+    ]
 
 
 def _against_random(arms: pd.DataFrame) -> list[str]:
@@ -87,8 +115,10 @@ def _against_random(arms: pd.DataFrame) -> list[str]:
     if "vs_random" not in arms:
         return []
     lines = []
-    for arm, who in (("chosen", "The tool's grouping"), ("oracle", "The oracle grouping (solved from the measured "
-                                                                   "pair gains)")):
+    for arm, who in (
+        ("chosen", "The tool's grouping"),
+        ("oracle", "The oracle grouping (solved from the measured pair gains)"),
+    ):
         row = arms[arms["arm"] == arm]
         if row.empty or not np.isfinite(row["vs_random"].iloc[0]):
             continue
@@ -103,5 +133,6 @@ def _against_random(arms: pd.DataFrame) -> list[str]:
         lines.append(
             f"{who} {outcome}: {row['vs_random']:+.3f} ± {_fmt(row['vs_random_se'], 3)} (standard error over seeds) "
             f"against their mean, paired over {int(row['n_paired'])} task × seed pairs, Wilcoxon p = {_fmt(p, 3)}; "
-            f"against training every task alone {row['mean_gain_over_single']:+.3f} (p = {_fmt(alone, 3)}).")
+            f"against training every task alone {row['mean_gain_over_single']:+.3f} (p = {_fmt(alone, 3)})."
+        )
     return lines

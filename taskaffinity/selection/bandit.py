@@ -3,7 +3,7 @@
 The baseline the affinity ranking is compared with: instead of measuring how each
 source's gradient moves the target's loss, *train* with each source and watch the
 target's validation metric. One shared model (encoder + a head per task) and one
-:class:`~taskaffinity.train.JointTrainer` live through all rounds. A round:
+:class:`~taskaffinity.training.loop.JointTrainer` live through all rounds. A round:
 
 1. Thompson sampling (:mod:`.thompson`) picks a source k;
 2. ``steps_per_round`` joint steps on the target together with k. Each step holds
@@ -37,14 +37,15 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import RunConfig
-from ..encoders import load_encoder
-from ..evaluate import evaluate
-from ..model import MultiTaskModel
-from ..sampling import HeterogeneousSampler
+from ..model.encoders import load_encoder
+from ..model.multitask import MultiTaskModel
 from ..storage import write_json, write_parquet, write_text
 from ..tasks.data import TaskData
 from ..tasks.spec import LOWER_IS_BETTER
-from ..train import JointTrainer, run_fingerprint
+from ..training.checkpoint import run_fingerprint
+from ..training.evaluate import evaluate
+from ..training.loop import JointTrainer
+from ..training.sampling import HeterogeneousSampler
 from .settings import BanditSettings, bandit_sources
 from .thompson import posterior_table, run_thompson
 
@@ -59,9 +60,15 @@ class BanditResult:
     summary: dict = field(default_factory=dict)
 
 
-def rank_sources_bandit(config: RunConfig, target: str, settings: BanditSettings, *,
-                        tasks: dict[str, TaskData] | None = None, progress: bool = True,
-                        on_seed=None) -> BanditResult:
+def rank_sources_bandit(
+    config: RunConfig,
+    target: str,
+    settings: BanditSettings,
+    *,
+    tasks: dict[str, TaskData] | None = None,
+    progress: bool = True,
+    on_seed=None,
+) -> BanditResult:
     """Rank ``target``'s sources (the config's other tasks) by Thompson sampling; see the module docstring.
 
     ``tasks``: prepared data (default: prepared from ``config``); ``on_seed(result)`` is called
@@ -86,14 +93,25 @@ def rank_sources_bandit(config: RunConfig, target: str, settings: BanditSettings
         seed = config.seed + i
         if i:
             encoder.load_state_dict(weights)
-        run = _SeedRun(dataclasses.replace(config, seed=seed), tasks, encoder, tokenizer, target, sources,
-                       cache, progress)
+        run = _SeedRun(
+            dataclasses.replace(config, seed=seed), tasks, encoder, tokenizer, target, sources, cache, progress
+        )
         ranking, log = run.run(settings)
         by_seed.append(ranking.assign(seed=seed))
         logs.append(log.assign(seed=seed))
         costs.append(run.cost)
-        result = _result(config, target, run.metric, settings, sources, by_seed, logs, costs,
-                         time.perf_counter() - started, run_fingerprint(config, tasks))
+        result = _result(
+            config,
+            target,
+            run.metric,
+            settings,
+            sources,
+            by_seed,
+            logs,
+            costs,
+            time.perf_counter() - started,
+            run_fingerprint(config, tasks),
+        )
         if on_seed is not None:
             on_seed(result)
     return result
@@ -115,8 +133,9 @@ class _CachedTrainer(JointTrainer):
 class _SeedRun:
     """One seed: a fresh model and trainer, the head warm-up, then the bandit's rounds."""
 
-    def __init__(self, config: RunConfig, tasks, encoder, tokenizer, target: str, sources: list[str], cache: dict,
-                 progress: bool):
+    def __init__(
+        self, config: RunConfig, tasks, encoder, tokenizer, target: str, sources: list[str], cache: dict, progress: bool
+    ):
         self.config, self.target, self.sources, self.progress = config, target, sources, progress
         model = MultiTaskModel(encoder, tasks, config.model, seed=config.seed)  # fresh heads
         for p in model.encoder.parameters():
@@ -133,8 +152,11 @@ class _SeedRun:
             self._train_step()
         self.position = trainer.sampler.position  # per-task cursors, carried from round to round
         self.previous = self._target_metric()
-        bar = tqdm(total=settings.rounds, desc=f"bandit onto {self.target} (seed {self.config.seed})",
-                   disable=not self.progress)
+        bar = tqdm(
+            total=settings.rounds,
+            desc=f"bandit onto {self.target} (seed {self.config.seed})",
+            disable=not self.progress,
+        )
         rows = []
 
         def reward(source: str, round_: int) -> tuple[int, float]:
@@ -142,21 +164,27 @@ class _SeedRun:
             self._train_round(source, settings.steps_per_round)
             value = self._target_metric()
             better = value < self.previous if self.metric in LOWER_IS_BETTER else value > self.previous
-            rows.append({"step": self.step, "previous": self.previous,
-                         "seconds": time.perf_counter() - seconds})
+            rows.append({"step": self.step, "previous": self.previous, "seconds": time.perf_counter() - seconds})
             self.previous = value
             bar.update(1)
             bar.set_postfix(source=source, **{self.metric: f"{value:.3f}"})
             return int(better), value
 
         try:
-            ranking, log = run_thompson(self.sources, reward, settings.rounds, decay=settings.decay,
-                                        seed=self.config.seed, credible=settings.credible)
+            ranking, log = run_thompson(
+                self.sources,
+                reward,
+                settings.rounds,
+                decay=settings.decay,
+                seed=self.config.seed,
+                credible=settings.credible,
+            )
         finally:
             bar.close()
         log = pd.concat([log, pd.DataFrame(rows)], axis=1).assign(metric=self.metric)
-        return ranking, log[["round", "step", "source", "metric", "value", "previous", "reward", "theta", "alpha",
-                             "beta", "seconds"]]
+        return ranking, log[
+            ["round", "step", "source", "metric", "value", "previous", "reward", "theta", "alpha", "beta", "seconds"]
+        ]
 
     def _train_round(self, source: str, steps: int) -> None:
         """``steps`` joint steps on the target and ``source``, ``batch_size`` examples of each per step."""
@@ -178,17 +206,25 @@ class _SeedRun:
 
     def _target_metric(self) -> float:
         trainer, started = self.trainer, time.perf_counter()
-        metrics = evaluate(trainer.model, {self.target: trainer.tasks[self.target]}, trainer.tokenizer,
-                           splits=("validation",), max_length=self.config.model.max_length,
-                           batch_size=self.config.training.eval_batch_size, device=trainer.device,
-                           autocast=trainer.autocast, encoded=trainer.encoded)
+        metrics = evaluate(
+            trainer.model,
+            {self.target: trainer.tasks[self.target]},
+            trainer.tokenizer,
+            splits=("validation",),
+            max_length=self.config.model.max_length,
+            batch_size=self.config.training.eval_batch_size,
+            device=trainer.device,
+            autocast=trainer.autocast,
+            encoded=trainer.encoded,
+        )
         self.cost["eval_seconds"] += time.perf_counter() - started
         self.cost["evaluations"] += 1
         return float(metrics.loc[metrics["metric"] == self.metric, "value"].iloc[0])
 
 
-def pooled_ranking(by_seed: pd.DataFrame, *, prior: tuple[float, float] = (1.0, 1.0),
-                   credible: float = 0.9) -> pd.DataFrame:
+def pooled_ranking(
+    by_seed: pd.DataFrame, *, prior: tuple[float, float] = (1.0, 1.0), credible: float = 0.9
+) -> pd.DataFrame:
     """One ranking from several seeds' posteriors: pseudo-counts added (α = α₀ + Σ_s (α_s − α₀)),
     pulls and rewards summed; ``top1_share``: share of seeds ranking the source first;
     ``seed_sd``: standard deviation of the seeds' posterior means (NaN for one seed)."""
@@ -196,13 +232,20 @@ def pooled_ranking(by_seed: pd.DataFrame, *, prior: tuple[float, float] = (1.0, 
     alpha = prior[0] + grouped["alpha"].sum() - prior[0] * grouped.size()
     beta = prior[1] + grouped["beta"].sum() - prior[1] * grouped.size()
     sources = list(alpha.index)
-    table = posterior_table(sources, alpha.to_numpy(), beta.to_numpy(), grouped["pulls"].sum().to_numpy(),
-                            grouped["rewards"].sum().to_numpy(), credible=credible)
+    table = posterior_table(
+        sources,
+        alpha.to_numpy(),
+        beta.to_numpy(),
+        grouped["pulls"].sum().to_numpy(),
+        grouped["rewards"].sum().to_numpy(),
+        credible=credible,
+    )
     firsts = by_seed[by_seed["rank"] == 1]["source"].value_counts()
     seeds = by_seed["seed"].nunique()
     table["top1_share"] = table["source"].map(firsts).fillna(0).to_numpy() / seeds
-    table["seed_sd"] = table["source"].map(grouped["posterior_mean"].std(ddof=1) if seeds > 1
-                                           else pd.Series(np.nan, index=sources))
+    table["seed_sd"] = table["source"].map(
+        grouped["posterior_mean"].std(ddof=1) if seeds > 1 else pd.Series(np.nan, index=sources)
+    )
     return table
 
 
@@ -210,15 +253,23 @@ def _result(config, target, metric, settings, sources, by_seed, logs, costs, sec
     by_seed_frame = pd.concat(by_seed, ignore_index=True)
     ranking = pooled_ranking(by_seed_frame, credible=settings.credible)
     summary = {
-        "method": "bandit (AutoSeM stage 1: Beta-Bernoulli Thompson sampling)", "target": target, "metric": metric,
-        "sources": sources, **dataclasses.asdict(settings), "model": config.model.name,
-        "batch_size_per_task": config.training.batch_size, "head_warmup_steps": config.training.head_warmup_steps,
-        "seeds_done": [int(s) for s in by_seed_frame["seed"].unique()], "run_fingerprint": fingerprint,
+        "method": "bandit (AutoSeM stage 1: Beta-Bernoulli Thompson sampling)",
+        "target": target,
+        "metric": metric,
+        "sources": sources,
+        **dataclasses.asdict(settings),
+        "model": config.model.name,
+        "batch_size_per_task": config.training.batch_size,
+        "head_warmup_steps": config.training.head_warmup_steps,
+        "seeds_done": [int(s) for s in by_seed_frame["seed"].unique()],
+        "run_fingerprint": fingerprint,
         "wall_seconds": round(seconds, 2),
         "train_seconds": round(sum(c["train_seconds"] for c in costs), 2),
         "eval_seconds": round(sum(c["eval_seconds"] for c in costs), 2),
-        "evaluations": sum(c["evaluations"] for c in costs), "examples": sum(c["examples"] for c in costs),
-        "top_source": ranking["source"].iloc[0], "top1_agreement": float(ranking["top1_share"].max()),
+        "evaluations": sum(c["evaluations"] for c in costs),
+        "examples": sum(c["examples"] for c in costs),
+        "top_source": ranking["source"].iloc[0],
+        "top1_agreement": float(ranking["top1_share"].max()),
     }
     return BanditResult(target, metric, ranking, by_seed_frame, pd.concat(logs, ignore_index=True), summary)
 

@@ -9,8 +9,13 @@ from ..config import RunConfig
 from ..errors import ConfigError
 
 # option -> how the CLI spells it (``credible`` has no flag: the CLI reports 90 % intervals)
-CLI_NAMES = {"target": "--target", "rounds": "--rounds", "steps_per_round": "--steps-per-round",
-             "decay": "--decay", "seeds": "--seeds"}
+CLI_NAMES = {
+    "target": "--target",
+    "rounds": "--rounds",
+    "steps_per_round": "--steps-per-round",
+    "decay": "--decay",
+    "seeds": "--seeds",
+}
 
 
 @dataclass(frozen=True)
@@ -46,11 +51,15 @@ def bandit_sources(config: RunConfig, target: str, names: dict[str, str] | None 
     name = (names or {}).get
     tasks = [t.name for t in config.tasks]
     if target not in tasks:
-        raise ConfigError(f"{name('target', 'target')}: unknown target task '{target}' "
-                          f"(tasks of {config.source_file or 'the config'}: {', '.join(tasks)})")
+        raise ConfigError(
+            f"{name('target', 'target')}: unknown target task '{target}' "
+            f"(tasks of {config.source_file or 'the config'}: {', '.join(tasks)})"
+        )
     sources = [t for t in tasks if t != target]
     if len(sources) < 2:
-        raise ConfigError(f"{name('target', 'target')} {target}: bandit selection needs at least two candidate "
-                          f"sources besides the target; {config.source_file or 'the config'} lists "
-                          f"{len(sources)}")
+        raise ConfigError(
+            f"{name('target', 'target')} {target}: bandit selection needs at least two candidate "
+            f"sources besides the target; {config.source_file or 'the config'} lists "
+            f"{len(sources)}"
+        )
     return sources

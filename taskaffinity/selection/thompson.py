@@ -20,14 +20,25 @@ the caller passes, so the sampler is testable on rewards with a known answer.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 from scipy.stats import beta as beta_distribution
 
-RANKING_COLUMNS = ("rank", "source", "posterior_mean", "posterior_std", "ci_low", "ci_high", "pulls", "rewards",
-                   "reward_rate", "alpha", "beta")
+RANKING_COLUMNS = (
+    "rank",
+    "source",
+    "posterior_mean",
+    "posterior_std",
+    "ci_low",
+    "ci_high",
+    "pulls",
+    "rewards",
+    "reward_rate",
+    "alpha",
+    "beta",
+)
 
 
 class ThompsonSampler:
@@ -84,21 +95,35 @@ def posterior_table(arms, alpha, beta, pulls, rewards, *, credible: float = 0.9)
     alpha, beta = np.asarray(alpha, dtype=float), np.asarray(beta, dtype=float)
     pulls, rewards = np.asarray(pulls, dtype=int), np.asarray(rewards, dtype=int)
     tail = (1 - credible) / 2
-    frame = pd.DataFrame({
-        "source": list(arms), "posterior_mean": beta_distribution.mean(alpha, beta),
-        "posterior_std": beta_distribution.std(alpha, beta),
-        "ci_low": beta_distribution.ppf(tail, alpha, beta), "ci_high": beta_distribution.ppf(1 - tail, alpha, beta),
-        "pulls": pulls, "rewards": rewards,
-        "reward_rate": np.divide(rewards, pulls, out=np.full(len(pulls), np.nan), where=pulls > 0),
-        "alpha": alpha, "beta": beta})
+    frame = pd.DataFrame(
+        {
+            "source": list(arms),
+            "posterior_mean": beta_distribution.mean(alpha, beta),
+            "posterior_std": beta_distribution.std(alpha, beta),
+            "ci_low": beta_distribution.ppf(tail, alpha, beta),
+            "ci_high": beta_distribution.ppf(1 - tail, alpha, beta),
+            "pulls": pulls,
+            "rewards": rewards,
+            "reward_rate": np.divide(rewards, pulls, out=np.full(len(pulls), np.nan), where=pulls > 0),
+            "alpha": alpha,
+            "beta": beta,
+        }
+    )
     frame = frame.sort_values(["posterior_mean", "source"], ascending=[False, True], kind="stable")
     frame.insert(0, "rank", np.arange(1, len(frame) + 1))
     return frame.reset_index(drop=True)
 
 
-def run_thompson(arms, reward: Callable[[str, int], tuple[int, float]], rounds: int, *, decay: float = 0.3,
-                 seed: int = 0, credible: float = 0.9, on_round: Callable[[dict], None] | None = None
-                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_thompson(
+    arms,
+    reward: Callable[[str, int], tuple[int, float]],
+    rounds: int,
+    *,
+    decay: float = 0.3,
+    seed: int = 0,
+    credible: float = 0.9,
+    on_round: Callable[[dict], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``rounds`` rounds of Thompson sampling; return (ranking, rounds log).
 
     ``reward(arm, round)`` (round counted from 1) trains/evaluates with the pulled arm and
@@ -115,8 +140,15 @@ def run_thompson(arms, reward: Callable[[str, int], tuple[int, float]], rounds: 
         r, value = reward(arm, round_)
         sampler.update(arm, int(r))
         k = sampler.arms.index(arm)
-        row = {"round": round_, "source": arm, "value": float(value), "reward": int(r), "theta": float(theta[k]),
-               "alpha": float(sampler.alpha[k]), "beta": float(sampler.beta[k])}
+        row = {
+            "round": round_,
+            "source": arm,
+            "value": float(value),
+            "reward": int(r),
+            "theta": float(theta[k]),
+            "alpha": float(sampler.alpha[k]),
+            "beta": float(sampler.beta[k]),
+        }
         log.append(row)
         if on_round is not None:
             on_round(row)

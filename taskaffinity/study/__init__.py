@@ -10,8 +10,16 @@ should not pay for torch and the trainer before they need them.
 
 from importlib import import_module
 
-_EXPORTS = {"Plan": "plan", "make_plan": "plan", "StudyResult": "runner", "run_study": "runner",
-            "study_status": "status", "Study": "settings", "StudySettings": "settings", "load_study": "settings"}
+_EXPORTS = {
+    "Plan": "plan",
+    "make_plan": "plan",
+    "StudyResult": "runner",
+    "run_study": "runner",
+    "study_status": "status",
+    "Study": "settings",
+    "StudySettings": "settings",
+    "load_study": "settings",
+}
 
 
 def __getattr__(name: str):

@@ -16,14 +16,21 @@ def estimator_differences(store, gains: pd.DataFrame, *, seed: int = 0) -> pd.Da
     per = {e: per_target_agreement(gains, store.matrix(e)) for e in store.estimators}
     per = {e: v for e, v in per.items() if not v.empty}
     if not per:
-        return pd.DataFrame(columns=["estimator", "versus", "difference", "ci_low", "ci_high", "n_targets",
-                                     "excludes_zero"])
+        return pd.DataFrame(
+            columns=["estimator", "versus", "difference", "ci_low", "ci_high", "n_targets", "excludes_zero"]
+        )
     best = max(per, key=lambda e: per[e].mean())
     rows = []
     for estimator, values in per.items():
         diff = paired_difference(values, per[best], seed=seed)
-        rows.append({"estimator": estimator, "versus": best, **diff,
-                     "excludes_zero": bool(diff["ci_high"] < 0 or diff["ci_low"] > 0)})
+        rows.append(
+            {
+                "estimator": estimator,
+                "versus": best,
+                **diff,
+                "excludes_zero": bool(diff["ci_high"] < 0 or diff["ci_low"] > 0),
+            }
+        )
     return pd.DataFrame(rows).sort_values("difference", ascending=False).reset_index(drop=True)
 
 
@@ -43,15 +50,31 @@ def agreement_table(store, gains: pd.DataFrame, noise: dict, *, seed: int = 0) -
         within_ci = agreement["within_target_ci"] or [None, None]
         own = reliability["within_target_reliability"]
         gain_rel = noise["within_target_reliability"]
-        attainable = (float(np.sqrt(max(own, 0.0) * max(gain_rel, 0.0)))
-                      if np.isfinite(own) and np.isfinite(gain_rel) else float("nan"))
+        attainable = (
+            float(np.sqrt(max(own, 0.0) * max(gain_rel, 0.0)))
+            if np.isfinite(own) and np.isfinite(gain_rel)
+            else float("nan")
+        )
         seconds = meta.get("stream_seconds" if estimator.startswith("stream_") else "probe_seconds")
         plain = training - (meta.get("recording_seconds") or 0.0)  # the same steps without any recorder
-        rows.append({"estimator": estimator, "spearman": agreement["spearman"], "ci_low": ci[0], "ci_high": ci[1],
-                     "ceiling": noise["ceiling"], "within_target": agreement["within_target"],
-                     "within_ci_low": within_ci[0], "within_ci_high": within_ci[1],
-                     "within_p": agreement["within_target_p"], "within_ceiling": noise["within_target_ceiling"],
-                     "estimator_reliability": own, "attainable": attainable, "n_pairs": agreement["n_pairs"],
-                     "cost_seconds": seconds, "cost_share_of_run": (seconds / training) if seconds else None,
-                     "overhead": 1 + seconds / plain if seconds and plain > 0 else None})
+        rows.append(
+            {
+                "estimator": estimator,
+                "spearman": agreement["spearman"],
+                "ci_low": ci[0],
+                "ci_high": ci[1],
+                "ceiling": noise["ceiling"],
+                "within_target": agreement["within_target"],
+                "within_ci_low": within_ci[0],
+                "within_ci_high": within_ci[1],
+                "within_p": agreement["within_target_p"],
+                "within_ceiling": noise["within_target_ceiling"],
+                "estimator_reliability": own,
+                "attainable": attainable,
+                "n_pairs": agreement["n_pairs"],
+                "cost_seconds": seconds,
+                "cost_share_of_run": (seconds / training) if seconds else None,
+                "overhead": 1 + seconds / plain if seconds and plain > 0 else None,
+            }
+        )
     return pd.DataFrame(rows)

@@ -13,14 +13,34 @@ from ..affinity.store import AffinityStore
 from ..grouping.stability import choose_groups
 
 
-def store_grouping(store: AffinityStore, estimator: str, method: str, *, n_boot: int = 100, seed: int = 0,
-                   progress: bool = False, **settings) -> dict:
+def store_grouping(
+    store: AffinityStore,
+    estimator: str,
+    method: str,
+    *,
+    n_boot: int = 100,
+    seed: int = 0,
+    progress: bool = False,
+    **settings,
+) -> dict:
     """The grouping document of ``method`` on a store's ``estimator``, with the estimator's
     reliability and the grouping's stability over ``n_boot`` resamples of the run's probes or
     windows (used by ``taskaffinity group`` and by studies with ``groups: affinity``)."""
     resamples = None
     if n_boot and store.select(estimator)["step"].nunique() > 1:
-        resamples = tqdm(store.bootstrap_matrices(estimator, n_boot=n_boot, seed=seed), total=n_boot,
-                         desc="grouping stability", disable=not progress, leave=False)
-    return choose_groups(store.matrix(estimator), method, resamples=resamples, estimator=estimator,
-                         reliability=estimator_reliability(store, estimator, seed=seed), seed=seed, **settings)
+        resamples = tqdm(
+            store.bootstrap_matrices(estimator, n_boot=n_boot, seed=seed),
+            total=n_boot,
+            desc="grouping stability",
+            disable=not progress,
+            leave=False,
+        )
+    return choose_groups(
+        store.matrix(estimator),
+        method,
+        resamples=resamples,
+        estimator=estimator,
+        reliability=estimator_reliability(store, estimator, seed=seed),
+        seed=seed,
+        **settings,
+    )

@@ -16,9 +16,10 @@ import os
 import pickle
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Any, Callable
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -32,8 +33,8 @@ _DIED = object()  # a spawned child that sent no message
 class Outcome:
     ok: bool
     error: str | None  # "ExceptionType: message" or "worker exited with code -9" when not ok
-    seconds: float     # wall time of this item
-    where: str         # free text for humans: "local", "process 3 cpu", "ray node 10.0.0.1 cuda"
+    seconds: float  # wall time of this item
+    where: str  # free text for humans: "local", "process 3 cpu", "ray node 10.0.0.1 cuda"
 
 
 def _describe(exc: BaseException) -> str:
@@ -60,8 +61,9 @@ class _Progress:
 class Executor:
     """Runs ``fn(item, device)`` for a list of items; see the module docstring."""
 
-    def map(self, fn: Callable[[Any, str | None], Any], items: list, *, desc: str = "experiments",
-            progress: bool = True) -> list[Outcome]:
+    def map(
+        self, fn: Callable[[Any, str | None], Any], items: list, *, desc: str = "experiments", progress: bool = True
+    ) -> list[Outcome]:
         """Run fn(item, device) for every item; outcomes in the order of items."""
         raise NotImplementedError
 
@@ -162,7 +164,7 @@ class ParallelExecutor(Executor):
                     try:
                         message = conn.recv()
                     except (EOFError, OSError):  # died before sending: killed, os._exit, segfault (a reset
-                        message = _DIED          # connection when it died with our item unread)
+                        message = _DIED  # connection when it died with our item unread)
                     where = f"process {slot.process.pid} {slot.device}"
                     if message is _DIED or message is not None or not self.reuse:
                         self._stop(slot)  # the device is reused only once the process is gone
@@ -187,8 +189,9 @@ class ParallelExecutor(Executor):
 
     def _start(self, ctx, slot: _Slot, number: int) -> None:
         parent, child = ctx.Pipe()
-        slot.process = ctx.Process(target=_serve, args=(child, self.threads, self.reuse), daemon=True,
-                                   name=f"taskaffinity-worker-{number}")
+        slot.process = ctx.Process(
+            target=_serve, args=(child, self.threads, self.reuse), daemon=True, name=f"taskaffinity-worker-{number}"
+        )
         slot.process.start()
         child.close()  # only the worker holds its end: EOF means it died
         slot.conn = parent
@@ -219,13 +222,15 @@ def _ray_task(fn, item, device: str) -> tuple[bool, str | None, float, str]:
 class RayExecutor(Executor):
     """One Ray task per item, on a cluster (address) or a local instance started here."""
 
-    def __init__(self, *, address: str | None = None, workers: int | None = None, num_cpus: float = 1.0,
-                 num_gpus: float = 0.0):
+    def __init__(
+        self, *, address: str | None = None, workers: int | None = None, num_cpus: float = 1.0, num_gpus: float = 0.0
+    ):
         try:
             import ray  # noqa: F401
         except ImportError:
-            raise ConfigError("study.executor.kind is 'ray' but Ray is not installed: "
-                              "pip install 'taskaffinity[ray]'") from None
+            raise ConfigError(
+                "study.executor.kind is 'ray' but Ray is not installed: pip install 'taskaffinity[ray]'"
+            ) from None
         self.address, self.workers, self.num_cpus, self.num_gpus = address, workers, num_cpus, num_gpus
 
     def map(self, fn, items, *, desc="experiments", progress=True):
@@ -236,19 +241,24 @@ class RayExecutor(Executor):
         if started and self.address:
             ray.init(address=self.address)
         elif started:
-            ray.init(num_cpus=self.workers or os.cpu_count(), include_dashboard=False,
-                     object_store_memory=200 * 2**20)  # items carry configs, results go to disk
+            ray.init(
+                num_cpus=self.workers or os.cpu_count(), include_dashboard=False, object_store_memory=200 * 2**20
+            )  # items carry configs, results go to disk
         # Workers may not be able to import fn's module (a test or script off their path): ship
         # it by value. taskaffinity itself must be importable where the workers run.
         module = sys.modules.get(getattr(fn, "__module__", None) or "")
-        by_value = (module is not None and module.__name__ != "__main__"
-                    and module.__name__.split(".")[0] != "taskaffinity"
-                    and module.__name__ not in cloudpickle.list_registry_pickle_by_value())
+        by_value = (
+            module is not None
+            and module.__name__ != "__main__"
+            and module.__name__.split(".")[0] != "taskaffinity"
+            and module.__name__ not in cloudpickle.list_registry_pickle_by_value()
+        )
         if by_value:
             cloudpickle.register_pickle_by_value(module)
         device = "cuda" if self.num_gpus > 0 else "cpu"
-        task = ray.remote(_ray_task).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus,
-                                             max_retries=0)  # a crashed experiment is reported, not re-run
+        task = ray.remote(_ray_task).options(
+            num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=0
+        )  # a crashed experiment is reported, not re-run
         bar, outcomes = _Progress(len(items), desc, progress), [None] * len(items)
         pending, running = list(range(len(items)))[::-1], {}  # ref -> (index, submitted)
         limit = self.workers or len(items)
@@ -263,8 +273,9 @@ class RayExecutor(Executor):
                     try:
                         outcomes[index] = Outcome(*ray.get(ref))
                     except ray.exceptions.RayError as exc:  # crashed worker, lost node, unpicklable fn
-                        outcomes[index] = Outcome(False, _describe(exc).splitlines()[0],
-                                                  time.perf_counter() - submitted, f"ray {device}")
+                        outcomes[index] = Outcome(
+                            False, _describe(exc).splitlines()[0], time.perf_counter() - submitted, f"ray {device}"
+                        )
                     bar.update(outcomes[index])
         except BaseException:
             for ref in running:
@@ -290,8 +301,9 @@ def _check_devices(devices: tuple) -> list[str]:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"study.executor.devices has '{name}' but no CUDA device is available")
         if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"study.executor.devices has '{name}' but only "
-                              f"{torch.cuda.device_count()} CUDA device(s) are visible")
+            raise ConfigError(
+                f"study.executor.devices has '{name}' but only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
     if devices:
         return list(devices)
     return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
@@ -316,5 +328,6 @@ def make_executor(config) -> Executor:
 
         if not torch.cuda.is_available():  # a local instance would wait forever for a GPU
             raise ConfigError(f"study.executor.num_gpus is {config.num_gpus} but no CUDA device is available")
-    return RayExecutor(address=config.address, workers=config.workers, num_cpus=config.num_cpus,
-                       num_gpus=config.num_gpus)
+    return RayExecutor(
+        address=config.address, workers=config.workers, num_cpus=config.num_cpus, num_gpus=config.num_gpus
+    )

@@ -22,17 +22,36 @@ from sklearn.model_selection import KFold
 
 from ..affinity.estimators import report_order
 from ..grouping import GroupingError, member_scores
-from ..grouping.surrogate import make_surrogate
-from ..grouping.subsets import SEPARATOR, tidy_to_subsets
 from ..grouping.gain_accuracy import prediction_accuracy
+from ..grouping.subsets import SEPARATOR, tidy_to_subsets
+from ..grouping.surrogate import make_surrogate
 from .results import seed_reliability
 
-COLUMNS = ["predictor", "kind", "within_target", "ci_low", "ci_high", "relative_error", "n_targets", "n_groups",
-           "within_target_ceiling", "within_target_reliability", "seeds"]
+COLUMNS = [
+    "predictor",
+    "kind",
+    "within_target",
+    "ci_low",
+    "ci_high",
+    "relative_error",
+    "n_targets",
+    "n_groups",
+    "within_target_ceiling",
+    "within_target_reliability",
+    "seeds",
+]
 
 
-def compare_group_predictors(gains: pd.DataFrame, pairs=None, *, surrogates=None, folds: int = 5,
-                             n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+def compare_group_predictors(
+    gains: pd.DataFrame,
+    pairs=None,
+    *,
+    surrogates=None,
+    folds: int = 5,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Within-target Spearman of each predictor against the measured group gains, with its
     bootstrap CI over targets and the gains' seed-split ceiling.
 
@@ -84,8 +103,9 @@ def compare_group_predictors(gains: pd.DataFrame, pairs=None, *, surrogates=None
     return table[COLUMNS]
 
 
-def cross_validated_gains(surrogate, subsets: pd.DataFrame, gains: pd.DataFrame, *, folds: int = 5,
-                          seed: int = 0) -> np.ndarray:
+def cross_validated_gains(
+    surrogate, subsets: pd.DataFrame, gains: pd.DataFrame, *, folds: int = 5, seed: int = 0
+) -> np.ndarray:
     """Out-of-fold predictions of members' gains: the groups split into ``folds`` (shuffled by
     ``seed``), each fold predicted by a clone of ``surrogate`` fitted on the others (NaN where a
     fold's fit left the target without a model)."""
@@ -109,9 +129,16 @@ def _key(group, tasks: list[str]) -> str:
 
 def _row(name: str, kind: str, accuracy: dict) -> dict:
     ci = accuracy["within_target_ci"] or [None, None]
-    return {"predictor": name, "kind": kind, "within_target": accuracy["within_target_spearman"],
-            "ci_low": ci[0], "ci_high": ci[1], "relative_error": accuracy["relative_error"],
-            "n_targets": accuracy["n_targets"], "n_groups": accuracy["n_subsets"]}
+    return {
+        "predictor": name,
+        "kind": kind,
+        "within_target": accuracy["within_target_spearman"],
+        "ci_low": ci[0],
+        "ci_high": ci[1],
+        "relative_error": accuracy["relative_error"],
+        "n_targets": accuracy["n_targets"],
+        "n_groups": accuracy["n_subsets"],
+    }
 
 
 def group_gain_table(groups: pd.DataFrame, pair_gains: pd.DataFrame, store=None, *, seed: int = 0) -> pd.DataFrame:

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..evaluate import evaluate
-from ..joint import train_joint_model
-from ..train import run_fingerprint
 from ..storage import write_parquet, write_safetensors
 from ..tracking.study import job_results, job_run
-from .plan import FinetuneJob, TrainJob
+from ..training.checkpoint import run_fingerprint
+from ..training.evaluate import evaluate
+from ..training.joint import train_joint_model
 from .layout import is_done, job_folder, set_aside_stale_run
+from .plan import FinetuneJob, TrainJob
 from .pool import load_pool, subsample_train
 
 
@@ -90,19 +90,31 @@ def run_job_fresh(item: tuple[TrainJob | FinetuneJob, str], device: str | None =
                 raise FileNotFoundError(f"pre-finetuning job {job.pretrain} has no saved encoder ({init})")
     set_aside_stale_run(folder / "run", run_fingerprint(config, tasks))
     started = time.perf_counter()
-    result = train_joint_model(config, folder / "run", tasks=tasks, init_encoder=init, progress=False,
-                               tracking=tracking)
+    result = train_joint_model(
+        config, folder / "run", tasks=tasks, init_encoder=init, progress=False, tracking=tracking
+    )
     trainer = result.trainer
     metrics = result.metrics.drop(columns=["step", "phase"])  # the trainer's final validation scores
     if isinstance(job, FinetuneJob) or job.measure:
-        test = evaluate(trainer.model, tasks, trainer.tokenizer, splits=("test",),
-                        max_length=config.model.max_length, batch_size=config.training.eval_batch_size,
-                        device=trainer.device, autocast=trainer.autocast)
+        test = evaluate(
+            trainer.model,
+            tasks,
+            trainer.tokenizer,
+            splits=("test",),
+            max_length=config.model.max_length,
+            batch_size=config.training.eval_batch_size,
+            device=trainer.device,
+            autocast=trainer.autocast,
+        )
         metrics = pd.concat([metrics, test], ignore_index=True)
     if isinstance(job, TrainJob) and job.save_encoder:
         write_safetensors(folder / "encoder.safetensors", trainer.model.encoder.state_dict())
     rows = metrics.rename(columns={"task": "target"}).assign(
-        experiment_id=job.id, seed=config.seed, fraction=fraction,
-        wall_seconds=time.perf_counter() - started, device=str(trainer.device))
+        experiment_id=job.id,
+        seed=config.seed,
+        fraction=fraction,
+        wall_seconds=time.perf_counter() - started,
+        device=str(trainer.device),
+    )
     write_parquet(folder / "result.parquet", rows)
     shutil.rmtree(folder / "run" / "checkpoints", ignore_errors=True)  # done: optimizer state is not needed

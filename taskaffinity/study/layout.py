@@ -28,12 +28,12 @@ def set_aside_stale_run(run_dir: Path, fingerprint: str) -> bool:
     """Move a job's unfinished run aside when its checkpoint is of another run identity.
 
     A job's id hashes only what changes its result, while a checkpoint's run fingerprint hashes the
-    whole job config (``train.run_fingerprint``), defaults included: after an upgrade that changes a
+    whole job config (``training.checkpoint.run_fingerprint``), defaults included: after an upgrade that changes a
     default outside the job's identity, the same job finds a checkpoint it must not resume. It is no
     result (training is deterministic given the seed), so the job starts over; the old folder is kept
     as ``run.stale`` (replacing an earlier one) rather than deleted. Returns True when it moved one.
     """
-    from ..train import checkpoint_fingerprint
+    from ..training.checkpoint import checkpoint_fingerprint
 
     saved = checkpoint_fingerprint(run_dir) if run_dir.is_dir() else None
     if saved is None or saved == fingerprint:
@@ -41,6 +41,11 @@ def set_aside_stale_run(run_dir: Path, fingerprint: str) -> bool:
     stale = run_dir.with_name(run_dir.name + ".stale")
     shutil.rmtree(stale, ignore_errors=True)
     run_dir.rename(stale)
-    log.warning("%s: checkpoint of another run identity (%s, this job is %s): started over, the old run kept "
-                "in %s", run_dir.parent.name, saved, fingerprint, stale)
+    log.warning(
+        "%s: checkpoint of another run identity (%s, this job is %s): started over, the old run kept in %s",
+        run_dir.parent.name,
+        saved,
+        fingerprint,
+        stale,
+    )
     return True

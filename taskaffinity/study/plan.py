@@ -1,12 +1,5 @@
-"""From a study to its experiments, each keyed by a hash of its fully resolved config.
-
-Two kinds of job:
-
-``TrainJob``     joint (pre-)finetuning on a task set; its encoder is saved for the
-                 fine-tuning jobs that start from it, and (validation studies) its
-                 members are measured on their test splits.
-``FinetuneJob``  a fresh head (and the encoder) trained on one target, from a
-                 TrainJob's encoder or from the base model (the baseline).
+"""From a study to its experiments (:mod:`.experiments`: the jobs, each keyed by a hash of its fully
+resolved config), one planner per study kind.
 
 Protocols: combinations of task families/groups with unseen targets (Padmakumar
 et al. 2022), nested supersets and the low-resource grid (Aghajanyan et al. 2021,
@@ -17,106 +10,39 @@ finished jobs and jobs shared between studies are found again.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import math
 import random
-from dataclasses import dataclass, field
 from itertools import combinations
 
-import pandas as pd
-
-from ..config import AffinityConfig, RunConfig, TrainConfig
+from ..config import TrainConfig
+from .experiments import BASELINE, FinetuneJob, Measurement, Plan, TrainJob, per_task_training
+from .group_draws import random_groupings, sample_groups
 from .settings import Study
 
-BASELINE = "baseline"
+__all__ = [
+    "BASELINE",
+    "FinetuneJob",
+    "Measurement",
+    "Plan",
+    "TrainJob",
+    "make_plan",
+    "per_task_training",
+    "plan_combinations",
+    "plan_nested",
+    "plan_validation",
+    "random_groupings",
+    "sample_groups",
+    "scaling_order",
+    "wants_oracle",
+]
 
 
-@dataclass(frozen=True)
-class TrainJob:
-    id: str
-    config: RunConfig  # tasks: the set; training: study.pretrain
-    save_encoder: bool = True  # fine-tuning jobs start from it
-    measure: bool = False  # score the members on test (validation studies)
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return tuple(t.name for t in self.config.tasks)
-
-
-@dataclass(frozen=True)
-class FinetuneJob:
-    id: str
-    config: RunConfig  # tasks: the target; training: study.finetune; seed: the fine-tuning seed
-    fraction: float = 1.0
-    pretrain: str | None = None  # TrainJob id whose encoder this run starts from; None: the base model
-
-    @property
-    def target(self) -> str:
-        return self.config.tasks[0].name
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One planned measurement: job ``job`` scores ``targets`` under ``label``."""
-
-    job: str
-    kind: str
-    label: str  # a column of the study's tables: "baseline", "G1+G2", "k=4", "pair", "source:trec6", ...
-    pretrain_set: tuple[str, ...]  # tasks trained on before (fine-tuning) or together with (joint) the target
-    targets: tuple[str, ...]
-    seed: int
-    fraction: float = 1.0
-    arm: str = ""  # validation: single, pair, all, chosen, random1, ...
-
-
-@dataclass
-class Plan:
-    train_jobs: dict[str, TrainJob] = field(default_factory=dict)
-    finetune_jobs: dict[str, FinetuneJob] = field(default_factory=dict)
-    measurements: list[Measurement] = field(default_factory=list)
-    data: dict[str, str] = field(default_factory=dict)  # task -> prepared-data fingerprint (pool.prepare_pool)
-
-    def frame(self) -> pd.DataFrame:
-        """One row per (measurement, target): the plan as a tidy table."""
-        rows = [{"experiment_id": m.job, "kind": m.kind, "label": m.label, "arm": m.arm,
-                 "pretrain_set": "+".join(m.pretrain_set), "n_pretrain_tasks": len(m.pretrain_set),
-                 "target": target, "seed": m.seed, "fraction": m.fraction,
-                 "job_type": "train" if m.job in self.train_jobs else "finetune"}
-                for m in self.measurements for target in m.targets]
-        return pd.DataFrame(rows)
-
-    def jobs_frame(self) -> pd.DataFrame:
-        """One row per job: what it trains, and what it starts from."""
-        rows = [{"experiment_id": j.id, "job_type": "train", "tasks": "+".join(j.tasks), "pretrain": None,
-                 "seed": j.config.seed, "fraction": 1.0} for j in self.train_jobs.values()]
-        rows += [{"experiment_id": j.id, "job_type": "finetune", "tasks": j.target, "pretrain": j.pretrain,
-                  "seed": j.config.seed, "fraction": j.fraction} for j in self.finetune_jobs.values()]
-        return pd.DataFrame(rows)
-
-    # -- building blocks ---------------------------------------------------------------------
-    def train(self, study: Study, tasks, *, seed: int, save_encoder: bool = True, measure: bool = False,
-              per_task_budget: bool = False, training: TrainConfig | None = None) -> TrainJob:
-        """The job that trains ``tasks`` jointly with ``training`` (default: ``study.pretrain``)."""
-        training = training or study.settings.pretrain
-        if per_task_budget:
-            training = per_task_training(training, len(tuple(tasks)))
-        config = _job_config(study.config, tasks, training, seed)
-        job_id = _job_id("train", config, self.data, save_encoder=save_encoder, measure=measure)
-        job = TrainJob(id=job_id, config=config, save_encoder=save_encoder, measure=measure)
-        return self.train_jobs.setdefault(job.id, job)
-
-    def finetune(self, study: Study, target: str, seed: int, fraction: float, pretrain: TrainJob | None) -> FinetuneJob:
-        config = _job_config(study.config, (target,), study.settings.finetune, seed)
-        job_id = _job_id("finetune", config, self.data, fraction=fraction, pretrain=pretrain.id if pretrain else None)
-        job = FinetuneJob(id=job_id, config=config, fraction=fraction, pretrain=pretrain.id if pretrain else None)
-        return self.finetune_jobs.setdefault(job.id, job)
-
-
-def make_plan(study: Study, groups: dict[str, tuple[str, ...]] | None = None,
-              serves: dict[str, tuple[str, ...]] | None = None, data: dict[str, str] | None = None,
-              oracle: dict[str, tuple[str, ...]] | None = None) -> Plan:
+def make_plan(
+    study: Study,
+    groups: dict[str, tuple[str, ...]] | None = None,
+    serves: dict[str, tuple[str, ...]] | None = None,
+    data: dict[str, str] | None = None,
+    oracle: dict[str, tuple[str, ...]] | None = None,
+) -> Plan:
     """Every experiment of the study.
 
     ``groups`` override the settings' (chosen from an affinity run); ``serves``
@@ -175,8 +101,15 @@ def plan_nested(study: Study, plan: Plan | None = None) -> Plan:
     return plan
 
 
-def _fine_tune_targets(plan: Plan, study: Study, kind: str, sets: list[tuple[str, tuple[str, ...]]], *,
-                       training: TrainConfig | None = None, arm: str = "") -> None:
+def _fine_tune_targets(
+    plan: Plan,
+    study: Study,
+    kind: str,
+    sets: list[tuple[str, tuple[str, ...]]],
+    *,
+    training: TrainConfig | None = None,
+    arm: str = "",
+) -> None:
     """Each (label, tasks) set pre-finetuned (with ``training``, default ``study.pretrain``), then every
     target fine-tuned from it for every seed and fraction."""
     settings = study.settings
@@ -186,34 +119,27 @@ def _fine_tune_targets(plan: Plan, study: Study, kind: str, sets: list[tuple[str
             for seed in settings.seeds:
                 for fraction in settings.fractions:
                     job = plan.finetune(study, target, seed, fraction, pretrain)
-                    plan.measurements.append(Measurement(job.id, kind, label, tasks, (target,), seed, fraction,
-                                                         arm=arm))
-
-
-def per_task_training(training: TrainConfig, n_tasks: int) -> TrainConfig:
-    """A joint run in which every task keeps its single-task budget: ``batch_size`` examples of each
-    task per step (uniform sampling, global batch n·b) for the same steps.
-
-    Validation ground truth must not mix help with dilution: with a shared batch, each task of
-    a pair would get only its sampling share, which depends on the partner's size, and the
-    measured "gain of j from i" would partly be the examples i took from j.
-    """
-    if n_tasks <= 1:
-        return training
-    return dataclasses.replace(training, batch_size=training.batch_size * n_tasks, sampling="uniform",
-                               tasks_per_step=None)
+                    plan.measurements.append(
+                        Measurement(job.id, kind, label, tasks, (target,), seed, fraction, arm=arm)
+                    )
 
 
 def wants_oracle(study: Study, groups) -> bool:
     """A validation study with grouping arms also measures the oracle grouping (solved from the
     measured gains of its brute-force runs): the best any pair-based grouping could do."""
-    return study.settings.kind == "validation" and bool(groups or study.settings.groups
-                                                        or study.settings.groups_from_affinity)
+    return study.settings.kind == "validation" and bool(
+        groups or study.settings.groups or study.settings.groups_from_affinity
+    )
 
 
-def plan_validation(study: Study, groups: dict[str, tuple[str, ...]] | None,
-                    serves: dict[str, tuple[str, ...]] | None = None, plan: Plan | None = None, *,
-                    oracle: dict[str, tuple[str, ...]] | None = None) -> Plan:
+def plan_validation(
+    study: Study,
+    groups: dict[str, tuple[str, ...]] | None,
+    serves: dict[str, tuple[str, ...]] | None = None,
+    plan: Plan | None = None,
+    *,
+    oracle: dict[str, tuple[str, ...]] | None = None,
+) -> Plan:
     """Brute-force transfer among the pool tasks, and the chosen grouping against alternatives.
 
     ``pairs``: every task alone and every pair trained jointly; the gain of j from
@@ -243,16 +169,22 @@ def plan_validation(study: Study, groups: dict[str, tuple[str, ...]] | None,
         else:
             for target in pool:
                 base = plan.finetune(study, target, seed, 1.0, None)
-                plan.measurements.append(Measurement(base.id, "validation", BASELINE, (), (target,), seed, arm="transfer"))
+                plan.measurements.append(
+                    Measurement(base.id, "validation", BASELINE, (), (target,), seed, arm="transfer")
+                )
                 for source in pool:
                     if source != target:
                         job = plan.finetune(study, target, seed, 1.0, alone[source])
-                        plan.measurements.append(Measurement(job.id, "validation", f"source:{source}", (source,),
-                                                             (target,), seed, arm="transfer"))
+                        plan.measurements.append(
+                            Measurement(
+                                job.id, "validation", f"source:{source}", (source,), (target,), seed, arm="transfer"
+                            )
+                        )
         for group in sample_groups(pool, settings.group_samples, settings.group_sizes, study.config.seed):
             job = plan.train(study, group, seed=seed, save_encoder=False, measure=True, per_task_budget=True)
-            plan.measurements.append(Measurement(job.id, "validation", f"group:{'+'.join(group)}", group, group,
-                                                 seed, arm="group"))
+            plan.measurements.append(
+                Measurement(job.id, "validation", f"group:{'+'.join(group)}", group, group, seed, arm="group")
+            )
         if groups:
             _plan_grouping_arms(plan, study, groups, serves, pool, seed, oracle=oracle)
         if study.settings.arms:
@@ -265,12 +197,19 @@ def _with_singletons(groups: dict, pool: tuple[str, ...]) -> dict:
     return {**groups, **{t: (t,) for t in pool if not any(t in g for g in groups.values())}}
 
 
-def _plan_grouping_arms(plan: Plan, study: Study, groups: dict, serves: dict | None, pool: tuple[str, ...],
-                        seed: int, *, oracle: dict | None = None) -> None:
+def _plan_grouping_arms(
+    plan: Plan,
+    study: Study,
+    groups: dict,
+    serves: dict | None,
+    pool: tuple[str, ...],
+    seed: int,
+    *,
+    oracle: dict | None = None,
+) -> None:
     groups = _with_singletons(groups, pool)
     served = {**_served(groups), **(serves or {})}
-    arms = {"chosen": [(groups[name], served[name]) for name in groups],
-            "all": [(pool, pool)]}
+    arms = {"chosen": [(groups[name], served[name]) for name in groups], "all": [(pool, pool)]}
     if oracle is not None:
         oracle = _with_singletons(oracle, pool)
         arms["oracle"] = list(zip(oracle.values(), _served(oracle).values()))
@@ -279,8 +218,9 @@ def _plan_grouping_arms(plan: Plan, study: Study, groups: dict, serves: dict | N
         avoid = [[served[name] for name in groups if served[name]]]
         if oracle is not None:
             avoid.append([part for _, part in arms["oracle"] if part])
-        for r, parts in enumerate(random_groupings(pool, sizes, study.settings.random_groupings, study.config.seed,
-                                                   avoid=avoid)):
+        for r, parts in enumerate(
+            random_groupings(pool, sizes, study.settings.random_groupings, study.config.seed, avoid=avoid)
+        ):
             arms[f"random{r + 1}"] = [(part, part) for part in parts]
     for arm, parts in arms.items():
         for tasks, measured in parts:
@@ -288,57 +228,9 @@ def _plan_grouping_arms(plan: Plan, study: Study, groups: dict, serves: dict | N
                 continue
             tasks = tuple(t for t in pool if t in tasks)
             job = plan.train(study, tasks, seed=seed, save_encoder=False, measure=True, per_task_budget=True)
-            plan.measurements.append(Measurement(job.id, "validation", f"{arm}:{'+'.join(tasks)}", tasks,
-                                                 tuple(measured), seed, arm=arm))
-
-
-def _partition_key(parts) -> frozenset:
-    return frozenset(frozenset(part) for part in parts if part)
-
-
-def random_groupings(pool: tuple[str, ...], sizes: list[int], count: int, seed: int, *,
-                     avoid=()) -> list[list[tuple[str, ...]]]:
-    """``count`` random partitions of the first ``sum(sizes)`` shuffled pool tasks into parts of
-    ``sizes``, none repeating another or any grouping in ``avoid`` (as sets of sets). The same for
-    every study seed (each random grouping is then measured at every seed, like the chosen one);
-    fewer when fewer distinct ones exist."""
-    rng = random.Random(seed * 7919 + 1)
-    seen = {_partition_key(parts) for parts in avoid}
-    out: list[list[tuple[str, ...]]] = []
-    for _ in range(200 * max(count, 1)):
-        if len(out) == count:
-            break
-        shuffled, start, parts = rng.sample(pool, len(pool)), 0, []
-        for size in sizes:
-            parts.append(tuple(t for t in pool if t in shuffled[start:start + size]))
-            start += size
-        key = _partition_key(parts)
-        if key not in seen:
-            seen.add(key)
-            out.append(parts)
-    return out
-
-
-def sample_groups(pool: tuple[str, ...], count: int, sizes: tuple[int, ...], seed: int) -> list[tuple[str, ...]]:
-    """``count`` distinct random groups of the pool (members in pool order), their sizes spread as
-    evenly as possible over ``sizes``: the groups whose members' gains a validation study
-    measures (the same groups at every seed, so each gain is a paired difference over seeds)."""
-    if count <= 0:
-        return []
-    rng = random.Random(seed * 7919 + 2)
-    sizes = sorted({k for k in sizes if k <= len(pool)})
-    room = {k: math.comb(len(pool), k) for k in sizes}
-    want = {k: 0 for k in sizes}
-    for i in range(count):  # round robin over the sizes that still have room
-        open_ = [k for k in sizes if want[k] < room[k]]
-        want[open_[i % len(open_)] if open_ else sizes[0]] += 1
-    out: list[tuple[str, ...]] = []
-    for k in sizes:
-        picked: set[tuple[int, ...]] = set()
-        while len(picked) < min(want[k], room[k]):
-            picked.add(tuple(sorted(rng.sample(range(len(pool)), k))))
-        out.extend(tuple(pool[i] for i in members) for members in sorted(picked))
-    return out
+            plan.measurements.append(
+                Measurement(job.id, "validation", f"{arm}:{'+'.join(tasks)}", tasks, tuple(measured), seed, arm=arm)
+            )
 
 
 def _plan_recipe_arms(plan: Plan, study: Study, pool: tuple[str, ...], seed: int, *, with_all: bool) -> None:
@@ -347,10 +239,12 @@ def _plan_recipe_arms(plan: Plan, study: Study, pool: tuple[str, ...], seed: int
     recipes = {"all": None} if with_all else {}
     recipes.update(study.settings.arms)
     for arm, training in recipes.items():
-        job = plan.train(study, pool, seed=seed, save_encoder=False, measure=True, per_task_budget=True,
-                         training=training)
-        plan.measurements.append(Measurement(job.id, "validation", f"{arm}:{'+'.join(pool)}", pool, pool, seed,
-                                             arm=arm))
+        job = plan.train(
+            study, pool, seed=seed, save_encoder=False, measure=True, per_task_budget=True, training=training
+        )
+        plan.measurements.append(
+            Measurement(job.id, "validation", f"{arm}:{'+'.join(pool)}", pool, pool, seed, arm=arm)
+        )
 
 
 def _served(groups: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
@@ -360,21 +254,3 @@ def _served(groups: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
         served[name] = tuple(t for t in tasks if t not in seen)
         seen.update(served[name])
     return served
-
-
-# -- identity ------------------------------------------------------------------------------------
-def _job_config(config: RunConfig, tasks, training: TrainConfig, seed: int) -> RunConfig:
-    """The study config narrowed to one job: only what changes that job's result is left in."""
-    wanted = set(tasks)
-    return dataclasses.replace(config, tasks=tuple(t for t in config.tasks if t.name in wanted), training=training,
-                               seed=seed, name="experiment", affinity=AffinityConfig(), source_file=None)
-
-
-def _job_id(kind: str, config: RunConfig, data: dict[str, str], **extra) -> str:
-    """Hash of what changes a job's result: its config, extras, and the data of exactly its tasks."""
-    own = {t.name: data[t.name] for t in config.tasks if t.name in data}
-    # A job records no affinities: the affinity section (and its defaults) never changes its result.
-    identity = {k: v for k, v in config.identity().items() if k != "affinity"}
-    blob = json.dumps({"job": kind, "config": identity, **extra, **({"data": own} if own else {})},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -36,9 +36,15 @@ def prepare_pool(config: RunConfig, folder: str | Path, *, progress: bool = True
     entries = {}
     for name, task in tasks.items():
         # type, family and metric as prepared: derived tasks (duplicate_of, one_vs_rest) only know them now
-        entries[name] = {"type": task.spec.type, "family": task.spec.family, "metric": task.spec.metric,
-                         "label_names": list(task.label_names), "n_choices": task.n_choices,
-                         "stats": task.stats, "fingerprint": task.fingerprint()}
+        entries[name] = {
+            "type": task.spec.type,
+            "family": task.spec.family,
+            "metric": task.spec.metric,
+            "label_names": list(task.label_names),
+            "n_choices": task.n_choices,
+            "stats": task.stats,
+            "fingerprint": task.fingerprint(),
+        }
         files_there = all((folder / f"{name}.{split}.parquet").is_file() for split in SPLITS)
         if old.get(name) != entries[name] or not files_there:
             for split in SPLITS:
@@ -56,8 +62,13 @@ def load_pool(config: RunConfig, folder: str | Path) -> dict[str, TaskData]:
         meta = index[spec.name]
         spec = dataclasses.replace(spec, type=meta["type"], family=meta["family"], metric=meta["metric"])
         frames = {split: pd.read_parquet(folder / f"{spec.name}.{split}.parquet") for split in SPLITS}
-        tasks[spec.name] = TaskData(spec=spec, label_names=tuple(meta["label_names"]), n_choices=meta["n_choices"],
-                                    stats=dict(meta.get("stats", {})), **frames)
+        tasks[spec.name] = TaskData(
+            spec=spec,
+            label_names=tuple(meta["label_names"]),
+            n_choices=meta["n_choices"],
+            stats=dict(meta.get("stats", {})),
+            **frames,
+        )
     return tasks
 
 

@@ -30,8 +30,9 @@ def collect_results(root: str | Path, plan: pd.DataFrame) -> pd.DataFrame:
     """Join every finished job's measurements with the plan rows that describe them."""
     done = [job for job in plan["experiment_id"].unique() if is_done(root, job)]
     if not done:
-        return pd.DataFrame(columns=[*plan.columns, "split", "metric", "value", "baseline", "primary",
-                                     "wall_seconds", "device"])
+        return pd.DataFrame(
+            columns=[*plan.columns, "split", "metric", "value", "baseline", "primary", "wall_seconds", "device"]
+        )
     measured = pd.concat([read_result(root, job) for job in done], ignore_index=True)
     measured = measured.drop(columns=["seed", "fraction"])  # the plan's own columns describe them
     return plan.merge(measured, on=PLAN_KEYS, how="inner")
@@ -54,14 +55,30 @@ def seed_gains(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     if not pairs.empty:
         for row in pairs.itertuples():
             source = next(t for t in row.pretrain_set.split("+") if t != row.target)
-            out.append({"source": source, "target": row.target, "seed": row.seed, "metric": row.metric,
-                        "value": row.value, "reference": alone.get((row.target, row.seed), np.nan)})
+            out.append(
+                {
+                    "source": source,
+                    "target": row.target,
+                    "seed": row.seed,
+                    "metric": row.metric,
+                    "value": row.value,
+                    "reference": alone.get((row.target, row.seed), np.nan),
+                }
+            )
     transfer = rows[rows["label"].str.startswith("source:")]
     if not transfer.empty:
         base = rows[rows["label"] == "baseline"].set_index(["target", "seed"])["value"]
         for row in transfer.itertuples():
-            out.append({"source": row.pretrain_set, "target": row.target, "seed": row.seed, "metric": row.metric,
-                        "value": row.value, "reference": base.get((row.target, row.seed), np.nan)})
+            out.append(
+                {
+                    "source": row.pretrain_set,
+                    "target": row.target,
+                    "seed": row.seed,
+                    "metric": row.metric,
+                    "value": row.value,
+                    "reference": base.get((row.target, row.seed), np.nan),
+                }
+            )
     if not out:
         return pd.DataFrame(columns=["source", "target", "seed", "gain"])
     frame = pd.DataFrame(out)
@@ -147,18 +164,32 @@ def _permutation_p(frame: pd.DataFrame, observed: float, permutations: int, rng)
 def per_target_agreement(gains: pd.DataFrame, matrix: pd.DataFrame) -> pd.Series:
     """Per target j: the Spearman correlation, across j's sources, of affinity i→j and the measured gain
     of j from i (targets with fewer than 3 sources or constant values left out)."""
-    frame = gains.assign(affinity=[matrix.loc[s, t] if s in matrix.index and t in matrix.columns else np.nan
-                                   for s, t in zip(gains["source"], gains["target"])]).dropna(subset=["affinity"])
-    return pd.Series({t: spearmanr(g["affinity"], g["gain"]).statistic for t, g in frame.groupby("target")
-                      if len(g) >= 3 and g["affinity"].nunique() > 1 and g["gain"].nunique() > 1}, dtype=float)
+    frame = gains.assign(
+        affinity=[
+            matrix.loc[s, t] if s in matrix.index and t in matrix.columns else np.nan
+            for s, t in zip(gains["source"], gains["target"])
+        ]
+    ).dropna(subset=["affinity"])
+    return pd.Series(
+        {
+            t: spearmanr(g["affinity"], g["gain"]).statistic
+            for t, g in frame.groupby("target")
+            if len(g) >= 3 and g["affinity"].nunique() > 1 and g["gain"].nunique() > 1
+        },
+        dtype=float,
+    )
 
 
 def paired_difference(a: pd.Series, b: pd.Series, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
     """Mean over targets of ``a − b`` (two per-target agreements on the same targets) with a bootstrap
     CI over targets: whether one estimator ranks sources better than another on these targets."""
     d = (a - b.reindex(a.index)).dropna().to_numpy()
-    out = {"difference": float(d.mean()) if len(d) else float("nan"), "ci_low": float("nan"),
-           "ci_high": float("nan"), "n_targets": len(d)}
+    out = {
+        "difference": float(d.mean()) if len(d) else float("nan"),
+        "ci_low": float("nan"),
+        "ci_high": float("nan"),
+        "n_targets": len(d),
+    }
     if len(d) >= 2:
         means = d[np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
         tail = (1 - level) / 2
@@ -166,8 +197,15 @@ def paired_difference(a: pd.Series, b: pd.Series, *, n_boot: int = 2000, level: 
     return out
 
 
-def affinity_agreement(gains: pd.DataFrame, matrix: pd.DataFrame, *, n_boot: int = 1000, level: float = 0.95,
-                       seed: int = 0, permutations: int = 1000) -> dict:
+def affinity_agreement(
+    gains: pd.DataFrame,
+    matrix: pd.DataFrame,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    permutations: int = 1000,
+) -> dict:
     """How well affinity i→j predicts the measured gain of j from i.
 
     ``spearman`` over all (source, target) pairs with a bootstrap CI over pairs;
@@ -176,10 +214,21 @@ def affinity_agreement(gains: pd.DataFrame, matrix: pd.DataFrame, *, n_boot: int
     one-sided permutation p-value (sources shuffled within each target: the chance that a
     predictor with no information ranks as well).
     """
-    frame = gains.assign(affinity=[matrix.loc[s, t] if s in matrix.index and t in matrix.columns else np.nan
-                                   for s, t in zip(gains["source"], gains["target"])]).dropna(subset=["affinity"])
-    out = {"spearman": None, "ci": None, "within_target": None, "within_target_ci": None,
-           "within_target_p": None, "level": level, "n_pairs": len(frame)}
+    frame = gains.assign(
+        affinity=[
+            matrix.loc[s, t] if s in matrix.index and t in matrix.columns else np.nan
+            for s, t in zip(gains["source"], gains["target"])
+        ]
+    ).dropna(subset=["affinity"])
+    out = {
+        "spearman": None,
+        "ci": None,
+        "within_target": None,
+        "within_target_ci": None,
+        "within_target_p": None,
+        "level": level,
+        "n_pairs": len(frame),
+    }
     if len(frame) < 3:
         return out
     rng = np.random.default_rng(seed)
@@ -198,8 +247,19 @@ def affinity_agreement(gains: pd.DataFrame, matrix: pd.DataFrame, *, n_boot: int
     return out
 
 
-ARM_COLUMNS = ["arm", "mean_gain_over_single", "se", "n_seeds", "mean_value", "n_tasks", "p_vs_single",
-               "vs_random", "vs_random_se", "p_vs_random", "n_paired"]
+ARM_COLUMNS = [
+    "arm",
+    "mean_gain_over_single",
+    "se",
+    "n_seeds",
+    "mean_value",
+    "n_tasks",
+    "p_vs_single",
+    "vs_random",
+    "vs_random_se",
+    "p_vs_random",
+    "n_paired",
+]
 
 
 def arm_gains(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
@@ -234,13 +294,15 @@ def arm_summary(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
 
     per_seed = arms.groupby(["arm", "seed"], sort=False)["gain"].mean().groupby(level="arm", sort=False)
     spread = pd.DataFrame({"se": per_seed.std() / np.sqrt(per_seed.count()), "n_seeds": per_seed.count()})
-    summary = (arms.groupby("arm", sort=False)
-               .agg(mean_gain_over_single=("gain", "mean"), mean_value=("value", "mean"),
-                    n_tasks=("target", "nunique"))
-               .reset_index())
+    summary = (
+        arms.groupby("arm", sort=False)
+        .agg(mean_gain_over_single=("gain", "mean"), mean_value=("value", "mean"), n_tasks=("target", "nunique"))
+        .reset_index()
+    )
     summary = summary.merge(spread.reset_index(), on="arm", how="left")
-    summary["p_vs_single"] = [p_value(arms[arms["arm"] == a]["gain"]) if a != "single" else None
-                              for a in summary["arm"]]
+    summary["p_vs_single"] = [
+        p_value(arms[arms["arm"] == a]["gain"]) if a != "single" else None for a in summary["arm"]
+    ]
     randoms = arms[arms["arm"].str.fullmatch(r"random\d+")]
     random_mean = randoms.groupby(["target", "seed"])["gain"].mean()
     vs, vs_se, vs_p, n = [], [], [], []
@@ -267,8 +329,15 @@ def group_gains(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     groups = rows[rows["arm"] == "group"]
     if groups.empty:
         return pd.DataFrame(columns=["group", "target", "seed", "gain"])
-    reference = pd.Series([alone.get((t, s), np.nan) for t, s in zip(groups["target"], groups["seed"])],
-                          index=groups.index)
-    out = pd.DataFrame({"group": groups["pretrain_set"], "target": groups["target"], "seed": groups["seed"],
-                        "gain": signed_gain(groups["value"], reference, groups["metric"])})
+    reference = pd.Series(
+        [alone.get((t, s), np.nan) for t, s in zip(groups["target"], groups["seed"])], index=groups.index
+    )
+    out = pd.DataFrame(
+        {
+            "group": groups["pretrain_set"],
+            "target": groups["target"],
+            "seed": groups["seed"],
+            "gain": signed_gain(groups["value"], reference, groups["metric"]),
+        }
+    )
     return out.dropna(subset=["gain"]).reset_index(drop=True)

@@ -20,18 +20,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
-from ..storage import read_json, write_json, write_parquet, write_text
+from ..storage import write_json, write_parquet, write_text
 from ..tracking.study import affinity_run, open_study_run
+from .agreement import agreement_table, estimator_differences
 from .executors import make_executor
+from .group_gains import group_gain_table
 from .jobs import JobOptions, is_done, job_folder, run_job
 from .plan import Plan, make_plan, wants_oracle
 from .pool import load_pool, prepare_pool
-from .agreement import agreement_table, estimator_differences
-from .group_gains import group_gain_table
 from .results import arm_summary, collect_results, gain_reliability, group_gains, measured_gains
 from .settings import Study
 from .status import study_status
@@ -57,8 +56,9 @@ def run_study(study: Study, out_dir: str | Path, *, progress: bool = True, log_r
     executor = make_executor(study.settings.executor)  # bad executor settings fail before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "study.yaml", yaml.safe_dump({**study.config.to_dict(), "study": _plain(study.settings)},
-                                                  sort_keys=False))
+    write_text(
+        out / "study.yaml", yaml.safe_dump({**study.config.to_dict(), "study": _plain(study.settings)}, sort_keys=False)
+    )
     run = open_study_run(study, out)
     try:
         result = _run_study(study, out, executor, progress, run)
@@ -122,27 +122,39 @@ def _oracle_groups(study: Study, results: pd.DataFrame, out: Path) -> dict[str, 
 
     gains = measured_gains(results)
     pool = list(study.settings.pool(study.config))
-    matrix = (gains.pivot_table(index="source", columns="target", values="gain")
-              .reindex(index=pool, columns=pool).fillna(0.0))  # the diagonal (and any pair not measured): 0
+    matrix = (
+        gains.pivot_table(index="source", columns="target", values="gain").reindex(index=pool, columns=pool).fillna(0.0)
+    )  # the diagonal (and any pair not measured): 0
     settings = study.settings.grouping
-    document = choose_groups(matrix, settings.method, estimator="measured_gain", seed=study.config.seed,
-                             k=settings.k, solver=settings.solver)
+    document = choose_groups(
+        matrix, settings.method, estimator="measured_gain", seed=study.config.seed, k=settings.k, solver=settings.solver
+    )
     write_document(out / "oracle_groups.json", document)
     return {f"O{i + 1}": tuple(g["tasks"]) for i, g in enumerate(document["groups"])}
 
 
 def _run_jobs(executor, plan: Plan, root: str, options: JobOptions, progress: bool) -> None:
     """Pre-finetuning jobs first, then the fine-tuning jobs whose encoders exist."""
-    _run_wave(executor, [j for j in plan.train_jobs.values() if not is_done(root, j.id)], root, options,
-              "pre-finetuning", progress)
+    _run_wave(
+        executor,
+        [j for j in plan.train_jobs.values() if not is_done(root, j.id)],
+        root,
+        options,
+        "pre-finetuning",
+        progress,
+    )
     ready, blocked = [], []
     for job in plan.finetune_jobs.values():
         if is_done(root, job.id):
             continue
         (ready if job.pretrain is None or is_done(root, job.pretrain) else blocked).append(job)
     for job in blocked:
-        _record_failure(root, job.id, f"pre-finetuning job {job.pretrain} did not finish "
-                                      f"(see experiments/{job.pretrain}/error.json)", 0.0)
+        _record_failure(
+            root,
+            job.id,
+            f"pre-finetuning job {job.pretrain} did not finish (see experiments/{job.pretrain}/error.json)",
+            0.0,
+        )
     _run_wave(executor, ready, root, options, "fine-tuning", progress)
 
 
@@ -158,8 +170,10 @@ def _run_wave(executor, jobs: list, root: str, options: JobOptions, desc: str, p
 
 
 def _record_failure(root: str, job_id: str, error: str, seconds: float) -> None:
-    write_json(job_folder(root, job_id) / "error.json", {"error": error, "seconds": round(seconds, 2),
-                                                         "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    write_json(
+        job_folder(root, job_id) / "error.json",
+        {"error": error, "seconds": round(seconds, 2), "time": time.strftime("%Y-%m-%dT%H:%M:%S")},
+    )
 
 
 def _affinity_run(study: Study, out: Path, progress: bool, tracking=None):
@@ -167,8 +181,7 @@ def _affinity_run(study: Study, out: Path, progress: bool, tracking=None):
     run nested under ``tracking``, the study's run, when there is one."""
     from ..affinity.run import record_affinity
     from ..affinity.store import AffinityStore
-
-    from ..train import checkpoint_fingerprint, run_fingerprint
+    from ..training.checkpoint import checkpoint_fingerprint, run_fingerprint
 
     pool = set(study.settings.pool(study.config))
     config = dataclasses.replace(study.config, tasks=tuple(t for t in study.config.tasks if t.name in pool))
@@ -189,13 +202,20 @@ def _affinity_run(study: Study, out: Path, progress: bool, tracking=None):
 
 
 def _choose_groups(study: Study, store, out: Path) -> tuple[dict, dict]:
-    from .choose import store_grouping
     from ..grouping.output import write_document
+    from .choose import store_grouping
 
     settings = study.settings.grouping
-    document = store_grouping(store, settings.estimator, settings.method, n_boot=settings.bootstrap,
-                              seed=study.config.seed, k=settings.k, solver=settings.solver,
-                              leave_alone=settings.leave_alone)
+    document = store_grouping(
+        store,
+        settings.estimator,
+        settings.method,
+        n_boot=settings.bootstrap,
+        seed=study.config.seed,
+        k=settings.k,
+        solver=settings.solver,
+        leave_alone=settings.leave_alone,
+    )
     write_document(out / "groups.json", document)
     groups = {f"G{i + 1}": tuple(g["tasks"]) for i, g in enumerate(document["groups"])}
     serves = {f"G{i + 1}": tuple(g["serves"]) for i, g in enumerate(document["groups"])}
@@ -228,9 +248,15 @@ def study_tables(study: Study, results: pd.DataFrame, affinity=None) -> dict[str
 
 def _summary(study: Study, status: pd.DataFrame, results: pd.DataFrame, out: Path) -> dict:
     counts = status["status"].value_counts().to_dict()
-    walls = results.drop_duplicates("experiment_id")["wall_seconds"] if not results.empty else pd.Series([], dtype=float)
-    summary = {"kind": study.settings.kind, "jobs": int(len(status)), **{k: int(v) for k, v in counts.items()},
-               "experiment_seconds": round(float(walls.sum()), 1)}
+    walls = (
+        results.drop_duplicates("experiment_id")["wall_seconds"] if not results.empty else pd.Series([], dtype=float)
+    )
+    summary = {
+        "kind": study.settings.kind,
+        "jobs": int(len(status)),
+        **{k: int(v) for k, v in counts.items()},
+        "experiment_seconds": round(float(walls.sum()), 1),
+    }
     steps = out / "affinity" / "steps.parquet"
     if steps.is_file():
         affinity_seconds = float(pd.read_parquet(steps).drop_duplicates("step")["seconds"].sum())
@@ -243,6 +269,6 @@ def _summary(study: Study, status: pd.DataFrame, results: pd.DataFrame, out: Pat
 
 
 def _plain(settings) -> dict:
-    from ..config import _plain as plain
+    from ..config.run import _plain as plain
 
     return plain(dataclasses.asdict(settings))

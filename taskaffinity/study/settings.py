@@ -33,7 +33,8 @@ from pathlib import Path
 
 import yaml
 
-from ..config import ExecutorConfig, RunConfig, TrainConfig, _build, _reject_unknown, coerce, load_config
+from ..config import ExecutorConfig, RunConfig, TrainConfig, load_config
+from ..config.run import _build, _reject_unknown, coerce
 from ..errors import ConfigError
 
 KINDS = ("combinations", "scaling", "low_resource", "validation")
@@ -89,8 +90,21 @@ class Study:
     settings: StudySettings
 
 
-STUDY_KEYS = {"kind", "targets", "seeds", "groups", "grouping", "sizes", "order", "fractions", "validation",
-              "pretrain", "finetune", "arms", "executor"}
+STUDY_KEYS = {
+    "kind",
+    "targets",
+    "seeds",
+    "groups",
+    "grouping",
+    "sizes",
+    "order",
+    "fractions",
+    "validation",
+    "pretrain",
+    "finetune",
+    "arms",
+    "executor",
+}
 #: labels and arm names the plans use themselves: an arm may not take them
 RESERVED_ARMS = {"baseline", "alone", "pair", "single", "all", "chosen", "transfer"}
 
@@ -120,24 +134,32 @@ def settings_from_dict(raw, config: RunConfig, *, where: str, base_dir: Path) ->
     if not pool:
         raise ConfigError(f"{where}: every task is a target; nothing is left to pre-finetune on")
     values: dict = {"kind": kind, "targets": targets}
-    values["seeds"] = tuple(coerce(s, int, f"{where}: study.seeds[{i}]") for i, s in enumerate(_list(raw, "seeds", [0], where)))
+    values["seeds"] = tuple(
+        coerce(s, int, f"{where}: study.seeds[{i}]") for i, s in enumerate(_list(raw, "seeds", [0], where))
+    )
     if not values["seeds"]:
         raise ConfigError(f"{where}: study.seeds must list at least one seed")
-    values["fractions"] = tuple(coerce(f, float, f"{where}: study.fractions[{i}]")
-                                for i, f in enumerate(_list(raw, "fractions", [1.0], where)))
+    values["fractions"] = tuple(
+        coerce(f, float, f"{where}: study.fractions[{i}]") for i, f in enumerate(_list(raw, "fractions", [1.0], where))
+    )
     if not values["fractions"] or any(not 0 < f <= 1 for f in values["fractions"]):
         raise ConfigError(f"{where}: study.fractions must be in (0, 1], got {list(values['fractions'])}")
-    values["sizes"] = tuple(coerce(k, int, f"{where}: study.sizes[{i}]") for i, k in enumerate(_list(raw, "sizes", [], where)))
+    values["sizes"] = tuple(
+        coerce(k, int, f"{where}: study.sizes[{i}]") for i, k in enumerate(_list(raw, "sizes", [], where))
+    )
     if any(not 0 <= k <= len(pool) for k in values["sizes"]):
-        raise ConfigError(f"{where}: study.sizes must be between 0 and {len(pool)} (pre-finetuning tasks), "
-                          f"got {list(values['sizes'])}")
+        raise ConfigError(
+            f"{where}: study.sizes must be between 0 and {len(pool)} (pre-finetuning tasks), "
+            f"got {list(values['sizes'])}"
+        )
     if kind in ("scaling", "low_resource") and not values["sizes"]:
         raise ConfigError(f"{where}: study.sizes must list the numbers of pre-finetuning tasks for a {kind} study")
     if "order" in raw and raw["order"] != "random":
         order = _names(raw["order"], pool, where, "study.order")
         if len(order) < max(values["sizes"] or [0]):
-            raise ConfigError(f"{where}: study.order lists {len(order)} tasks but study.sizes go up to "
-                              f"{max(values['sizes'])}")
+            raise ConfigError(
+                f"{where}: study.order lists {len(order)} tasks but study.sizes go up to {max(values['sizes'])}"
+            )
         values["order"] = order
     values.update(_groups(raw, pool, kind, where, base_dir))
     values.update(_validation(raw.get("validation") or {}, where, len(pool)))
@@ -174,8 +196,10 @@ def _groups(raw: dict, pool: list[str], kind: str, where: str, base_dir: Path) -
     groups = raw.get("groups")
     if groups is None:
         if kind == "combinations":
-            raise ConfigError(f"{where}: a combinations study needs study.groups "
-                              "(a mapping name: [tasks], a grouping file, or 'affinity')")
+            raise ConfigError(
+                f"{where}: a combinations study needs study.groups "
+                "(a mapping name: [tasks], a grouping file, or 'affinity')"
+            )
         return {}
     if groups == "affinity":
         return {"groups_from_affinity": True}
@@ -214,19 +238,26 @@ def _validation(raw: dict, where: str, pool_size: int) -> dict:
             raise ConfigError(f"{where}: study.validation.{key} must be >= 0, got {out[key]}")
     sizes = raw.get("group_sizes", [3, 4])
     if not isinstance(sizes, list) or not sizes:
-        raise ConfigError(f"{where}: study.validation.group_sizes must be a non-empty list of group sizes, got {sizes!r}")
+        raise ConfigError(
+            f"{where}: study.validation.group_sizes must be a non-empty list of group sizes, got {sizes!r}"
+        )
     out["group_sizes"] = tuple(coerce(v, int, f"{where}: study.validation.group_sizes") for v in sizes)
     if any(v < 2 for v in out["group_sizes"]):
-        raise ConfigError(f"{where}: study.validation.group_sizes must be >= 2 (pairs and single runs are planned anyway), "
-                          f"got {sizes!r}")
+        raise ConfigError(
+            f"{where}: study.validation.group_sizes must be >= 2 (pairs and single runs are planned anyway), "
+            f"got {sizes!r}"
+        )
     sizes = sorted({v for v in out["group_sizes"] if v <= pool_size})
     possible = sum(math.comb(pool_size, v) for v in sizes)
     if out["group_samples"] > possible:
-        raise ConfigError(f"{where}: study.validation.group_samples is {out['group_samples']} but the {pool_size} pool "
-                          f"tasks have only {possible} groups of sizes {list(out['group_sizes'])}")
+        raise ConfigError(
+            f"{where}: study.validation.group_samples is {out['group_samples']} but the {pool_size} pool "
+            f"tasks have only {possible} groups of sizes {list(out['group_sizes'])}"
+        )
     if out["group_samples"] and mode != "pairs":
-        raise ConfigError(f"{where}: study.validation.group_samples needs mode: pairs (group gains are read against "
-                          "single-task runs)")
+        raise ConfigError(
+            f"{where}: study.validation.group_samples needs mode: pairs (group gains are read against single-task runs)"
+        )
     return out
 
 
@@ -241,24 +272,41 @@ def _arms(raw, kind: str, pretrain: TrainConfig, groups: dict, where: str) -> di
     arms = {}
     for name, overrides in raw.items():
         name = str(name)
-        if (not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in RESERVED_ARMS or name in groups
-                or name.startswith("random") or re.fullmatch(r"G\d+(\+G\d+)*", name)):
-            raise ConfigError(f"{where}: study.arms: '{name}' cannot name an arm (letters, digits, '_', '.', '-'; "
-                              "not a group name, G<n> (the names of groups chosen from an affinity run), "
-                              f"'random...' or one of {', '.join(sorted(RESERVED_ARMS))})")
+        if (
+            not re.fullmatch(r"[A-Za-z0-9_.-]+", name)
+            or name in RESERVED_ARMS
+            or name in groups
+            or name.startswith("random")
+            or re.fullmatch(r"G\d+(\+G\d+)*", name)
+        ):
+            raise ConfigError(
+                f"{where}: study.arms: '{name}' cannot name an arm (letters, digits, '_', '.', '-'; "
+                "not a group name, G<n> (the names of groups chosen from an affinity run), "
+                f"'random...' or one of {', '.join(sorted(RESERVED_ARMS))})"
+            )
         if not overrides:
-            raise ConfigError(f"{where}: study.arms.{name} changes nothing: give the training options it changes "
-                              "(e.g. {sampling: uniform})")
+            raise ConfigError(
+                f"{where}: study.arms.{name} changes nothing: give the training options it changes "
+                "(e.g. {sampling: uniform})"
+            )
         try:
             arms[name] = _training(pretrain, overrides, where, f"study.arms.{name}")
         except ConfigError as err:  # a bad value: name the arm, not the user's training section
             message = str(err).removeprefix(f"{where}: ")
             raise ConfigError(f"{where}: study.arms.{name}: {message}") from None
-        same = "study.pretrain" if arms[name] == pretrain else next(
-            (f"study.arms.{other}" for other, training in arms.items() if other != name and training == arms[name]), None)
+        same = (
+            "study.pretrain"
+            if arms[name] == pretrain
+            else next(
+                (f"study.arms.{other}" for other, training in arms.items() if other != name and training == arms[name]),
+                None,
+            )
+        )
         if same:
-            raise ConfigError(f"{where}: study.arms.{name} trains with the same recipe as {same}: it would repeat "
-                              "that run under another name")
+            raise ConfigError(
+                f"{where}: study.arms.{name} trains with the same recipe as {same}: it would repeat "
+                "that run under another name"
+            )
     return arms
 
 
@@ -277,8 +325,10 @@ def _check_recorded(estimator: str, affinity, where: str) -> None:
         elif estimator.startswith("lookahead_") and affinity.lookahead != "exact":
             why = "affinity.lookahead is first_order (no lookahead passes)"
     if why:
-        raise ConfigError(f"{where}: study.grouping.estimator {estimator} is not recorded: {why}; "
-                          "choose another estimator or record it")
+        raise ConfigError(
+            f"{where}: study.grouping.estimator {estimator} is not recorded: {why}; "
+            "choose another estimator or record it"
+        )
 
 
 def _grouping(raw: dict, where: str) -> GroupingSettings:
@@ -288,17 +338,21 @@ def _grouping(raw: dict, where: str) -> GroupingSettings:
 
     settings = _build(GroupingSettings, raw, where, "study.grouping")
     if settings.method not in METHODS:
-        raise ConfigError(f"{where}: study.grouping.method must be one of {', '.join(METHODS)}, "
-                          f"got {settings.method!r}")
+        raise ConfigError(
+            f"{where}: study.grouping.method must be one of {', '.join(METHODS)}, got {settings.method!r}"
+        )
     if settings.k < 1:
         raise ConfigError(f"{where}: study.grouping.k must be >= 1, got {settings.k}")
     if settings.bootstrap < 0:
         raise ConfigError(f"{where}: study.grouping.bootstrap must be >= 0, got {settings.bootstrap}")
     if settings.estimator not in ESTIMATORS:
-        raise ConfigError(f"{where}: study.grouping.estimator must be one of {', '.join(ESTIMATORS)}, "
-                          f"got {settings.estimator!r}")
+        raise ConfigError(
+            f"{where}: study.grouping.estimator must be one of {', '.join(ESTIMATORS)}, got {settings.estimator!r}"
+        )
     if settings.solver not in SOLVERS:
-        raise ConfigError(f"{where}: study.grouping.solver must be one of {', '.join(SOLVERS)}, got {settings.solver!r}")
+        raise ConfigError(
+            f"{where}: study.grouping.solver must be one of {', '.join(SOLVERS)}, got {settings.solver!r}"
+        )
     if not isinstance(settings.leave_alone, bool):
         raise ConfigError(f"{where}: study.grouping.leave_alone must be true or false, got {settings.leave_alone!r}")
     return settings

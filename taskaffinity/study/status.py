@@ -26,6 +26,14 @@ def study_status(out_dir: str | Path) -> pd.DataFrame:
             status, error = "failed", read_json(folder / "error.json")["error"]
         else:
             status, error = "pending", None
-        rows.append({"experiment_id": job.experiment_id, "job_type": job.job_type, "tasks": job.tasks,
-                     "labels": labels.get(job.experiment_id, ""), "status": status, "error": error})
+        rows.append(
+            {
+                "experiment_id": job.experiment_id,
+                "job_type": job.job_type,
+                "tasks": job.tasks,
+                "labels": labels.get(job.experiment_id, ""),
+                "status": status,
+                "error": error,
+            }
+        )
     return pd.DataFrame(rows)

@@ -16,20 +16,34 @@ from ..errors import TaskAffinityError
 from ..tasks.spec import LOWER_IS_BETTER, signed_gain
 from .plan import BASELINE
 
-SUMMARY_COLUMNS = ["target", "fraction", "label", "metric", "n_pretrain_tasks", "mean", "std", "n_seeds",
-                   "baseline_mean", "delta", "lower_is_better"]
+SUMMARY_COLUMNS = [
+    "target",
+    "fraction",
+    "label",
+    "metric",
+    "n_pretrain_tasks",
+    "mean",
+    "std",
+    "n_seeds",
+    "baseline_mean",
+    "delta",
+    "lower_is_better",
+]
 
 
-def select_rows(results: pd.DataFrame, *, split: str = "test", metric: str | None = None,
-                required: bool = True) -> pd.DataFrame:
+def select_rows(
+    results: pd.DataFrame, *, split: str = "test", metric: str | None = None, required: bool = True
+) -> pd.DataFrame:
     """Rows of ``split`` for ``metric``, or for each target's primary metric when ``metric`` is None.
     Raises a TaskAffinityError when nothing is left, unless ``required`` is False."""
     rows = results[results["split"] == split]
     rows = rows[rows["primary"].astype(bool)] if metric is None else rows[rows["metric"] == metric]
     if rows.empty and required:
         what = f"metric '{metric}'" if metric else "primary metric"
-        raise TaskAffinityError(f"no results for split '{split}' and {what} "
-                                f"(splits: {sorted(results['split'].unique())}, metrics: {sorted(results['metric'].unique())})")
+        raise TaskAffinityError(
+            f"no results for split '{split}' and {what} "
+            f"(splits: {sorted(results['split'].unique())}, metrics: {sorted(results['metric'].unique())})"
+        )
     return rows
 
 
@@ -38,14 +52,19 @@ def summarise_seeds(rows: pd.DataFrame, by=("target", "fraction", "label"), *, d
     ``n_pretrain_tasks``, ``baseline_mean`` (the ``baseline`` label of the same other keys; NaN
     where there is none), ``delta`` (signed, positive = better) and ``lower_is_better``."""
     keys = [*by, "metric"]
-    summary = (rows.groupby(keys, sort=False, dropna=dropna)
-               .agg(n_pretrain_tasks=("n_pretrain_tasks", "first"), mean=("value", "mean"),
-                    std=("value", "std"), n_seeds=("value", "count"))
-               .reset_index())
+    summary = (
+        rows.groupby(keys, sort=False, dropna=dropna)
+        .agg(
+            n_pretrain_tasks=("n_pretrain_tasks", "first"),
+            mean=("value", "mean"),
+            std=("value", "std"),
+            n_seeds=("value", "count"),
+        )
+        .reset_index()
+    )
     on = [k for k in by if k != "label"] + ["metric"]
     base = summary.loc[summary["label"] == BASELINE, on + ["mean"]]
-    summary = summary.merge(base.rename(columns={"mean": "baseline_mean"}), on=on, how="left",
-                            validate="many_to_one")
+    summary = summary.merge(base.rename(columns={"mean": "baseline_mean"}), on=on, how="left", validate="many_to_one")
     summary["lower_is_better"] = summary["metric"].isin(LOWER_IS_BETTER)
     summary["delta"] = signed_gain(summary["mean"], summary["baseline_mean"], summary["metric"])
     return summary
@@ -58,7 +77,9 @@ def seed_summary(results: pd.DataFrame, *, split: str = "test", metric: str | No
     return summarise_seeds(rows, ("target", "fraction", "label"), dropna=False)[SUMMARY_COLUMNS]
 
 
-def label_summary(results: pd.DataFrame, by: tuple[str, ...] = ("target", "label"), split: str = "test") -> pd.DataFrame:
+def label_summary(
+    results: pd.DataFrame, by: tuple[str, ...] = ("target", "label"), split: str = "test"
+) -> pd.DataFrame:
     """The study's ``tables/summary.csv``: mean, std and count over seeds of each target's primary
     metric per ``by`` group, and ``delta_vs_baseline`` (the signed ``delta``) when a baseline was run."""
     summary = summarise_seeds(select_rows(results, split=split, required=False), by)
@@ -89,8 +110,14 @@ def at_fraction(summary: pd.DataFrame, fraction: float | None) -> pd.DataFrame:
     return rows
 
 
-def transfer_table(results: pd.DataFrame, *, split: str = "test", metric: str | None = None,
-                   fraction: float | None = None, families: dict[str, str] | None = None) -> pd.DataFrame:
+def transfer_table(
+    results: pd.DataFrame,
+    *,
+    split: str = "test",
+    metric: str | None = None,
+    fraction: float | None = None,
+    families: dict[str, str] | None = None,
+) -> pd.DataFrame:
     """Tidy target × label table (Padmakumar et al. 2022, Table 2): mean, std, n_seeds, delta vs
     baseline and ``best`` (the best label of each target, lower-is-better respected).
 
@@ -110,5 +137,4 @@ def transfer_table(results: pd.DataFrame, *, split: str = "test", metric: str | 
     table["label"] = pd.Categorical(table["label"], label_order(table["label"]), ordered=True)
     table = table.sort_values(["target", "label"]).reset_index(drop=True)
     table["target"], table["label"] = table["target"].astype(str), table["label"].astype(str)
-    return table[["target", "family", "label", "metric", "mean", "std", "n_seeds", "delta", "best",
-                  "lower_is_better"]]
+    return table[["target", "family", "label", "metric", "mean", "std", "n_seeds", "delta", "best", "lower_is_better"]]

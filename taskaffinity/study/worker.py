@@ -35,18 +35,19 @@ from pathlib import Path
 
 import torch
 
-from ..model import MultiTaskModel
+from ..model.multitask import MultiTaskModel
 from ..storage import read_json, write_parquet, write_safetensors
 from ..tracking.callback import TrackingCallback
-from ..train import JointTrainer
+from ..training.loop import JointTrainer
 from .layout import is_done, job_folder, set_aside_stale_run
 from .plan import FinetuneJob, TrainJob
 from .pool import load_pool, subsample_train
 
 
 def _key(value) -> str:
-    return json.dumps(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value, sort_keys=True,
-                      default=str)
+    return json.dumps(
+        dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value, sort_keys=True, default=str
+    )
 
 
 @dataclasses.dataclass
@@ -80,7 +81,7 @@ class JobWorker:
     # -- caches ------------------------------------------------------------------------------
     def base(self, model_cfg, seed: int) -> _Base:
         """The base model of ``model_cfg``, with the global RNG left where loading it with ``seed`` leaves it."""
-        from ..encoders import load_encoder
+        from ..model.encoders import load_encoder
 
         key = _key(model_cfg)
         base = self._bases.get(key)
@@ -120,19 +121,23 @@ class JobWorker:
 
     def encoded_rows(self, data_key: tuple, task, split: str, tokenizer_key: str, tokenizer, max_length: int):
         """A task's split tokenised with ``tokenizer``, cached across jobs (``data_key``'s fraction: train only)."""
-        from ..batching import EncodedRows
+        from ..training.batching import EncodedRows
 
         key = (data_key if split == "train" else data_key[:2], task.name, split, tokenizer_key, max_length)
-        return self._lru(self._rows, key, lambda: EncodedRows(task.spec.type, task.split(split), tokenizer,
-                                                              max_length, what=f"task '{task.name}', {split} split"))
+        return self._lru(
+            self._rows,
+            key,
+            lambda: EncodedRows(
+                task.spec.type, task.split(split), tokenizer, max_length, what=f"task '{task.name}', {split} split"
+            ),
+        )
 
     def drop_model(self) -> None:
         """Forget the reused modules (after a failed job: their state is not trusted)."""
         self._bases.clear()
 
     # -- one job -----------------------------------------------------------------------------
-    def run(self, job: TrainJob | FinetuneJob, root: str | Path, device: str | None = None, *,
-            tracking=None) -> None:
+    def run(self, job: TrainJob | FinetuneJob, root: str | Path, device: str | None = None, *, tracking=None) -> None:
         """Train and measure one job (as ``run_job_fresh`` does); a finished job is left alone.
         ``tracking``: the job's :class:`~taskaffinity.tracking.run.TrackingRun` (left open)."""
         if is_done(root, job.id):
@@ -156,15 +161,21 @@ class JobWorker:
         if isinstance(job, FinetuneJob):
             fraction = job.fraction
             if fraction < 1.0:
-                tasks = {name: self._subsample((str(root.resolve()), fingerprint, name, fraction,
-                                                config.data.split_seed), task) for name, task in tasks.items()}
+                tasks = {
+                    name: self._subsample(
+                        (str(root.resolve()), fingerprint, name, fraction, config.data.split_seed), task
+                    )
+                    for name, task in tasks.items()
+                }
             if job.pretrain is not None:
                 init = folder.parent / job.pretrain / "encoder.safetensors"
                 if not init.is_file():
                     raise FileNotFoundError(f"pre-finetuning job {job.pretrain} has no saved encoder ({init})")
         started = time.perf_counter()
         base = self.base(config.model, config.seed)  # seeds the RNG as the fresh path's build() does
-        model = MultiTaskModel(base.encoder, tasks, config.model, seed=config.seed)  # fresh heads, as build() draws them
+        model = MultiTaskModel(
+            base.encoder, tasks, config.model, seed=config.seed
+        )  # fresh heads, as build() draws them
         if init is not None:
             from safetensors.torch import load_file
 
@@ -177,15 +188,29 @@ class JobWorker:
         measure = isinstance(job, FinetuneJob) or job.measure
         data_key = (str(root.resolve()), fingerprint, fraction)
         logged = [TrackingCallback(tracking, log_every=config.tracking.log_every)] if tracking is not None else []
-        trainer = StudyTrainer(config, tasks, model, base.tokenizer, out_dir=folder / "run", progress=False,
-                               worker=self, data_key=data_key, splits=("validation", "test") if measure
-                               else ("validation",), checkpoint_seconds=self.checkpoint_seconds, callbacks=logged)
+        trainer = StudyTrainer(
+            config,
+            tasks,
+            model,
+            base.tokenizer,
+            out_dir=folder / "run",
+            progress=False,
+            worker=self,
+            data_key=data_key,
+            splits=("validation", "test") if measure else ("validation",),
+            checkpoint_seconds=self.checkpoint_seconds,
+            callbacks=logged,
+        )
         metrics = trainer.train().drop(columns=["step", "phase"])
         if isinstance(job, TrainJob) and job.save_encoder:
             write_safetensors(folder / "encoder.safetensors", model.encoder.state_dict())
         rows = metrics.rename(columns={"task": "target"}).assign(
-            experiment_id=job.id, seed=config.seed, fraction=fraction,
-            wall_seconds=time.perf_counter() - started, device=str(trainer.device))
+            experiment_id=job.id,
+            seed=config.seed,
+            fraction=fraction,
+            wall_seconds=time.perf_counter() - started,
+            device=str(trainer.device),
+        )
         write_parquet(folder / "result.parquet", rows)
         shutil.rmtree(folder / "run", ignore_errors=True)  # done: checkpoints and partial logs are not needed
 
@@ -200,16 +225,23 @@ class StudyTrainer(JointTrainer):
     """The joint trainer as a study job runs it: cached rows and batches, one final evaluation of
     ``splits``, checkpoints by wall time and none after the last step."""
 
-    def __init__(self, *args, worker: JobWorker, data_key: tuple, splits: tuple[str, ...],
-                 checkpoint_seconds: float, **kwargs):
+    def __init__(
+        self, *args, worker: JobWorker, data_key: tuple, splits: tuple[str, ...], checkpoint_seconds: float, **kwargs
+    ):
         self.worker, self.data_key, self.eval_splits = worker, data_key, tuple(splits)
         self.checkpoint_seconds = checkpoint_seconds
         self._last_save = time.perf_counter()
         super().__init__(*args, **kwargs)
 
     def encode(self, task: str, split: str):
-        return self.worker.encoded_rows(self.data_key, self.tasks[task], split, _key(self.config.model),
-                                        self.tokenizer, self.config.model.max_length)
+        return self.worker.encoded_rows(
+            self.data_key,
+            self.tasks[task],
+            split,
+            _key(self.config.model),
+            self.tokenizer,
+            self.config.model.max_length,
+        )
 
     def resume(self) -> None:
         if self.out_dir is not None and not self._resumed:

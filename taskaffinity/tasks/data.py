@@ -173,8 +173,10 @@ def _text(spec: TaskSpec, value, frame: pd.DataFrame, i: int, column: str, where
         return ""
     if isinstance(value, (list, dict, np.ndarray)):
         field_name = dict(zip(("text", "text_pair"), spec.text_fields)).get(column, column)
-        raise TaskDataError(f"task '{spec.name}': text field '{field_name}' in {where}, {row_location(frame, i)} "
-                            f"is a {type(value).__name__}, not a text")
+        raise TaskDataError(
+            f"task '{spec.name}': text field '{field_name}' in {where}, {row_location(frame, i)} "
+            f"is a {type(value).__name__}, not a text"
+        )
     return str(value).strip()
 
 
@@ -209,8 +211,10 @@ def class_names(spec: TaskSpec, frame: pd.DataFrame, where: str) -> list[str]:
     names = []
     for i, value in enumerate(frame["label"]):
         if isinstance(value, (list, dict, np.ndarray)):
-            raise TaskDataError(f"task '{spec.name}': label in {where}, {row_location(frame, i)} is a "
-                                f"{type(value).__name__}; a classification label is one value")
+            raise TaskDataError(
+                f"task '{spec.name}': label in {where}, {row_location(frame, i)} is a "
+                f"{type(value).__name__}; a classification label is one value"
+            )
         if isinstance(value, (bool, np.bool_)):
             names.append(str(bool(value)))
         elif isinstance(value, (int, np.integer)):
@@ -243,9 +247,11 @@ def _check_choices(spec: TaskSpec, frame: pd.DataFrame, where: str) -> pd.DataFr
     choices = frame["choices"].map(as_list)
     if choices.isna().any():
         row = int(np.flatnonzero(choices.isna().to_numpy())[0])
-        raise TaskDataError(f"task '{spec.name}': choices in {where}, {row_location(frame, row)} must be a list "
-                            f"of non-empty texts (got {_show(frame['choices'].iloc[row])}; CSV and TSV cannot hold "
-                            "lists: use JSON Lines, JSON or Parquet)")
+        raise TaskDataError(
+            f"task '{spec.name}': choices in {where}, {row_location(frame, row)} must be a list "
+            f"of non-empty texts (got {_show(frame['choices'].iloc[row])}; CSV and TSV cannot hold "
+            "lists: use JSON Lines, JSON or Parquet)"
+        )
     sizes = choices.map(len)
     if sizes.nunique() != 1 or sizes.iloc[0] < 2:
         row = int(np.flatnonzero((sizes != sizes.iloc[0]).to_numpy())[0]) if sizes.nunique() != 1 else 0
@@ -271,8 +277,10 @@ def encode_labels(spec: TaskSpec, splits: dict[str, pd.DataFrame], where: str) -
         for split in ("validation", "test"):
             other = len(splits[split]["choices"].iloc[0])
             if other != n_choices:  # one scorer head: every split needs the same number of choices
-                raise TaskDataError(f"task '{spec.name}': the {split} split of {where} has {other} choices per "
-                                    f"example, train has {n_choices}")
+                raise TaskDataError(
+                    f"task '{spec.name}': the {split} split of {where} has {other} choices per "
+                    f"example, train has {n_choices}"
+                )
         return splits, (), n_choices
     if spec.type == REGRESSION:
         if splits["train"]["label"].nunique() < 2:

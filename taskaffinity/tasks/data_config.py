@@ -38,8 +38,9 @@ class DataConfig:
             object.__setattr__(self, "shared_inputs", "one_task" if self.deduplicate else "independent")
             object.__setattr__(self, "deduplicate", None)
         if self.shared_inputs not in SHARED_INPUTS:
-            raise ConfigError(f"data.shared_inputs must be one of {', '.join(SHARED_INPUTS)}, "
-                              f"got {self.shared_inputs!r}")
+            raise ConfigError(
+                f"data.shared_inputs must be one of {', '.join(SHARED_INPUTS)}, got {self.shared_inputs!r}"
+            )
         for key in ("val_fraction", "test_fraction"):
             if not 0 <= getattr(self, key) < 1:
                 raise ConfigError(f"data.{key} must be in [0, 1), got {getattr(self, key)}")

@@ -33,29 +33,43 @@ def one_vs_rest_data(spec: TaskSpec, tasks: dict[str, TaskData], *, split_seed: 
     opts = spec.options
     original = tasks.get(opts["one_vs_rest"])
     if original is None:
-        raise ConfigError(f"task '{spec.name}': one_vs_rest names unknown task '{opts['one_vs_rest']}' "
-                          "(it must be listed before the derived task)")
+        raise ConfigError(
+            f"task '{spec.name}': one_vs_rest names unknown task '{opts['one_vs_rest']}' "
+            "(it must be listed before the derived task)"
+        )
     if original.spec.type not in CLASS_TYPES:
-        raise ConfigError(f"task '{spec.name}': one_vs_rest needs a classification or pair_classification task; "
-                          f"'{original.name}' is {original.spec.type}")
+        raise ConfigError(
+            f"task '{spec.name}': one_vs_rest needs a classification or pair_classification task; "
+            f"'{original.name}' is {original.spec.type}"
+        )
     names = [str(n) for n in original.label_names]
     positive = str(opts["positive"]).strip()
     if positive not in names:
         shown = ", ".join(repr(n) for n in names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
-        raise ConfigError(f"task '{spec.name}': positive {positive!r} is not a label of '{original.name}' "
-                          f"(labels: {shown})")
+        raise ConfigError(
+            f"task '{spec.name}': positive {positive!r} is not a label of '{original.name}' (labels: {shown})"
+        )
     positive_id = names.index(positive)
-    splits = {s: original.split(s).assign(label=(original.split(s)["label"] == positive_id).astype(int))
-              for s in SPLITS}
-    splits["train"] = _subsample_negatives(splits["train"], opts.get("negatives_per_positive"),
-                                           seed=task_seed(split_seed, spec.name, "negatives"))
+    splits = {
+        s: original.split(s).assign(label=(original.split(s)["label"] == positive_id).astype(int)) for s in SPLITS
+    }
+    splits["train"] = _subsample_negatives(
+        splits["train"], opts.get("negatives_per_positive"), seed=task_seed(split_seed, spec.name, "negatives")
+    )
     caps = {"train": spec.max_train, "validation": spec.max_eval, "test": spec.max_eval}
     for split, cap in caps.items():
         splits[split] = stratified_cap(splits[split], cap, seed=task_seed(split_seed, spec.name, split), stratify=True)
     derived_spec = dataclasses.replace(
-        original.spec, name=spec.name, family=spec.family or original.spec.family,
-        metric=spec.metric or "macro_f1", source=spec.source, max_train=spec.max_train, max_eval=spec.max_eval,
-        duplicate_of=None, shuffle_labels=spec.shuffle_labels, options=dict(opts),
+        original.spec,
+        name=spec.name,
+        family=spec.family or original.spec.family,
+        metric=spec.metric or "macro_f1",
+        source=spec.source,
+        max_train=spec.max_train,
+        max_eval=spec.max_eval,
+        duplicate_of=None,
+        shuffle_labels=spec.shuffle_labels,
+        options=dict(opts),
     )
     return TaskData(spec=derived_spec, label_names=(f"not_{positive}", positive), n_choices=0, **splits)
 

@@ -7,8 +7,9 @@ The entries are plain mappings, exactly what a study YAML's ``tasks:`` list hold
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -20,8 +21,9 @@ from .prepare import prepare_tasks
 from .registry import task_spec_from_entry
 
 
-def one_vs_rest_entries(task: str, labels: Iterable[Any] | None = None, *, min_examples: int = 0,
-                        data=None) -> list[dict]:
+def one_vs_rest_entries(
+    task: str, labels: Iterable[Any] | None = None, *, min_examples: int = 0, data=None
+) -> list[dict]:
     """Study task entries ``{name, one_vs_rest: task, positive}``, one per label of catalog task ``task``.
 
     Labels are read from the task prepared alone with ``data`` (a DataConfig; the
@@ -43,8 +45,10 @@ def one_vs_rest_entries(task: str, labels: Iterable[Any] | None = None, *, min_e
         wanted = [str(label).strip() for label in labels]
         unknown = [label for label in wanted if label not in names]
         if unknown:
-            raise ConfigError(f"one_vs_rest_entries: {unknown[:5]} are not labels of '{task}' "
-                              f"(labels: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''})")
+            raise ConfigError(
+                f"one_vs_rest_entries: {unknown[:5]} are not labels of '{task}' "
+                f"(labels: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
+            )
     entries, used = [], {spec.name}
     for label in wanted:
         if counts[names.index(label)] < min_examples:

@@ -87,8 +87,9 @@ def read_table(path: str | Path, task: str) -> pd.DataFrame:
 def _decode(raw: bytes, path: Path, task: str) -> str:
     """Strict UTF-8 (pandas would silently mangle or fail obscurely); a leading BOM is dropped."""
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise TaskDataError(f"task '{task}': {path} is UTF-16 (it starts with a byte-order mark); "
-                            "re-encode it as UTF-8")
+        raise TaskDataError(
+            f"task '{task}': {path} is UTF-16 (it starts with a byte-order mark); re-encode it as UTF-8"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -129,14 +130,19 @@ def _read_delimited(text: str, where: str, *, tab: bool) -> pd.DataFrame:
                     seen.add(name)
                 continue
             if len(record) != len(header):
-                hint = (" (a tab inside a text? TSV has no quoting: write such texts as CSV or JSON Lines)" if tab
-                        else " (quote texts that contain commas: \"like, this\")")
-                raise TaskDataError(f"{where}, line {first}: {len(record)} fields, but the header (line "
-                                    f"{header_line}) has {len(header)}{hint}")
+                hint = (
+                    " (a tab inside a text? TSV has no quoting: write such texts as CSV or JSON Lines)"
+                    if tab
+                    else ' (quote texts that contain commas: "like, this")'
+                )
+                raise TaskDataError(
+                    f"{where}, line {first}: {len(record)} fields, but the header (line "
+                    f"{header_line}) has {len(header)}{hint}"
+                )
             rows.append([cell if cell != "" else None for cell in record])
             lines.append(first)
     except csv.Error as err:
-        problem = ("a quoted field starting here is never closed" if "end of data" in str(err) else str(err))
+        problem = "a quoted field starting here is never closed" if "end of data" in str(err) else str(err)
         raise TaskDataError(f"{where}, line {start}: {problem}") from None
     if header is None:
         raise TaskDataError(f"{where}: the file is empty (a header line naming the columns is needed)")
@@ -155,8 +161,7 @@ def _read_json_lines(text: str, where: str) -> pd.DataFrame:
         except json.JSONDecodeError as err:
             raise TaskDataError(f"{where}, line {number}: not valid JSON: {err.msg} (column {err.colno})") from None
         if not isinstance(value, dict):
-            raise TaskDataError(f"{where}, line {number}: expected one JSON object per line, got "
-                                f"{_json_kind(value)}")
+            raise TaskDataError(f"{where}, line {number}: expected one JSON object per line, got {_json_kind(value)}")
         rows.append(value)
         lines.append(number)
     return _frame(rows, lines)
@@ -175,22 +180,29 @@ def _read_json_document(text: str, where: str) -> pd.DataFrame:
         if bad is not None:
             raise TaskDataError(
                 f"{where}: holds an array whose item {bad + 1} is {_json_kind(document[bad])}, not an object; "
-                f"write one object per row: {_RECORDS}")
+                f"write one object per row: {_RECORDS}"
+            )
         frame = _frame(document, [0] * len(document))
-        frame.index = pd.Index([f"item {i} (line {line})" for i, line in enumerate(_array_item_lines(text), 1)],
-                               name="location", dtype=object)
+        frame.index = pd.Index(
+            [f"item {i} (line {line})" for i, line in enumerate(_array_item_lines(text), 1)],
+            name="location",
+            dtype=object,
+        )
         return frame
-    raise TaskDataError(f"{where}: holds {_layout(document)}; taskaffinity reads an array of records "
-                        f"({_RECORDS}) or JSON Lines (one object per line). {_fix(document)}")
+    raise TaskDataError(
+        f"{where}: holds {_layout(document)}; taskaffinity reads an array of records "
+        f"({_RECORDS}) or JSON Lines (one object per line). {_fix(document)}"
+    )
 
 
 _RECORDS = '[{"text": ..., "label": ...}, ...]'
-_PANDAS_FIX = "From pandas write it with df.to_json(path, orient=\"records\") (or lines=True with a .jsonl name)."
+_PANDAS_FIX = 'From pandas write it with df.to_json(path, orient="records") (or lines=True with a .jsonl name).'
 
 
 def _json_kind(value) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-            type(None): "null"}.get(type(value), "a number")
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
 
 
 def _layout(document) -> str:
@@ -199,20 +211,20 @@ def _layout(document) -> str:
         return f"a single JSON value ({_json_kind(document)})"
     keys = set(document)
     if {"columns", "data"} <= keys and keys <= {"columns", "index", "data"}:
-        return "pandas' orient=\"split\" layout (columns, index, data)"
+        return 'pandas\' orient="split" layout (columns, index, data)'
     if {"schema", "data"} <= keys:
-        return "pandas' orient=\"table\" layout (schema, data)"
+        return 'pandas\' orient="table" layout (schema, data)'
     values = list(document.values())
     if values and all(isinstance(v, list) for v in values):
         wrapped = [k for k, v in document.items() if v and all(isinstance(x, dict) for x in v)]
         if wrapped:
             return f"records wrapped in an object under the key '{wrapped[0]}'"
-        return "an object of column lists ({\"text\": [...], \"label\": [...]})"
+        return 'an object of column lists ({"text": [...], "label": [...]})'
     if values and all(isinstance(v, dict) for v in values):
         inner = set().union(*(v.keys() for v in values))
         if all(str(k).lstrip("-").isdigit() for k in inner):
-            return "a dict of columns ({\"text\": {\"0\": ..., \"1\": ...}, ...}: pandas' default DataFrame.to_json())"
-        return "a dict of rows keyed by an index ({\"0\": {\"text\": ..., \"label\": ...}, ...}: pandas' orient=\"index\")"
+            return 'a dict of columns ({"text": {"0": ..., "1": ...}, ...}: pandas\' default DataFrame.to_json())'
+        return 'a dict of rows keyed by an index ({"0": {"text": ..., "label": ...}, ...}: pandas\' orient="index")'
     return "a single JSON object (one row?)"
 
 

@@ -11,15 +11,12 @@ from ..errors import TaskDataError
 log = logging.getLogger(__name__)
 
 # Split names tried, in order, for our train / validation / test.
-SPLIT_ALIASES = {
-    "train": ("train",),
-    "validation": ("validation", "valid", "dev", "val"),
-    "test": ("test",),
-}
+SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "dev", "val"), "test": ("test",)}
 
 
-def load_hub_splits(task: str, path: str, config: str | None = None, *,
-                    label_field: str = "label") -> dict[str, pd.DataFrame]:
+def load_hub_splits(
+    task: str, path: str, config: str | None = None, *, label_field: str = "label"
+) -> dict[str, pd.DataFrame]:
     """Download (or read from the local cache) a hub dataset; return its labelled splits as frames.
 
     ``train`` is required. A ``ClassLabel`` column becomes its class names (``negative``,
@@ -30,8 +27,7 @@ def load_hub_splits(task: str, path: str, config: str | None = None, *,
         import datasets
     except ImportError:
         raise TaskDataError(
-            f"task '{task}': loading hub dataset '{path}' needs the `datasets` package: "
-            "pip install 'taskaffinity[hf]'"
+            f"task '{task}': loading hub dataset '{path}' needs the `datasets` package: pip install 'taskaffinity[hf]'"
         ) from None
     try:
         dataset = datasets.load_dataset(path, config)

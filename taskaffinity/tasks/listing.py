@@ -14,12 +14,13 @@ from .registry import task_spec_from_entry
 from .table import task_table
 
 
-def catalog_table(data: DataConfig = DataConfig()) -> tuple[pd.DataFrame, dict[str, str]]:
+def catalog_table(data: DataConfig | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """Prepared sizes of every installed catalog task, and install hints of the missing ones.
 
     De-duplication runs over the whole catalog, as in a study that uses every task.
     A task whose source is missing is reported and the others are still listed.
     """
+    data = data if data is not None else DataConfig()
     missing = {n: get_entry(n).install_hint for n in CATALOG if not available(n)}
     while True:
         specs = [task_spec_from_entry(n, where="catalog", base_dir=Path(".")) for n in CATALOG if n not in missing]

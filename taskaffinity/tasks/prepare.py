@@ -22,7 +22,14 @@ from .data_config import DataConfig
 from .derived import is_one_vs_rest, one_vs_rest_data
 from .registry import read_source
 from .spec import TaskSpec
-from .splits import assign_shared_splits, deduplicate_across_tasks, shared_counts, split_frame, stratified_cap, task_seed
+from .splits import (
+    assign_shared_splits,
+    deduplicate_across_tasks,
+    shared_counts,
+    split_frame,
+    stratified_cap,
+    task_seed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +49,9 @@ class _Rows:
         return list(self.given.values()) + ([self.to_split] if self.to_split is not None else [])
 
 
-def prepare_tasks(specs: tuple[TaskSpec, ...] | list[TaskSpec], data: DataConfig, *, progress: bool = True) -> dict[str, TaskData]:
+def prepare_tasks(
+    specs: tuple[TaskSpec, ...] | list[TaskSpec], data: DataConfig, *, progress: bool = True
+) -> dict[str, TaskData]:
     """Load every task of a study, in order, into TaskData."""
     originals = [s for s in specs if s.duplicate_of is None and not is_one_vs_rest(s)]
     rows: dict[str, _Rows] = {}
@@ -62,9 +71,13 @@ def prepare_tasks(specs: tuple[TaskSpec, ...] | list[TaskSpec], data: DataConfig
     elif len(rows) > 1 and data.shared_inputs == "same_split":
         stratified = {s.name: s.type in CLASS_TYPES for s in originals}
         fixed = assign_shared_splits(
-            {n: r.to_split for n, r in rows.items() if r.to_split is not None}, stratified,
-            val_fraction=data.val_fraction, test_fraction=data.test_fraction, seed=data.split_seed,
-            given={n: r.given for n, r in rows.items() if r.given})
+            {n: r.to_split for n, r in rows.items() if r.to_split is not None},
+            stratified,
+            val_fraction=data.val_fraction,
+            test_fraction=data.test_fraction,
+            seed=data.split_seed,
+            given={n: r.given for n, r in rows.items() if r.given},
+        )
     _log_shared(rows, data.shared_inputs)
 
     tasks: dict[str, TaskData] = {}
@@ -100,21 +113,31 @@ def _split_cap_encode(spec: TaskSpec, rows: _Rows, fixed, data: DataConfig, wher
     stratify = spec.type in CLASS_TYPES
     splits = dict(rows.given)
     if rows.to_split is not None:
-        parts = split_frame(rows.to_split, seed=task_seed(data.split_seed, spec.name), stratify=stratify, fixed=fixed,
-                            val_fraction=0.0 if "validation" in splits else data.val_fraction,
-                            test_fraction=0.0 if "test" in splits else data.test_fraction)
+        parts = split_frame(
+            rows.to_split,
+            seed=task_seed(data.split_seed, spec.name),
+            stratify=stratify,
+            fixed=fixed,
+            val_fraction=0.0 if "validation" in splits else data.val_fraction,
+            test_fraction=0.0 if "test" in splits else data.test_fraction,
+        )
         if rows.given:
             missing = [s for s in SPLITS if s not in rows.given]
-            log.info("task '%s': %s has no labelled %s split: carved from its train split",
-                     spec.name, where, " or ".join(missing))
+            log.info(
+                "task '%s': %s has no labelled %s split: carved from its train split",
+                spec.name,
+                where,
+                " or ".join(missing),
+            )
         splits = {s: pd.concat([splits[s], parts[s]], ignore_index=True) if s in splits else parts[s] for s in SPLITS}
     caps = {"train": spec.max_train or data.max_train}
     caps["validation"] = caps["test"] = spec.max_eval or data.max_eval
     for split in SPLITS:
         if splits[split].empty:
             raise_empty(spec, split, where)
-        capped = stratified_cap(splits[split], caps[split], seed=task_seed(data.split_seed, spec.name, split),
-                                stratify=stratify)
+        capped = stratified_cap(
+            splits[split], caps[split], seed=task_seed(data.split_seed, spec.name, split), stratify=stratify
+        )
         if stratify:
             _check_cap(spec, split, splits[split], capped, caps[split])
         splits[split] = capped
@@ -130,8 +153,10 @@ def _check_cap(spec: TaskSpec, split: str, before: pd.DataFrame, after: pd.DataF
         return
     key = "max_train" if split == "train" else "max_eval"
     shown = ", ".join(repr(c) for c in lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
-    message = (f"task '{spec.name}': {key} {cap} is smaller than the {len(classes)} classes of its {split} split: "
-               f"the cap removes class(es) {shown}")
+    message = (
+        f"task '{spec.name}': {key} {cap} is smaller than the {len(classes)} classes of its {split} split: "
+        f"the cap removes class(es) {shown}"
+    )
     if split == "train":  # a class without training rows cannot be learned or scored
         raise TaskDataError(f"{message}; raise {key} to at least {len(classes)}")
     log.warning("%s from it", message)
@@ -148,8 +173,14 @@ def _warn_drops(name: str, stats: dict, where: str) -> None:
     dropped = {k: stats[k] for k in ("dropped_empty", "dropped_duplicates", "dropped_conflicting") if stats.get(k)}
     if sum(dropped.values()) > DROP_WARNING * stats["rows_read"]:
         what = ", ".join(f"{n} {k.removeprefix('dropped_')}" for k, n in dropped.items())
-        log.warning("task '%s': %d of %d rows of %s dropped (%s; see tasks.parquet)", name, sum(dropped.values()),
-                    stats["rows_read"], where, what.replace("conflicting", "with conflicting labels"))
+        log.warning(
+            "task '%s': %d of %d rows of %s dropped (%s; see tasks.parquet)",
+            name,
+            sum(dropped.values()),
+            stats["rows_read"],
+            where,
+            what.replace("conflicting", "with conflicting labels"),
+        )
 
 
 def _log_shared(rows: dict[str, _Rows], mode: str) -> None:
@@ -158,10 +189,18 @@ def _log_shared(rows: dict[str, _Rows], mode: str) -> None:
         if not n:
             continue
         total = sum(len(f) for f in r.frames()) + r.stats.get("removed_shared", 0)
-        what = {"same_split": "kept, in the same split as in every other task",
-                "one_task": f"{r.stats.get('removed_shared', 0)} given to other tasks"}[mode]
-        log.info("task '%s': %d of %d texts also in other tasks of the study (data.shared_inputs: %s): %s",
-                 name, n, total, mode, what)
+        what = {
+            "same_split": "kept, in the same split as in every other task",
+            "one_task": f"{r.stats.get('removed_shared', 0)} given to other tasks",
+        }[mode]
+        log.info(
+            "task '%s': %d of %d texts also in other tasks of the study (data.shared_inputs: %s): %s",
+            name,
+            n,
+            total,
+            mode,
+            what,
+        )
 
 
 def _give_to_one_task(rows: dict[str, _Rows]) -> None:
@@ -174,8 +213,10 @@ def _give_to_one_task(rows: dict[str, _Rows]) -> None:
         flat[name] = pd.concat(parts, ignore_index=True)
     kept, removed = deduplicate_across_tasks(flat)
     for name, r in rows.items():
-        pick = {part: kept[name][kept[name]["_part"] == part].drop(columns="_part").reset_index(drop=True)
-                for part in list(r.given) + ([""] if r.to_split is not None else [])}
+        pick = {
+            part: kept[name][kept[name]["_part"] == part].drop(columns="_part").reset_index(drop=True)
+            for part in list(r.given) + ([""] if r.to_split is not None else [])
+        }
         r.given = {s: pick[s] for s in r.given}
         r.to_split = pick.get("")
         r.stats["removed_shared"] = removed[name]
@@ -183,8 +224,9 @@ def _give_to_one_task(rows: dict[str, _Rows]) -> None:
 
 def _derive(spec: TaskSpec, original: TaskData) -> TaskData:
     """A copy of another task's prepared data under a new name (and head)."""
-    copy_spec = dataclasses.replace(original.spec, name=spec.name, duplicate_of=original.name,
-                                    shuffle_labels=spec.shuffle_labels)
+    copy_spec = dataclasses.replace(
+        original.spec, name=spec.name, duplicate_of=original.name, shuffle_labels=spec.shuffle_labels
+    )
     task = dataclasses.replace(original, spec=copy_spec, stats={})
     return _shuffled(task) if spec.shuffle_labels else task
 

@@ -31,10 +31,27 @@ from ..errors import ConfigError
 from .spec import CLASSIFICATION, TaskSpec
 
 TASK_KEYS = {
-    "name", "catalog", "file", "train_file", "validation_file", "test_file", "hf", "hf_config",
-    "family", "type", "text_fields", "label_field", "choices_field", "metric",
-    "max_train", "max_eval", "duplicate_of", "shuffle_labels",
-    "one_vs_rest", "positive", "negatives_per_positive",
+    "name",
+    "catalog",
+    "file",
+    "train_file",
+    "validation_file",
+    "test_file",
+    "hf",
+    "hf_config",
+    "family",
+    "type",
+    "text_fields",
+    "label_field",
+    "choices_field",
+    "metric",
+    "max_train",
+    "max_eval",
+    "duplicate_of",
+    "shuffle_labels",
+    "one_vs_rest",
+    "positive",
+    "negatives_per_positive",
 }
 SOURCE_KEYS = ("catalog", "file", "train_file", "hf", "duplicate_of", "one_vs_rest")
 ONE_VS_REST_KEYS = ("positive", "negatives_per_positive")
@@ -53,8 +70,10 @@ def task_spec_from_entry(entry: Any, *, where: str, base_dir: Path) -> TaskSpec:
     if "one_vs_rest" not in entry:
         for key in ONE_VS_REST_KEYS:
             if key in entry:
-                raise ConfigError(f"{where}: task '{_entry_label(entry)}': '{key}' is only for one_vs_rest tasks "
-                                  "(add one_vs_rest: TASK, the multi-class task to split)")
+                raise ConfigError(
+                    f"{where}: task '{_entry_label(entry)}': '{key}' is only for one_vs_rest tasks "
+                    "(add one_vs_rest: TASK, the multi-class task to split)"
+                )
     sources = [k for k in SOURCE_KEYS if k in entry]
     if len(sources) != 1:
         raise ConfigError(
@@ -69,8 +88,14 @@ def task_spec_from_entry(entry: Any, *, where: str, base_dir: Path) -> TaskSpec:
         raise ConfigError(f"{where}: a task from {kind} needs a 'name'")
     if kind == "duplicate_of":
         # Everything else is copied from the original once it is loaded.
-        return TaskSpec(name=name, family="", type=CLASSIFICATION, source=f"duplicate:{entry['duplicate_of']}",
-                        duplicate_of=str(entry["duplicate_of"]), shuffle_labels=fields.get("shuffle_labels", False))
+        return TaskSpec(
+            name=name,
+            family="",
+            type=CLASSIFICATION,
+            source=f"duplicate:{entry['duplicate_of']}",
+            duplicate_of=str(entry["duplicate_of"]),
+            shuffle_labels=fields.get("shuffle_labels", False),
+        )
     if kind == "one_vs_rest":
         return _one_vs_rest_spec(entry, fields, name, where)
     if kind == "file":
@@ -145,30 +170,39 @@ def _one_vs_rest_spec(entry: dict, fields: dict, name: str, where: str) -> TaskS
     """A binary task derived from another task's labels; built by :mod:`.derived` at prepare time."""
     original = entry["one_vs_rest"]
     if not isinstance(original, str) or not original.strip():
-        raise ConfigError(f"{where}: task '{name}': one_vs_rest must name an earlier task of the study, "
-                          f"got {original!r}")
+        raise ConfigError(
+            f"{where}: task '{name}': one_vs_rest must name an earlier task of the study, got {original!r}"
+        )
     for key in ("type", "text_fields", "label_field", "choices_field"):
         if key in fields:
             raise ConfigError(f"{where}: task '{name}': '{key}' is fixed by the one_vs_rest original '{original}'")
     if "positive" not in entry:
-        raise ConfigError(f"{where}: task '{name}': one_vs_rest needs 'positive' (the label of '{original}' "
-                          "that becomes class 1)")
+        raise ConfigError(
+            f"{where}: task '{name}': one_vs_rest needs 'positive' (the label of '{original}' that becomes class 1)"
+        )
     positive = entry["positive"]
     if isinstance(positive, float) and positive.is_integer():
         positive = int(positive)  # labels 1.0 and 1 are the same class (see data._coerce_labels)
     if positive is None or isinstance(positive, (list, dict)) or not str(positive).strip():
         raise ConfigError(f"{where}: task '{name}': 'positive' must be one label of '{original}', got {positive!r}")
     ratio = entry.get("negatives_per_positive", DEFAULT_NEGATIVES_PER_POSITIVE)
-    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float))
-                              or not math.isfinite(ratio) or ratio <= 0):
-        raise ConfigError(f"{where}: task '{name}': negatives_per_positive must be a positive number "
-                          f"(or null to keep every negative), got {ratio!r}")
+    if ratio is not None and (
+        isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio <= 0
+    ):
+        raise ConfigError(
+            f"{where}: task '{name}': negatives_per_positive must be a positive number "
+            f"(or null to keep every negative), got {ratio!r}"
+        )
     fields.setdefault("family", "")  # the original's, filled in when the data is prepared
     fields.setdefault("metric", "macro_f1")  # binary tasks are imbalanced
     positive = str(positive).strip()
-    return TaskSpec(name=name, type=CLASSIFICATION, source=f"one_vs_rest:{original}#{positive}",
-                    options={"one_vs_rest": original, "positive": positive, "negatives_per_positive": ratio},
-                    **fields)
+    return TaskSpec(
+        name=name,
+        type=CLASSIFICATION,
+        source=f"one_vs_rest:{original}#{positive}",
+        options={"one_vs_rest": original, "positive": positive, "negatives_per_positive": ratio},
+        **fields,
+    )
 
 
 def _resolve(path: Any, base_dir: Path) -> str:

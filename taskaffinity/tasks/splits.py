@@ -28,7 +28,12 @@ def strata_of(frame: pd.DataFrame, stratify: bool) -> np.ndarray:
 
 
 def split_frame(
-    frame: pd.DataFrame, *, val_fraction: float, test_fraction: float, seed: int, stratify: bool,
+    frame: pd.DataFrame,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    stratify: bool,
     fixed: pd.Series | np.ndarray | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Split per stratum so every class keeps at least one training example.
@@ -97,9 +102,15 @@ def _unit_hash(*parts: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def assign_shared_splits(frames: dict[str, pd.DataFrame], stratified: dict[str, bool], *, val_fraction: float,
-                         test_fraction: float, seed: int,
-                         given: dict[str, dict[str, pd.DataFrame]] | None = None) -> dict[str, np.ndarray]:
+def assign_shared_splits(
+    frames: dict[str, pd.DataFrame],
+    stratified: dict[str, bool],
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    given: dict[str, dict[str, pd.DataFrame]] | None = None,
+) -> dict[str, np.ndarray]:
     """The split of every text shared by several tasks: the same in each of them.
 
     ``frames`` are the tasks to be split (rows with ``text`` [, ``text_pair``] and
@@ -136,8 +147,13 @@ def assign_shared_splits(frames: dict[str, pd.DataFrame], stratified: dict[str, 
         offset = _unit_hash(str(seed), *map("/".join, signature))
         for i, key in enumerate(group):
             position[key] = (i + offset) / len(group)
-            split_of[key] = ("validation" if position[key] < val_fraction
-                             else "test" if position[key] < val_fraction + test_fraction else "train")
+            split_of[key] = (
+                "validation"
+                if position[key] < val_fraction
+                else "test"
+                if position[key] < val_fraction + test_fraction
+                else "train"
+            )
     for name in sorted(frames):  # every class keeps a training row
         labels = frames[name]["label"].astype(str).to_numpy() if stratified[name] else np.zeros(len(frames[name]))
         for label in pd.unique(labels):
@@ -165,6 +181,7 @@ def deduplicate_across_tasks(frames: dict[str, pd.DataFrame]) -> tuple[dict[str,
             owners.setdefault(key, []).append(name)
     result, removed = {}, {}
     for name, frame in frames.items():
+
         def owns(key: str, name: str = name) -> bool:
             tasks = owners[key]
             return len(tasks) == 1 or tasks[zlib.crc32(key.encode()) % len(tasks)] == name

@@ -11,8 +11,16 @@ Importing this package imports no back-end.
 """
 
 from .base import Tracker, Trackers, affinity_key
-from .settings import BACKENDS, TrackingConfig, parse_report_to
 from .run import TrackingRun, open_run
+from .settings import BACKENDS, TrackingConfig, parse_report_to
 
-__all__ = ["BACKENDS", "Tracker", "Trackers", "TrackingConfig", "TrackingRun", "affinity_key", "open_run",
-           "parse_report_to"]
+__all__ = [
+    "BACKENDS",
+    "Tracker",
+    "Trackers",
+    "TrackingConfig",
+    "TrackingRun",
+    "affinity_key",
+    "open_run",
+    "parse_report_to",
+]

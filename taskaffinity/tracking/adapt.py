@@ -31,8 +31,10 @@ def as_tracker(obj, *, what: str = "log_to") -> Tracker:
         return MlflowTracker.of_run(obj)
     if callable(obj):
         return CallableTracker(obj)
-    raise TaskAffinityError(f"{what} must be a TensorBoard SummaryWriter, an MLflow run, a W&B run or a function "
-                            f"f(values, step), got {type(obj).__name__}")
+    raise TaskAffinityError(
+        f"{what} must be a TensorBoard SummaryWriter, an MLflow run, a W&B run or a function "
+        f"f(values, step), got {type(obj).__name__}"
+    )
 
 
 def log_to(obj, *, what: str = "log_to") -> Trackers:

@@ -104,8 +104,12 @@ class Trackers:
         if tracker in self.trackers:
             self.trackers.remove(tracker)
         where = f"; its results are still written to {self.where}" if self.where else ""
-        log.warning("tracking: %s stopped (%s); the run goes on without it%s", tracker.backend,
-                    why.splitlines()[0] if why else "", where)
+        log.warning(
+            "tracking: %s stopped (%s); the run goes on without it%s",
+            tracker.backend,
+            why.splitlines()[0] if why else "",
+            where,
+        )
         try:
             tracker.close(failed=True)
         except Exception:  # noqa: BLE001 -- already reported

@@ -1,4 +1,4 @@
-"""The trainer's side of tracking: a :class:`~taskaffinity.callbacks.Callback` that logs a joint run.
+"""The trainer's side of tracking: a :class:`~taskaffinity.training.callbacks.Callback` that logs a joint run.
 
 Per training step (every ``log_every`` steps and the last), what ``steps.parquet`` holds:
 ``loss/<task>`` (L_i, unweighted mean loss), ``weight/<task>`` (m_i) and ``lr`` (the encoder's
@@ -11,7 +11,7 @@ are kept in checkpoints, so a resumed run continues the same tracker runs.
 
 from __future__ import annotations
 
-from ..callbacks import Callback
+from ..training.callbacks import Callback
 from .run import TrackingRun
 
 
@@ -49,8 +49,9 @@ class TrackingCallback(Callback):
 
     def on_evaluate(self, context, step, metrics):
         if self.active:
-            self.run.log_scalars({f"{row.split}/{row.task}/{row.metric}": row.value
-                                  for row in metrics.itertuples()}, step)
+            self.run.log_scalars(
+                {f"{row.split}/{row.task}/{row.metric}": row.value for row in metrics.itertuples()}, step
+            )
 
     def on_train_end(self, context):
         if self.active:
@@ -59,7 +60,7 @@ class TrackingCallback(Callback):
     def flush_records(self) -> None:
         """Log the records the recorders added since the last call."""
         for k, source in enumerate(self.sources):
-            new = source.records[self.logged[k]:]
+            new = source.records[self.logged[k] :]
             if new:
                 self.run.log_records(new)
                 self.logged[k] = len(source.records)

@@ -41,12 +41,12 @@ class MlflowTracker(Tracker):
         self.last_step = 0
 
     @classmethod
-    def of_run(cls, run) -> "MlflowTracker":
+    def of_run(cls, run) -> MlflowTracker:
         """A run of the caller's (``mlflow.start_run()``'s ActiveRun, or a Run): logged at the current tracking URI."""
         return cls(_client(), run.info.run_id)
 
     @classmethod
-    def open(cls, spec, resume: dict | None = None) -> "MlflowTracker":
+    def open(cls, spec, resume: dict | None = None) -> MlflowTracker:
         client = _client(spec.settings.mlflow_uri)
         if resume and resume.get("run_id"):  # the interrupted run goes on
             client.update_run(resume["run_id"], status="RUNNING")
@@ -66,7 +66,7 @@ class MlflowTracker(Tracker):
         now = int(time.time() * 1000)
         metrics = [Metric(_name(k), float(v), now, int(step)) for k, v in values.items()]
         for i in range(0, len(metrics), _BATCH):
-            self.client.log_batch(self.run_id, metrics=metrics[i:i + _BATCH])
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + _BATCH])
         self.last_step = max(self.last_step, step)
 
     def log_params(self, params):
@@ -74,7 +74,7 @@ class MlflowTracker(Tracker):
 
         items = [Param(_name(k), str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow's limit of params per batch
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log_image(self, name, image, step=None):
         self.client.log_image(self.run_id, image, artifact_file=f"{_name(name)}.png")

@@ -59,7 +59,7 @@ class TrackingRun:
     def started(self) -> bool:
         return self.trackers is not None
 
-    def start(self) -> "TrackingRun":
+    def start(self) -> TrackingRun:
         """Open every back-end (once); one that cannot open is warned about and left out."""
         if self.trackers is not None:
             return self
@@ -73,10 +73,15 @@ class TrackingRun:
             self.trackers.call("log_params", self.params)
         return self
 
-    def child(self, name: str, *, job_type: str, params: dict | None = None) -> "TrackingRun":
+    def child(self, name: str, *, job_type: str, params: dict | None = None) -> TrackingRun:
         """A run nested under this one (MLflow parent tag, same W&B group, a TensorBoard subfolder)."""
-        spec = replace(self.spec, name=name, job_type=job_type, parent=self.state(),
-                       tensorboard_dir=self.spec.tensorboard_dir.parent / name)
+        spec = replace(
+            self.spec,
+            name=name,
+            job_type=job_type,
+            parent=self.state(),
+            tensorboard_dir=self.spec.tensorboard_dir.parent / name,
+        )
         return TrackingRun(spec, params)
 
     # -- logging (each opens the run on first use) ------------------------------------------------
@@ -119,9 +124,17 @@ class _Named(Tracker):
         self.backend = backend
 
 
-def open_run(settings: TrackingConfig, *, name: str, out_dir: str | Path | None, project: str,
-             params: dict | None = None, job_type: str | None = None, group: str | None = None,
-             tensorboard_dir: str | Path | None = None) -> TrackingRun | None:
+def open_run(
+    settings: TrackingConfig,
+    *,
+    name: str,
+    out_dir: str | Path | None,
+    project: str,
+    params: dict | None = None,
+    job_type: str | None = None,
+    group: str | None = None,
+    tensorboard_dir: str | Path | None = None,
+) -> TrackingRun | None:
     """A (not yet opened) run of ``settings``; ``None`` for ``report_to: none`` or off the main process.
 
     ``name``: display name; ``project``: default MLflow experiment and W&B project
@@ -132,13 +145,25 @@ def open_run(settings: TrackingConfig, *, name: str, out_dir: str | Path | None,
         return None
     out = Path(out_dir) if out_dir is not None else None
     logdir = settings.tensorboard_dir or tensorboard_dir or (out / "tensorboard" if out else Path("tensorboard"))
-    spec = RunSpec(settings, name=name, project=settings.project or project, out_dir=out,
-                   tensorboard_dir=Path(logdir), group=group, job_type=job_type)
+    spec = RunSpec(
+        settings,
+        name=name,
+        project=settings.project or project,
+        out_dir=out,
+        tensorboard_dir=Path(logdir),
+        group=group,
+        job_type=job_type,
+    )
     return TrackingRun(spec, params)
 
 
-def open_config_run(config, out_dir: str | Path | None, *, job_type: str = "train",
-                    sections: tuple[str, ...] = ("model", "data", "training")) -> TrackingRun | None:
+def open_config_run(
+    config,
+    out_dir: str | Path | None,
+    *,
+    job_type: str = "train",
+    sections: tuple[str, ...] = ("model", "data", "training"),
+) -> TrackingRun | None:
     """:func:`open_run` for a run config (a :class:`~taskaffinity.config.RunConfig`): named after
     ``tracking.run_name``, else ``out_dir``'s name; project: the config's name; parameters: name,
     seed, tasks and ``sections`` flattened (``training.lr`` ...)."""
@@ -146,8 +171,14 @@ def open_config_run(config, out_dir: str | Path | None, *, job_type: str = "trai
     if not settings.report_to:
         return None
     name = settings.run_name or (Path(out_dir).name if out_dir else config.name)
-    return open_run(settings, name=name, out_dir=out_dir, project=config.name, params=config_params(config, sections),
-                    job_type=job_type)
+    return open_run(
+        settings,
+        name=name,
+        out_dir=out_dir,
+        project=config.name,
+        params=config_params(config, sections),
+        job_type=job_type,
+    )
 
 
 def config_params(config, sections: tuple[str, ...] = ("model", "data", "training")) -> dict:

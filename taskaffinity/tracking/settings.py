@@ -21,8 +21,11 @@ from ..errors import ConfigError
 
 BACKENDS = ("tensorboard", "mlflow", "wandb")
 # back-end -> (module it needs, extra of taskaffinity that installs it)
-REQUIREMENTS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow"),
-                "wandb": ("wandb", "wandb")}
+REQUIREMENTS = {
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "mlflow": ("mlflow", "mlflow"),
+    "wandb": ("wandb", "wandb"),
+}
 WANDB_MODES = ("online", "offline", "disabled")
 
 

@@ -16,7 +16,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from ..config import _plain
+from ..config.run import _plain
 from ..storage import read_json, write_json
 from .run import TrackingRun, config_params, flat_params, open_run
 
@@ -29,10 +29,24 @@ def open_study_run(study, out: str | Path) -> TrackingRun | None:
     config, out = study.config, Path(out)
     saved = read_json(out / STATE_FILE) if (out / STATE_FILE).is_file() else {}
     name = config.tracking.run_name or saved.get("name") or out.name
-    params = flat_params({"name": config.name, "seed": config.seed, "tasks": config.to_dict()["tasks"],
-                          "study": _plain(dataclasses.asdict(study.settings))})
-    run = open_run(config.tracking, name=name, out_dir=out, project=config.name, params=params, job_type="study",
-                   group=name, tensorboard_dir=out / "tensorboard" / "study")
+    params = flat_params(
+        {
+            "name": config.name,
+            "seed": config.seed,
+            "tasks": config.to_dict()["tasks"],
+            "study": _plain(dataclasses.asdict(study.settings)),
+        }
+    )
+    run = open_run(
+        config.tracking,
+        name=name,
+        out_dir=out,
+        project=config.name,
+        params=params,
+        job_type="study",
+        group=name,
+        tensorboard_dir=out / "tensorboard" / "study",
+    )
     if run is None:
         return None
     run.resume = dict(saved.get("parent", {}))
@@ -45,8 +59,9 @@ def affinity_run(study_run: TrackingRun | None, config) -> TrackingRun | None:
     """The study's affinity run, nested under ``study_run`` (None without one)."""
     if study_run is None:
         return None
-    return study_run.child("affinity", job_type="affinity",
-                           params=config_params(config, ("model", "data", "training", "affinity")))
+    return study_run.child(
+        "affinity", job_type="affinity", params=config_params(config, ("model", "data", "training", "affinity"))
+    )
 
 
 def job_run(job, root: str | Path) -> TrackingRun | None:
@@ -59,14 +74,26 @@ def job_run(job, root: str | Path) -> TrackingRun | None:
     saved = read_json(root / STATE_FILE) if (root / STATE_FILE).is_file() else {}
     kind = "finetune" if hasattr(job, "target") else "pretrain"
     tasks = [t.name for t in config.tasks]
-    params = {"job_id": job.id, "job_type": kind, "tasks": ",".join(tasks), "seed": config.seed,
-              **flat_params({"training": config.to_dict()["training"]})}
+    params = {
+        "job_id": job.id,
+        "job_type": kind,
+        "tasks": ",".join(tasks),
+        "seed": config.seed,
+        **flat_params({"training": config.to_dict()["training"]}),
+    }
     if kind == "finetune":
         params.update(target=job.target, fraction=job.fraction, pretrain=job.pretrain or "base")
     name = job_name(job, kind, tasks)
-    run = open_run(config.tracking, name=name, out_dir=root, project=saved.get("project", config.name),
-                   params=params, job_type=kind, group=saved.get("name"),
-                   tensorboard_dir=root / "tensorboard" / "jobs" / re.sub(r"[^\w.+=-]", "_", name))
+    run = open_run(
+        config.tracking,
+        name=name,
+        out_dir=root,
+        project=saved.get("project", config.name),
+        params=params,
+        job_type=kind,
+        group=saved.get("name"),
+        tensorboard_dir=root / "tensorboard" / "jobs" / re.sub(r"[^\w.+=-]", "_", name),
+    )
     if run is not None:
         run.spec = dataclasses.replace(run.spec, parent=saved.get("parent", {}))
     return run
@@ -86,4 +113,3 @@ def job_name(job, kind: str, tasks: list[str]) -> str:
 def job_results(rows) -> dict[str, float]:
     """A job's ``result.parquet`` rows as final numbers: ``<split>/<target>/<metric>``."""
     return {f"{r.split}/{r.target}/{r.metric}": float(r.value) for r in rows.itertuples()}
-

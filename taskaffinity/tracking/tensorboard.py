@@ -33,7 +33,7 @@ class TensorBoardTracker(Tracker):
         self.last_step = 0
 
     @classmethod
-    def open(cls, spec, resume: dict | None = None) -> "TensorBoardTracker":
+    def open(cls, spec, resume: dict | None = None) -> TensorBoardTracker:
         purge = resume.get("next_step") if resume else None
         return cls(summary_writer(spec.tensorboard_dir, purge_step=purge), owns=True)
 

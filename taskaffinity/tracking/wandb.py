@@ -34,17 +34,24 @@ class WandbTracker(Tracker):
         self.last_step = 0
 
     @classmethod
-    def open(cls, spec, resume: dict | None = None) -> "WandbTracker":
+    def open(cls, spec, resume: dict | None = None) -> WandbTracker:
         wandb = _wandb()
         run_id = (resume or {}).get("id")
         # read now, not when wandb first set itself up in this process: a later run may have moved them
         directory = os.environ.get("WANDB_DIR") or spec.out_dir
         if directory is not None:
             os.makedirs(directory, exist_ok=True)
-        run = wandb.init(project=spec.project, name=spec.name, group=spec.group, job_type=spec.job_type,
-                         dir=None if directory is None else str(directory),
-                         mode=spec.settings.wandb_mode or os.environ.get("WANDB_MODE"),
-                         id=run_id, resume="allow" if run_id else None, reinit="create_new")
+        run = wandb.init(
+            project=spec.project,
+            name=spec.name,
+            group=spec.group,
+            job_type=spec.job_type,
+            dir=None if directory is None else str(directory),
+            mode=spec.settings.wandb_mode or os.environ.get("WANDB_MODE"),
+            id=run_id,
+            resume="allow" if run_id else None,
+            reinit="create_new",
+        )
         return cls(run, owns=True)
 
     def log_scalars(self, values, step):

@@ -9,24 +9,31 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import TINY_MODEL, tiny_config
 
 from taskaffinity.affinity.run import record_affinity
 from taskaffinity.affinity.store import AffinityStore
 from taskaffinity.affinity.updates import optimizer_update
-from taskaffinity.callbacks import Callback
 from taskaffinity.config import config_from_dict
-
-from conftest import TINY_MODEL, tiny_config
+from taskaffinity.training.callbacks import Callback
 
 TASKS = ["trec6", "bbc_topic", "vader_tweets", {"name": "trec6_twin", "duplicate_of": "trec6"}]
 # every estimator (both rules, exact lookahead, every shared parameter), checked against explicit products
-AFFINITY = {"probe_every": 3, "probe_batch_size": 8, "stream_window": 2, "settle_steps": 0,
-            "rules": ("sgd", "optimizer"), "lookahead": "exact", "parameters": "all"}
+AFFINITY = {
+    "probe_every": 3,
+    "probe_batch_size": 8,
+    "stream_window": 2,
+    "settle_steps": 0,
+    "rules": ("sgd", "optimizer"),
+    "lookahead": "exact",
+    "parameters": "all",
+}
 
 
 def affinity_config(**training):
-    config = tiny_config(TASKS, **{"steps": 8, "head_warmup_steps": 2, "eval_every": 100, "checkpoint_every": 4,
-                                   **training})
+    config = tiny_config(
+        TASKS, **{"steps": 8, "head_warmup_steps": 2, "eval_every": 100, "checkpoint_every": 4, **training}
+    )
     import dataclasses
 
     return dataclasses.replace(config, affinity=dataclasses.replace(config.affinity, **AFFINITY))
@@ -82,7 +89,11 @@ def test_stream_records_are_window_means_of_explicit_products(monkeypatch):
                 # float32 products over ~10^6 parameters: rounding error relative to |a||b|, not to the result
                 assert row.value == pytest.approx(np.mean(products), abs=1e-4 * max(scales))
     assert store.metadata["start_step"] == 3 and set(store.metadata["learned_at_start"]) == {
-        "trec6", "bbc_topic", "vader_tweets", "trec6_twin"}
+        "trec6",
+        "bbc_topic",
+        "vader_tweets",
+        "trec6_twin",
+    }
     probe_steps = sorted(store.select("lookahead_sgd")["step"].unique())
     assert probe_steps == [3, 6, 9]
 
@@ -123,66 +134,108 @@ def test_interrupted_affinity_run_resumes_to_the_same_records(tmp_path):
             run_module.recorders_for = original
     resumed = record_affinity(config, tmp_path / "cut", progress=False)
     key = ["estimator", "step", "source", "target"]
-    pd.testing.assert_frame_equal(whole.store.records.sort_values(key).reset_index(drop=True),
-                                  resumed.store.records.sort_values(key).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        whole.store.records.sort_values(key).reset_index(drop=True),
+        resumed.store.records.sort_values(key).reset_index(drop=True),
+    )
 
 
 def test_cli_writes_store_matrices_fidelity_and_heatmaps(tmp_path):
-    study = {"seed": 2, "tasks": TASKS, "model": TINY_MODEL, "data": {"max_train": 80, "max_eval": 20},
-             "training": {"steps": 6, "batch_size": 12, "head_warmup_steps": 2, "eval_every": 100,
-                          "checkpoint_every": 100},
-             "affinity": {**AFFINITY, "rules": ["sgd", "optimizer"]}}
+    study = {
+        "seed": 2,
+        "tasks": TASKS,
+        "model": TINY_MODEL,
+        "data": {"max_train": 80, "max_eval": 20},
+        "training": {"steps": 6, "batch_size": 12, "head_warmup_steps": 2, "eval_every": 100, "checkpoint_every": 100},
+        "affinity": {**AFFINITY, "rules": ["sgd", "optimizer"]},
+    }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study))
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "taskaffinity.cli", "affinity", str(path), "--out", str(out),
-                             "--quiet"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "taskaffinity.cli", "affinity", str(path), "--out", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     store = AffinityStore.load(out / "affinity.parquet")
-    expected = {"lookahead_sgd", "lookahead_optimizer", "first_order_sgd", "first_order_optimizer", "cosine",
-                "gram", "stream_gram", "stream_cosine", "stream_first_order_sgd", "stream_first_order_optimizer"}
+    expected = {
+        "lookahead_sgd",
+        "lookahead_optimizer",
+        "first_order_sgd",
+        "first_order_optimizer",
+        "cosine",
+        "gram",
+        "stream_gram",
+        "stream_cosine",
+        "stream_first_order_sgd",
+        "stream_first_order_optimizer",
+    }
     assert set(store.estimators) == expected
     for estimator in expected:
         matrix = pd.read_csv(out / f"matrix_{estimator}.csv", index_col=0)
         assert list(matrix.index) == list(matrix.columns) == ["trec6", "bbc_topic", "vader_tweets", "trec6_twin"]
         assert (out / f"heatmap_{estimator}.png").stat().st_size > 10_000
         assert {"mean", "se", "low", "high", "significant"} <= set(
-            pd.read_csv(out / f"summary_{estimator}.csv").columns)
+            pd.read_csv(out / f"summary_{estimator}.csv").columns
+        )
     report = json.loads((out / "fidelity.json").read_text())
-    assert {"lookahead_sgd vs first_order_sgd", "lookahead_optimizer vs first_order_optimizer",
-            "lookahead_sgd vs lookahead_optimizer"} <= set(report["agreement"])
+    assert {
+        "lookahead_sgd vs first_order_sgd",
+        "lookahead_optimizer vs first_order_optimizer",
+        "lookahead_sgd vs lookahead_optimizer",
+    } <= set(report["agreement"])
     assert set(report["reliability"]) == expected
     assert all("ceiling" in v for v in report["agreement"].values())
     assert "within_target" in result.stdout and "agreement lookahead_sgd vs first_order_sgd" in result.stdout
     assert store.metadata["rules"] == ["sgd", "optimizer"] and store.metadata["probe_every"] == 3
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("rules", ["adam"], "affinity.rules: unknown rule 'adam'"),
-    ("probe_split", "test", "affinity.probe_split"),
-    ("parameters", "top:x", "'top:N' needs an integer"),
-    ("start_step", 500, "affinity.start_step 500 is outside"),
-    ("settle_steps", -1, "affinity.settle_steps must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("rules", ["adam"], "affinity.rules: unknown rule 'adam'"),
+        ("probe_split", "test", "affinity.probe_split"),
+        ("parameters", "top:x", "'top:N' needs an integer"),
+        ("start_step", 500, "affinity.start_step 500 is outside"),
+        ("settle_steps", -1, "affinity.settle_steps must be >= 0"),
+    ],
+)
 def test_bad_affinity_options(tmp_path, key, value, message):
-    study = {"tasks": ["trec6", "bbc_topic"], "model": TINY_MODEL, "training": {"steps": 3},
-             "affinity": {key: value}}
+    study = {"tasks": ["trec6", "bbc_topic"], "model": TINY_MODEL, "training": {"steps": 3}, "affinity": {key: value}}
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study))
-    result = subprocess.run([sys.executable, "-m", "taskaffinity.cli", "affinity", str(path), "--out",
-                             str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "taskaffinity.cli", "affinity", str(path), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("warmup, steps, settle, rules, expected", [
-    (5, 100, 20, ["sgd", "optimizer"], 26), (5, 10, 20, ["optimizer"], 11), (0, 100, 0, ["optimizer"], 1),
-    (5, 100, 20, ["sgd"], 6)])
+@pytest.mark.parametrize(
+    "warmup, steps, settle, rules, expected",
+    [
+        (5, 100, 20, ["sgd", "optimizer"], 26),
+        (5, 10, 20, ["optimizer"], 11),
+        (0, 100, 0, ["optimizer"], 1),
+        (5, 100, 20, ["sgd"], 6),
+    ],
+)
 def test_recording_starts_after_warmup_and_settle_steps(warmup, steps, settle, rules, expected):
     from taskaffinity.affinity.run import recorders_for
 
-    config = config_from_dict({"tasks": ["trec6", "bbc_topic"], "training": {"steps": steps, "head_warmup_steps": warmup},
-                               "affinity": {"settle_steps": settle, "rules": rules}}, where="<test>")
+    config = config_from_dict(
+        {
+            "tasks": ["trec6", "bbc_topic"],
+            "training": {"steps": steps, "head_warmup_steps": warmup},
+            "affinity": {"settle_steps": settle, "rules": rules},
+        },
+        where="<test>",
+    )
     callbacks, start = recorders_for(config)
     assert start == expected and all(getattr(cb, "start_step", start) == start for cb in callbacks)
 
@@ -206,8 +259,11 @@ def test_a_nan_loss_or_probe_value_is_left_out_by_name_and_counted(monkeypatch, 
     from taskaffinity.affinity.probe import LookaheadRecorder
 
     original = run_module.recorders_for
-    monkeypatch.setattr(run_module, "recorders_for",
-                        lambda config: ([NaNLoss("vader_tweets", 5)] + original(config)[0], original(config)[1]))
+    monkeypatch.setattr(
+        run_module,
+        "recorders_for",
+        lambda config: ([NaNLoss("vader_tweets", 5)] + original(config)[0], original(config)[1]),
+    )
     measure = LookaheadRecorder.losses_and_gradients
 
     def nan_at_step_6(model, batches, params, names):
@@ -221,7 +277,9 @@ def test_a_nan_loss_or_probe_value_is_left_out_by_name_and_counted(monkeypatch, 
     monkeypatch.setattr(LookaheadRecorder, "losses_and_gradients", staticmethod(nan_at_step_6))
     store = record_affinity(affinity_config(), progress=False).store
     assert np.isfinite(store.records["value"]).all()
-    assert store.metadata["skipped_steps"] == {"vader_tweets": 1} and store.metadata["probe_skipped"] == {"bbc_topic": 1}
+    assert store.metadata["skipped_steps"] == {"vader_tweets": 1} and store.metadata["probe_skipped"] == {
+        "bbc_topic": 1
+    }
     at_6 = store.select("lookahead_sgd").query("step == 6")
     assert len(at_6) == 9 and "bbc_topic" not in set(at_6["source"]) | set(at_6["target"])
     window = store.select("stream_gram").query("step == 6")  # steps 5 and 6: vader_tweets only in step 6

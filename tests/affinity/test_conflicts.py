@@ -7,13 +7,12 @@ import math
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_config
+from test_weighting import TaskGradients, trainer_for
 
 from taskaffinity.affinity.conflicts import ConflictRecorder, conflict_statistics
 from taskaffinity.affinity.run import record_affinity
 from taskaffinity.report.assemble import build_report
-
-from conftest import tiny_config
-from test_weighting import TaskGradients, trainer_for
 
 
 def test_pair_statistics_by_hand():
@@ -21,9 +20,15 @@ def test_pair_statistics_by_hand():
     its magnitude similarity 2·3·√2 / (9 + 2); the three cosines −1/√2, 0, 1/√2 average 0."""
     rows = torch.tensor([[3.0, 0.0], [-1.0, 1.0], [0.0, 2.0]])
     stats = conflict_statistics(rows @ rows.T)
-    assert stats == pytest.approx({"pairs": 3, "conflicting_share": 1 / 3,
-                                   "conflict_magnitude_similarity": 6 * math.sqrt(2) / 11, "mean_cosine": 0.0},
-                                  abs=1e-12)
+    assert stats == pytest.approx(
+        {
+            "pairs": 3,
+            "conflicting_share": 1 / 3,
+            "conflict_magnitude_similarity": 6 * math.sqrt(2) / 11,
+            "mean_cosine": 0.0,
+        },
+        abs=1e-12,
+    )
     assert math.isnan(conflict_statistics(rows[[0, 2]] @ rows[[0, 2]].T)["conflict_magnitude_similarity"])
 
 
@@ -38,13 +43,16 @@ def test_recorder_matches_the_trainers_rows_and_update():
             assert recorder.steps == []
             continue
         tasks = list(seen.grads)
-        rows = torch.stack([torch.cat([(seen.weights[t] * seen.grads[t][k]).reshape(-1) for k in shared])
-                            for t in tasks]).double()
+        rows = torch.stack(
+            [torch.cat([(seen.weights[t] * seen.grads[t][k]).reshape(-1) for k in shared]) for t in tasks]
+        ).double()
         record = recorder.steps[-1]
         assert record["step"] == step and record["tasks"] == len(tasks)
         assert {k: record[k] for k in ("conflicting_share", "mean_cosine")} == pytest.approx(
             {k: v for k, v in conflict_statistics(rows @ rows.T).items() if k in ("conflicting_share", "mean_cosine")},
-            rel=1e-5, abs=1e-7)
+            rel=1e-5,
+            abs=1e-7,
+        )
         update = torch.cat([seen.update[k].reshape(-1) for k in shared]).double()
         expected = torch.nn.functional.cosine_similarity(rows.sum(0), update, dim=0).item()
         assert record["update_cosine"] == pytest.approx(expected, rel=1e-5)
@@ -53,10 +61,12 @@ def test_recorder_matches_the_trainers_rows_and_update():
 
 
 def test_affinity_run_writes_conflicts_and_the_report_shows_them(tmp_path):
-    config = tiny_config(["sms_spam", "vader_tweets", "trec6"], steps=6, head_warmup_steps=1, eval_every=100,
-                         aggregator="pcgrad")
-    config = dataclasses.replace(config, affinity=dataclasses.replace(
-        config.affinity, rules=(), stream_window=2, conflicts=True, bootstrap=20))
+    config = tiny_config(
+        ["sms_spam", "vader_tweets", "trec6"], steps=6, head_warmup_steps=1, eval_every=100, aggregator="pcgrad"
+    )
+    config = dataclasses.replace(
+        config, affinity=dataclasses.replace(config.affinity, rules=(), stream_window=2, conflicts=True, bootstrap=20)
+    )
     result = record_affinity(config, tmp_path, progress=False)
     frame = pd.read_parquet(tmp_path / "conflicts.parquet")
     assert list(frame["step"]) == list(range(2, 8))  # every joint step
@@ -75,11 +85,17 @@ def test_conflict_summary_has_standard_errors_from_blocks_of_steps():
     from taskaffinity.report.conflicts import conflict_summary
 
     values = [0.1] * 10 + [0.2] * 10 + [0.3] * 10
-    frame = pd.DataFrame({"step": range(1, 31), "conflicting_share": values,
-                          "conflict_magnitude_similarity": [0.5] * 30, "update_cosine": [float("nan")] * 30})
+    frame = pd.DataFrame(
+        {
+            "step": range(1, 31),
+            "conflicting_share": values,
+            "conflict_magnitude_similarity": [0.5] * 30,
+            "update_cosine": [float("nan")] * 30,
+        }
+    )
     table = conflict_summary(frame)
     row = table.loc["conflicting_share"]
-    assert row["all steps"] == pytest.approx(0.2) and row["all steps se"] == pytest.approx(round(0.1 / 3 ** 0.5, 3))
+    assert row["all steps"] == pytest.approx(0.2) and row["all steps se"] == pytest.approx(round(0.1 / 3**0.5, 3))
     assert math.isnan(row["first third se"]) and row["first third"] == pytest.approx(0.1)
     assert table.loc["conflict_magnitude_similarity", "all steps se"] == 0
     assert "update_cosine" not in table.index and list(table.columns)[:2] == ["all steps", "all steps se"]

@@ -27,8 +27,9 @@ def test_probe_names_are_registered():
     _, arrays = lookahead(trunk, list(trunk.named_parameters()), losses, ["a", "b"], lr=0.1, rules=("sgd",))
     probe_names = {n for n, e in ESTIMATORS.items() if e.recorder == "probe"}
     assert set(arrays) <= probe_names
-    assert probe_names == {"gram", "cosine"} | {f"{kind}_{rule}" for kind in ("lookahead", "first_order")
-                                                  for rule in LOOKAHEAD_RULES}
+    assert probe_names == {"gram", "cosine"} | {
+        f"{kind}_{rule}" for kind in ("lookahead", "first_order") for rule in LOOKAHEAD_RULES
+    }
 
 
 def test_report_order_puts_the_preferred_estimators_first_then_the_rest_by_name():

@@ -27,7 +27,8 @@ gets the largest step.
 Each check runs twice: with the default settings (first-order SGD rule from the top encoder
 layer on held-out probes: 3 probe and 3 streamed estimators) and with every estimator recorded
 (both rules, exact lookahead, all shared parameters: 6 + 4). With the optimizer rule, recording
-starts at the default step, ``affinity.settle_steps`` joint steps after the warm-up. Recording from the first joint step instead (seed 0, fast settings), the shuffled
+starts at the default step, ``affinity.settle_steps`` joint steps after the warm-up. Recording from the first
+joint step instead (seed 0, fast settings), the shuffled
 task's optimizer-rule stream reached 0.0289 into bbc_topic (trec6's: 0.0226) and 0.0075 into
 trec6 (trec50's: 0.0066), so trec6 took it as its top partner; after 20 joint steps: 0.0035
 into trec6 against trec50's 0.0056 (``run.default_start_step`` says why).
@@ -41,14 +42,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taskaffinity.affinity.run import record_affinity
 from taskaffinity.affinity.reliability import estimator_reliability
+from taskaffinity.affinity.run import record_affinity
 from taskaffinity.config import AffinityConfig, config_from_dict
 from taskaffinity.stats import verdict
 
 TWIN, ORIGINAL, NOISE = "bbc_twin", "bbc_topic", "rt_shuffled"
-TASKS = ["bbc_topic", "trec6", "trec50", {"name": TWIN, "duplicate_of": ORIGINAL},
-         {"catalog": "rt_subjectivity", "name": NOISE, "shuffle_labels": True}]
+TASKS = [
+    "bbc_topic",
+    "trec6",
+    "trec50",
+    {"name": TWIN, "duplicate_of": ORIGINAL},
+    {"catalog": "rt_subjectivity", "name": NOISE, "shuffle_labels": True},
+]
 
 
 SETTLE = AffinityConfig().settle_steps  # the default: recording starts that many joint steps in
@@ -58,16 +64,34 @@ SETTLE = AffinityConfig().settle_steps  # the default: recording starts that man
 EVERY_ESTIMATOR = {"rules": ["sgd", "optimizer"], "lookahead": "exact", "parameters": "all"}
 
 
-def known_answer_run(*, seed: int, probe_batch_size: int, max_length: int, probes: int, warmup: int = 60,
-                     affinity: dict | None = None):
-    config = config_from_dict({
-        "seed": seed, "tasks": TASKS, "model": {"max_length": max_length},
-        # trec6 and trec50 on disjoint texts, as calibrated (the default keeps shared questions in both)
-        "data": {"max_train": 600, "max_eval": 100, "shared_inputs": "one_task"},
-        "training": {"steps": SETTLE + 2 * probes, "batch_size": 40, "head_warmup_steps": warmup, "head_lr": 3e-3,
-                     "lr": 5e-5, "eval_every": 1000, "checkpoint_every": 1000},
-        "affinity": {"probe_every": 2, "probe_batch_size": probe_batch_size, "stream_window": 2, **(affinity or {})},
-    }, where="<known-answer test>")
+def known_answer_run(
+    *, seed: int, probe_batch_size: int, max_length: int, probes: int, warmup: int = 60, affinity: dict | None = None
+):
+    config = config_from_dict(
+        {
+            "seed": seed,
+            "tasks": TASKS,
+            "model": {"max_length": max_length},
+            # trec6 and trec50 on disjoint texts, as calibrated (the default keeps shared questions in both)
+            "data": {"max_train": 600, "max_eval": 100, "shared_inputs": "one_task"},
+            "training": {
+                "steps": SETTLE + 2 * probes,
+                "batch_size": 40,
+                "head_warmup_steps": warmup,
+                "head_lr": 3e-3,
+                "lr": 5e-5,
+                "eval_every": 1000,
+                "checkpoint_every": 1000,
+            },
+            "affinity": {
+                "probe_every": 2,
+                "probe_batch_size": probe_batch_size,
+                "stream_window": 2,
+                **(affinity or {}),
+            },
+        },
+        where="<known-answer test>",
+    )
     return record_affinity(config, progress=False).store
 
 
@@ -77,22 +101,35 @@ def check(store) -> dict[str, dict]:
     real = [t for t in store.tasks if t != NOISE]
     for estimator in store.estimators:
         matrix = store.matrix(estimator)
-        off = pd.DataFrame(np.where(np.eye(len(matrix), dtype=bool), np.nan, matrix.to_numpy()),
-                           index=matrix.index, columns=matrix.columns)
+        off = pd.DataFrame(
+            np.where(np.eye(len(matrix), dtype=bool), np.nan, matrix.to_numpy()),
+            index=matrix.index,
+            columns=matrix.columns,
+        )
         noise_picked_by = [t for t in real if off[t].idxmax() == NOISE or off.loc[t].idxmax() == NOISE]
         noise = np.mean(np.abs(np.r_[off.loc[NOISE, real].to_numpy(), off.loc[real, NOISE].to_numpy()]))
         twin = np.mean(np.abs([off.loc[ORIGINAL, TWIN], off.loc[TWIN, ORIGINAL]]))
         results[estimator] = {
-            "twin_top_both_ways": bool(off[TWIN].idxmax() == ORIGINAL and off[ORIGINAL].idxmax() == TWIN
-                                       and off.loc[TWIN].idxmax() == ORIGINAL and off.loc[ORIGINAL].idxmax() == TWIN),
+            "twin_top_both_ways": bool(
+                off[TWIN].idxmax() == ORIGINAL
+                and off[ORIGINAL].idxmax() == TWIN
+                and off.loc[TWIN].idxmax() == ORIGINAL
+                and off.loc[ORIGINAL].idxmax() == TWIN
+            ),
             "noise_picked_by": noise_picked_by,
             "noise_to_twin_ratio": float(noise / twin),
         }
     return results
 
 
-PROBE_ESTIMATORS = ("gram", "cosine", "first_order_sgd", "lookahead_sgd", "first_order_optimizer",
-                    "lookahead_optimizer")
+PROBE_ESTIMATORS = (
+    "gram",
+    "cosine",
+    "first_order_sgd",
+    "lookahead_sgd",
+    "first_order_optimizer",
+    "lookahead_optimizer",
+)
 DEFAULT_PROBE_ESTIMATORS = ("gram", "cosine", "first_order_sgd")  # the default probe: SGD rule, first order
 
 
@@ -103,8 +140,11 @@ def assert_known_answers(store, *, must_pass=PROBE_ESTIMATORS, count=10):
     assert all(learned[t]["learned"] for t in ("bbc_topic", "trec6", "trec50", TWIN)), learned
     results = check(store)
     assert len(results) == count and set(must_pass) <= set(results), sorted(results)
-    failures = {e: r for e, r in results.items()
-                if not r["twin_top_both_ways"] or r["noise_picked_by"] or r["noise_to_twin_ratio"] > 0.3}
+    failures = {
+        e: r
+        for e, r in results.items()
+        if not r["twin_top_both_ways"] or r["noise_picked_by"] or r["noise_to_twin_ratio"] > 0.3
+    }
     assert not {e: r for e, r in failures.items() if e in must_pass}, failures
     trusted = {}
     for estimator in failures:
@@ -118,8 +158,11 @@ def test_twin_and_shuffled_controls_fast():
     """The default affinity settings (first-order SGD rule from the top encoder layer's gradients on
     held-out probes, streams from the same layer): 3 probe estimators + 3 streamed, each finds both
     answers or rates itself mostly noise; the probe estimators must find them."""
-    assert_known_answers(known_answer_run(seed=0, probe_batch_size=32, max_length=24, probes=10),
-                         must_pass=DEFAULT_PROBE_ESTIMATORS, count=6)
+    assert_known_answers(
+        known_answer_run(seed=0, probe_batch_size=32, max_length=24, probes=10),
+        must_pass=DEFAULT_PROBE_ESTIMATORS,
+        count=6,
+    )
 
 
 @pytest.mark.slow
@@ -128,8 +171,9 @@ def test_twin_and_shuffled_controls_every_estimator_fast():
     recorded (both rules, exact lookahead, all shared parameters): every probe estimator passes;
     stream_gram misses the twin and rates itself mostly noise (within-target reliability 0.22; the
     probe estimators 0.54-0.68)."""
-    assert_known_answers(known_answer_run(seed=0, probe_batch_size=32, max_length=24, probes=10,
-                                          affinity=EVERY_ESTIMATOR))
+    assert_known_answers(
+        known_answer_run(seed=0, probe_batch_size=32, max_length=24, probes=10, affinity=EVERY_ESTIMATOR)
+    )
 
 
 @pytest.mark.slow
@@ -139,13 +183,17 @@ def test_twin_and_shuffled_controls_default_probes(seed):
     SGD-family estimators missed the twin without saying so (stream_gram twin pair -0.38 against
     diagonals of 48-67). With held-out probes and the reliability rule, seeds 0, 1 and 2
     pass (12 min each on a busy 2-core machine)."""
-    assert_known_answers(known_answer_run(seed=seed, probe_batch_size=64, max_length=32, probes=15),
-                         must_pass=DEFAULT_PROBE_ESTIMATORS, count=6)
+    assert_known_answers(
+        known_answer_run(seed=seed, probe_batch_size=64, max_length=32, probes=15),
+        must_pass=DEFAULT_PROBE_ESTIMATORS,
+        count=6,
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_twin_and_shuffled_controls_every_estimator(seed):
     """Every estimator the library records, at the slow settings."""
-    assert_known_answers(known_answer_run(seed=seed, probe_batch_size=64, max_length=32, probes=15,
-                                          affinity=EVERY_ESTIMATOR))
+    assert_known_answers(
+        known_answer_run(seed=seed, probe_batch_size=64, max_length=32, probes=15, affinity=EVERY_ESTIMATOR)
+    )

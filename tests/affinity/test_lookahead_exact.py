@@ -6,13 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_config
 
 from taskaffinity.affinity.probe import LookaheadRecorder
 from taskaffinity.affinity.updates import optimizer_update
 from taskaffinity.api import build
-from taskaffinity.train import JointTrainer
-
-from conftest import tiny_config
+from taskaffinity.training.loop import JointTrainer
 
 TASKS = ["trec6", "vader_tweets", "wn_relation", "wn_define"]
 
@@ -58,7 +57,7 @@ def test_lookahead_equals_explicit_update_for_both_rules(trained):
         adam_model = copy.deepcopy(trainer.model)
         optimizer = torch.optim.AdamW(trainer.param_groups_for(adam_model))
         optimizer.load_state_dict(copy.deepcopy(trainer.optimizer.state_dict()))
-        for (n, p) in adam_model.named_parameters():
+        for _n, p in adam_model.named_parameters():
             p.grad = None
         adam_shared = [p for n, p in adam_model.named_parameters() if n in shared]
         for p, g in zip(adam_shared, grads):
@@ -89,10 +88,12 @@ def test_first_order_values_are_explicit_dot_products(trained):
             gram = float(grads[i] @ grads[j])
             assert arrays["gram"][i, j] == pytest.approx(gram, rel=1e-4, abs=1e-9)
             assert arrays["cosine"][i, j] == pytest.approx(
-                gram / float(grads[i].norm() * grads[j].norm()), rel=1e-4, abs=1e-7)
+                gram / float(grads[i].norm() * grads[j].norm()), rel=1e-4, abs=1e-7
+            )
             assert arrays["first_order_sgd"][i, j] == pytest.approx(1e-2 * gram / losses[j], rel=1e-4, abs=1e-9)
             assert arrays["first_order_optimizer"][i, j] == pytest.approx(
-                float(-u @ grads[j]) / losses[j], rel=1e-3, abs=1e-9)
+                float(-u @ grads[j]) / losses[j], rel=1e-3, abs=1e-9
+            )
 
 
 def _split(vector, like):
@@ -111,8 +112,11 @@ def test_probe_leaves_model_optimizer_and_rng_bit_identical(trained):
     optim_before = copy.deepcopy(trainer.optimizer.state_dict())
     rng_before = torch.get_rng_state()
     modes = []
-    hooks = [m.register_forward_pre_hook(lambda mod, args: modes.append(mod.training))
-             for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, args: modes.append(mod.training))
+        for m in model.modules()
+        if isinstance(m, torch.nn.Dropout)
+    ]
     try:
         recorder.probe(trainer, step=8)
     finally:
@@ -135,8 +139,9 @@ def test_sampled_pairs_are_exactly_the_full_probes_values(trained):
     trainer, recorder = trained
     names = list(trainer.tasks)
     full = recorder.probe(trainer, step=6)
-    sampled = LookaheadRecorder(rules=recorder.rules, every=1, batch_size=12, lookahead_lr=1e-2, seed=5,
-                                sources=2, targets=3)
+    sampled = LookaheadRecorder(
+        rules=recorder.rules, every=1, batch_size=12, lookahead_lr=1e-2, seed=5, sources=2, targets=3
+    )
     sampled.probe(trainer, step=6)
     records = pd.DataFrame(sampled.records)
     sources, targets = sampled.pairs(6, names)
@@ -147,8 +152,9 @@ def test_sampled_pairs_are_exactly_the_full_probes_values(trained):
             expected = full[estimator][names.index(row.source), names.index(row.target)]
             assert row.value == pytest.approx(expected, rel=1e-4, abs=1e-7), (estimator, row.source, row.target)
     # other steps sample other pairs, and over many probes every pair is covered
-    covered = {(s, t) for step in range(1, 60) for s in sampled.pairs(step, names)[0]
-               for t in sampled.pairs(step, names)[1]}
+    covered = {
+        (s, t) for step in range(1, 60) for s in sampled.pairs(step, names)[0] for t in sampled.pairs(step, names)[1]
+    }
     assert covered == {(s, t) for s in names for t in names}
 
 

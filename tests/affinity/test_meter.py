@@ -22,8 +22,12 @@ def digits_labels():
     data = load_digits()
     x = torch.tensor(data.data / 16.0, dtype=torch.float32)
     y = torch.tensor(data.target)
-    labels = {"digit": y, "parity": y % 2, "ge5": (y >= 5).long(),
-              "loop": torch.isin(y, torch.tensor([0, 4, 6, 8, 9])).long()}
+    labels = {
+        "digit": y,
+        "parity": y % 2,
+        "ge5": (y >= 5).long(),
+        "loop": torch.isin(y, torch.tensor([0, 4, 6, 8, 9])).long(),
+    }
     return x, labels
 
 
@@ -65,13 +69,13 @@ def test_grad_is_the_weighted_sum_and_windows_are_means_of_explicit_products(dat
     gen = torch.Generator().manual_seed(0)
     expected = {e: [] for e in meter.estimators}
     shared = list(model.trunk.parameters())
-    for step in range(4):
+    for _step in range(4):
         if shared_batch:
             rows = torch.randint(0, len(x), (32,), generator=gen)
-            make = lambda m: shared_losses(m, x, labels, rows)  # noqa: E731
+            make = lambda m, rows=rows: shared_losses(m, x, labels, rows)  # noqa: E731
         else:  # heterogeneous batch: each task its own rows
             rows_of = {t: torch.randint(0, len(x), (16,), generator=gen) for t in TASKS}
-            make = lambda m: per_task_losses(m, x, labels, rows_of)  # noqa: E731
+            make = lambda m, rows_of=rows_of: per_task_losses(m, x, labels, rows_of)  # noqa: E731
         # explicit: per-task gradients and the plain backward of the weighted sum, on a copy
         twin = copy.deepcopy(model)
         twin_losses = make(twin)
@@ -79,13 +83,20 @@ def test_grad_is_the_weighted_sum_and_windows_are_means_of_explicit_products(dat
         L = np.array([float(twin_losses[t].detach()) for t in TASKS])
         sum(weights[t] * twin_losses[t] for t in TASKS).backward()
         gram = np.array([[float(a @ b) for b in g] for a in g])
-        u = [torch.cat([d.reshape(-1) for d in optimizer_update(
-            optimizer, shared, [v.float() for v in _split(gi, shared)])]).double() for gi in g]
+        u = [
+            torch.cat(
+                [d.reshape(-1) for d in optimizer_update(optimizer, shared, [v.float() for v in _split(gi, shared)])]
+            ).double()
+            for gi in g
+        ]
         products = np.array([[float(-ui @ gj) for gj in g] for ui in u])
         norms = np.sqrt(np.diag(gram))
-        step_values = {"stream_gram": gram, "stream_cosine": gram / np.outer(norms, norms),
-                       "stream_first_order_sgd": 0.05 * gram / L[None, :],
-                       "stream_first_order_optimizer": products / L[None, :]}
+        step_values = {
+            "stream_gram": gram,
+            "stream_cosine": gram / np.outer(norms, norms),
+            "stream_first_order_sgd": 0.05 * gram / L[None, :],
+            "stream_first_order_optimizer": products / L[None, :],
+        }
         for e in expected:
             expected[e].append(step_values[e])
 
@@ -99,7 +110,7 @@ def test_grad_is_the_weighted_sum_and_windows_are_means_of_explicit_products(dat
     assert sorted(store.records["step"].unique()) == [2, 4]
     for e, per_step in expected.items():
         for k, end in enumerate([2, 4]):
-            want = np.mean(per_step[2 * k: 2 * k + 2], axis=0)
+            want = np.mean(per_step[2 * k : 2 * k + 2], axis=0)
             got = store.matrix(e, window=(end, end)).loc[TASKS, TASKS].to_numpy()
             np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-8, err_msg=f"{e} window ending {end}")
 
@@ -107,7 +118,7 @@ def test_grad_is_the_weighted_sum_and_windows_are_means_of_explicit_products(dat
 def _split(vector, like):
     out, offset = [], 0
     for p in like:
-        out.append(vector[offset: offset + p.numel()].view_as(p))
+        out.append(vector[offset : offset + p.numel()].view_as(p))
         offset += p.numel()
     return out
 
@@ -133,7 +144,7 @@ def test_absent_tasks_start_and_every(data):
     assert seen == [False, True, False, True, False, True, False, True]  # steps 2, 4, 6, 8
     # the first window (steps 2, 4, 6) ends at step 6: digit-parity seen 3 times, loop-ge5 twice
     window = meter.store.records.query("step == 6 and estimator == 'stream_gram'")
-    assert len(window) == 16 and meter.windows.counts is not None  # step 8 opened the next window
+    assert len(window) == 16 and meter.stream.means.counts is not None  # step 8 opened the next window
     state = meter.state_dict()
     assert state["recorded_in_window"] == 1
     assert json.loads(json.dumps(state)) == state
@@ -197,9 +208,18 @@ def test_save_writes_what_the_affinity_run_writes(data, tmp_path):
     report = json.loads((tmp_path / "out" / "fidelity.json").read_text())
     assert report["reliability"]["stream_gram"]["samples"] == 6
     assert "lookahead_sgd vs first_order_sgd" in report["agreement"]
-    assert set(store.estimators) == {"stream_gram", "stream_cosine", "stream_first_order_sgd",
-                                     "stream_first_order_optimizer", "gram", "cosine", "lookahead_sgd",
-                                     "first_order_sgd", "lookahead_optimizer", "first_order_optimizer"}
+    assert set(store.estimators) == {
+        "stream_gram",
+        "stream_cosine",
+        "stream_first_order_sgd",
+        "stream_first_order_optimizer",
+        "gram",
+        "cosine",
+        "lookahead_sgd",
+        "first_order_sgd",
+        "lookahead_optimizer",
+        "first_order_optimizer",
+    }
 
 
 def test_gradients_from_elsewhere_give_the_same_records(data):
@@ -232,8 +252,9 @@ def test_feature_estimators_are_products_of_representation_gradients(data):
     """feature_gram = c_i·c_j with c_i = ∂L_i/∂z; .grad as the plain backward; parameter estimators optional."""
     x, labels = data
     model = Net()
-    meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.1, window=1,
-                          estimators=["feature_gram", "feature_cosine"])
+    meter = AffinityMeter(
+        model, model.trunk, tasks=TASKS, lr=0.1, window=1, estimators=["feature_gram", "feature_cosine"]
+    )
     rows = torch.arange(50)
     z = model.trunk(x[rows])
     losses = {t: nn.functional.cross_entropy(model.heads[t](z), labels[t][rows]) for t in TASKS}
@@ -250,9 +271,13 @@ def test_feature_estimators_are_products_of_representation_gradients(data):
         meter.backward(shared_losses(model, x, labels, rows))
 
 
-@pytest.mark.parametrize("make_optimizer", [
-    lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3),  # directions via optimizer_update
-    lambda ps: torch.optim.AdamW(ps, lr=1e-2)])                                # fused blocked pass
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3),  # directions via optimizer_update
+        lambda ps: torch.optim.AdamW(ps, lr=1e-2),
+    ],
+)  # fused blocked pass
 def test_sketched_and_non_adam_paths_agree_with_the_exact_stream(data, make_optimizer):
     """With a CountSketch of d ≫ P the streamed estimators stay within 5 % of the exact ones, for
     AdamW (fused blocked pass unsketched, stored sketched directions) and for SGD with momentum
@@ -294,8 +319,9 @@ def test_a_task_whose_loss_ignores_the_shared_parameters_is_named(data, caplog):
     net = Net()
     meter = AffinityMeter(net, net.trunk, tasks=TASKS, lr=0.1, window=1)
     z = net.trunk(x[:32])
-    losses = {t: nn.functional.cross_entropy(net.heads[t](z.detach() if t == "loop" else z), labels[t][:32])
-              for t in TASKS}
+    losses = {
+        t: nn.functional.cross_entropy(net.heads[t](z.detach() if t == "loop" else z), labels[t][:32]) for t in TASKS
+    }
     meter.backward(losses)
     assert "the loss of task 'loop' does not depend on the shared parameters" in caplog.text
     gram = meter.store.matrix("stream_gram")

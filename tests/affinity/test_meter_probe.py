@@ -5,11 +5,10 @@ import copy
 import numpy as np
 import pytest
 import torch
+from test_meter import TASKS, Net, digits_labels
 from torch import nn
 
 from taskaffinity import AffinityMeter
-
-from test_meter import TASKS, Net, digits_labels
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +30,12 @@ def trained():
 
 def probe_losses(x, labels):
     """A probe batch drawn at random inside losses_fn: the probe must replay the same draw."""
+
     def losses_fn(model):
         rows = torch.randperm(len(x))[:150]
         z = model.trunk(x[rows])
         return {t: nn.functional.cross_entropy(model.heads[t](z), labels[t][rows]) for t in TASKS}
+
     return losses_fn
 
 
@@ -53,7 +54,7 @@ def test_lookahead_equals_explicit_updates_for_both_rules(trained):
         return np.array([float(out[t]) for t in TASKS])
 
     base = explicit_losses(copy.deepcopy(model))
-    for i, source in enumerate(TASKS):
+    for _i, source in enumerate(TASKS):
         # g_i by plain autograd on a deep copy in eval mode
         net = copy.deepcopy(model).eval()
         torch.set_rng_state(rng)
@@ -63,8 +64,9 @@ def test_lookahead_equals_explicit_updates_for_both_rules(trained):
         with torch.no_grad():
             for p, g in zip(sgd.trunk.parameters(), grads):
                 p -= 0.05 * g
-        np.testing.assert_allclose(frames["lookahead_sgd"].loc[source, TASKS].to_numpy(),
-                                   1 - explicit_losses(sgd) / base, rtol=1e-4, atol=2e-6)
+        np.testing.assert_allclose(
+            frames["lookahead_sgd"].loc[source, TASKS].to_numpy(), 1 - explicit_losses(sgd) / base, rtol=1e-4, atol=2e-6
+        )
         # optimizer rule: a real AdamW step with g_i alone, on copies of model and optimizer
         adam = copy.deepcopy(model)
         opt = torch.optim.AdamW(adam.parameters(), lr=1e-2, weight_decay=0.01)
@@ -75,18 +77,27 @@ def test_lookahead_equals_explicit_updates_for_both_rules(trained):
             p.grad = g.clone()
         # AdamW decays every parameter it steps; heads have no gradient here, so only the trunk moves
         opt.step()
-        np.testing.assert_allclose(frames["lookahead_optimizer"].loc[source, TASKS].to_numpy(),
-                                   1 - explicit_losses(adam) / base, rtol=1e-4, atol=2e-6)
+        np.testing.assert_allclose(
+            frames["lookahead_optimizer"].loc[source, TASKS].to_numpy(),
+            1 - explicit_losses(adam) / base,
+            rtol=1e-4,
+            atol=2e-6,
+        )
     # the first-order forms: η g_i·g_j / L_j from the same gradients
     net = copy.deepcopy(model).eval()
     torch.set_rng_state(rng)
     out = losses_fn(net)
-    g = [torch.cat([v.reshape(-1) for v in torch.autograd.grad(out[t], list(net.trunk.parameters()),
-                                                               retain_graph=True)]).double() for t in TASKS]
+    g = [
+        torch.cat(
+            [v.reshape(-1) for v in torch.autograd.grad(out[t], list(net.trunk.parameters()), retain_graph=True)]
+        ).double()
+        for t in TASKS
+    ]
     gram = np.array([[float(a @ b) for b in g] for a in g])
     np.testing.assert_allclose(frames["gram"].loc[TASKS, TASKS].to_numpy(), gram, rtol=1e-4, atol=1e-8)
-    np.testing.assert_allclose(frames["first_order_sgd"].loc[TASKS, TASKS].to_numpy(),
-                               0.05 * gram / base[None, :], rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(
+        frames["first_order_sgd"].loc[TASKS, TASKS].to_numpy(), 0.05 * gram / base[None, :], rtol=1e-4, atol=1e-8
+    )
     # at this small η the exact lookahead is close to its first-order form
     off = ~np.eye(len(TASKS), dtype=bool)
     exact, first = frames["lookahead_sgd"].to_numpy()[off], frames["first_order_sgd"].to_numpy()[off]
@@ -102,14 +113,23 @@ def test_probe_leaves_parameters_buffers_optimizer_and_rng_bit_identical(trained
     rng_before = torch.get_rng_state()
     grads_before = [p.grad.clone() for p in model.parameters()]
     modes = []
-    hooks = [m.register_forward_pre_hook(lambda mod, args: modes.append(mod.training))
-             for m in model.modules() if isinstance(m, (nn.Dropout, nn.BatchNorm1d))]
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, args: modes.append(mod.training))
+        for m in model.modules()
+        if isinstance(m, (nn.Dropout, nn.BatchNorm1d))
+    ]
     if shared_batch:
         losses_fn = probe_losses(x, labels)
     else:
+
         def losses_fn(net):  # per-task probe batches
-            return {t: nn.functional.cross_entropy(net.heads[t](net.trunk(x[k * 50: k * 50 + 40])),
-                                                   labels[t][k * 50: k * 50 + 40]) for k, t in enumerate(TASKS)}
+            return {
+                t: nn.functional.cross_entropy(
+                    net.heads[t](net.trunk(x[k * 50 : k * 50 + 40])), labels[t][k * 50 : k * 50 + 40]
+                )
+                for k, t in enumerate(TASKS)
+            }
+
     meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.05, optimizer=optimizer, vmap=shared_batch)
     try:
         meter.probe(losses_fn, lookahead="exact")
@@ -133,11 +153,17 @@ def test_probe_leaves_parameters_buffers_optimizer_and_rng_bit_identical(trained
 def test_probe_on_a_subset_of_tasks_and_bad_rules(trained):
     model, optimizer, x, labels = trained
     meter = AffinityMeter(model, model.trunk, tasks=TASKS, lr=0.05)
-    frames = meter.probe(lambda m: {t: nn.functional.cross_entropy(m.heads[t](m.trunk(x[:60])), labels[t][:60])
-                                    for t in ["loop", "digit"]}, step=7, lookahead="exact")
+    frames = meter.probe(
+        lambda m: {
+            t: nn.functional.cross_entropy(m.heads[t](m.trunk(x[:60])), labels[t][:60]) for t in ["loop", "digit"]
+        },
+        step=7,
+        lookahead="exact",
+    )
     assert list(frames["lookahead_sgd"].index) == ["digit", "loop"]  # the meter's task order
     assert set(meter.store.records["step"]) == {7}
     from taskaffinity.errors import TaskAffinityError
+
     with pytest.raises(TaskAffinityError, match="optimizer rule needs"):
         meter.probe(lambda m: {}, rules=["optimizer"])
     with pytest.raises(TaskAffinityError, match="unknown rule 'adam'"):

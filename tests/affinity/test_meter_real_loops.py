@@ -9,12 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_meter import TASKS, Net, digits_labels, shared_losses
 from torch import nn
 
 from taskaffinity import AffinityMeter
 from taskaffinity.errors import TaskAffinityError
-
-from test_meter import TASKS, Net, digits_labels, shared_losses
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +48,12 @@ def test_a_task_without_labelled_examples_is_absent_and_counted(data):
             z = nets[0].trunk(x[rows])
             per_row = nn.functional.cross_entropy(nets[0].heads["loop"](z), labels["loop"][rows], reduction="none")
             mask = torch.zeros(len(rows))
-            given["loop"] = ((per_row * mask).sum() / mask.sum().clamp(min=1) if step == 1 else  # masked mean: 0
-                             nn.functional.cross_entropy(nets[0].heads["loop"](z), torch.full_like(rows, -100)))
+            given["loop"] = (
+                (per_row * mask).sum() / mask.sum().clamp(min=1)
+                if step == 1
+                # masked mean: 0
+                else nn.functional.cross_entropy(nets[0].heads["loop"](z), torch.full_like(rows, -100))
+            )
         elif step == 3:
             given["ge5"] = torch.tensor(0.0)  # what a loop writes for a task without labels
         for o in optimizers:
@@ -65,8 +68,10 @@ def test_a_task_without_labelled_examples_is_absent_and_counted(data):
     assert np.isfinite(meters[0].store.records["value"]).all()
     meta = meters[0].store.metadata
     assert meta["present_steps"] == {"digit": 6, "parity": 6, "ge5": 5, "loop": 4}
-    assert meta["skipped_steps"] == {"ge5": {"no_examples": 1, "non_finite": 0},
-                                     "loop": {"no_examples": 1, "non_finite": 1}}
+    assert meta["skipped_steps"] == {
+        "ge5": {"no_examples": 1, "non_finite": 0},
+        "loop": {"no_examples": 1, "non_finite": 1},
+    }
 
 
 def test_present_zero_keeps_grad_and_drops_the_task_from_the_records(data):
@@ -170,8 +175,9 @@ def test_add_gradients_checks_the_list_against_the_shared_parameters(data):
     assert meter.begin_step()
     with pytest.raises(TaskAffinityError, match="task 'digit' has 3 gradient tensors, the shared parameters are 4"):
         meter.add_gradients("digit", loss, grads[:3])
-    with pytest.raises(TaskAffinityError, match="the gradient of 'trunk.0.weight' has shape \\(64, 24\\), the "
-                                                "parameter \\(24, 64\\)"):
+    with pytest.raises(
+        TaskAffinityError, match="the gradient of 'trunk.0.weight' has shape \\(64, 24\\), the parameter \\(24, 64\\)"
+    ):
         meter.add_gradients("digit", loss, [grads[0].T.contiguous(), *grads[1:]])
     meter.add_gradients("digit", loss, [None, *grads[1:]])  # None: no gradient there
     meter.add_gradients("parity", float("nan"), grads)  # a NaN loss: left out, counted
@@ -193,8 +199,9 @@ def test_scaled_losses_are_undone_for_the_estimators(data, kind):
         scaled = AffinityMeter(scaled_net, scaled_net.trunk, tasks=TASKS, optimizer=scaled_opt, window=1, scaler=scaler)
         scale, factor = scaler.scale, 2.0**16
     else:
-        scaled = AffinityMeter(scaled_net, scaled_net.trunk, tasks=TASKS, optimizer=scaled_opt, window=1,
-                               accumulation=4)
+        scaled = AffinityMeter(
+            scaled_net, scaled_net.trunk, tasks=TASKS, optimizer=scaled_opt, window=1, accumulation=4
+        )
         scale, factor = (lambda loss: loss / 4), 0.25
     for step in range(2):
         plain_opt.zero_grad()
@@ -216,8 +223,10 @@ def test_a_scaler_scaled_loss_without_scaler_is_refused_with_the_fix(data):
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
     meter = AffinityMeter(net, net.trunk, tasks=TASKS, lr=0.1, window=1, start=5)
     losses = {t: scaler.scale(v) for t, v in shared_losses(net, x, labels, rows_of(0)).items()}
-    with pytest.raises(TaskAffinityError, match="multiplied by the constant 65536 \\(GradScaler.scale\\?\\).*"
-                                                "AffinityMeter\\(scaler=scaler\\)"):
+    with pytest.raises(
+        TaskAffinityError,
+        match="multiplied by the constant 65536 \\(GradScaler.scale\\?\\).*AffinityMeter\\(scaler=scaler\\)",
+    ):
         meter.backward(losses)  # the first call, long before recording starts
     assert meter.step == 0 and all(p.grad is None for p in net.parameters())
     declared = AffinityMeter(net, net.trunk, tasks=TASKS, lr=0.1, window=1, scaler=scaler)
@@ -237,11 +246,15 @@ def test_a_probe_batch_that_changes_between_calls_is_refused(data):
     with pytest.raises(TaskAffinityError, match="losses_fn fed the model other inputs at its call 2"):
         meter.probe(lambda m: shared_losses(m, x, labels, next(batches)), lookahead="exact")
     assert meter.records == [] and all(isinstance(p, nn.Parameter) for p in net.parameters())
-    meter.probe(lambda m: shared_losses(m, x, labels, next(batches)), fixed_batch=False, lookahead="exact")  # said to be intended
+    meter.probe(
+        lambda m: shared_losses(m, x, labels, next(batches)), fixed_batch=False, lookahead="exact"
+    )  # said to be intended
     fixed = rows_of(0, 200)
     meter.probe(lambda m: shared_losses(m, x, labels, fixed), lookahead="exact")
     meter.probe(lambda m: shared_losses(m, x, labels, fixed), lookahead="exact")
-    meter.probe(lambda m: shared_losses(m, x, labels, rows_of(1, 200)), lookahead="exact")  # a new batch per probe: allowed, counted
+    meter.probe(
+        lambda m: shared_losses(m, x, labels, rows_of(1, 200)), lookahead="exact"
+    )  # a new batch per probe: allowed, counted
     assert meter.store.metadata["probe_batch_changes"] == 1
 
 
@@ -282,8 +295,15 @@ def test_save_replaces_what_it_owns_and_refuses_another_runs_files(data, tmp_pat
     meter_for(TASKS, ["stream_gram", "stream_cosine"]).save(out, n_boot=10)
     meter_for(TASKS[:3], ["stream_gram"]).save(out, n_boot=10)
     names = {p.name for p in out.iterdir()}
-    assert names == {"notes.txt", "manifest.json", "affinity.parquet", "fidelity.json", "matrix_stream_gram.csv",
-                     "summary_stream_gram.csv", "heatmap_stream_gram.png"}
+    assert names == {
+        "notes.txt",
+        "manifest.json",
+        "affinity.parquet",
+        "fidelity.json",
+        "matrix_stream_gram.csv",
+        "summary_stream_gram.csv",
+        "heatmap_stream_gram.png",
+    }
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] and set(manifest["files"]) == names - {"notes.txt", "manifest.json"}
     assert list(pd.read_csv(out / "matrix_stream_gram.csv", index_col=0).columns) == TASKS[:3]
@@ -291,8 +311,9 @@ def test_save_replaces_what_it_owns_and_refuses_another_runs_files(data, tmp_pat
     other = tmp_path / "other"
     other.mkdir()
     (other / "matrix_stream_cosine.csv").write_text("someone else's")
-    with pytest.raises(TaskAffinityError, match="already holds matrix_stream_cosine.csv, not written by an earlier "
-                                                "save into it"):
+    with pytest.raises(
+        TaskAffinityError, match="already holds matrix_stream_cosine.csv, not written by an earlier save into it"
+    ):
         meter_for(TASKS, ["stream_gram"]).save(other, n_boot=10)
     assert {p.name for p in other.iterdir()} == {"matrix_stream_cosine.csv"}  # nothing written
 

@@ -6,12 +6,11 @@ import copy
 import numpy as np
 import pytest
 import torch
+from test_meter import TASKS, Net, digits_labels, shared_losses
 from torch import nn
 
 from taskaffinity import AffinityMeter
 from taskaffinity.errors import TaskAffinityError
-
-from test_meter import TASKS, Net, digits_labels, shared_losses
 
 
 @pytest.fixture(scope="module")
@@ -64,19 +63,27 @@ def test_the_optimizer_rule_takes_other_optimizers_real_step(data, name):
     meter.backward(losses)
     got = meter.store.matrix("stream_first_order_optimizer", window=(3, 3)).loc[TASKS, TASKS].to_numpy()
     np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-9)
-    assert all(torch.equal(v, optimizer.state_dict()["state"][k][s]) for k, st in state["state"].items()
-               for s, v in st.items() if torch.is_tensor(v))
+    assert all(
+        torch.equal(v, optimizer.state_dict()["state"][k][s])
+        for k, st in state["state"].items()
+        for s, v in st.items()
+        if torch.is_tensor(v)
+    )
     frames = meter.probe(lambda m: shared_losses(m, x, labels, rows_of(3, 100)), rules=["optimizer"], lookahead="exact")
     assert np.isfinite(frames["lookahead_optimizer"].to_numpy()).all()
 
 
 def test_an_optimizer_the_rule_cannot_take_is_refused_when_the_meter_is_made(data):
     net = Net()
-    with pytest.raises(TaskAffinityError, match="the optimizer rule cannot use LBFGS: its step needs a closure.*"
-                                                "estimators= without stream_first_order_optimizer"):
+    with pytest.raises(
+        TaskAffinityError,
+        match="the optimizer rule cannot use LBFGS: its step needs a closure.*"
+        "estimators= without stream_first_order_optimizer",
+    ):
         AffinityMeter(net, net.trunk, tasks=TASKS, optimizer=torch.optim.LBFGS(net.parameters(), lr=0.1))
-    meter = AffinityMeter(net, net.trunk, tasks=TASKS, optimizer=torch.optim.LBFGS(net.parameters(), lr=0.1),
-                          estimators=["stream_gram"])  # the rule left out: fine, lr from the optimizer
+    meter = AffinityMeter(
+        net, net.trunk, tasks=TASKS, optimizer=torch.optim.LBFGS(net.parameters(), lr=0.1), estimators=["stream_gram"]
+    )  # the rule left out: fine, lr from the optimizer
     assert meter.lr == 0.1
     heads_only = torch.optim.AdamW(net.heads.parameters(), lr=1e-2)
     with pytest.raises(TaskAffinityError, match="shared parameter 'trunk.0.weight' is not in the optimizer"):
@@ -95,7 +102,9 @@ def test_a_frozen_layer_of_the_trunk_is_left_out_of_the_shared_parameters(data):
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2)
     ref_optimizer = torch.optim.AdamW([p for p in reference.parameters() if p.requires_grad], lr=1e-2)
     meter = AffinityMeter(net, net.trunk, tasks=TASKS, optimizer=optimizer, window=1)
-    ref = AffinityMeter(reference, list(reference.trunk[2].parameters()), tasks=TASKS, optimizer=ref_optimizer, window=1)
+    ref = AffinityMeter(
+        reference, list(reference.trunk[2].parameters()), tasks=TASKS, optimizer=ref_optimizer, window=1
+    )
     assert meter.lr == 1e-2 and [n for n, _ in meter.shared] == ["trunk.2.weight", "trunk.2.bias"]
     for m, n, o in ((meter, net, optimizer), (ref, reference, ref_optimizer)):
         o.zero_grad()
@@ -118,8 +127,11 @@ def test_bf16_weights_stream_in_float32_and_the_exact_probe_refuses_clearly(data
     meter = AffinityMeter(net, net.trunk, tasks=TASKS, optimizer=optimizer, window=1)
     meter.backward(shared_losses(net, xb, labels, rows_of(0)))
     assert np.isfinite(meter.store.records["value"]).all()
-    with pytest.raises(TaskAffinityError, match="shared parameter 'trunk.0.weight' is torch.bfloat16: .*rounding "
-                                                "noise. Keep float32 weights.*lookahead='first_order'"):
+    with pytest.raises(
+        TaskAffinityError,
+        match="shared parameter 'trunk.0.weight' is torch.bfloat16: .*rounding "
+        "noise. Keep float32 weights.*lookahead='first_order'",
+    ):
         meter.probe(lambda m: shared_losses(m, xb, labels, rows_of(1, 100)), lookahead="exact")
     frames = meter.probe(lambda m: shared_losses(m, xb, labels, rows_of(1, 100)))
     assert set(frames) == {"gram", "cosine", "first_order_sgd", "first_order_optimizer"}
@@ -187,8 +199,7 @@ def test_a_compiled_model_is_refused_when_made_unless_its_backward_keeps_buffers
             meter.backward(shared_losses(model, x, labels, rows_of(step)))
     meters[0].probe(lambda m: shared_losses(m, x, labels, rows_of(4, 100)))
     meters[1].probe(lambda m: shared_losses(m, x, labels, rows_of(4, 100)))
-    np.testing.assert_allclose(meters[0].store.records["value"], meters[1].store.records["value"], rtol=1e-4,
-                               atol=1e-8)
+    np.testing.assert_allclose(meters[0].store.records["value"], meters[1].store.records["value"], rtol=1e-4, atol=1e-8)
 
 
 def test_a_compiled_function_the_meter_cannot_see_is_named_at_its_first_recorded_step(data, donated_buffer):

@@ -8,8 +8,8 @@ import pytest
 
 from taskaffinity.affinity.fidelity import fidelity
 from taskaffinity.affinity.reliability import effect_shares, estimator_reliability, sample_matrices, split_half
-from taskaffinity.stats import ceiling, samples_needed, spearman_brown, verdict
 from taskaffinity.affinity.store import AffinityStore
+from taskaffinity.stats import ceiling, samples_needed, spearman_brown, verdict
 
 TASKS = [f"t{i}" for i in range(6)]
 
@@ -17,9 +17,11 @@ TASKS = [f"t{i}" for i in range(6)]
 def store_of(signal: np.ndarray, noise: float, samples: int = 20, seed: int = 0, name: str = "x") -> AffinityStore:
     """Every sample = signal + independent Gaussian noise of sd ``noise``."""
     rng = np.random.default_rng(seed)
-    rows = [{"step": step, "estimator": name, "source": s, "target": t,
-             "value": signal[i, j] + rng.normal(0, noise)}
-            for step in range(1, samples + 1) for (i, s), (j, t) in itertools.product(enumerate(TASKS), repeat=2)]
+    rows = [
+        {"step": step, "estimator": name, "source": s, "target": t, "value": signal[i, j] + rng.normal(0, noise)}
+        for step in range(1, samples + 1)
+        for (i, s), (j, t) in itertools.product(enumerate(TASKS), repeat=2)
+    ]
     return AffinityStore(pd.DataFrame(rows), {"tasks": TASKS})
 
 
@@ -96,8 +98,11 @@ def test_estimator_reliability_and_fidelity_ceiling():
 
 def test_bootstrap_matrices_resample_probes_jointly():
     """With per-step values that are equal across pairs, a joint resample keeps them equal."""
-    rows = [{"step": step, "estimator": "x", "source": s, "target": t, "value": float(step)}
-            for step in range(1, 11) for s, t in itertools.product(TASKS[:3], repeat=2)]
+    rows = [
+        {"step": step, "estimator": "x", "source": s, "target": t, "value": float(step)}
+        for step in range(1, 11)
+        for s, t in itertools.product(TASKS[:3], repeat=2)
+    ]
     store = AffinityStore(pd.DataFrame(rows), {"tasks": TASKS[:3]})
     matrices = list(store.bootstrap_matrices("x", n_boot=20, seed=3))
     assert len(matrices) == 20
@@ -147,11 +152,15 @@ def test_pool_halves_split_shared_example_noise_that_random_halves_miss():
     by_pool = split_half(cube, halves=halves)
     assert random_halves["within_target_reliability"] > 0.75  # looks reliable ("good")
     assert verdict(by_pool["within_target_reliability"]) == "mostly noise"  # it is not: new examples disagree
-    rows = [{"step": 20 + 5 * k, "estimator": "gram", "source": s, "target": t, "value": cube[k, i, j]}
-            for k in range(20) for (i, s), (j, t) in itertools.product(enumerate(TASKS), repeat=2)]
+    rows = [
+        {"step": 20 + 5 * k, "estimator": "gram", "source": s, "target": t, "value": cube[k, i, j]}
+        for k in range(20)
+        for (i, s), (j, t) in itertools.product(enumerate(TASKS), repeat=2)
+    ]
     store = AffinityStore(pd.DataFrame(rows), {"tasks": TASKS, "probe_every": 5, "probe_pool_halves": True})
     assert estimator_reliability(store, "gram")["within_target_reliability"] == pytest.approx(
-        by_pool["within_target_reliability"])
+        by_pool["within_target_reliability"]
+    )
 
 
 def test_rounding_residue_reads_as_zero_and_a_moot_prophecy_as_not_reachable():
@@ -161,13 +170,32 @@ def test_rounding_residue_reads_as_zero_and_a_moot_prophecy_as_not_reachable():
 
     assert spearman_brown(1.388e-17) == 0.0 and samples_needed(1.388e-17, 30) is None
     assert samples_needed(1e-6, 10) > 1e6
-    report = {"reliability": {
-        "old": {"samples": 30, "reliability": 1.388e-17, "within_target_reliability": 1.388e-17,
-                "target_share": -2e-17, "samples_for_0.9": 9.7e18},
-        "tiny": {"samples": 10, "reliability": 0.2, "within_target_reliability": 1e-6, "target_share": 0.1,
-                 "samples_for_0.9": samples_needed(1e-6, 10)},
-        "good": {"samples": 20, "reliability": 0.8, "within_target_reliability": 0.6, "target_share": 0.1,
-                 "samples_for_0.9": 60.0, "early_late": None}}}
+    report = {
+        "reliability": {
+            "old": {
+                "samples": 30,
+                "reliability": 1.388e-17,
+                "within_target_reliability": 1.388e-17,
+                "target_share": -2e-17,
+                "samples_for_0.9": 9.7e18,
+            },
+            "tiny": {
+                "samples": 10,
+                "reliability": 0.2,
+                "within_target_reliability": 1e-6,
+                "target_share": 0.1,
+                "samples_for_0.9": samples_needed(1e-6, 10),
+            },
+            "good": {
+                "samples": 20,
+                "reliability": 0.8,
+                "within_target_reliability": 0.6,
+                "target_share": 0.1,
+                "samples_for_0.9": 60.0,
+                "early_late": None,
+            },
+        }
+    }
     table = reliability_table(report).set_index("estimator")
     assert table.loc["old", "within_target"] == 0 and table.loc["old", "reliability"] == 0
     assert table.loc["old", "target_offset_share"] == 0

@@ -19,10 +19,24 @@ def make_store(seed=0, steps=range(10, 210, 10)):
         noise = rng.normal(0, 0.1, size=(3, 3))
         for i, s in enumerate(TASKS):
             for j, t in enumerate(TASKS):
-                rows.append({"step": step, "estimator": "lookahead_sgd", "source": s, "target": t,
-                             "value": truth[i, j] + noise[i, j]})
-                rows.append({"step": step, "estimator": "first_order_sgd", "source": s, "target": t,
-                             "value": 2 * (truth[i, j] + noise[i, j])})
+                rows.append(
+                    {
+                        "step": step,
+                        "estimator": "lookahead_sgd",
+                        "source": s,
+                        "target": t,
+                        "value": truth[i, j] + noise[i, j],
+                    }
+                )
+                rows.append(
+                    {
+                        "step": step,
+                        "estimator": "first_order_sgd",
+                        "source": s,
+                        "target": t,
+                        "value": 2 * (truth[i, j] + noise[i, j]),
+                    }
+                )
     return AffinityStore(pd.DataFrame(rows), {"tasks": TASKS, "lr": 1e-4}), truth
 
 
@@ -42,8 +56,11 @@ def test_matrix_window_and_symmetric_views():
 def test_summary_intervals_cover_truth_and_flag_significance():
     store, truth = make_store()
     summary = store.summary("lookahead_sgd", n_boot=2000, seed=1).set_index(["source", "target"])
-    covered = [summary.loc[(s, t), "low"] <= truth[i, j] <= summary.loc[(s, t), "high"]
-               for i, s in enumerate(TASKS) for j, t in enumerate(TASKS)]
+    covered = [
+        summary.loc[(s, t), "low"] <= truth[i, j] <= summary.loc[(s, t), "high"]
+        for i, s in enumerate(TASKS)
+        for j, t in enumerate(TASKS)
+    ]
     assert sum(covered) >= 7  # 95% intervals: nearly all of the 9 cover the truth
     ab, bc = summary.loc[("a", "b")], summary.loc[("b", "c")]
     assert ab["significant"] and not bc["significant"] and bc["low"] < 0.0 < bc["high"]
@@ -93,8 +110,7 @@ def test_covers_zero_is_the_hatching_mask_of_the_bootstrap_intervals():
     # |truth| >= 0.2 is 9+ standard errors (0.1 / sqrt(20)) away from 0; truth 0 is covered unless by chance
     assert not mask.to_numpy()[np.abs(truth) >= 0.2].any()
     summary = store.summary("lookahead_sgd", n_boot=500)
-    expected = summary.pivot(index="source", columns="target", values="significant").reindex(
-        index=TASKS, columns=TASKS)
+    expected = summary.pivot(index="source", columns="target", values="significant").reindex(index=TASKS, columns=TASKS)
     assert mask.equals(~expected.astype(bool))
     assert store.covers_zero("lookahead_sgd", summary=summary).equals(mask)
     unmeasured = AffinityStore(store.records[store.records["source"] != "c"], store.metadata)

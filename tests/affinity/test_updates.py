@@ -8,12 +8,15 @@ import torch
 from taskaffinity.affinity.updates import optimizer_update, optimizer_update_rows, sgd_update
 
 
-@pytest.mark.parametrize("make", [
-    lambda p: torch.optim.AdamW([p], lr=1e-3, weight_decay=0.01),
-    lambda p: torch.optim.Adam([p], lr=1e-3, weight_decay=0.01, amsgrad=True),
-    lambda p: torch.optim.SGD([p], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
-    lambda p: torch.optim.AdamW([p], lr=1e-3),  # no state yet: the first step
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: torch.optim.AdamW([p], lr=1e-3, weight_decay=0.01),
+        lambda p: torch.optim.Adam([p], lr=1e-3, weight_decay=0.01, amsgrad=True),
+        lambda p: torch.optim.SGD([p], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+        lambda p: torch.optim.AdamW([p], lr=1e-3),  # no state yet: the first step
+    ],
+)
 def test_update_equals_the_real_step(make):
     torch.manual_seed(0)
     p = torch.nn.Parameter(torch.randn(64))
@@ -42,14 +45,20 @@ def test_sgd_rule():
 
 
 def _same_state(a, b):
-    return all(torch.equal(v, b["state"][i][k]) if torch.is_tensor(v) else v == b["state"][i][k]
-               for i, slots in a["state"].items() for k, v in slots.items())
+    return all(
+        torch.equal(v, b["state"][i][k]) if torch.is_tensor(v) else v == b["state"][i][k]
+        for i, slots in a["state"].items()
+        for k, v in slots.items()
+    )
 
 
-@pytest.mark.parametrize("make", [
-    lambda p: torch.optim.AdamW([p], lr=1e-3, weight_decay=0.01),
-    lambda p: torch.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: torch.optim.AdamW([p], lr=1e-3, weight_decay=0.01),
+        lambda p: torch.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01),
+    ],
+)
 def test_row_update_equals_those_rows_of_the_full_update(make):
     torch.manual_seed(1)
     weight = torch.nn.Parameter(torch.randn(30, 4))
@@ -72,8 +81,9 @@ def test_flat_adam_update_equals_the_per_tensor_rule(steps_before):
 
     torch.manual_seed(2)
     decayed, bias = torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(3))
-    optimizer = torch.optim.AdamW([{"params": [decayed], "weight_decay": 0.1}, {"params": [bias], "weight_decay": 0.0}],
-                                  lr=1e-2)
+    optimizer = torch.optim.AdamW(
+        [{"params": [decayed], "weight_decay": 0.1}, {"params": [bias], "weight_decay": 0.0}], lr=1e-2
+    )
     for _ in range(steps_before):
         decayed.grad, bias.grad = torch.randn(5, 3), torch.randn(3)
         optimizer.step()
@@ -118,8 +128,9 @@ def test_block_products_equal_explicit_gram_and_optimizer_products(rows):
     assert fast.refresh(optimizer)
     index = torch.tensor(rows)
     gram, products = block_products(g, rows, fast, block_elements=3 * len(rows))  # 46 columns in blocks of 3
-    minus = torch.stack([-torch.cat([d.reshape(-1) for d in optimizer_update(optimizer, params, grads[r])])
-                         for r in rows])
+    minus = torch.stack(
+        [-torch.cat([d.reshape(-1) for d in optimizer_update(optimizer, params, grads[r])]) for r in rows]
+    )
     torch.testing.assert_close(gram, g[index] @ g[index].T)
     torch.testing.assert_close(products, minus @ g[index].T)
     assert block_products(g, rows)[1] is None

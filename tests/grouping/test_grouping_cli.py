@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from taskaffinity.affinity.store import AffinityStore
-from taskaffinity.errors import TaskAffinityError
 from taskaffinity.cli.grouping import add_commands
+from taskaffinity.errors import TaskAffinityError
 
 TASKS = ["a1", "a2", "a3", "b1", "b2", "b3"]
 
@@ -67,8 +67,9 @@ def test_group_leave_alone_when_joint_training_hurts(store_path, capsys):
     assert run(["group", store_path, "--estimator", "cosine", "--k", 2, "--leave-alone", "--bootstrap", 10]) == 0
     text = capsys.readouterr().out
     assert "left alone" in text and "share of resamples in which each task was left alone" in text
-    assert run(["group", store_path, "--estimator", "cosine", "--k", 2, "--leave-alone", "--json",
-                "--bootstrap", 0]) == 0
+    assert (
+        run(["group", store_path, "--estimator", "cosine", "--k", 2, "--leave-alone", "--json", "--bootstrap", 0]) == 0
+    )
     document = json.loads(capsys.readouterr().out)
     assert document["leave_alone"] is True
     served = {t for g in document["groups"] for t in g["serves"]}
@@ -77,28 +78,31 @@ def test_group_leave_alone_when_joint_training_hurts(store_path, capsys):
 
 
 def test_sources(store_path, capsys):
-    assert run(["sources", store_path, "--target", "a1", "--top", 3, "--estimator", "lookahead_sgd",
-                "--json"]) == 0
+    assert run(["sources", store_path, "--target", "a1", "--top", 3, "--estimator", "lookahead_sgd", "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     ranked = [r["source"] for r in document["sources"]]
     assert len(ranked) == 3 and set(ranked[:2]) == {"a2", "a3"}
-    assert {"affinity", "mean", "se", "low", "high", "significant", "top1_share", "rank_low",
-            "rank_high"} <= set(document["sources"][0])
+    assert {"affinity", "mean", "se", "low", "high", "significant", "top1_share", "rank_low", "rank_high"} <= set(
+        document["sources"][0]
+    )
     assert run(["sources", store_path, "--target", "b2", "--estimator", "cosine"]) == 0
     assert "onto b2" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["sources", "{p}", "--target", "nope", "--estimator", "cosine"], "unknown target task 'nope'"),
-    (["sources", "{p}", "--target", "a1"], "2 estimators"),
-    (["group", "{p}", "--estimator", "nope", "--k", "2"], "unknown estimator 'nope'"),
-    (["group", "{p}", "--estimator", "cosine", "--k", "0"], "k must be"),
-    (["group", "{p}", "--estimator", "cosine", "--k", "7"], "k must be"),
-    (["group", "{p}", "--estimator", "cosine", "--k", "2", "--method", "kmeans"], "unknown grouping method"),
-    (["group", "{p}", "--estimator", "cosine", "--k", "2", "--out", "x.csv"], r"\.json, \.yaml"),
-    (["group", "{p}", "--estimator", "cosine", "--k", "2", "--bootstrap", "-1"], "--bootstrap must be >= 0"),
-    (["group", "missing.parquet", "--estimator", "cosine", "--k", "2"], "not found"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sources", "{p}", "--target", "nope", "--estimator", "cosine"], "unknown target task 'nope'"),
+        (["sources", "{p}", "--target", "a1"], "2 estimators"),
+        (["group", "{p}", "--estimator", "nope", "--k", "2"], "unknown estimator 'nope'"),
+        (["group", "{p}", "--estimator", "cosine", "--k", "0"], "k must be"),
+        (["group", "{p}", "--estimator", "cosine", "--k", "7"], "k must be"),
+        (["group", "{p}", "--estimator", "cosine", "--k", "2", "--method", "kmeans"], "unknown grouping method"),
+        (["group", "{p}", "--estimator", "cosine", "--k", "2", "--out", "x.csv"], r"\.json, \.yaml"),
+        (["group", "{p}", "--estimator", "cosine", "--k", "2", "--bootstrap", "-1"], "--bootstrap must be >= 0"),
+        (["group", "missing.parquet", "--estimator", "cosine", "--k", "2"], "not found"),
+    ],
+)
 def test_bad_arguments(store_path, argv, message):
     argv = [a.replace("{p}", str(store_path)) for a in argv]
     with pytest.raises(TaskAffinityError, match=message):
@@ -106,8 +110,11 @@ def test_bad_arguments(store_path, argv, message):
 
 
 def test_unmeasured_pair_is_reported(tmp_path):
-    rows = [{"step": 1, "estimator": "e", "source": s, "target": t, "value": 0.1}
-            for s, t in itertools.permutations("abc", 2) if (s, t) != ("a", "c")]
+    rows = [
+        {"step": 1, "estimator": "e", "source": s, "target": t, "value": 0.1}
+        for s, t in itertools.permutations("abc", 2)
+        if (s, t) != ("a", "c")
+    ]
     path = tmp_path / "partial.parquet"
     AffinityStore(pd.DataFrame(rows)).save(path)
     with pytest.raises(TaskAffinityError, match="a->c"):

@@ -33,7 +33,7 @@ def brute_force(A: np.ndarray, k: int, singleton_score: float) -> float:
             chunk = np.array(list(itertools.islice(combos, 200_000)), dtype=np.int32)
             if not len(chunk):
                 break
-            served = score[chunk].max(axis=1)          # best chosen group per task
+            served = score[chunk].max(axis=1)  # best chosen group per task
             covered = np.isfinite(served).all(axis=1)  # every task in some chosen group
             if covered.any():
                 best = max(best, served[covered].sum(axis=1).max())
@@ -100,7 +100,7 @@ def test_overlap_beats_every_partition():
     model = TagGrouping(k=2, solver="exact").fit(pd.DataFrame(A, index=names, columns=names))
     best_partition = -np.inf
     for labels in itertools.product(range(2), repeat=3):
-        groups = [[t for t, l in zip(names, labels) if l == g] for g in range(2)]
+        groups = [[t for t, label in zip(names, labels) if label == g] for g in range(2)]
         groups = [g for g in groups if g]
         best_partition = max(best_partition, independent_objective(A, groups, names, 0.0))
     assert model.objective_ == pytest.approx(4.0)

@@ -37,8 +37,7 @@ def test_rank_sources_with_store_confidence():
     for step in range(8):
         for s, t in itertools.permutations("abc", 2):
             base = 1.0 if (s, t) == ("a", "c") else 0.0
-            rows.append({"step": step, "estimator": "e", "source": s, "target": t,
-                         "value": base + rng.normal(0, 0.05)})
+            rows.append({"step": step, "estimator": "e", "source": s, "target": t, "value": base + rng.normal(0, 0.05)})
     store = AffinityStore(pd.DataFrame(rows), {"tasks": ["a", "b", "c"]})
     table = rank_sources(store.matrix("e"), "c", store=store, estimator="e")
     assert list(table["source"]) == ["a", "b"]

@@ -11,8 +11,8 @@ from sklearn.base import clone
 
 from taskaffinity.grouping import GroupingError
 from taskaffinity.grouping._base import group_scores, member_scores
-from taskaffinity.grouping.subsets import tidy_to_subsets
 from taskaffinity.grouping.gain_accuracy import held_out_accuracy, prediction_accuracy
+from taskaffinity.grouping.subsets import tidy_to_subsets
 from taskaffinity.grouping.surrogate import KernelSurrogate, LinearSurrogate, make_surrogate
 
 
@@ -92,8 +92,9 @@ def test_source_effects_of_a_linear_surrogate_are_its_coefficients():
     P, M, G = interaction_world(0)
     linear = LinearSurrogate(tasks=TASKS8).fit(M.astype(int), G)
     effects = linear.source_effects("t3")
-    pd.testing.assert_series_equal(effects, linear.coef_["t3"].drop("t3").rename_axis("source"), check_names=False,
-                                   atol=1e-10)
+    pd.testing.assert_series_equal(
+        effects, linear.coef_["t3"].drop("t3").rename_axis("source"), check_names=False, atol=1e-10
+    )
     kernel = KernelSurrogate(tasks=TASKS8).fit(M.astype(int), G)
     assert list(kernel.source_effects("t3").index) == [t for t in TASKS8 if t != "t3"]
 
@@ -130,10 +131,14 @@ def test_member_scores_is_the_tag_group_score():
 
 
 def test_tidy_frame_of_seeds_becomes_subset_rows():
-    tidy = pd.DataFrame({"group": ["a+b+c"] * 6 + [("b", "d", "c")] * 3,
-                         "target": ["a", "b", "c"] * 2 + ["b", "c", "d"],
-                         "seed": [0, 0, 0, 1, 1, 1, 0, 0, 0],
-                         "gain": [1.0, 2.0, 3.0, 3.0, 4.0, 5.0, 0.5, 0.25, 0.0]})
+    tidy = pd.DataFrame(
+        {
+            "group": ["a+b+c"] * 6 + [("b", "d", "c")] * 3,
+            "target": ["a", "b", "c"] * 2 + ["b", "c", "d"],
+            "seed": [0, 0, 0, 1, 1, 1, 0, 0, 0],
+            "gain": [1.0, 2.0, 3.0, 3.0, 4.0, 5.0, 0.5, 0.25, 0.0],
+        }
+    )
     subsets, gains = tidy_to_subsets(tidy)
     assert list(subsets.index) == ["a+b+c", "b+c+d"] and list(subsets.columns) == ["a", "b", "c", "d"]
     assert subsets.loc["b+c+d"].tolist() == [0, 1, 1, 1]
@@ -153,18 +158,21 @@ def test_too_few_subsets_leave_a_target_without_a_model():
         model.source_effects("b")
 
 
-@pytest.mark.parametrize("kwargs, fit_args, match", [
-    ({}, (np.array([[1, 2], [0, 1]]), np.zeros((2, 2))), "subsets entries must be 0 or 1"),
-    ({}, (np.array([[1, 1], [0, 0]]), np.zeros((2, 2))), r"subsets row\(s\) \[1\] hold no task"),
-    ({}, (np.ones(3), np.zeros(3)), "subsets must be 2-D"),
-    ({"tasks": ["a", "b"]}, ([["a", "z"]], np.zeros((1, 2))), "subsets name unknown task"),
-    ({"tasks": ["a", "a"]}, (np.ones((2, 2)), np.zeros((2, 2))), "tasks: duplicate task name"),
-    ({}, (np.ones((3, 2)), np.zeros((2, 2))), r"gains must have shape \(3, 2\)"),
-    ({}, (np.ones((3, 2)), np.array([[0, np.inf], [0, 0], [0, 0]])), "gains has an infinite member gain"),
-    ({}, (np.ones((2, 2)), np.zeros((2, 2))), "min_subsets = 3"),
-    ({"min_subsets": 1}, (np.ones((3, 2)), np.zeros((3, 2))), "min_subsets must be an integer >= 2"),
-    ({"alphas": [0.1, -1]}, (np.ones((4, 2)), np.zeros((4, 2))), "alphas must be a sequence of positive numbers"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fit_args, match",
+    [
+        ({}, (np.array([[1, 2], [0, 1]]), np.zeros((2, 2))), "subsets entries must be 0 or 1"),
+        ({}, (np.array([[1, 1], [0, 0]]), np.zeros((2, 2))), r"subsets row\(s\) \[1\] hold no task"),
+        ({}, (np.ones(3), np.zeros(3)), "subsets must be 2-D"),
+        ({"tasks": ["a", "b"]}, ([["a", "z"]], np.zeros((1, 2))), "subsets name unknown task"),
+        ({"tasks": ["a", "a"]}, (np.ones((2, 2)), np.zeros((2, 2))), "tasks: duplicate task name"),
+        ({}, (np.ones((3, 2)), np.zeros((2, 2))), r"gains must have shape \(3, 2\)"),
+        ({}, (np.ones((3, 2)), np.array([[0, np.inf], [0, 0], [0, 0]])), "gains has an infinite member gain"),
+        ({}, (np.ones((2, 2)), np.zeros((2, 2))), "min_subsets = 3"),
+        ({"min_subsets": 1}, (np.ones((3, 2)), np.zeros((3, 2))), "min_subsets must be an integer >= 2"),
+        ({"alphas": [0.1, -1]}, (np.ones((4, 2)), np.zeros((4, 2))), "alphas must be a sequence of positive numbers"),
+    ],
+)
 def test_bad_inputs_name_the_argument(kwargs, fit_args, match):
     with pytest.raises(GroupingError, match=match):
         LinearSurrogate(**kwargs).fit(*fit_args)

@@ -64,8 +64,9 @@ def test_exact_matches_brute_force_over_partitions(leave_alone, seed):
     surrogate = LinearSurrogate(tasks=tasks).fit(M.astype(int), G)
     model = SurrogateGrouping(k=k, solver="exact", leave_alone=leave_alone, singleton_score=0.1).fit(surrogate)
     expected = brute_force_partitions(model, n, k, leave_alone)
-    solved = sum(model._values(np.array([[t in g for t in tasks]]))[0] for g in model.groups_) \
-        + 0.1 * (n - sum(len(g) for g in model.groups_))
+    solved = sum(model._values(np.array([[t in g for t in tasks]]))[0] for g in model.groups_) + 0.1 * (
+        n - sum(len(g) for g in model.groups_)
+    )
     assert solved == pytest.approx(expected, abs=1e-9)
     heuristic = SurrogateGrouping(k=k, solver="heuristic", leave_alone=leave_alone, singleton_score=0.1).fit(surrogate)
     assert heuristic.objective_ == pytest.approx(model.objective_, abs=1e-9)
@@ -86,8 +87,9 @@ def test_sources_ranked_by_surrogate():
     ranking = rank_sources_by_surrogate(surrogate, "t0")
     assert list(ranking["rank"]) == list(range(1, 8))
     assert set(ranking["source"][:3]) == {"t2", "t4", "t6"}  # t0's block mates
-    np.testing.assert_allclose(ranking.set_index("source")["effect"],
-                               surrogate.coef_["t0"].drop("t0").loc[ranking["source"]], atol=1e-10)
+    np.testing.assert_allclose(
+        ranking.set_index("source")["effect"], surrogate.coef_["t0"].drop("t0").loc[ranking["source"]], atol=1e-10
+    )
     groups = rank_source_groups_by_surrogate(surrogate, "t0", size=3, top=2)
     assert groups["exact"].all() and set(groups["sources"][0]) == {"t2", "t4", "t6"}
     greedy = rank_source_groups_by_surrogate(surrogate, "t0", size=3, top=2, max_enumerate=5)
@@ -100,8 +102,11 @@ def test_sources_ranked_by_surrogate():
 
 def test_surrogate_grouping_refuses_bad_settings():
     surrogate, _, _ = planted_surrogate()
-    for kwargs, match in (({"k": 0}, "k must be between 1"), ({"k": 2, "solver": "best"}, "unknown solver"),
-                          ({"k": 2, "leave_alone": 1}, "leave_alone must be True or False")):
+    for kwargs, match in (
+        ({"k": 0}, "k must be between 1"),
+        ({"k": 2, "solver": "best"}, "unknown solver"),
+        ({"k": 2, "leave_alone": 1}, "leave_alone must be True or False"),
+    ):
         with pytest.raises(GroupingError, match=match):
             SurrogateGrouping(**kwargs).fit(surrogate)
     with pytest.raises(GroupingError, match="surrogate is not fitted"):
@@ -109,7 +114,6 @@ def test_surrogate_grouping_refuses_bad_settings():
     with pytest.raises(GroupingError, match="n = 17 > 16"):
         tasks = [f"t{i}" for i in range(17)]
         M = np.eye(17, dtype=int) + np.roll(np.eye(17, dtype=int), 1, axis=1)
-        big = LinearSurrogate(tasks=tasks, min_subsets=2).fit(np.vstack([M, np.roll(M, 2, axis=1)]),
-                                                               np.zeros((34, 17)))
+        big = LinearSurrogate(tasks=tasks, min_subsets=2).fit(np.vstack([M, np.roll(M, 2, axis=1)]), np.zeros((34, 17)))
         SurrogateGrouping(k=2, solver="exact").fit(big)
     assert isinstance(pd.DataFrame(SurrogateGrouping(k=2).fit(surrogate).pair_gains()), pd.DataFrame)

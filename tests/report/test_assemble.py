@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY_MODEL
 
 from taskaffinity.cli import main
 from taskaffinity.report.assemble import build_report
-
-from conftest import TINY_MODEL
 
 SECTIONS = ("Run", "Affinities", "Groups", "Study", "Jobs")
 STUDY = {
@@ -19,11 +18,23 @@ STUDY = {
     "tasks": ["trec6", "sms_spam", "bbc_topic", "vader_tweets", "rt_subjectivity"],
     "model": TINY_MODEL,
     "data": {"max_train": 80, "max_eval": 30},
-    "training": {"steps": 6, "head_warmup_steps": 2, "batch_size": 12, "eval_every": 100, "checkpoint_every": 3,
-                 "eval_batch_size": 64},
+    "training": {
+        "steps": 6,
+        "head_warmup_steps": 2,
+        "batch_size": 12,
+        "eval_every": 100,
+        "checkpoint_every": 3,
+        "eval_batch_size": 64,
+    },
     "affinity": {"probe_every": 2, "probe_batch_size": 8, "stream_window": 2},
-    "study": {"kind": "combinations", "targets": ["rt_subjectivity"], "seeds": [0, 1], "groups": "affinity",
-              "grouping": {"k": 2, "estimator": "stream_cosine"}, "finetune": {"steps": 4, "batch_size": 8}},
+    "study": {
+        "kind": "combinations",
+        "targets": ["rt_subjectivity"],
+        "seeds": [0, 1],
+        "groups": "affinity",
+        "grouping": {"k": 2, "estimator": "stream_cosine"},
+        "finetune": {"steps": 4, "batch_size": 8},
+    },
 }
 
 
@@ -81,8 +92,21 @@ def test_report_opens_in_headless_chromium_without_errors(pipeline_run):
     if browser is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
     page = Path(pipeline_run / "report.html").resolve()
-    result = subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
-                             "--v=0", "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            browser,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     for title in SECTIONS:
         assert f"<h2>{title}</h2>" in result.stdout

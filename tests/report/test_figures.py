@@ -15,9 +15,18 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from taskaffinity.errors import TaskAffinityError  # noqa: E402
-from taskaffinity.report.figures import (affinity_heatmap_clustered, affinity_trajectories,  # noqa: E402
-                                         critical_point, fidelity_scatter, groups_table, low_resource_heatmap,
-                                         predicted_vs_measured, scaling_curves, transfer_matrix, transfer_table)
+from taskaffinity.report.figures import (  # noqa: E402
+    affinity_heatmap_clustered,
+    affinity_trajectories,
+    critical_point,
+    fidelity_scatter,
+    groups_table,
+    low_resource_heatmap,
+    predicted_vs_measured,
+    scaling_curves,
+    transfer_matrix,
+    transfer_table,
+)
 
 TASKS = ["trec6", "bbc_topic", "sms_spam", "rt_sentiment", "vader_nyt"]
 STEPS = list(range(10, 110, 10))
@@ -38,10 +47,19 @@ def affinity_matrix() -> pd.DataFrame:
 
 def affinity_records() -> pd.DataFrame:
     matrix, rng = affinity_matrix(), np.random.default_rng(1)
-    rows = [{"step": step, "estimator": estimator, "source": s, "target": t,
-             "value": scale * matrix.loc[s, t] + rng.normal(0, 0.01)}
-            for estimator, scale in (("lookahead_sgd", 1.0), ("cosine", 2.0))
-            for step in STEPS for s in TASKS for t in TASKS]
+    rows = [
+        {
+            "step": step,
+            "estimator": estimator,
+            "source": s,
+            "target": t,
+            "value": scale * matrix.loc[s, t] + rng.normal(0, 0.01),
+        }
+        for estimator, scale in (("lookahead_sgd", 1.0), ("cosine", 2.0))
+        for step in STEPS
+        for s in TASKS
+        for t in TASKS
+    ]
     return pd.DataFrame(rows)
 
 
@@ -54,35 +72,70 @@ def results_frame(kind: str, cells: dict, *, fractions=(1.0,)) -> pd.DataFrame:
         metric = "mae" if target == "vader_nyt" else "accuracy"
         k = 0 if label == "baseline" else (int(label[2:]) if label.startswith("k=") else label.count("+") + 1)
         for seed, offset in enumerate((-0.01, 0.0, 0.01)):
-            base = {"experiment_id": f"{target}-{label}-{seed}-{fraction}", "kind": kind, "label": label, "arm": "",
-                    "pretrain_set": "", "n_pretrain_tasks": k, "target": target, "seed": seed,
-                    "fraction": fraction, "job_type": "finetune", "baseline": label == "baseline",
-                    "wall_seconds": 1.0, "device": "cpu"}
+            base = {
+                "experiment_id": f"{target}-{label}-{seed}-{fraction}",
+                "kind": kind,
+                "label": label,
+                "arm": "",
+                "pretrain_set": "",
+                "n_pretrain_tasks": k,
+                "target": target,
+                "seed": seed,
+                "fraction": fraction,
+                "job_type": "finetune",
+                "baseline": label == "baseline",
+                "wall_seconds": 1.0,
+                "device": "cpu",
+            }
             rows.append({**base, "split": "test", "metric": metric, "value": mean + offset, "primary": True})
             rows.append({**base, "split": "test", "metric": "f1", "value": 0.0, "primary": False})
             rows.append({**base, "split": "validation", "metric": metric, "value": 99.0, "primary": True})
     return pd.DataFrame(rows)
 
 
-COMBINATIONS = {("trec6", "baseline"): 0.70, ("trec6", "G1"): 0.72, ("trec6", "G2"): 0.69, ("trec6", "G1+G2"): 0.78,
-                ("rt_sentiment", "baseline"): 0.80, ("rt_sentiment", "G1"): 0.79, ("rt_sentiment", "G2"): 0.76,
-                ("rt_sentiment", "G1+G2"): 0.77,
-                # mae: lower is better, so G1 (not G2) is the best cell of this row
-                ("vader_nyt", "baseline"): 0.50, ("vader_nyt", "G1"): 0.30, ("vader_nyt", "G2"): 0.60,
-                ("vader_nyt", "G1+G2"): 0.45}
-SCALING = {**{("trec6", f"k={k}"): v for k, v in zip(range(1, 5), (0.72, 0.68, 0.73, 0.75))},
-           ("trec6", "baseline"): 0.70,
-           **{("vader_nyt", f"k={k}"): v for k, v in zip(range(1, 5), (0.55, 0.45, 0.52, 0.48))},
-           ("vader_nyt", "baseline"): 0.50}
-LOW = {(t, label, f): (0.5 if t == "vader_nyt" else 0.6) + 0.1 * f + 0.01 * k * (-1 if t == "vader_nyt" else 1)
-       for t in ("trec6", "vader_nyt") for f in (0.1, 0.5, 1.0)
-       for label, k in (("baseline", 0), ("k=2", 2), ("k=4", 4))}
-GROUPS_DOC = {"method": "tag_exact", "estimator": "lookahead_sgd", "k": 2, "objective": 1.234,
-              "groups": [{"tasks": ["trec6", "sms_spam", "bbc_topic"], "score": 0.8, "serves": ["trec6", "sms_spam"]},
-                         {"tasks": ["bbc_topic", "rt_sentiment", "vader_nyt"], "score": 0.434,
-                          "serves": ["bbc_topic", "rt_sentiment", "vader_nyt"]}],
-              "assignment": {"trec6": 0, "sms_spam": 0, "bbc_topic": 1, "rt_sentiment": 1, "vader_nyt": 1},
-              "per_task_score": {t: 0.1 for t in TASKS}}
+COMBINATIONS = {
+    ("trec6", "baseline"): 0.70,
+    ("trec6", "G1"): 0.72,
+    ("trec6", "G2"): 0.69,
+    ("trec6", "G1+G2"): 0.78,
+    ("rt_sentiment", "baseline"): 0.80,
+    ("rt_sentiment", "G1"): 0.79,
+    ("rt_sentiment", "G2"): 0.76,
+    ("rt_sentiment", "G1+G2"): 0.77,
+    # mae: lower is better, so G1 (not G2) is the best cell of this row
+    ("vader_nyt", "baseline"): 0.50,
+    ("vader_nyt", "G1"): 0.30,
+    ("vader_nyt", "G2"): 0.60,
+    ("vader_nyt", "G1+G2"): 0.45,
+}
+SCALING = {
+    **{("trec6", f"k={k}"): v for k, v in zip(range(1, 5), (0.72, 0.68, 0.73, 0.75))},
+    ("trec6", "baseline"): 0.70,
+    **{("vader_nyt", f"k={k}"): v for k, v in zip(range(1, 5), (0.55, 0.45, 0.52, 0.48))},
+    ("vader_nyt", "baseline"): 0.50,
+}
+LOW = {
+    (t, label, f): (0.5 if t == "vader_nyt" else 0.6) + 0.1 * f + 0.01 * k * (-1 if t == "vader_nyt" else 1)
+    for t in ("trec6", "vader_nyt")
+    for f in (0.1, 0.5, 1.0)
+    for label, k in (("baseline", 0), ("k=2", 2), ("k=4", 4))
+}
+GROUPS_DOC = {
+    "method": "tag_exact",
+    "estimator": "lookahead_sgd",
+    "k": 2,
+    "objective": 1.234,
+    "groups": [
+        {"tasks": ["trec6", "sms_spam", "bbc_topic"], "score": 0.8, "serves": ["trec6", "sms_spam"]},
+        {
+            "tasks": ["bbc_topic", "rt_sentiment", "vader_nyt"],
+            "score": 0.434,
+            "serves": ["bbc_topic", "rt_sentiment", "vader_nyt"],
+        },
+    ],
+    "assignment": {"trec6": 0, "sms_spam": 0, "bbc_topic": 1, "rt_sentiment": 1, "vader_nyt": 1},
+    "per_task_score": {t: 0.1 for t in TASKS},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -176,8 +229,9 @@ def test_trajectories_per_source_mean_with_band_over_steps():
 
 def test_trajectories_of_pairs_window_and_smoothing():
     records = affinity_records()
-    fig = affinity_trajectories(records, estimator="cosine", pairs=[("trec6", "sms_spam"), ("vader_nyt", "trec6")],
-                                window=(30, 80), smooth=3)
+    fig = affinity_trajectories(
+        records, estimator="cosine", pairs=[("trec6", "sms_spam"), ("vader_nyt", "trec6")], window=(30, 80), smooth=3
+    )
     (ax,) = fig.axes
     labelled = {line.get_label(): line for line in ax.lines if "\u2192" in line.get_label()}
     assert set(labelled) == {"trec6 \u2192 sms_spam", "vader_nyt \u2192 trec6"}
@@ -189,8 +243,11 @@ def test_trajectories_of_pairs_window_and_smoothing():
 
 def test_fidelity_scatter_shows_given_numbers_or_computes_them():
     exact = affinity_matrix()
-    given = {"probes": 10, "per_probe": {}, "run_average": {"pearson": 0.987, "spearman": 0.123,
-                                                          "sign_agreement": 0.75, "n": 20}}
+    given = {
+        "probes": 10,
+        "per_probe": {},
+        "run_average": {"pearson": 0.987, "spearman": 0.123, "sign_agreement": 0.75, "n": 20},
+    }
     fig = fidelity_scatter(exact, exact * 0.9, fidelity=given)
     check_figure(fig)
     (ax,) = fig.axes
@@ -206,8 +263,14 @@ def test_fidelity_scatter_shows_given_numbers_or_computes_them():
 def test_predicted_vs_measured_reports_spearman_and_labels_extremes():
     matrix = affinity_matrix()
     pairs = [(s, t) for s in TASKS for t in TASKS if s != t]
-    gains = pd.DataFrame({"source": [s for s, _ in pairs], "target": [t for _, t in pairs],
-                          "gain": [matrix.loc[s, t] * 0.1 for s, t in pairs], "n_seeds": 3})
+    gains = pd.DataFrame(
+        {
+            "source": [s for s, _ in pairs],
+            "target": [t for _, t in pairs],
+            "gain": [matrix.loc[s, t] * 0.1 for s, t in pairs],
+            "n_seeds": 3,
+        }
+    )
     agreement = {"spearman": 0.456, "ci": [0.1, 0.8], "level": 0.95, "n_pairs": 20}
     fig = predicted_vs_measured(gains, matrix, agreement=agreement, estimator="lookahead_sgd", n_labels=2)
     check_figure(fig)
@@ -258,14 +321,17 @@ def test_transfer_table_and_matrix_best_cells_respect_lower_is_better():
     assert {"topic", "sentiment"} <= set(texts(fig)) and "pre-finetuning set" == ax.get_xlabel()
 
 
-@pytest.mark.parametrize("values, lower, expected", [
-    ([0.1, 0.9, 0.2, 0.8, 0.9], False, 3),
-    ([0.6, 0.7, 0.8], False, 0),
-    ([0.1, 0.2, 0.3], False, None),
-    ([0.9, 0.1], False, None),  # ends below: never stays above
-    ([0.6, 0.4, 0.6, 0.3, 0.2], True, 3),
-    ([0.6, np.nan, 0.4], False, None),
-])
+@pytest.mark.parametrize(
+    "values, lower, expected",
+    [
+        ([0.1, 0.9, 0.2, 0.8, 0.9], False, 3),
+        ([0.6, 0.7, 0.8], False, 0),
+        ([0.1, 0.2, 0.3], False, None),
+        ([0.9, 0.1], False, None),  # ends below: never stays above
+        ([0.6, 0.4, 0.6, 0.3, 0.2], True, 3),
+        ([0.6, np.nan, 0.4], False, None),
+    ],
+)
 def test_critical_point(values, lower, expected):
     assert critical_point(pd.Series(values), 0.5, lower_is_better=lower) == expected
 

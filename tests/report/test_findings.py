@@ -6,19 +6,44 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taskaffinity.report.findings import (DOES_NOT_HOLD, HOLDS, NOT_MEASURED, OPPOSITE_DIRECTION, SAME_DIRECTION,
-                                          family_findings, low_resource_findings, paired_test, scaling_findings,
-                                          study_findings, verdict)
+from taskaffinity.report.findings import (
+    DOES_NOT_HOLD,
+    HOLDS,
+    NOT_MEASURED,
+    OPPOSITE_DIRECTION,
+    SAME_DIRECTION,
+    family_findings,
+    low_resource_findings,
+    paired_test,
+    scaling_findings,
+    study_findings,
+    verdict,
+)
 
 GROUPS = {"sent": ["s1", "s2"], "quest": ["q1"], "style": ["y1"]}
-FAMILIES = {"s1": "sentiment", "s2": "sentiment", "q1": "question", "y1": "style",
-            "t_sent": "sentiment", "t_quest": "question", "t_style": "style"}
+FAMILIES = {
+    "s1": "sentiment",
+    "s2": "sentiment",
+    "q1": "question",
+    "y1": "style",
+    "t_sent": "sentiment",
+    "t_quest": "question",
+    "t_style": "style",
+}
 TARGETS = ["t_sent", "t_quest", "t_style"]
 COMBOS = ["sent", "quest", "style", "sent+quest", "sent+style", "quest+style", "sent+quest+style"]
 
 
-def frame(cells: dict, *, kind: str, seeds=range(4), noise: float = 0.002, metric: dict | None = None,
-          members: dict | None = None, sizes: dict | None = None) -> pd.DataFrame:
+def frame(
+    cells: dict,
+    *,
+    kind: str,
+    seeds=range(4),
+    noise: float = 0.002,
+    metric: dict | None = None,
+    members: dict | None = None,
+    sizes: dict | None = None,
+) -> pd.DataFrame:
     """Tidy test rows: ``cells[(target, label)]`` (or ``[(target, label, fraction)]``) = true value; each seed
     adds deterministic noise of the given amplitude."""
     rng = np.random.default_rng(0)
@@ -28,11 +53,24 @@ def frame(cells: dict, *, kind: str, seeds=range(4), noise: float = 0.002, metri
         tasks = (members or {}).get(label, label.split("+") if label != "baseline" else [])
         for seed in seeds:
             m = (metric or {}).get(target, "accuracy")
-            rows.append({"experiment_id": f"{target}-{label}-{seed}-{fraction}", "kind": kind, "label": label,
-                         "arm": "", "pretrain_set": "+".join(tasks),
-                         "n_pretrain_tasks": (sizes or {}).get(label, len(tasks)), "target": target, "seed": seed,
-                         "fraction": fraction, "split": "test", "metric": m,
-                         "value": value + noise * rng.standard_normal(), "baseline": 0.5, "primary": True})
+            rows.append(
+                {
+                    "experiment_id": f"{target}-{label}-{seed}-{fraction}",
+                    "kind": kind,
+                    "label": label,
+                    "arm": "",
+                    "pretrain_set": "+".join(tasks),
+                    "n_pretrain_tasks": (sizes or {}).get(label, len(tasks)),
+                    "target": target,
+                    "seed": seed,
+                    "fraction": fraction,
+                    "split": "test",
+                    "metric": m,
+                    "value": value + noise * rng.standard_normal(),
+                    "baseline": 0.5,
+                    "primary": True,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -63,8 +101,15 @@ def test_paired_test_and_verdicts():
 
 
 def test_families_findings_hold_when_built_in():
-    delta = {"sent": 0.01, "quest": 0.01, "style": 0.01, "sent+quest": 0.02, "sent+style": -0.04,
-             "quest+style": 0.01, "sent+quest+style": 0.08}
+    delta = {
+        "sent": 0.01,
+        "quest": 0.01,
+        "style": 0.01,
+        "sent+quest": 0.02,
+        "sent+style": -0.04,
+        "quest+style": 0.01,
+        "sent+quest+style": 0.08,
+    }
     results = family_frame(delta, own=0.05)
     findings = by_claim(family_findings(results, FAMILIES))
     assert findings["(a)"].verdict == HOLDS
@@ -77,14 +122,22 @@ def test_families_findings_hold_when_built_in():
     below = findings["(c)"].table
     assert set(below.index.get_level_values("set")) == {"sent+style"}
     assert below["clearly below"].all() and len(below) == 3  # each target clearly below
-    assert findings["(c)"].evidence.startswith("3 of 21 (target, set) cells are below the baseline on average "
-                                               "over 4 seeds; 3 clearly")
+    assert findings["(c)"].evidence.startswith(
+        "3 of 21 (target, set) cells are below the baseline on average over 4 seeds; 3 clearly"
+    )
 
 
 def test_families_findings_that_do_not_hold():
     """Own family clearly worst, all-families clearly behind a pair, nothing below the baseline."""
-    delta = {"sent": 0.06, "quest": 0.06, "style": 0.06, "sent+quest": 0.09, "sent+style": 0.03,
-             "quest+style": 0.03, "sent+quest+style": 0.05}
+    delta = {
+        "sent": 0.06,
+        "quest": 0.06,
+        "style": 0.06,
+        "sent+quest": 0.09,
+        "sent+style": 0.03,
+        "quest+style": 0.03,
+        "sent+quest+style": 0.05,
+    }
     findings = by_claim(family_findings(family_frame(delta, own=0.01), FAMILIES))
     assert findings["(a)"].verdict == DOES_NOT_HOLD  # better than baseline, but worse than the other families
     assert findings["(b)"].verdict == DOES_NOT_HOLD and "ranks " in findings["(b)"].evidence
@@ -111,8 +164,12 @@ def test_families_with_too_few_pairs_are_untested():
 
 def test_lower_is_better_metrics_count_as_gains_when_they_fall():
     members = {"sent": ["s1"], "quest": ["q1"], "sent+quest": ["s1", "q1"]}
-    cells = {("t_sent", "baseline"): 0.80, ("t_sent", "sent"): 0.60, ("t_sent", "quest"): 0.75,
-             ("t_sent", "sent+quest"): 0.70}
+    cells = {
+        ("t_sent", "baseline"): 0.80,
+        ("t_sent", "sent"): 0.60,
+        ("t_sent", "quest"): 0.75,
+        ("t_sent", "sent+quest"): 0.70,
+    }
     results = frame(cells, kind="combinations", metric={"t_sent": "mae"}, members=members, seeds=range(8))
     findings = by_claim(family_findings(results, FAMILIES))
     assert findings["(a)"].verdict == HOLDS
@@ -194,29 +251,49 @@ def with_arms(results: pd.DataFrame, arms: dict[str, float], noise: float = 0.00
     pool = "+".join(t for g in GROUPS.values() for t in g)
     everything = results[results["label"] == "sent+quest+style"]
     rng = np.random.default_rng(1)
-    extra = [everything.assign(label=name, arm=name, pretrain_set=pool,
-                               experiment_id=everything["experiment_id"] + name,
-                               value=everything["value"] + shift + noise * rng.standard_normal(len(everything)))
-             for name, shift in arms.items()]
+    extra = [
+        everything.assign(
+            label=name,
+            arm=name,
+            pretrain_set=pool,
+            experiment_id=everything["experiment_id"] + name,
+            value=everything["value"] + shift + noise * rng.standard_normal(len(everything)),
+        )
+        for name, shift in arms.items()
+    ]
     return pd.concat([results, *extra], ignore_index=True)
 
 
 def test_recipe_arms_are_read_against_the_whole_pool_and_grouping():
-    delta = {"sent": 0.01, "quest": 0.01, "style": 0.01, "sent+quest": 0.02, "sent+style": 0.0,
-             "quest+style": 0.01, "sent+quest+style": 0.03}
+    delta = {
+        "sent": 0.01,
+        "quest": 0.01,
+        "style": 0.01,
+        "sent+quest": 0.02,
+        "sent+style": 0.0,
+        "quest+style": 0.01,
+        "sent+quest+style": 0.03,
+    }
     results = with_arms(family_frame(delta, own=0.05), {"better": 0.04, "same": 0.0, "worse": -0.03})
     findings = by_claim(study_findings(results, "combinations", FAMILIES))
     assert findings["(a)"].verdict == HOLDS  # the family findings read the group combinations only
     assert "ranks 1 of 7" in findings["(b)"].evidence
     arms = findings["(d)"]
-    assert arms.verdict == HOLDS and "best arm 'better': +0.040" in arms.evidence and "Bonferroni over 3 arms" in arms.evidence
+    assert (
+        arms.verdict == HOLDS
+        and "best arm 'better': +0.040" in arms.evidence
+        and "Bonferroni over 3 arms" in arms.evidence
+    )
     table = arms.table
     assert list(table.index) == ["better", "same", "worse"]
     assert table.loc["better", "Δ vs sent+quest+style"] == pytest.approx(0.04, abs=0.003)
     assert table.loc["worse", "Δ vs sent+quest+style"] == pytest.approx(-0.03, abs=0.003)
     assert table.loc["better", "Δ vs own-family group"] == pytest.approx(0.03 + 0.04 - 0.05, abs=0.003)
     assert table.loc["better", "Δ vs baseline"] == pytest.approx(0.07, abs=0.003)
-    none_better = by_claim(study_findings(with_arms(family_frame(delta, own=0.05), {"same": 0.0, "worse": -0.03}),
-                                          "combinations", FAMILIES))["(d)"]
+    none_better = by_claim(
+        study_findings(
+            with_arms(family_frame(delta, own=0.05), {"same": 0.0, "worse": -0.03}), "combinations", FAMILIES
+        )
+    )["(d)"]
     assert none_better.verdict in (SAME_DIRECTION, OPPOSITE_DIRECTION)
     assert "(d)" not in by_claim(study_findings(family_frame(delta, own=0.05), "combinations", FAMILIES))

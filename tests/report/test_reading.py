@@ -6,15 +6,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY_MODEL
+from test_findings import low_resource_frame, scaling_frame
 
 from taskaffinity.report.assemble import build_report
 from taskaffinity.report.findings import HOLDS, study_findings
 from taskaffinity.report.reading import families_of
 from taskaffinity.storage import write_json, write_parquet
 from taskaffinity.study import load_study, run_study
-
-from conftest import TINY_MODEL
-from test_findings import low_resource_frame, scaling_frame
 
 # groups are catalog families; each target belongs to one of them (and is never pre-finetuned on)
 FAMILIES_STUDY = {
@@ -24,9 +23,13 @@ FAMILIES_STUDY = {
     "model": TINY_MODEL,
     "data": {"max_train": 80, "max_eval": 30},
     "training": {"steps": 4, "batch_size": 12, "eval_every": 100, "checkpoint_every": 100, "eval_batch_size": 64},
-    "study": {"kind": "combinations", "targets": ["trec50", "rt_subjectivity"], "seeds": [0, 1],
-              "groups": {"question": ["trec6"], "style": ["sms_spam"]},
-              "finetune": {"steps": 4, "batch_size": 8, "lr": 1e-3}},
+    "study": {
+        "kind": "combinations",
+        "targets": ["trec50", "rt_subjectivity"],
+        "seeds": [0, 1],
+        "groups": {"question": ["trec6"], "style": ["sms_spam"]},
+        "finetune": {"steps": 4, "batch_size": 8, "lr": 1e-3},
+    },
 }
 
 
@@ -80,5 +83,7 @@ def test_scaling_report_states_the_critical_point(tmp_path):
 
 def test_low_resource_report_says_when_the_gain_is_not_largest_at_the_least_data(tmp_path):
     text = known_folder(tmp_path, low_resource_frame({0.05: 0.0, 0.25: 0.03, 1.0: 0.06}), "low_resource")
-    assert ("the gain from pre-finetuning is largest when the target has the least training data "
-            "(Aghajanyan et al. 2021 (Muppet)): does not hold.") in text
+    assert (
+        "the gain from pre-finetuning is largest when the target has the least training data "
+        "(Aghajanyan et al. 2021 (Muppet)): does not hold."
+    ) in text

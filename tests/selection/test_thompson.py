@@ -36,8 +36,15 @@ def test_the_source_that_helps_ranks_first(decay):
 
 def top1_share(decay: float, runs: int = 60, rounds: int = 60) -> float:
     rates = {"dull_a": 0.3, "helps": 0.8, "dull_b": 0.3, "dull_c": 0.3}
-    return np.mean([run_thompson(SOURCES, bernoulli_reward(rates, seed=100 + s), rounds=rounds, decay=decay,
-                                 seed=s)[0]["source"].iloc[0] == "helps" for s in range(runs)])
+    return np.mean(
+        [
+            run_thompson(SOURCES, bernoulli_reward(rates, seed=100 + s), rounds=rounds, decay=decay, seed=s)[0][
+                "source"
+            ].iloc[0]
+            == "helps"
+            for s in range(runs)
+        ]
+    )
 
 
 def test_a_strong_discount_forgets_what_ranked_the_source():
@@ -66,7 +73,7 @@ def test_discounted_update_by_hand():
     table = sampler.ranking().set_index("source")
     assert table.loc["a", "posterior_mean"] == pytest.approx(0.6)
     assert table.loc["b", "posterior_mean"] == pytest.approx(1 / 3)
-    assert table.loc["a", "posterior_std"] == pytest.approx(np.sqrt(1.5 * 1 / (2.5 ** 2 * 3.5)))
+    assert table.loc["a", "posterior_std"] == pytest.approx(np.sqrt(1.5 * 1 / (2.5**2 * 3.5)))
     assert (table["pulls"].tolist(), table["rewards"].tolist()) == ([1, 1], [1, 0])
 
 
@@ -80,15 +87,23 @@ def test_an_unpulled_arm_keeps_the_uniform_prior():
 
 
 def test_draws_follow_the_seed():
-    logs = [run_thompson(SOURCES, bernoulli_reward(dict.fromkeys(SOURCES, 0.5), seed=0), rounds=20, seed=s)[1]
-            for s in (7, 7, 8)]
+    logs = [
+        run_thompson(SOURCES, bernoulli_reward(dict.fromkeys(SOURCES, 0.5), seed=0), rounds=20, seed=s)[1]
+        for s in (7, 7, 8)
+    ]
     assert logs[0]["source"].tolist() == logs[1]["source"].tolist()
     assert logs[0]["source"].tolist() != logs[2]["source"].tolist()
 
 
-@pytest.mark.parametrize("arms, decay, message", [
-    (["a"], 0.3, "at least two distinct arms"), (["a", "a"], 0.3, "at least two distinct arms"),
-    (["a", "b"], 1.0, "decay must be in"), (["a", "b"], -0.1, "decay must be in")])
+@pytest.mark.parametrize(
+    "arms, decay, message",
+    [
+        (["a"], 0.3, "at least two distinct arms"),
+        (["a", "a"], 0.3, "at least two distinct arms"),
+        (["a", "b"], 1.0, "decay must be in"),
+        (["a", "b"], -0.1, "decay must be in"),
+    ],
+)
 def test_bad_sampler_settings(arms, decay, message):
     with pytest.raises(ValueError, match=message):
         ThompsonSampler(arms, decay=decay)
@@ -100,12 +115,50 @@ def test_rewards_must_be_binary():
 
 
 def test_seeds_pool_their_pseudo_counts():
-    by_seed = pd.DataFrame([
-        {"seed": 0, "rank": 1, "source": "x", "alpha": 3.0, "beta": 1.0, "pulls": 3, "rewards": 2, "posterior_mean": 0.75},
-        {"seed": 0, "rank": 2, "source": "y", "alpha": 1.0, "beta": 2.0, "pulls": 1, "rewards": 0, "posterior_mean": 1 / 3},
-        {"seed": 1, "rank": 1, "source": "y", "alpha": 2.0, "beta": 1.0, "pulls": 2, "rewards": 1, "posterior_mean": 2 / 3},
-        {"seed": 1, "rank": 2, "source": "x", "alpha": 2.0, "beta": 2.0, "pulls": 2, "rewards": 1, "posterior_mean": 0.5},
-    ])
+    by_seed = pd.DataFrame(
+        [
+            {
+                "seed": 0,
+                "rank": 1,
+                "source": "x",
+                "alpha": 3.0,
+                "beta": 1.0,
+                "pulls": 3,
+                "rewards": 2,
+                "posterior_mean": 0.75,
+            },
+            {
+                "seed": 0,
+                "rank": 2,
+                "source": "y",
+                "alpha": 1.0,
+                "beta": 2.0,
+                "pulls": 1,
+                "rewards": 0,
+                "posterior_mean": 1 / 3,
+            },
+            {
+                "seed": 1,
+                "rank": 1,
+                "source": "y",
+                "alpha": 2.0,
+                "beta": 1.0,
+                "pulls": 2,
+                "rewards": 1,
+                "posterior_mean": 2 / 3,
+            },
+            {
+                "seed": 1,
+                "rank": 2,
+                "source": "x",
+                "alpha": 2.0,
+                "beta": 2.0,
+                "pulls": 2,
+                "rewards": 1,
+                "posterior_mean": 0.5,
+            },
+        ]
+    )
     table = pooled_ranking(by_seed).set_index("source")
     # x: α = 1 + (3 − 1) + (2 − 1) = 4, β = 1 + 0 + 1 = 2; y: α = 1 + 0 + 1 = 2, β = 1 + 1 + 0 = 2
     assert (table.loc["x", "alpha"], table.loc["x", "beta"]) == (4.0, 2.0)

@@ -87,8 +87,9 @@ def test_parallel_reuses_a_slots_process_until_an_item_fails(tmp_path):
 
 
 def test_parallel_without_reuse_gives_every_item_a_fresh_process(tmp_path):
-    outcomes = ParallelExecutor(["cpu"], reuse=False).map(work, items_for(tmp_path, "pid", "pid", "pid"),
-                                                           progress=False)
+    outcomes = ParallelExecutor(["cpu"], reuse=False).map(
+        work, items_for(tmp_path, "pid", "pid", "pid"), progress=False
+    )
     assert all(o.ok for o in outcomes)
     assert len({(tmp_path / f"item{i}.pid").read_text() for i in range(3)}) == 3
 
@@ -155,8 +156,9 @@ def test_ray_matches_local(ray_instance, tmp_path):
     local_dir, ray_dir = tmp_path / "local", tmp_path / "ray"
     local_dir.mkdir(), ray_dir.mkdir()
     local = LocalExecutor().map(work, items_for(local_dir, "ok", "fail", "ok", "ok"), progress=False)
-    remote = make_executor(ExecutorConfig(kind="ray")).map(work, items_for(ray_dir, "ok", "fail", "ok", "ok"),
-                                                          progress=False)
+    remote = make_executor(ExecutorConfig(kind="ray")).map(
+        work, items_for(ray_dir, "ok", "fail", "ok", "ok"), progress=False
+    )
     assert [(o.ok, o.error) for o in remote] == [(o.ok, o.error) for o in local]
     assert written(ray_dir).keys() == written(local_dir).keys()
     assert set(written(ray_dir).values()) == {"cpu"}

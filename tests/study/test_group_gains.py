@@ -27,23 +27,34 @@ def group_world(seed: int = 0, noise: float = 0.02, seeds=(0, 1, 2), interaction
         for group in itertools.combinations(range(n), size):
             for t in group:
                 mates = [s for s in group if s != t]
-                truth = P[mates, t].mean() + interaction * np.mean([Q[t, a, b] for a, b in
-                                                                    itertools.combinations(mates, 2)])
+                truth = P[mates, t].mean() + interaction * np.mean(
+                    [Q[t, a, b] for a, b in itertools.combinations(mates, 2)]
+                )
                 for s in seeds:
-                    rows.append({"group": "+".join(TASKS[i] for i in group), "target": TASKS[t], "seed": s,
-                                 "gain": truth + rng.normal(0, noise)})
+                    rows.append(
+                        {
+                            "group": "+".join(TASKS[i] for i in group),
+                            "target": TASKS[t],
+                            "seed": s,
+                            "gain": truth + rng.normal(0, noise),
+                        }
+                    )
     return pd.DataFrame(rows), pd.DataFrame(P, index=TASKS, columns=TASKS)
 
 
 def test_true_pairs_rank_additive_group_gains_near_the_ceiling():
     gains, P = group_world()
     noise = pd.DataFrame(np.random.default_rng(9).normal(size=P.shape), index=TASKS, columns=TASKS)
-    table = compare_group_predictors(gains, {"measured_pairs": P, "noise": noise},
-                                     surrogates={"linear": LinearSurrogate()}, n_boot=200).set_index("predictor")
+    table = compare_group_predictors(
+        gains, {"measured_pairs": P, "noise": noise}, surrogates={"linear": LinearSurrogate()}, n_boot=200
+    ).set_index("predictor")
     assert table.loc["measured_pairs", "kind"] == "mean_of_pairs" and table.loc["linear", "kind"] == "surrogate"
     assert table.loc["measured_pairs", "within_target"] > 0.95
-    assert table.loc["measured_pairs", "ci_low"] < table.loc["measured_pairs", "within_target"] <= \
-        table.loc["measured_pairs", "ci_high"]
+    assert (
+        table.loc["measured_pairs", "ci_low"]
+        < table.loc["measured_pairs", "within_target"]
+        <= table.loc["measured_pairs", "ci_high"]
+    )
     assert abs(table.loc["noise", "within_target"]) < 0.3
     assert table.loc["linear", "within_target"] > 0.8  # cross-validated: mixed sizes break pure additivity
     assert (table["within_target_ceiling"] > 0.95).all() and (table["seeds"] == 3).all()
@@ -94,13 +105,22 @@ def test_the_study_table_scores_measured_pairs_each_estimator_and_both_surrogate
     pairs = P.stack().rename_axis(["source", "target"]).rename("gain").reset_index()
     pairs = pairs[pairs["source"] != pairs["target"]]
     noise = np.random.default_rng(3).normal(size=P.shape)
-    records = [{"step": step, "estimator": name, "source": s, "target": t, "value": float(values[i, j])}
-               for step in (10, 20) for name, values in (("first_order_sgd", P.to_numpy()), ("stream_cosine", noise))
-               for i, s in enumerate(TASKS) for j, t in enumerate(TASKS)]
+    records = [
+        {"step": step, "estimator": name, "source": s, "target": t, "value": float(values[i, j])}
+        for step in (10, 20)
+        for name, values in (("first_order_sgd", P.to_numpy()), ("stream_cosine", noise))
+        for i, s in enumerate(TASKS)
+        for j, t in enumerate(TASKS)
+    ]
     store = AffinityStore(pd.DataFrame(records), {"tasks": TASKS})
     table = group_gain_table(gains, pairs, store).set_index("predictor")
-    assert list(table.index) == ["measured_pairs", "first_order_sgd", "stream_cosine", "linear_surrogate",
-                                 "kernel_surrogate"]
+    assert list(table.index) == [
+        "measured_pairs",
+        "first_order_sgd",
+        "stream_cosine",
+        "linear_surrogate",
+        "kernel_surrogate",
+    ]
     assert table.loc["measured_pairs", "within_target"] > 0.95
     assert table.loc["first_order_sgd", "within_target"] == pytest.approx(table.loc["measured_pairs", "within_target"])
     assert abs(table.loc["stream_cosine", "within_target"]) < 0.3

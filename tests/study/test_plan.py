@@ -21,8 +21,17 @@ def study_file(tmp_path: Path, study: dict, **top) -> Path:
 
 def test_combinations_cover_every_nonempty_combination_plus_baseline(tmp_path):
     groups = {"Q": ["trec6"], "T": ["bbc_topic", "sms_spam"], "P": ["debate_party", "rt_sentiment"]}
-    study = load_study(study_file(tmp_path, {"kind": "combinations", "targets": ["rt_subjectivity", "vader_amazon"],
-                                             "seeds": [0, 1, 2], "groups": groups}))
+    study = load_study(
+        study_file(
+            tmp_path,
+            {
+                "kind": "combinations",
+                "targets": ["rt_subjectivity", "vader_amazon"],
+                "seeds": [0, 1, 2],
+                "groups": groups,
+            },
+        )
+    )
     plan = make_plan(study)
     frame = plan.frame()
     assert len(plan.train_jobs) == 2**3 - 1
@@ -56,8 +65,9 @@ def test_scaling_sets_are_nested_supersets(tmp_path):
 
 def test_scaling_follows_an_explicit_order(tmp_path):
     order = ["sms_spam", "trec6", "bbc_topic"]
-    study = load_study(study_file(tmp_path, {"kind": "scaling", "targets": ["vader_amazon"], "sizes": [1, 2, 3],
-                                             "order": order}))
+    study = load_study(
+        study_file(tmp_path, {"kind": "scaling", "targets": ["vader_amazon"], "sizes": [1, 2, 3], "order": order})
+    )
     pool_order = [t for t in POOL if t in order]
     sets = {len(j.tasks): set(j.tasks) for j in make_plan(study).train_jobs.values()}
     assert sets == {1: {"sms_spam"}, 2: {"sms_spam", "trec6"}, 3: set(order)}
@@ -65,8 +75,18 @@ def test_scaling_follows_an_explicit_order(tmp_path):
 
 
 def test_low_resource_grid_crosses_fractions_and_scales(tmp_path):
-    study = load_study(study_file(tmp_path, {"kind": "low_resource", "targets": ["vader_amazon"], "sizes": [0, 2, 4],
-                                             "fractions": [0.1, 0.5, 1.0], "seeds": [0, 1]}))
+    study = load_study(
+        study_file(
+            tmp_path,
+            {
+                "kind": "low_resource",
+                "targets": ["vader_amazon"],
+                "sizes": [0, 2, 4],
+                "fractions": [0.1, 0.5, 1.0],
+                "seeds": [0, 1],
+            },
+        )
+    )
     frame = make_plan(study).frame()
     assert len(frame) == 3 * 3 * 2
     assert set(frame["fraction"]) == {0.1, 0.5, 1.0}
@@ -101,14 +121,15 @@ def test_validation_grouping_arms(tmp_path):
 
 def test_random_groupings_never_repeat_each_other_or_the_chosen_one(tmp_path):
     pool = POOL[:4]  # parts of sizes 2 + 2: only 3 partitions exist, the chosen one among them
-    study = load_study(study_file(tmp_path, {"kind": "validation", "seeds": [0, 1],
-                                             "validation": {"random_groupings": 5}}, tasks=pool))
+    study = load_study(
+        study_file(tmp_path, {"kind": "validation", "seeds": [0, 1], "validation": {"random_groupings": 5}}, tasks=pool)
+    )
     chosen = {"G1": ("trec6", "bbc_topic"), "G2": ("sms_spam", "debate_party")}
     oracle = {"O1": ("trec6", "sms_spam"), "O2": ("bbc_topic", "debate_party")}
     assert set(make_plan(study, chosen, oracle=chosen).frame()["arm"]) >= {"random1", "random2"}
     frame = make_plan(study, chosen, oracle=oracle).frame()
     partitions = {}
-    for (arm, seed), rows in frame[frame["arm"].str.startswith("random")].groupby(["arm", "seed"]):
+    for (arm, _seed), rows in frame[frame["arm"].str.startswith("random")].groupby(["arm", "seed"]):
         partitions.setdefault(arm, set()).add(frozenset(frozenset(s.split("+")) for s in rows["pretrain_set"]))
     assert set(partitions) == {"random1"}  # the one partition left, no repeats
     assert all(len(p) == 1 for p in partitions.values())  # the same random grouping at every seed
@@ -118,8 +139,13 @@ def test_random_groupings_never_repeat_each_other_or_the_chosen_one(tmp_path):
 
 def test_validation_group_samples(tmp_path):
     pool = POOL[:6]
-    study = load_study(study_file(tmp_path, {"kind": "validation", "seeds": [0, 1, 2], "validation": {
-        "group_samples": 7, "group_sizes": [3, 4]}}, tasks=pool))
+    study = load_study(
+        study_file(
+            tmp_path,
+            {"kind": "validation", "seeds": [0, 1, 2], "validation": {"group_samples": 7, "group_sizes": [3, 4]}},
+            tasks=pool,
+        )
+    )
     frame = make_plan(study).frame()
     groups = frame[frame["arm"] == "group"]
     sets = groups.groupby("seed")["pretrain_set"].apply(lambda s: sorted(set(s)))
@@ -129,12 +155,22 @@ def test_validation_group_samples(tmp_path):
         assert sorted(rows["target"]) == sorted(label.removeprefix("group:").split("+"))  # every member measured
     alone = frame[frame["arm"] == "single"]
     assert len(alone) == 6 * 3
-    again = make_plan(load_study(study_file(tmp_path, {"kind": "validation", "seeds": [0, 1, 2], "validation": {
-        "group_samples": 7, "group_sizes": [3, 4]}}, tasks=pool))).frame()
+    again = make_plan(
+        load_study(
+            study_file(
+                tmp_path,
+                {"kind": "validation", "seeds": [0, 1, 2], "validation": {"group_samples": 7, "group_sizes": [3, 4]}},
+                tasks=pool,
+            )
+        )
+    ).frame()
     assert set(again["experiment_id"]) == set(frame["experiment_id"])  # seeded: the same jobs on every call
     with pytest.raises(ConfigError, match="only 20 groups of sizes"):
-        load_study(study_file(tmp_path, {"kind": "validation", "validation": {"group_samples": 21,
-                                                                              "group_sizes": [3]}}, tasks=pool))
+        load_study(
+            study_file(
+                tmp_path, {"kind": "validation", "validation": {"group_samples": 21, "group_sizes": [3]}}, tasks=pool
+            )
+        )
     with pytest.raises(ConfigError, match="group_sizes must be >= 2"):
         load_study(study_file(tmp_path, {"kind": "validation", "validation": {"group_sizes": [1]}}, tasks=pool))
 
@@ -144,7 +180,7 @@ def test_job_ids_ignore_the_affinity_section_and_later_options_at_their_defaults
     import dataclasses
 
     from taskaffinity.config import AffinityConfig
-    from taskaffinity.study.plan import _job_id
+    from taskaffinity.study.experiments import _job_id
 
     plan = make_plan(load_study(study_file(tmp_path, {"kind": "validation"}, tasks=POOL[:3])))
     job = next(iter(plan.train_jobs.values()))
@@ -160,9 +196,18 @@ def test_recipe_arms_train_the_whole_pool_with_their_own_recipe(tmp_path):
     """combinations: an arm pre-finetunes every pool task under its recipe, then fine-tunes every target
     (one more column); its encoder is not the default recipe's, the family findings do not see it."""
     groups = {"Q": ["trec6"], "T": ["bbc_topic", "sms_spam"]}
-    study = load_study(study_file(tmp_path, {"kind": "combinations", "targets": ["vader_amazon"], "seeds": [0, 1],
-                                             "groups": groups, "arms": {"uniform": {"sampling": "uniform"},
-                                                                        "unscaled": {"loss_scaling": False}}}))
+    study = load_study(
+        study_file(
+            tmp_path,
+            {
+                "kind": "combinations",
+                "targets": ["vader_amazon"],
+                "seeds": [0, 1],
+                "groups": groups,
+                "arms": {"uniform": {"sampling": "uniform"}, "unscaled": {"loss_scaling": False}},
+            },
+        )
+    )
     plan = make_plan(study)
     frame = plan.frame()
     assert list(dict.fromkeys(frame["label"]))[-2:] == ["uniform", "unscaled"]
@@ -181,8 +226,11 @@ def test_recipe_arms_train_the_whole_pool_with_their_own_recipe(tmp_path):
 
 def test_validation_recipe_arms_are_read_against_the_all_arm(tmp_path):
     pool = POOL[:4]
-    study = load_study(study_file(tmp_path, {"kind": "validation", "seeds": [0, 1],
-                                             "arms": {"unscaled": {"loss_scaling": False}}}, tasks=pool))
+    study = load_study(
+        study_file(
+            tmp_path, {"kind": "validation", "seeds": [0, 1], "arms": {"unscaled": {"loss_scaling": False}}}, tasks=pool
+        )
+    )
     plan = make_plan(study)  # no groups: the all arm is planned for the recipes to be read against
     frame = plan.frame()
     for arm in ("all", "unscaled"):
@@ -202,6 +250,7 @@ def test_job_ids_depend_on_what_changes_results_only(tmp_path):
     assert set(first.train_jobs) == set(renamed.train_jobs) and set(first.finetune_jobs) == set(renamed.finetune_jobs)
     longer = make_plan(load_study(study_file(tmp_path, {**base, "pretrain": {"steps": 9}})))
     assert set(longer.train_jobs).isdisjoint(first.train_jobs)
+
     def by_label(plan):
         return {m.label: m.job for m in plan.measurements}
 
@@ -230,39 +279,92 @@ def test_job_ids_include_the_data_of_exactly_their_tasks(tmp_path):
     assert set(target_edited.finetune_jobs).isdisjoint(before.finetune_jobs)
 
 
-@pytest.mark.parametrize("study, message", [
-    ({"kind": "transfer"}, "study.kind must be one of"),
-    ({"kind": "combinations", "targets": ["nope"], "groups": {"A": ["trec6"]}}, "study.targets: 'nope'"),
-    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["trec6"]}}, "study.groups.A: 'trec6'"),
-    ({"kind": "combinations", "targets": ["trec6"]}, "needs study.groups"),
-    ({"kind": "scaling", "targets": ["trec6"], "sizes": [9]}, "study.sizes must be between 0 and 6"),
-    ({"kind": "scaling", "targets": ["trec6"]}, "study.sizes must list"),
-    ({"kind": "low_resource", "targets": ["trec6"], "sizes": [1], "fractions": [0]}, "study.fractions must be in (0, 1]"),
-    ({"kind": "scaling", "targets": ["trec6"], "sizes": [1], "seed": [0]}, "unknown key 'study.seed'"),
-    ({"kind": "combinations", "targets": ["trec6"], "groups": "missing.json"}, "grouping file not found"),
-    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "finetune": {"stepz": 3}},
-     "unknown key 'study.finetune.stepz'"),
-    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "executor": {"kind": "slurm"}},
-     None),  # checked when the executor is made (see test_executors)
-    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "arms": {"x": {"weightng": 1}}},
-     "unknown key 'study.arms.x.weightng'"),
-    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "arms": {"all": {"lr": 0.1}}},
-     "study.arms: 'all' cannot name an arm"),
-    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "arms": {"A": {"lr": 0.1}}},
-     "study.arms: 'A' cannot name an arm"),
-    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "arms": {"x": {}}},
-     "study.arms.x changes nothing"),
-    ({"kind": "scaling", "targets": ["trec6"], "sizes": [1], "arms": {"x": {"lr": 0.1}}},
-     "study.arms is for combinations and validation studies"),
-    ({"kind": "combinations", "targets": ["trec6"], "groups": "affinity", "arms": {"G1": {"lr": 0.1}}},
-     "study.arms: 'G1' cannot name an arm"),
-    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "arms": {"x": {"sampling": "uniformm"}}},
-     "study.arms.x: "),
-    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "arms": {"x": {"loss_scaling": True}}},
-     "study.arms.x trains with the same recipe as study.pretrain"),
-    ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]},
-      "arms": {"x": {"lr": 0.1}, "y": {"lr": 0.1}}}, "study.arms.y trains with the same recipe as study.arms.x"),
-])
+@pytest.mark.parametrize(
+    "study, message",
+    [
+        ({"kind": "transfer"}, "study.kind must be one of"),
+        ({"kind": "combinations", "targets": ["nope"], "groups": {"A": ["trec6"]}}, "study.targets: 'nope'"),
+        ({"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["trec6"]}}, "study.groups.A: 'trec6'"),
+        ({"kind": "combinations", "targets": ["trec6"]}, "needs study.groups"),
+        ({"kind": "scaling", "targets": ["trec6"], "sizes": [9]}, "study.sizes must be between 0 and 6"),
+        ({"kind": "scaling", "targets": ["trec6"]}, "study.sizes must list"),
+        (
+            {"kind": "low_resource", "targets": ["trec6"], "sizes": [1], "fractions": [0]},
+            "study.fractions must be in (0, 1]",
+        ),
+        ({"kind": "scaling", "targets": ["trec6"], "sizes": [1], "seed": [0]}, "unknown key 'study.seed'"),
+        ({"kind": "combinations", "targets": ["trec6"], "groups": "missing.json"}, "grouping file not found"),
+        (
+            {"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "finetune": {"stepz": 3}},
+            "unknown key 'study.finetune.stepz'",
+        ),
+        (
+            {
+                "kind": "combinations",
+                "targets": ["trec6"],
+                "groups": {"A": ["sms_spam"]},
+                "executor": {"kind": "slurm"},
+            },
+            None,
+        ),  # checked when the executor is made (see test_executors)
+        (
+            {
+                "kind": "combinations",
+                "targets": ["trec6"],
+                "groups": {"A": ["sms_spam"]},
+                "arms": {"x": {"weightng": 1}},
+            },
+            "unknown key 'study.arms.x.weightng'",
+        ),
+        (
+            {"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "arms": {"all": {"lr": 0.1}}},
+            "study.arms: 'all' cannot name an arm",
+        ),
+        (
+            {"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "arms": {"A": {"lr": 0.1}}},
+            "study.arms: 'A' cannot name an arm",
+        ),
+        (
+            {"kind": "combinations", "targets": ["trec6"], "groups": {"A": ["sms_spam"]}, "arms": {"x": {}}},
+            "study.arms.x changes nothing",
+        ),
+        (
+            {"kind": "scaling", "targets": ["trec6"], "sizes": [1], "arms": {"x": {"lr": 0.1}}},
+            "study.arms is for combinations and validation studies",
+        ),
+        (
+            {"kind": "combinations", "targets": ["trec6"], "groups": "affinity", "arms": {"G1": {"lr": 0.1}}},
+            "study.arms: 'G1' cannot name an arm",
+        ),
+        (
+            {
+                "kind": "combinations",
+                "targets": ["trec6"],
+                "groups": {"A": ["sms_spam"]},
+                "arms": {"x": {"sampling": "uniformm"}},
+            },
+            "study.arms.x: ",
+        ),
+        (
+            {
+                "kind": "combinations",
+                "targets": ["trec6"],
+                "groups": {"A": ["sms_spam"]},
+                "arms": {"x": {"loss_scaling": True}},
+            },
+            "study.arms.x trains with the same recipe as study.pretrain",
+        ),
+        (
+            {
+                "kind": "combinations",
+                "targets": ["trec6"],
+                "groups": {"A": ["sms_spam"]},
+                "arms": {"x": {"lr": 0.1}, "y": {"lr": 0.1}},
+            },
+            "study.arms.y trains with the same recipe as study.arms.x",
+        ),
+    ],
+)
 def test_bad_study_sections_name_the_option(tmp_path, study, message):
     path = study_file(tmp_path, study)
     if message is None:
@@ -273,16 +375,23 @@ def test_bad_study_sections_name_the_option(tmp_path, study, message):
 
 
 def test_groups_from_a_grouping_document(tmp_path):
-    document = {"method": "tag", "groups": [{"tasks": ["trec6", "sms_spam"], "serves": ["trec6"], "score": 1.0},
-                                            {"tasks": ["bbc_topic"], "serves": ["bbc_topic"], "score": 0.0}]}
+    document = {
+        "method": "tag",
+        "groups": [
+            {"tasks": ["trec6", "sms_spam"], "serves": ["trec6"], "score": 1.0},
+            {"tasks": ["bbc_topic"], "serves": ["bbc_topic"], "score": 0.0},
+        ],
+    }
     (tmp_path / "groups.json").write_text(yaml.safe_dump(document))
-    study = load_study(study_file(tmp_path, {"kind": "combinations", "targets": ["vader_amazon"],
-                                             "groups": "groups.json"}))
+    study = load_study(
+        study_file(tmp_path, {"kind": "combinations", "targets": ["vader_amazon"], "groups": "groups.json"})
+    )
     assert study.settings.groups == {"G1": ("trec6", "sms_spam"), "G2": ("bbc_topic",)}
 
 
-@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[2].glob("studies/*.yaml")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted(Path(__file__).resolve().parents[2].glob("studies/*.yaml")), ids=lambda p: p.name
+)
 def test_shipped_study_files_load_and_plan(path):
     from taskaffinity.config import load_config
 
@@ -301,25 +410,32 @@ def test_shipped_study_files_load_and_plan(path):
         assert not set(job.tasks) & set(study.settings.targets)
 
 
-@pytest.mark.parametrize("grouping, message", [
-    ({"estimator": "stream_cosin"}, "study.grouping.estimator must be one of lookahead_sgd, "),
-    ({"solver": "ilp"}, "study.grouping.solver must be one of auto, exact, heuristic, got 'ilp'"),
-    ({"method": "kmeans"}, "study.grouping.method must be one of tag, hierarchical, spectral, louvain"),
-])
+@pytest.mark.parametrize(
+    "grouping, message",
+    [
+        ({"estimator": "stream_cosin"}, "study.grouping.estimator must be one of lookahead_sgd, "),
+        ({"solver": "ilp"}, "study.grouping.solver must be one of auto, exact, heuristic, got 'ilp'"),
+        ({"method": "kmeans"}, "study.grouping.method must be one of tag, hierarchical, spectral, louvain"),
+    ],
+)
 def test_bad_grouping_settings_are_rejected_when_loaded(tmp_path, grouping, message):
-    path = study_file(tmp_path, {"kind": "combinations", "targets": ["rt_subjectivity"], "groups": "affinity",
-                                 "grouping": grouping})
+    path = study_file(
+        tmp_path, {"kind": "combinations", "targets": ["rt_subjectivity"], "groups": "affinity", "grouping": grouping}
+    )
     with pytest.raises(ConfigError) as err:
         load_study(path)
     assert str(err.value).startswith(f"{path}: {message}")
 
 
-@pytest.mark.parametrize("affinity, estimator, message", [
-    ({"rules": []}, "first_order_sgd", "affinity.rules has no sgd rule"),
-    ({"rules": ["sgd"], "lookahead": "first_order"}, "lookahead_sgd", "affinity.lookahead is first_order"),
-    ({"stream": False}, "stream_cosine", "affinity.stream is false"),
-    ({"rules": ["sgd"]}, "stream_first_order_optimizer", "no optimizer rule"),
-])
+@pytest.mark.parametrize(
+    "affinity, estimator, message",
+    [
+        ({"rules": []}, "first_order_sgd", "affinity.rules has no sgd rule"),
+        ({"rules": ["sgd"], "lookahead": "first_order"}, "lookahead_sgd", "affinity.lookahead is first_order"),
+        ({"stream": False}, "stream_cosine", "affinity.stream is false"),
+        ({"rules": ["sgd"]}, "stream_first_order_optimizer", "no optimizer rule"),
+    ],
+)
 def test_a_grouping_estimator_the_affinity_run_does_not_record_fails_at_load(tmp_path, affinity, estimator, message):
     from taskaffinity.config import config_from_dict
     from taskaffinity.errors import ConfigError

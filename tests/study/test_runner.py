@@ -10,11 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY_MODEL
 
 from taskaffinity.cli import main
-from taskaffinity.study import load_study, run_study, study_status
-
-from conftest import TINY_MODEL
+from taskaffinity.study import load_study, run_study
 
 STUDY = {
     "seed": 3,
@@ -22,8 +21,13 @@ STUDY = {
     "model": TINY_MODEL,
     "data": {"max_train": 80, "max_eval": 30},
     "training": {"steps": 4, "batch_size": 12, "eval_every": 100, "checkpoint_every": 2, "eval_batch_size": 64},
-    "study": {"kind": "combinations", "targets": ["rt_subjectivity"], "seeds": [0],
-              "groups": {"A": ["trec6"], "B": ["sms_spam", "bbc_topic"]}, "finetune": {"steps": 6, "batch_size": 16, "lr": 1e-3}},
+    "study": {
+        "kind": "combinations",
+        "targets": ["rt_subjectivity"],
+        "seeds": [0],
+        "groups": {"A": ["trec6"], "B": ["sms_spam", "bbc_topic"]},
+        "finetune": {"steps": 6, "batch_size": 16, "lr": 1e-3},
+    },
 }
 STABLE = ["experiment_id", "label", "target", "seed", "split", "metric", "value"]
 
@@ -53,8 +57,17 @@ def test_combinations_study_writes_results_and_tables(reference):
     assert set(results["label"]) == {"baseline", "A", "B", "A+B"}
     assert set(results["target"]) == {"rt_subjectivity"}
     assert set(results["split"]) == {"validation", "test"}
-    for column in ("experiment_id", "kind", "pretrain_set", "seed", "fraction", "metric", "value", "wall_seconds",
-                   "device"):
+    for column in (
+        "experiment_id",
+        "kind",
+        "pretrain_set",
+        "seed",
+        "fraction",
+        "metric",
+        "value",
+        "wall_seconds",
+        "device",
+    ):
         assert results[column].notna().all(), column
     transfer = pd.read_csv(out / "tables" / "transfer.csv", index_col=0)
     assert list(transfer.columns) == ["baseline", "A", "B", "A+B"] and list(transfer.index) == ["rt_subjectivity"]
@@ -75,8 +88,17 @@ def test_rerun_skips_finished_jobs(reference, tmp_path):
 
 def test_killed_study_resumes_to_the_same_results(reference, tmp_path):
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "taskaffinity.cli", "study", "run", str(write_study(tmp_path)), "--out", str(out),
-               "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "taskaffinity.cli",
+        "study",
+        "run",
+        str(write_study(tmp_path)),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not list(out.glob("experiments/*/result.parquet")) and time.time() < deadline:

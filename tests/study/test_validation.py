@@ -6,14 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY_MODEL
 
 from taskaffinity.api import build
 from taskaffinity.config import config_from_dict
 from taskaffinity.study import load_study, run_study
 from taskaffinity.study.plan import make_plan
 from taskaffinity.study.results import affinity_agreement, gain_reliability, measured_gains
-
-from conftest import TINY_MODEL
 
 POOL = ["trec6", "sms_spam", "bbc_topic"]
 
@@ -29,19 +28,29 @@ def results_frame(true_gain: dict, noise: float, seeds=(0, 1, 2, 3), seed: int =
     for s in seeds:
         alone = {t: 0.6 + rng.normal(0, 0.05) for t in tasks}
         for t in tasks:
-            rows.append({"label": "alone", "arm": "single", "pretrain_set": t, "target": t, "seed": s,
-                         "value": alone[t]})
+            rows.append(
+                {"label": "alone", "arm": "single", "pretrain_set": t, "target": t, "seed": s, "value": alone[t]}
+            )
         for a, b in itertools.combinations(tasks, 2):
             for source, target in ((a, b), (b, a)):
-                rows.append({"label": "pair", "arm": "pair", "pretrain_set": f"{a}+{b}", "target": target, "seed": s,
-                             "value": alone[target] + true_gain[(source, target)] + rng.normal(0, noise)})
+                rows.append(
+                    {
+                        "label": "pair",
+                        "arm": "pair",
+                        "pretrain_set": f"{a}+{b}",
+                        "target": target,
+                        "seed": s,
+                        "value": alone[target] + true_gain[(source, target)] + rng.normal(0, noise),
+                    }
+                )
     frame = pd.DataFrame(rows)
     return frame.assign(split="test", metric="accuracy", primary=True, kind="validation")
 
 
 TASKS = [f"t{i}" for i in range(6)]
-TRUE = {(s, t): g for (s, t), g in zip(itertools.permutations(TASKS, 2),
-                                       np.random.default_rng(7).normal(0, 0.05, size=30))}
+TRUE = {
+    (s, t): g for (s, t), g in zip(itertools.permutations(TASKS, 2), np.random.default_rng(7).normal(0, 0.05, size=30))
+}
 
 
 def test_gains_are_paired_differences_with_standard_errors():
@@ -80,13 +89,29 @@ def test_within_target_agreement_and_its_permutation_test():
 
 
 def write_validation(folder, **study):
-    raw = {"seed": 1, "tasks": POOL, "model": TINY_MODEL, "data": {"max_train": 60, "max_eval": 20},
-           "training": {"steps": 4, "batch_size": 8, "eval_every": 100, "checkpoint_every": 100,
-                        "eval_batch_size": 64, "head_warmup_steps": 1},
-           "affinity": {"rules": ["sgd"], "probe_every": 1, "probe_batch_size": 8, "stream_window": 1},
-           "study": {"kind": "validation", "seeds": [0, 1], "groups": "affinity",
-                     "grouping": {"method": "tag", "k": 2, "estimator": "stream_cosine", "bootstrap": 10},
-                     "validation": {"random_groupings": 1}, **study}}
+    raw = {
+        "seed": 1,
+        "tasks": POOL,
+        "model": TINY_MODEL,
+        "data": {"max_train": 60, "max_eval": 20},
+        "training": {
+            "steps": 4,
+            "batch_size": 8,
+            "eval_every": 100,
+            "checkpoint_every": 100,
+            "eval_batch_size": 64,
+            "head_warmup_steps": 1,
+        },
+        "affinity": {"rules": ["sgd"], "probe_every": 1, "probe_batch_size": 8, "stream_window": 1},
+        "study": {
+            "kind": "validation",
+            "seeds": [0, 1],
+            "groups": "affinity",
+            "grouping": {"method": "tag", "k": 2, "estimator": "stream_cosine", "bootstrap": 10},
+            "validation": {"random_groupings": 1},
+            **study,
+        },
+    }
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -106,10 +131,14 @@ def test_joint_runs_hold_each_tasks_budget(tmp_path):
 
 
 def test_heads_start_the_same_alone_and_in_company():
-    config = config_from_dict({"seed": 5, "tasks": ["trec6", "sms_spam"], "model": TINY_MODEL,
-                               "data": {"max_train": 30, "max_eval": 10}}, where="<test>")
-    alone = config_from_dict({"seed": 5, "tasks": ["sms_spam"], "model": TINY_MODEL,
-                              "data": {"max_train": 30, "max_eval": 10}}, where="<test>")
+    config = config_from_dict(
+        {"seed": 5, "tasks": ["trec6", "sms_spam"], "model": TINY_MODEL, "data": {"max_train": 30, "max_eval": 10}},
+        where="<test>",
+    )
+    alone = config_from_dict(
+        {"seed": 5, "tasks": ["sms_spam"], "model": TINY_MODEL, "data": {"max_train": 30, "max_eval": 10}},
+        where="<test>",
+    )
     _, joint_model, _ = build(config, progress=False)
     _, alone_model, _ = build(alone, progress=False)
     for a, b in zip(joint_model.head("sms_spam").parameters(), alone_model.head("sms_spam").parameters()):
@@ -129,8 +158,16 @@ def test_validation_study_end_to_end(tmp_path):
     noise = pd.read_csv(out / "tables" / "noise_ceiling.csv")
     assert noise.loc[0, "seeds"] == 2 and {"reliability", "within_target_ceiling"} <= set(noise.columns)
     agreement = pd.read_csv(out / "tables" / "agreement.csv")
-    assert {"spearman", "within_target", "within_p", "ceiling", "within_ceiling", "estimator_reliability",
-            "cost_seconds", "cost_share_of_run"} <= set(agreement.columns)
+    assert {
+        "spearman",
+        "within_target",
+        "within_p",
+        "ceiling",
+        "within_ceiling",
+        "estimator_reliability",
+        "cost_seconds",
+        "cost_share_of_run",
+    } <= set(agreement.columns)
     assert set(agreement["estimator"]) >= {"stream_cosine", "first_order_sgd"}
     assert (agreement["cost_seconds"] > 0).all()
     gains = pd.read_csv(out / "tables" / "gains.csv")
@@ -138,7 +175,9 @@ def test_validation_study_end_to_end(tmp_path):
     groups = yaml.safe_load((out / "groups.json").read_text())
     assert groups["stability"]["resamples"] == 10 and "within_target_reliability" in groups["reliability"]
     oracle = yaml.safe_load((out / "oracle_groups.json").read_text())
-    assert oracle["estimator"] == "measured_gain" and sorted(t for g in oracle["groups"] for t in g["serves"]) == sorted(POOL)
+    assert oracle["estimator"] == "measured_gain" and sorted(
+        t for g in oracle["groups"] for t in g["serves"]
+    ) == sorted(POOL)
     arms = pd.read_csv(out / "tables" / "arms.csv").set_index("arm")
     assert {"single", "chosen", "oracle", "all", "random1"} <= set(arms.index)
     assert np.isfinite(arms.loc["chosen", "vs_random"]) and np.isnan(arms.loc["random1", "vs_random"])

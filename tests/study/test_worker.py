@@ -8,14 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY_MODEL
 
 from taskaffinity.study import load_study
 from taskaffinity.study.jobs import JobOptions, job_folder, run_job, run_job_fresh
 from taskaffinity.study.plan import make_plan
 from taskaffinity.study.pool import prepare_pool
 from taskaffinity.study.worker import JobWorker, StudyTrainer
-
-from conftest import TINY_MODEL
 
 # classification and regression targets, two data fractions (subsampled train rows), two seeds, the
 # baseline and a pre-finetuning set; eval_every < steps exercises the fresh path's
@@ -25,14 +24,25 @@ STUDY = {
     "tasks": ["trec6", "sms_spam", "bbc_topic", "rt_subjectivity", "vader_tweets"],
     "model": TINY_MODEL,
     "data": {"max_train": 90, "max_eval": 40},
-    "training": {"steps": 5, "batch_size": 12, "eval_every": 2, "checkpoint_every": 2, "eval_batch_size": 16,
-                 "lr": 1e-3},
-    "study": {"kind": "low_resource", "targets": ["rt_subjectivity", "vader_tweets"], "seeds": [0, 1],
-              "sizes": [0, 2], "fractions": [0.4, 1.0], "order": ["trec6", "sms_spam", "bbc_topic"],
-              "finetune": {"steps": 6, "batch_size": 8, "lr": 1e-3}},
+    "training": {
+        "steps": 5,
+        "batch_size": 12,
+        "eval_every": 2,
+        "checkpoint_every": 2,
+        "eval_batch_size": 16,
+        "lr": 1e-3,
+    },
+    "study": {
+        "kind": "low_resource",
+        "targets": ["rt_subjectivity", "vader_tweets"],
+        "seeds": [0, 1],
+        "sizes": [0, 2],
+        "fractions": [0.4, 1.0],
+        "order": ["trec6", "sms_spam", "bbc_topic"],
+        "finetune": {"steps": 6, "batch_size": 8, "lr": 1e-3},
+    },
 }
-COMPARED = ["experiment_id", "target", "seed", "fraction", "split", "metric", "value", "baseline", "primary",
-            "device"]
+COMPARED = ["experiment_id", "target", "seed", "fraction", "split", "metric", "value", "baseline", "primary", "device"]
 
 
 def make_study(folder: Path, model: dict | None = None, **study):
@@ -99,7 +109,7 @@ def test_reusing_worker_gives_the_fresh_paths_results_bit_for_bit(tmp_path):
 def pretrained(tmp_path_factory) -> dict:
     """A pretrained model on disk: the tiny model saved with its tokenizer."""
     from taskaffinity.config import ModelConfig
-    from taskaffinity.encoders import load_encoder
+    from taskaffinity.model.encoders import load_encoder
 
     folder = tmp_path_factory.mktemp("pretrained")
     encoder, tokenizer = load_encoder(ModelConfig(**TINY_MODEL))
@@ -111,8 +121,7 @@ def pretrained(tmp_path_factory) -> dict:
 def test_pretrained_model_is_loaded_once_and_gives_the_same_results(tmp_path, pretrained):
     """A pretrained model loads without drawing random numbers, so one copy of its weights and one
     module serve every seed and job."""
-    jobs, fresh_root, reused_root, worker = run_both(tmp_path, pretrained, targets=["rt_subjectivity"],
-                                                     fractions=[1.0])
+    jobs, fresh_root, reused_root, worker = run_both(tmp_path, pretrained, targets=["rt_subjectivity"], fractions=[1.0])
     pd.testing.assert_frame_equal(results(reused_root, jobs), results(fresh_root, jobs), check_exact=True)
     assert [base.seed_free for base in worker._bases.values()] == [True]
 
@@ -138,8 +147,9 @@ def test_worker_resumes_from_its_checkpoint_to_the_same_result(tmp_path, monkeyp
     monkeypatch.setattr(StudyTrainer, "train_step", original)
 
     resumed_steps = []
-    monkeypatch.setattr(StudyTrainer, "train_step", lambda self, step: resumed_steps.append(step)
-                        or original(self, step))
+    monkeypatch.setattr(
+        StudyTrainer, "train_step", lambda self, step: resumed_steps.append(step) or original(self, step)
+    )
     JobWorker(checkpoint_seconds=0).run(job, str(root), "cpu")
     assert resumed_steps == [4, 5, 6]  # continued from the checkpoint, not from scratch
     pd.testing.assert_frame_equal(results(root, [job]), results(fresh_root, [job]), check_exact=True)
@@ -234,5 +244,7 @@ def test_a_checkpoint_of_another_run_identity_is_set_aside_and_the_job_starts_ov
         JobWorker().run(job, str(root), "cpu")
     pd.testing.assert_frame_equal(results(root, [job]), results(fresh_root, [job]), check_exact=True)
     stale = job_folder(root, job.id) / "run.stale"
-    assert json.loads((stale / "checkpoints" / "step-000003" / "state.json").read_text())["fingerprint"] == \
-        "0123456789abcdef"  # kept, not resumed
+    assert (
+        json.loads((stale / "checkpoints" / "step-000003" / "state.json").read_text())["fingerprint"]
+        == "0123456789abcdef"
+    )  # kept, not resumed

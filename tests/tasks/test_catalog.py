@@ -15,7 +15,7 @@ from taskaffinity.tasks.spec import TASK_TYPES
 NAMES = catalog.catalog_names()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _loaded(name: str) -> pd.DataFrame:
     """Each task is loaded once per test session (loads take up to ~2 s)."""
     return catalog.load_raw(name)

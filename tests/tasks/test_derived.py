@@ -21,12 +21,23 @@ def _prepare(tasks: list, **data):
 
 @pytest.fixture(scope="module")
 def bbc():
-    return _prepare(["bbc_topic", "trec6",
-                     {"name": "bbc_sports", "one_vs_rest": "bbc_topic", "positive": "sports"},
-                     {"name": "bbc_tech_1to1", "one_vs_rest": "bbc_topic", "positive": "tech", "negatives_per_positive": 1},
-                     {"name": "bbc_tech_all", "one_vs_rest": "bbc_topic", "positive": "tech", "negatives_per_positive": None},
-                     {"name": "trec_hum", "one_vs_rest": "trec6", "positive": "HUM", "family": "people",
-                      "metric": "accuracy", "max_eval": 40}])
+    return _prepare(
+        [
+            "bbc_topic",
+            "trec6",
+            {"name": "bbc_sports", "one_vs_rest": "bbc_topic", "positive": "sports"},
+            {"name": "bbc_tech_1to1", "one_vs_rest": "bbc_topic", "positive": "tech", "negatives_per_positive": 1},
+            {"name": "bbc_tech_all", "one_vs_rest": "bbc_topic", "positive": "tech", "negatives_per_positive": None},
+            {
+                "name": "trec_hum",
+                "one_vs_rest": "trec6",
+                "positive": "HUM",
+                "family": "people",
+                "metric": "accuracy",
+                "max_eval": 40,
+            },
+        ]
+    )
 
 
 def _positive_id(task, label):
@@ -78,8 +89,13 @@ def test_negatives_per_positive(bbc):
 
 
 def test_deterministic_and_seeded_by_name(bbc):
-    again = _prepare(["bbc_topic", {"name": "bbc_sports", "one_vs_rest": "bbc_topic", "positive": "sports"},
-                      {"name": "other_sports", "one_vs_rest": "bbc_topic", "positive": "sports"}])
+    again = _prepare(
+        [
+            "bbc_topic",
+            {"name": "bbc_sports", "one_vs_rest": "bbc_topic", "positive": "sports"},
+            {"name": "other_sports", "one_vs_rest": "bbc_topic", "positive": "sports"},
+        ]
+    )
     for split in SPLITS:
         pd.testing.assert_frame_equal(again["bbc_sports"].split(split), bbc["bbc_sports"].split(split))
     assert set(again["other_sports"].train["text"]) != set(again["bbc_sports"].train["text"])
@@ -93,24 +109,40 @@ def test_pair_task_and_int_label_from_yaml(tmp_path):
     # YAML reads `positive: 2` as an int; the file's labels are the strings "1", "2", "3".
     rows = [{"body": f"review number {i} says {'good bad fine'.split()[i % 3]}", "stars": i % 3 + 1} for i in range(90)]
     pd.DataFrame(rows).to_csv(tmp_path / "stars.csv", index=False)
-    tasks = _prepare([{"name": "stars", "file": str(tmp_path / "stars.csv"), "text_fields": ["body"], "label_field": "stars"},
-                      {"name": "two_stars", "one_vs_rest": "stars", "positive": 2}])
+    tasks = _prepare(
+        [
+            {"name": "stars", "file": str(tmp_path / "stars.csv"), "text_fields": ["body"], "label_field": "stars"},
+            {"name": "two_stars", "one_vs_rest": "stars", "positive": 2},
+        ]
+    )
     assert tasks["two_stars"].label_names == ("not_2", "2")
     assert tasks["two_stars"].train["label"].sum() == (tasks["stars"].train["label"] == 1).sum()
 
 
-@pytest.mark.parametrize("entry, key", [
-    ({"name": "d", "one_vs_rest": "nope", "positive": "x"}, "unknown task 'nope'"),
-    ({"name": "d", "one_vs_rest": "vader_tweets", "positive": "x"}, "one_vs_rest needs a classification"),
-    ({"name": "d", "one_vs_rest": "trec6"}, "needs 'positive'"),
-    ({"name": "d", "one_vs_rest": "trec6", "positive": ["HUM"]}, "'positive' must be one label"),
-    ({"name": "d", "catalog": "trec6", "positive": "HUM"}, "'positive' is only for one_vs_rest"),
-    ({"name": "d", "duplicate_of": "trec6", "negatives_per_positive": 2}, "'negatives_per_positive' is only for"),
-    ({"name": "d", "one_vs_rest": "trec6", "positive": "HUM", "negatives_per_positive": 0}, "negatives_per_positive must"),
-    ({"name": "d", "one_vs_rest": "trec6", "positive": "HUM", "negatives_per_positive": "3"}, "negatives_per_positive must"),
-    ({"name": "d", "one_vs_rest": "trec6", "positive": "HUM", "negatives_per_positive": True}, "negatives_per_positive must"),
-    ({"name": "d", "one_vs_rest": "trec6", "positive": "HUM", "type": "regression"}, "'type' is fixed"),
-])
+@pytest.mark.parametrize(
+    "entry, key",
+    [
+        ({"name": "d", "one_vs_rest": "nope", "positive": "x"}, "unknown task 'nope'"),
+        ({"name": "d", "one_vs_rest": "vader_tweets", "positive": "x"}, "one_vs_rest needs a classification"),
+        ({"name": "d", "one_vs_rest": "trec6"}, "needs 'positive'"),
+        ({"name": "d", "one_vs_rest": "trec6", "positive": ["HUM"]}, "'positive' must be one label"),
+        ({"name": "d", "catalog": "trec6", "positive": "HUM"}, "'positive' is only for one_vs_rest"),
+        ({"name": "d", "duplicate_of": "trec6", "negatives_per_positive": 2}, "'negatives_per_positive' is only for"),
+        (
+            {"name": "d", "one_vs_rest": "trec6", "positive": "HUM", "negatives_per_positive": 0},
+            "negatives_per_positive must",
+        ),
+        (
+            {"name": "d", "one_vs_rest": "trec6", "positive": "HUM", "negatives_per_positive": "3"},
+            "negatives_per_positive must",
+        ),
+        (
+            {"name": "d", "one_vs_rest": "trec6", "positive": "HUM", "negatives_per_positive": True},
+            "negatives_per_positive must",
+        ),
+        ({"name": "d", "one_vs_rest": "trec6", "positive": "HUM", "type": "regression"}, "'type' is fixed"),
+    ],
+)
 def test_config_errors_name_task_and_key(entry, key):
     with pytest.raises(ConfigError) as info:
         config_from_dict({"tasks": ["trec6", "vader_tweets", entry]}, where="<test>")

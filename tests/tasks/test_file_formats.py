@@ -39,8 +39,21 @@ def tricky_rows():
     rows = [{"text": text, "label": "missing_value"} for text in NA_LIKE]
     rows += [{"text": f"please book flight {i}", "label": "None"} for i in range(12)]
     rows += [{"text": f"weather in town {i}", "label": "weather"} for i in range(12)]
-    rows += [{"text": t, "label": "code"} for t in ["007", "1.50", "1e3", "0x1F", "True", "12\" screen",
-                                                   '"quoted" word', "comma, inside", "semi;colon", "tab-free"]]
+    rows += [
+        {"text": t, "label": "code"}
+        for t in [
+            "007",
+            "1.50",
+            "1e3",
+            "0x1F",
+            "True",
+            '12" screen',
+            '"quoted" word',
+            "comma, inside",
+            "semi;colon",
+            "tab-free",
+        ]
+    ]
     return rows
 
 
@@ -65,7 +78,7 @@ def test_every_format_gives_the_same_task(tmp_path):
     texts = set(pd.concat([reference.train, reference.validation, reference.test])["text"])
     assert texts == {r["text"] for r in rows}  # nothing read as missing, nothing type-converted
     assert reference.stats["rows_read"] == len(rows) and reference.stats["dropped_empty"] == 0
-    for suffix, task in tasks.items():
+    for _suffix, task in tasks.items():
         same_task(task, reference)
 
 
@@ -87,8 +100,13 @@ def test_na_like_texts_are_texts():
 
 def test_only_an_empty_cell_is_missing(tmp_path):
     path = tmp_path / "a.csv"
-    path.write_text("text,label\n" + "".join(f"text {i},{'pos' if i % 2 else 'neg'}\n" for i in range(20))
-                    + ",pos\n" + '"",neg\n' + "   ,neg\n")
+    path.write_text(
+        "text,label\n"
+        + "".join(f"text {i},{'pos' if i % 2 else 'neg'}\n" for i in range(20))
+        + ",pos\n"
+        + '"",neg\n'
+        + "   ,neg\n"
+    )
     task = one(tmp_path, "a.csv")
     assert task.stats == {**task.stats, "rows_read": 23, "dropped_empty": 3}
     path.write_text("text,label\nfine,pos\nalso fine,\n")
@@ -118,8 +136,11 @@ def test_tsv_lines_are_rows_and_quotes_are_characters():
 def test_tsv_row_with_a_wrong_field_count_names_its_line(tmp_path):
     path = tmp_path / "a.tsv"
     path.write_text('text\tlabel\n"an opening quote\tpos\nfine\tneg\nthe movie\twas\tgood\tpos\n')
-    with pytest.raises(TaskDataError, match=r"a\.tsv, line 4: 4 fields, but the header \(line 1\) has 2 "
-                                            r"\(a tab inside a text\?"):
+    with pytest.raises(
+        TaskDataError,
+        match=r"a\.tsv, line 4: 4 fields, but the header \(line 1\) has 2 "
+        r"\(a tab inside a text\?",
+    ):
         read_table(path, "t")
 
 
@@ -134,7 +155,7 @@ def test_csv_quoted_newlines_and_bad_rows_are_located_by_editor_line(tmp_path):
     path.write_text('text,label\nplain,neg\n"never closed,pos\nmore,neg\n')
     with pytest.raises(TaskDataError, match=r"a\.csv, line 3: a quoted field starting here is never closed"):
         read_table(path, "t")
-    path.write_text('text,label,text\na,b,c\n')
+    path.write_text("text,label,text\na,b,c\n")
     with pytest.raises(TaskDataError, match=r"line 1: column 'text' appears twice in the header"):
         read_table(path, "t")
 
@@ -170,15 +191,21 @@ def test_json_array_rows_are_located_by_item_and_line():
     assert list(frame.index[:3]) == ["item 1 (line 2)", "item 2 (line 6)", "item 3 (line 10)"]
 
 
-@pytest.mark.parametrize("document, layout, fix", [
-    (None, "a dict of columns", 'orient="records"'),  # reviews_pandas.json
-    ({"data": [{"text": "a", "label": "x"}]}, "records wrapped in an object under the key 'data'",
-     "Write the array under 'data' as the whole file"),
-    ({"columns": ["text", "label"], "index": [0], "data": [["a", "x"]]}, "orient=\"split\"", 'orient="records"'),
-    ({"0": {"text": "a", "label": "x"}, "1": {"text": "b", "label": "y"}}, "orient=\"index\"", 'orient="records"'),
-    ({"text": ["a", "b"], "label": ["x", "y"]}, "an object of column lists", 'orient="records"'),
-    ([["a", "x"], ["b", "y"]], "item 1 is an array, not an object", "write one object per row"),
-])
+@pytest.mark.parametrize(
+    "document, layout, fix",
+    [
+        (None, "a dict of columns", 'orient="records"'),  # reviews_pandas.json
+        (
+            {"data": [{"text": "a", "label": "x"}]},
+            "records wrapped in an object under the key 'data'",
+            "Write the array under 'data' as the whole file",
+        ),
+        ({"columns": ["text", "label"], "index": [0], "data": [["a", "x"]]}, 'orient="split"', 'orient="records"'),
+        ({"0": {"text": "a", "label": "x"}, "1": {"text": "b", "label": "y"}}, 'orient="index"', 'orient="records"'),
+        ({"text": ["a", "b"], "label": ["x", "y"]}, "an object of column lists", 'orient="records"'),
+        ([["a", "x"], ["b", "y"]], "item 1 is an array, not an object", "write one object per row"),
+    ],
+)
 def test_other_json_layouts_are_named_with_what_to_write(tmp_path, document, layout, fix):
     path = INPUTS / "reviews_pandas.json"
     if document is not None:

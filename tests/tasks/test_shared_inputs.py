@@ -6,11 +6,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from taskaffinity.tasks.table import task_table
 from taskaffinity.config import DataConfig, config_from_dict
 from taskaffinity.errors import ConfigError, TaskDataError
 from taskaffinity.tasks.prepare import prepare_tasks
 from taskaffinity.tasks.splits import split_frame, stratified_cap
+from taskaffinity.tasks.table import task_table
 from taskaffinity.tasks.text import example_key, text_key
 
 INPUTS = Path(__file__).resolve().parents[1] / "data" / "inputs"
@@ -27,8 +27,10 @@ def split_of(task) -> dict[str, str]:
 
 
 def labelled(n_per_class: dict) -> pd.DataFrame:
-    return pd.DataFrame([(f"{label} example {i}", label) for label, n in n_per_class.items() for i in range(n)],
-                        columns=["text", "label"])
+    return pd.DataFrame(
+        [(f"{label} example {i}", label) for label, n in n_per_class.items() for i in range(n)],
+        columns=["text", "label"],
+    )
 
 
 # -- caps ---------------------------------------------------------------------------------------
@@ -38,13 +40,18 @@ def test_cap_keeps_a_row_of_every_class_when_it_can():
     capped = stratified_cap(labelled({"a": 200, "b": 10}), 8, seed=0, stratify=True)
     assert capped["label"].value_counts().to_dict() == {"a": 7, "b": 1}
     # proportions are kept when every class gets its share anyway
-    assert stratified_cap(labelled({"a": 900, "b": 90, "c": 10}), 100, seed=0,
-                          stratify=True)["label"].value_counts().to_dict() == {"a": 90, "b": 9, "c": 1}
+    assert stratified_cap(labelled({"a": 900, "b": 90, "c": 10}), 100, seed=0, stratify=True)[
+        "label"
+    ].value_counts().to_dict() == {"a": 90, "b": 9, "c": 1}
 
 
 def test_per_task_caps_keep_rare_classes():
     clauses = prepare([{"name": "clauses", "file": "clauses.csv", "max_train": 6}])["clauses"]
-    assert set(clauses.train["label"].map(dict(enumerate(clauses.label_names)))) == {"payment", "salvage", "termination"}
+    assert set(clauses.train["label"].map(dict(enumerate(clauses.label_names)))) == {
+        "payment",
+        "salvage",
+        "termination",
+    }
     assert len(clauses.train) == 6
     tickets = prepare([{"name": "tickets", "file": "tickets.csv", "max_train": 8}])["tickets"]
     assert tickets.label_names == ("account", "security") and len(tickets.train) == 8
@@ -53,8 +60,11 @@ def test_per_task_caps_keep_rare_classes():
 
 def test_a_cap_below_the_number_of_classes_says_which_classes_it_removes(tmp_path, caplog):
     labelled({f"c{k}": 10 for k in range(6)}).to_csv(tmp_path / "six.csv", index=False)
-    with pytest.raises(TaskDataError, match=r"task 'six': max_train 4 is smaller than the 6 classes of its train "
-                                            r"split: the cap removes class\(es\) .*; raise max_train to at least 6"):
+    with pytest.raises(
+        TaskDataError,
+        match=r"task 'six': max_train 4 is smaller than the 6 classes of its train "
+        r"split: the cap removes class\(es\) .*; raise max_train to at least 6",
+    ):
         prepare([{"name": "six", "file": "six.csv", "max_train": 4}], folder=tmp_path)
     with caplog.at_level(logging.WARNING, logger="taskaffinity"):
         task = prepare([{"name": "six", "file": "six.csv", "max_eval": 3}], folder=tmp_path, test_fraction=0.3)["six"]
@@ -63,8 +73,10 @@ def test_a_cap_below_the_number_of_classes_says_which_classes_it_removes(tmp_pat
 
 
 # -- tasks sharing inputs --------------------------------------------------------------------------
-TWO_COLUMNS = [{"name": "sentiment", "file": "reviews_multilabel.csv", "label_field": "sentiment"},
-               {"name": "topic", "file": "reviews_multilabel.csv", "label_field": "topic"}]
+TWO_COLUMNS = [
+    {"name": "sentiment", "file": "reviews_multilabel.csv", "label_field": "sentiment"},
+    {"name": "topic", "file": "reviews_multilabel.csv", "label_field": "topic"},
+]
 
 
 def test_shared_inputs_land_in_the_same_split_of_every_task_and_none_is_lost():
@@ -93,8 +105,11 @@ def test_owner_takes_it_stays_available_and_deduplicate_is_its_old_name():
     assert len(split_of(independent["sentiment"])) == 60
     with pytest.raises(ConfigError, match="data.deduplicate is the old name of data.shared_inputs"):
         prepare(TWO_COLUMNS, deduplicate=True, shared_inputs="same_split")
-    with pytest.raises(ConfigError, match=r"<test>: data.shared_inputs must be one of same_split, one_task, "
-                                          r"independent, got 'merge'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"<test>: data.shared_inputs must be one of same_split, one_task, "
+        r"independent, got 'merge'",
+    ):
         prepare(TWO_COLUMNS, shared_inputs="merge")
 
 
@@ -116,8 +131,13 @@ def test_a_shared_text_keeps_the_split_another_task_was_given(tmp_path):
     frame.iloc[40:50].to_csv(tmp_path / "val.csv", index=False)
     frame.iloc[50:].to_csv(tmp_path / "test.csv", index=False)
     frame.assign(label=frame["label"].map({"x": "p", "y": "q"})).to_csv(tmp_path / "all.csv", index=False)
-    tasks = prepare([{"name": "given", "train_file": "train.csv", "validation_file": "val.csv", "test_file": "test.csv"},
-                     {"name": "auto", "file": "all.csv"}], folder=tmp_path)
+    tasks = prepare(
+        [
+            {"name": "given", "train_file": "train.csv", "validation_file": "val.csv", "test_file": "test.csv"},
+            {"name": "auto", "file": "all.csv"},
+        ],
+        folder=tmp_path,
+    )
     assert split_of(tasks["auto"]) == split_of(tasks["given"])
 
 
@@ -133,8 +153,14 @@ def test_a_rare_class_made_only_of_shared_texts_keeps_a_training_row(tmp_path):
     rows += [(f"other text {i}", "b", "v") for i in range(40)]
     pd.DataFrame(rows, columns=["text", "first", "second"]).to_csv(tmp_path / "f.csv", index=False)
     for seed in range(5):
-        tasks = prepare([{"name": "one", "file": "f.csv", "label_field": "first"},
-                         {"name": "two", "file": "f.csv", "label_field": "second"}], folder=tmp_path, split_seed=seed)
+        tasks = prepare(
+            [
+                {"name": "one", "file": "f.csv", "label_field": "first"},
+                {"name": "two", "file": "f.csv", "label_field": "second"},
+            ],
+            folder=tmp_path,
+            split_seed=seed,
+        )
         assert split_of(tasks["one"])["the one rare text"] == "train" == split_of(tasks["two"])["the one rare text"]
 
 
@@ -153,8 +179,19 @@ def test_split_frame_without_shared_rows_is_the_plain_stratified_split():
 
 # -- what counts as the same text -----------------------------------------------------------------
 def test_text_identity_within_and_across_tasks():
-    frame = pd.DataFrame({"text": ["Caf\u00e9 au lait!", "cafe\u0301 au lait", "ＣＡＦÉ AU LAIT", "NULL", "null",
-                                   "\U0001F600", "\U0001F622"]})
+    frame = pd.DataFrame(
+        {
+            "text": [
+                "Caf\u00e9 au lait!",
+                "cafe\u0301 au lait",
+                "ＣＡＦÉ AU LAIT",
+                "NULL",
+                "null",
+                "\U0001f600",
+                "\U0001f622",
+            ]
+        }
+    )
     across = text_key(frame).tolist()
     assert across[0] == across[1] == across[2] and across[3] == across[4] and across[5] != across[6]
     within = example_key(frame).tolist()

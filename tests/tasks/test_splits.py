@@ -1,4 +1,3 @@
-import numpy as np
 import pandas as pd
 
 from taskaffinity.tasks.splits import deduplicate_across_tasks, split_frame, stratified_cap

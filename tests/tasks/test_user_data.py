@@ -12,7 +12,9 @@ from taskaffinity.config import DataConfig, config_from_dict
 from taskaffinity.errors import TaskDataError
 from taskaffinity.tasks.prepare import prepare_tasks
 
-REVIEWS = [(f"review number {i} says {'good' if i % 3 else 'bad'} things", "pos" if i % 3 else "neg") for i in range(60)]
+REVIEWS = [
+    (f"review number {i} says {'good' if i % 3 else 'bad'} things", "pos" if i % 3 else "neg") for i in range(60)
+]
 
 
 def prepare(tmp_path, *tasks, **data):
@@ -49,8 +51,17 @@ def test_given_splits_are_used_as_is(tmp_path):
     write_csv(tmp_path / "a.csv", REVIEWS[:40])
     write_csv(tmp_path / "b.csv", REVIEWS[40:50])
     write_csv(tmp_path / "c.csv", REVIEWS[50:])
-    task = prepare(tmp_path, {"name": "r", "train_file": "a.csv", "validation_file": "b.csv", "test_file": "c.csv",
-                              "text_fields": ["body"], "label_field": "stars"})["r"]
+    task = prepare(
+        tmp_path,
+        {
+            "name": "r",
+            "train_file": "a.csv",
+            "validation_file": "b.csv",
+            "test_file": "c.csv",
+            "text_fields": ["body"],
+            "label_field": "stars",
+        },
+    )["r"]
     assert (len(task.train), len(task.validation), len(task.test)) == (40, 10, 10)
 
 
@@ -81,9 +92,20 @@ def test_validation_label_unseen_in_train(tmp_path):
     write_csv(tmp_path / "a.csv", REVIEWS[:40])
     write_csv(tmp_path / "b.csv", REVIEWS[40:49] + [("a surprising one", "meh")])
     write_csv(tmp_path / "c.csv", REVIEWS[50:])
-    with pytest.raises(TaskDataError, match=r"task 'r': labels \['meh'\] in the validation split .* never occur in train"):
-        prepare(tmp_path, {"name": "r", "train_file": "a.csv", "validation_file": "b.csv", "test_file": "c.csv",
-                           "text_fields": "body", "label_field": "stars"})
+    with pytest.raises(
+        TaskDataError, match=r"task 'r': labels \['meh'\] in the validation split .* never occur in train"
+    ):
+        prepare(
+            tmp_path,
+            {
+                "name": "r",
+                "train_file": "a.csv",
+                "validation_file": "b.csv",
+                "test_file": "c.csv",
+                "text_fields": "body",
+                "label_field": "stars",
+            },
+        )
 
 
 def test_nan_regression_label(tmp_path):
@@ -92,8 +114,10 @@ def test_nan_regression_label(tmp_path):
     write_csv(tmp_path / "a.csv", rows)
     # the 8th data row is line 9 in an editor (the header is line 1)
     with pytest.raises(TaskDataError, match=r"task 'r': missing label in .*a\.csv, line 9 \(an empty cell or null\)"):
-        prepare(tmp_path, {"name": "r", "file": "a.csv", "type": "regression", "text_fields": "body",
-                           "label_field": "stars"})
+        prepare(
+            tmp_path,
+            {"name": "r", "file": "a.csv", "type": "regression", "text_fields": "body", "label_field": "stars"},
+        )
 
 
 def test_non_numeric_regression_label(tmp_path):
@@ -101,13 +125,15 @@ def test_non_numeric_regression_label(tmp_path):
     rows[3] = (rows[3][0], "three")
     write_csv(tmp_path / "a.csv", rows)
     with pytest.raises(TaskDataError, match=r"line 5 is not a finite number: 'three'"):
-        prepare(tmp_path, {"name": "r", "file": "a.csv", "type": "regression", "text_fields": "body",
-                           "label_field": "stars"})
+        prepare(
+            tmp_path,
+            {"name": "r", "file": "a.csv", "type": "regression", "text_fields": "body", "label_field": "stars"},
+        )
 
 
 def test_non_utf8_text(tmp_path):
     path = tmp_path / "a.csv"
-    path.write_bytes("body,stars\nfine,pos\n".encode() + "caf\xe9 cr\xe8me,neg\n".encode("latin-1"))
+    path.write_bytes(b"body,stars\nfine,pos\n" + "caf\xe9 cr\xe8me,neg\n".encode("latin-1"))
     with pytest.raises(TaskDataError, match=r"task 'r': .*a\.csv is not valid UTF-8 \(byte \d+, line 3\)"):
         prepare(tmp_path, {"name": "r", "file": "a.csv", "text_fields": "body", "label_field": "stars"})
 
@@ -124,8 +150,17 @@ def test_multiple_choice_rows_are_checked(tmp_path):
     path = tmp_path / "mc.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     with pytest.raises(TaskDataError, match=r"mc\.jsonl, line 5 must be a choice index 0\.\.2, got 5"):
-        prepare(tmp_path, {"name": "mc", "file": "mc.jsonl", "type": "multiple_choice", "text_fields": "q",
-                           "choices_field": "options", "label_field": "answer"})
+        prepare(
+            tmp_path,
+            {
+                "name": "mc",
+                "file": "mc.jsonl",
+                "type": "multiple_choice",
+                "text_fields": "q",
+                "choices_field": "options",
+                "label_field": "answer",
+            },
+        )
 
 
 def test_conflicting_and_duplicate_texts_are_dropped(tmp_path):
@@ -143,8 +178,13 @@ def test_hub_dataset_unreachable_gives_clear_error(tmp_path):
     study.write_text("tasks: [{name: sst2, hf: nyu-mll/glue, hf_config: sst2, text_fields: sentence}]\n")
     # Offline flags are read at import time: a fresh process sees them.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    result = subprocess.run([sys.executable, "-m", "taskaffinity.cli", "train", str(study), "--out", str(tmp_path / "out")],
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "taskaffinity.cli", "train", str(study), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 2
     assert "task 'sst2': could not load Hugging Face dataset 'nyu-mll/glue' (config 'sst2')" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
@@ -153,14 +193,21 @@ def test_hub_dataset_unreachable_gives_clear_error(tmp_path):
 def hub_dataset(test_labels):
     import datasets
 
-    features = datasets.Features({"sentence": datasets.Value("string"),
-                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
-    train = {"sentence": [f"sentence {i} is {'good' if i % 2 else 'bad'}" for i in range(60)] + [None],
-             "label": [i % 2 for i in range(60)] + [1]}
+    features = datasets.Features(
+        {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["negative", "positive"])}
+    )
+    train = {
+        "sentence": [f"sentence {i} is {'good' if i % 2 else 'bad'}" for i in range(60)] + [None],
+        "label": [i % 2 for i in range(60)] + [1],
+    }
     validation = {"sentence": [f"held out {i}" for i in range(10)], "label": [i % 2 for i in range(10)]}
     test = {"sentence": [f"hidden {i}" for i in range(10)], "label": test_labels}
-    return datasets.DatasetDict({name: datasets.Dataset.from_dict(rows, features=features)
-                                 for name, rows in (("train", train), ("validation", validation), ("test", test))})
+    return datasets.DatasetDict(
+        {
+            name: datasets.Dataset.from_dict(rows, features=features)
+            for name, rows in (("train", train), ("validation", validation), ("test", test))
+        }
+    )
 
 
 def test_hub_class_labels_become_names_and_an_unlabelled_test_split_is_carved_from_train(tmp_path, monkeypatch):
@@ -178,12 +225,24 @@ def test_hub_class_labels_become_names_and_an_unlabelled_test_split_is_carved_fr
 
 def test_multiple_choice_splits_must_agree_on_the_number_of_choices(tmp_path):
     for name, k in (("a", 3), ("b", 3), ("c", 4)):
-        rows = [{"q": f"{name} question {i}", "options": [f"o{j}" for j in range(k)], "answer": i % k} for i in range(12)]
+        rows = [
+            {"q": f"{name} question {i}", "options": [f"o{j}" for j in range(k)], "answer": i % k} for i in range(12)
+        ]
         (tmp_path / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     with pytest.raises(TaskDataError, match=r"task 'mc': the test split of .* has 4 choices per example, train has 3"):
-        prepare(tmp_path, {"name": "mc", "train_file": "a.jsonl", "validation_file": "b.jsonl", "test_file": "c.jsonl",
-                           "type": "multiple_choice", "text_fields": "q", "choices_field": "options",
-                           "label_field": "answer"})
+        prepare(
+            tmp_path,
+            {
+                "name": "mc",
+                "train_file": "a.jsonl",
+                "validation_file": "b.jsonl",
+                "test_file": "c.jsonl",
+                "type": "multiple_choice",
+                "text_fields": "q",
+                "choices_field": "options",
+                "label_field": "answer",
+            },
+        )
 
 
 def test_dropping_more_than_a_small_share_of_rows_is_reported(tmp_path, caplog):
@@ -192,6 +251,10 @@ def test_dropping_more_than_a_small_share_of_rows_is_reported(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="taskaffinity"):
         task = prepare(tmp_path, {"name": "r", "file": "a.csv", "text_fields": "body", "label_field": "stars"})["r"]
     assert {k: task.stats[k] for k in ("rows_read", "dropped_empty", "dropped_duplicates", "dropped_conflicting")} == {
-        "rows_read": 68, "dropped_empty": 2, "dropped_duplicates": 5, "dropped_conflicting": 2}
+        "rows_read": 68,
+        "dropped_empty": 2,
+        "dropped_duplicates": 5,
+        "dropped_conflicting": 2,
+    }
     assert "task 'r': 9 of 68 rows of" in caplog.text
     assert "(2 empty, 5 duplicates, 2 with conflicting labels; see tasks.parquet)" in caplog.text

@@ -6,9 +6,19 @@ import json
 
 import pytest
 from conftest import tiny_config
-from tracker_readers import (mlflow_artifacts, mlflow_history, mlflow_runs, offline_env, require_backends,
-                             tensorboard_run, tensorboard_scalars, wandb_history, wandb_images, wandb_runs,
-                             wandb_summary)
+from tracker_readers import (
+    mlflow_artifacts,
+    mlflow_history,
+    mlflow_runs,
+    offline_env,
+    require_backends,
+    tensorboard_run,
+    tensorboard_scalars,
+    wandb_history,
+    wandb_images,
+    wandb_runs,
+    wandb_summary,
+)
 
 from taskaffinity.affinity.store import AffinityStore
 from taskaffinity.api import record_affinity
@@ -28,8 +38,11 @@ def run(tmp_path_factory):
         offline_env(patch, root)
         config = dataclasses.replace(
             tiny_config(TASKS, steps=4),
-            affinity=AffinityConfig(rules=("sgd",), lookahead="exact", probe_every=2, probe_batch_size=8, stream_window=2, bootstrap=50),
-            tracking=TrackingConfig(report_to=BACKENDS, project="affinity-test", run_name="aff"))
+            affinity=AffinityConfig(
+                rules=("sgd",), lookahead="exact", probe_every=2, probe_batch_size=8, stream_window=2, bootstrap=50
+            ),
+            tracking=TrackingConfig(report_to=BACKENDS, project="affinity-test", run_name="aff"),
+        )
         record_affinity(config, root / "out", progress=False)
         yield root
 

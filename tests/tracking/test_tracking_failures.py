@@ -8,8 +8,15 @@ import pandas as pd
 import pytest
 from conftest import tiny_config
 from tests_support import StopAfter
-from tracker_readers import (mlflow_history, mlflow_runs, offline_env, require_backends, tensorboard_scalars,
-                             wandb_run_info, wandb_runs)
+from tracker_readers import (
+    mlflow_history,
+    mlflow_runs,
+    offline_env,
+    require_backends,
+    tensorboard_scalars,
+    wandb_run_info,
+    wandb_runs,
+)
 
 from taskaffinity.api import train_joint_model
 from taskaffinity.tracking import TrackingConfig
@@ -31,8 +38,11 @@ def losses(out) -> dict[int, float]:
 def test_a_bad_mlflow_uri_leaves_the_run_and_the_other_trackers_alone(tmp_path, monkeypatch, caplog):
     offline_env(monkeypatch, tmp_path)
     with caplog.at_level(logging.WARNING, logger="taskaffinity.tracking"):
-        train_joint_model(config(report_to=("mlflow", "tensorboard"), mlflow_uri="nosuchscheme://nowhere"),
-                          tmp_path / "run", progress=False)
+        train_joint_model(
+            config(report_to=("mlflow", "tensorboard"), mlflow_uri="nosuchscheme://nowhere"),
+            tmp_path / "run",
+            progress=False,
+        )
     assert sorted(losses(tmp_path / "run")) == [1, 2, 3, 4, 5, 6]
     assert (tmp_path / "run" / "eval.parquet").is_file() and (tmp_path / "run" / "summary.json").is_file()
     logged = tensorboard_scalars(tmp_path / "run" / "tensorboard")["loss/trec6"]
@@ -57,8 +67,7 @@ def test_a_full_disk_mid_run_drops_that_tracker_only(tmp_path, monkeypatch, capl
 
     monkeypatch.setattr(SummaryWriter, "add_scalar", add_scalar)
     with caplog.at_level(logging.WARNING, logger="taskaffinity.tracking"):
-        train_joint_model(config(report_to=("tensorboard", "mlflow"), project="disk"), tmp_path / "run",
-                          progress=False)
+        train_joint_model(config(report_to=("tensorboard", "mlflow"), project="disk"), tmp_path / "run", progress=False)
     assert max(calls) == 3  # dropped at its first failure
     want = losses(tmp_path / "run")
     assert sorted(want) == [1, 2, 3, 4, 5, 6]

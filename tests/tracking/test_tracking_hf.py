@@ -12,13 +12,20 @@ except ImportError:
         raise
     pytest.skip("accelerate is not installed", allow_module_level=True)
 
-from tracker_readers import (mlflow_history, mlflow_runs, offline_env, require_backends,  # noqa: E402
-                             tensorboard_scalars, wandb_history, wandb_runs)
-
 from affinity.test_meter import Net, digits_labels  # noqa: E402
-from taskaffinity.hf_trainer import AffinityTrainer  # noqa: E402
-from taskaffinity.tracking import affinity_key  # noqa: E402
 from test_hf_trainer import DigitsModel, Rows, arguments  # noqa: E402
+from tracker_readers import (  # noqa: E402
+    mlflow_history,
+    mlflow_runs,
+    offline_env,
+    require_backends,
+    tensorboard_scalars,
+    wandb_history,
+    wandb_runs,
+)
+
+from taskaffinity.loops.hf_trainer import AffinityTrainer  # noqa: E402
+from taskaffinity.tracking import affinity_key  # noqa: E402
 
 require_backends()
 
@@ -34,8 +41,13 @@ def test_windows_go_to_the_report_to_callbacks(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_PROJECT", "hf")
     x, labels = digits_labels()
     args = dataclasses.replace(arguments(tmp_path / "hf", steps=6), report_to=["tensorboard", "mlflow", "wandb"])
-    trainer = AffinityTrainer(model=DigitsModel(Net(seed=5), labels), args=args, train_dataset=Rows(x),
-                              shared="net.trunk", meter_kwargs={"window": 2})
+    trainer = AffinityTrainer(
+        model=DigitsModel(Net(seed=5), labels),
+        args=args,
+        train_dataset=Rows(x),
+        shared="net.trunk",
+        meter_kwargs={"window": 2},
+    )
     trainer.train()
     wandb.finish()  # the Trainer leaves the W&B run open; finishing flushes its log
     # not printed, not in the Trainer's own log history: only the trackers get the windows

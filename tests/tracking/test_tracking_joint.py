@@ -6,8 +6,16 @@ import dataclasses
 import pandas as pd
 import pytest
 from conftest import tiny_config
-from tracker_readers import (mlflow_history, mlflow_runs, offline_env, require_backends, tensorboard_scalars,
-                             wandb_history, wandb_run_info, wandb_runs)
+from tracker_readers import (
+    mlflow_history,
+    mlflow_runs,
+    offline_env,
+    require_backends,
+    tensorboard_scalars,
+    wandb_history,
+    wandb_run_info,
+    wandb_runs,
+)
 
 from taskaffinity.api import train_joint_model
 from taskaffinity.tracking import BACKENDS, TrackingConfig
@@ -22,8 +30,10 @@ def joint(tmp_path_factory):
     root = tmp_path_factory.mktemp("joint")
     with pytest.MonkeyPatch.context() as patch:
         offline_env(patch, root)
-        config = dataclasses.replace(tiny_config(TASKS, steps=5, head_warmup_steps=2),
-                                     tracking=TrackingConfig(report_to=BACKENDS, project="joint-test"))
+        config = dataclasses.replace(
+            tiny_config(TASKS, steps=5, head_warmup_steps=2),
+            tracking=TrackingConfig(report_to=BACKENDS, project="joint-test"),
+        )
         train_joint_model(config, root / "run", progress=False)
         yield root
 

@@ -13,13 +13,19 @@ except ImportError:
         raise
     pytest.skip("pytorch-lightning is not installed", allow_module_level=True)
 
-from tracker_readers import (mlflow_history, offline_env, require_backends, tensorboard_scalars,  # noqa: E402
-                             wandb_history, wandb_runs)
-
 from affinity.test_meter import Net, digits_labels  # noqa: E402
-from taskaffinity.lightning import AffinityCallback  # noqa: E402
-from taskaffinity.tracking import affinity_key  # noqa: E402
 from test_lightning import DigitsModule, batches  # noqa: E402
+from tracker_readers import (  # noqa: E402
+    mlflow_history,
+    offline_env,
+    require_backends,
+    tensorboard_scalars,
+    wandb_history,
+    wandb_runs,
+)
+
+from taskaffinity.loops.lightning import AffinityCallback  # noqa: E402
+from taskaffinity.tracking import affinity_key  # noqa: E402
 
 require_backends()
 
@@ -30,15 +36,27 @@ def test_windows_go_to_every_logger_of_the_trainer(tmp_path, monkeypatch):
     offline_env(monkeypatch, tmp_path)
     x, labels = digits_labels()
     uri = f"file:{tmp_path / 'mlruns'}"
-    loggers = [TensorBoardLogger(tmp_path / "tb", name="", version=""),
-               MLFlowLogger(experiment_name="lightning", tracking_uri=uri),
-               WandbLogger(project="lightning", offline=True, save_dir=str(tmp_path / "wandb_dir"))]
+    loggers = [
+        TensorBoardLogger(tmp_path / "tb", name="", version=""),
+        MLFlowLogger(experiment_name="lightning", tracking_uri=uri),
+        WandbLogger(project="lightning", offline=True, save_dir=str(tmp_path / "wandb_dir")),
+    ]
     callback = AffinityCallback(lambda m: m.net.trunk, window=2)
-    trainer = pl.Trainer(max_steps=6, max_epochs=1, accelerator="cpu", devices=1, logger=loggers,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[callback])
-    trainer.fit(DigitsModule(Net(seed=2), labels),
-                train_dataloaders=torch.utils.data.DataLoader(batches(x), batch_size=None, shuffle=False))
+    trainer = pl.Trainer(
+        max_steps=6,
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=loggers,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
+    trainer.fit(
+        DigitsModule(Net(seed=2), labels),
+        train_dataloaders=torch.utils.data.DataLoader(batches(x), batch_size=None, shuffle=False),
+    )
     for logger in loggers:
         logger.finalize("success")
     loggers[2].experiment.finish()  # Lightning leaves the W&B run open; finishing flushes its log

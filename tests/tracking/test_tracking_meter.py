@@ -5,11 +5,17 @@ import logging
 
 import pytest
 import torch
-from torch import nn
-from tracker_readers import (mlflow_history, offline_env, require_backends, tensorboard_scalars, wandb_history,
-                             wandb_runs)
-
 from affinity.test_meter import TASKS, Net, digits_labels
+from torch import nn
+from tracker_readers import (
+    mlflow_history,
+    offline_env,
+    require_backends,
+    tensorboard_scalars,
+    wandb_history,
+    wandb_runs,
+)
+
 from taskaffinity import AffinityMeter
 from taskaffinity.errors import TaskAffinityError
 from taskaffinity.tracking import affinity_key
@@ -31,8 +37,10 @@ def run_loop(log_to, steps=6, window=2):
         meter.backward({t: nn.functional.cross_entropy(net.heads[t](z), labels[t][rows]) for t in TASKS})
         optimizer.step()
     probe = torch.arange(64)
-    meter.probe(lambda m: {t: nn.functional.cross_entropy(m.heads[t](m.trunk(x[probe])), labels[t][probe])
-                           for t in TASKS}, rules=("sgd",))
+    meter.probe(
+        lambda m: {t: nn.functional.cross_entropy(m.heads[t](m.trunk(x[probe])), labels[t][probe]) for t in TASKS},
+        rules=("sgd",),
+    )
     return meter
 
 

@@ -16,8 +16,14 @@ require_backends()
 def test_a_child_run_nests_under_its_parent(tmp_path, monkeypatch):
     offline_env(monkeypatch, tmp_path)
     settings = TrackingConfig(report_to=("tensorboard", "mlflow"))
-    parent = open_run(settings, name="study", out_dir=tmp_path / "out", project="nest", job_type="study",
-                      tensorboard_dir=tmp_path / "out" / "tensorboard" / "study")
+    parent = open_run(
+        settings,
+        name="study",
+        out_dir=tmp_path / "out",
+        project="nest",
+        job_type="study",
+        tensorboard_dir=tmp_path / "out" / "tensorboard" / "study",
+    )
     assert not parent.started and not (tmp_path / "out").exists()  # nothing opens before first use
     parent.start()
     child = parent.child("affinity", job_type="affinity", params={"seed": 1})

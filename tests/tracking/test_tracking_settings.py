@@ -19,23 +19,38 @@ from taskaffinity.tracking.settings import check_installed
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKEND_MODULES = ("tensorboard", "torch.utils.tensorboard", "tensorboardX", "mlflow", "wandb")
-RAW = {"seed": 3, "tasks": ["trec6", "sms_spam"], "model": TINY_MODEL, "data": {"max_train": 60, "max_eval": 20},
-       "training": {"steps": 2, "batch_size": 8, "eval_batch_size": 32}}
+RAW = {
+    "seed": 3,
+    "tasks": ["trec6", "sms_spam"],
+    "model": TINY_MODEL,
+    "data": {"max_train": 60, "max_eval": 20},
+    "training": {"steps": 2, "batch_size": 8, "eval_batch_size": 32},
+}
 
 
-@pytest.mark.parametrize("value, want", [
-    ("none", ()), ([], ()), (None, ()), ("tensorboard", ("tensorboard",)),
-    ("tensorboard,wandb", ("tensorboard", "wandb")), (["mlflow", "MLflow", "wandb"], ("mlflow", "wandb")),
-    (["none"], ()),
-])
+@pytest.mark.parametrize(
+    "value, want",
+    [
+        ("none", ()),
+        ([], ()),
+        (None, ()),
+        ("tensorboard", ("tensorboard",)),
+        ("tensorboard,wandb", ("tensorboard", "wandb")),
+        (["mlflow", "MLflow", "wandb"], ("mlflow", "wandb")),
+        (["none"], ()),
+    ],
+)
 def test_report_to_follows_the_trainer_convention(value, want):
     assert parse_report_to(value) == want
 
 
-@pytest.mark.parametrize("value, message", [
-    ("tensorbord", "tracking.report_to: unknown back-end 'tensorbord' (use none, tensorboard, mlflow, wandb)"),
-    (["none", "wandb"], "tracking.report_to: 'none' cannot be combined with wandb"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("tensorbord", "tracking.report_to: unknown back-end 'tensorbord' (use none, tensorboard, mlflow, wandb)"),
+        (["none", "wandb"], "tracking.report_to: 'none' cannot be combined with wandb"),
+    ],
+)
 def test_bad_report_to_names_the_key(value, message):
     with pytest.raises(ConfigError) as err:
         TrackingConfig(report_to=value)
@@ -105,12 +120,12 @@ def test_none_imports_no_backend(tmp_path):
     tracking callback and every back-end stays unimported."""
     script = textwrap.dedent(f"""
         import sys, torch
-        sys.path.insert(0, {str(ROOT / 'tests')!r})
+        sys.path.insert(0, {str(ROOT / "tests")!r})
         from conftest import TINY_MODEL, tiny_config
         from taskaffinity import AffinityMeter
         from taskaffinity.api import record_affinity, train_joint_model
         config = tiny_config(["trec6", "sms_spam"], steps=2)
-        result = train_joint_model(config, {str(tmp_path / 'run')!r}, progress=False)
+        result = train_joint_model(config, {str(tmp_path / "run")!r}, progress=False)
         print([type(cb).__name__ for cb in result.trainer.callbacks.callbacks])
         net = torch.nn.Sequential(torch.nn.Linear(3, 3))
         meter = AffinityMeter(net, net, tasks=["a", "b"], lr=0.1, window=1)
@@ -118,8 +133,14 @@ def test_none_imports_no_backend(tmp_path):
         meter.backward({{"a": out[:, 0].mean(), "b": out[:, 1].mean()}})
         print(sorted(m for m in {BACKEND_MODULES!r} if m in sys.modules))
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     callbacks, modules = done.stdout.strip().splitlines()[-2:]
     assert callbacks == "[]" and modules == "[]"  # no callback in the trainer, no back-end imported

@@ -6,8 +6,18 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import TINY_MODEL
-from tracker_readers import (mlflow_artifacts, mlflow_history, mlflow_runs, offline_env, require_backends,
-                             tensorboard_run, tensorboard_scalars, wandb_run_info, wandb_runs, wandb_summary)
+from tracker_readers import (
+    mlflow_artifacts,
+    mlflow_history,
+    mlflow_runs,
+    offline_env,
+    require_backends,
+    tensorboard_run,
+    tensorboard_scalars,
+    wandb_run_info,
+    wandb_runs,
+    wandb_summary,
+)
 
 from taskaffinity.api import run_study
 from taskaffinity.study import load_study
@@ -15,11 +25,19 @@ from taskaffinity.study import load_study
 require_backends()
 
 STUDY = {
-    "name": "tracked", "seed": 3, "tasks": ["trec6", "sms_spam", "rt_subjectivity"], "model": TINY_MODEL,
+    "name": "tracked",
+    "seed": 3,
+    "tasks": ["trec6", "sms_spam", "rt_subjectivity"],
+    "model": TINY_MODEL,
     "data": {"max_train": 60, "max_eval": 20},
     "training": {"steps": 3, "batch_size": 12, "eval_every": 100, "eval_batch_size": 64},
-    "study": {"kind": "combinations", "targets": ["rt_subjectivity"], "seeds": [0],
-              "groups": {"A": ["trec6", "sms_spam"]}, "finetune": {"steps": 3, "batch_size": 12}},
+    "study": {
+        "kind": "combinations",
+        "targets": ["rt_subjectivity"],
+        "seeds": [0],
+        "groups": {"A": ["trec6", "sms_spam"]},
+        "finetune": {"steps": 3, "batch_size": 12},
+    },
     "tracking": {"report_to": ["tensorboard", "mlflow", "wandb"]},
 }
 
@@ -36,8 +54,10 @@ def study(tmp_path_factory):
 
 def job_results(out) -> dict[str, dict[str, float]]:
     """job id -> final numbers from its result.parquet."""
-    return {path.parent.name: {f"{r.split}/{r.target}/{r.metric}": r.value for r in pd.read_parquet(path).itertuples()}
-            for path in sorted((out / "experiments").glob("*/result.parquet"))}
+    return {
+        path.parent.name: {f"{r.split}/{r.target}/{r.metric}": r.value for r in pd.read_parquet(path).itertuples()}
+        for path in sorted((out / "experiments").glob("*/result.parquet"))
+    }
 
 
 def test_mlflow_nests_one_run_per_job_under_the_study(study):

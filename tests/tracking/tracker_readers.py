@@ -24,8 +24,9 @@ def require_backends() -> None:
     if missing and os.environ.get("CI"):
         raise ImportError(f"tracking back-ends not installed: {', '.join(missing)} (run scripts/setup.sh)")
     if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (pip install 'taskaffinity[tracking]')",
-                    allow_module_level=True)
+        pytest.skip(
+            f"not installed: {', '.join(missing)} (pip install 'taskaffinity[tracking]')", allow_module_level=True
+        )
 
 
 def offline_env(monkeypatch, tmp_path) -> Path:
@@ -101,8 +102,13 @@ def wandb_records(run_dir) -> list[dict]:
 
 @functools.lru_cache(maxsize=64)
 def _records(run_dir: str, size: int) -> list[dict]:  # read once per run and size of its log
-    done = subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", run_dir],
-                          capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", run_dir],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
@@ -123,8 +129,11 @@ def wandb_history(run_dir, step_key: str | None = None) -> dict[str, dict[int, o
 def wandb_images(run_dir) -> dict[str, Path]:
     """name -> the image file of every ``wandb.Image`` logged (history flattens it to ``<name>._type`` ...)."""
     history = wandb_history(run_dir)
-    return {key[:-len("._type")]: Path(run_dir) / "files" / next(iter(history[key[:-len("._type")] + ".path"].values()))
-            for key, steps in history.items() if key.endswith("._type") and "image-file" in steps.values()}
+    return {
+        key[: -len("._type")]: Path(run_dir) / "files" / next(iter(history[key[: -len("._type")] + ".path"].values()))
+        for key, steps in history.items()
+        if key.endswith("._type") and "image-file" in steps.values()
+    }
 
 
 def wandb_run_info(run_dir) -> dict:

@@ -181,11 +181,14 @@ _TAG = re.compile(r"(?:^|(?<=[.!?\n]))\s*([A-Z][A-Za-z']{1,15}(?: [A-Z][A-Z']+)?
 # get the candidate's party ("DC" and "HR" are Donald and Hillary), turns of
 # moderators and town-hall voters (Ken Bone, Spencer Moss) are dropped.
 _CANDIDATE_TAGS = {
-    "TRUMP": "republican", "DC": "republican", "PENCE": "republican",
-    "CLINTON": "democrat", "HR": "democrat", "KAINE": "democrat",
+    "TRUMP": "republican",
+    "DC": "republican",
+    "PENCE": "republican",
+    "CLINTON": "democrat",
+    "HR": "democrat",
+    "KAINE": "democrat",
 }
-_OTHER_TAGS = {"MODERATOR", "VOTER", "AUDIENCE", "KEN", "SPENCER",
-               "QUIJANO", "HOLT", "WALLACE", "COOPER", "RADDATZ"}
+_OTHER_TAGS = {"MODERATOR", "VOTER", "AUDIENCE", "KEN", "SPENCER", "QUIJANO", "HOLT", "WALLACE", "COOPER", "RADDATZ"}
 
 _LINE_TAG = re.compile(r"^[A-Z][A-Z .'-]+:\s", re.M)
 

@@ -61,8 +61,7 @@ class Synset:
     @functools.cached_property
     def _decoded(self) -> list[tuple[str, tuple[str, int], str]]:
         p = self.pointers
-        return [(sym, (_TAG_POS[pos], int(off)), st)
-                for sym, off, pos, st in zip(p[0::4], p[1::4], p[2::4], p[3::4])]
+        return [(sym, (_TAG_POS[pos], int(off)), st) for sym, off, pos, st in zip(p[0::4], p[1::4], p[2::4], p[3::4])]
 
     @property
     def hypernyms(self) -> list[tuple[str, int]]:
@@ -116,8 +115,7 @@ def parse_line(line: str) -> Synset:
     lemmas = tuple(map(_clean_lemma, fields[4 : 4 + 2 * n_words : 2]))
     at = 4 + 2 * n_words
     pointers = tuple(fields[at + 1 : at + 1 + 4 * int(fields[at])])
-    return Synset((_TAG_POS[fields[2]], int(fields[0])), LEXNAMES[int(fields[1])], lemmas,
-                  _definition(gloss), pointers)
+    return Synset((_TAG_POS[fields[2]], int(fields[0])), LEXNAMES[int(fields[1])], lemmas, _definition(gloss), pointers)
 
 
 @functools.lru_cache(maxsize=2)
@@ -141,16 +139,21 @@ def load_synsets(task: str = "wordnet") -> dict[tuple[str, int], Synset]:
     """All synsets keyed by ``(pos, offset)``; MissingSourceError when files are absent."""
     if not is_available():
         raise MissingSourceError(
-            task, f"WordNet 3.0 database (data.noun etc. in {wordnet_dir()}; "
-            "or set TASKAFFINITY_WORDNET_DIR)", INSTALL_HINT)
+            task,
+            f"WordNet 3.0 database (data.noun etc. in {wordnet_dir()}; or set TASKAFFINITY_WORDNET_DIR)",
+            INSTALL_HINT,
+        )
     return _parse_dir(str(wordnet_dir()))
 
 
 def lookup(word: str, pos: str | None = None) -> list[Synset]:
     """Synsets containing ``word`` (case-insensitive), optionally of one POS, in file order."""
     word = word.lower()
-    return [s for s in load_synsets().values()
-            if (pos is None or s.key[0] == pos) and word in (l.lower() for l in s.lemmas)]
+    return [
+        s
+        for s in load_synsets().values()
+        if (pos is None or s.key[0] == pos) and word in (lemma.lower() for lemma in s.lemmas)
+    ]
 
 
 def antonym_pairs(synsets: dict[tuple[str, int], Synset]) -> list[tuple[str, str, str]]:
@@ -198,8 +201,9 @@ def load_supersense(task: str, per_class: int = 150, min_class: int = 40) -> pd.
     return frame[frame["label"].isin(counts[counts >= min_class].index)].reset_index(drop=True)
 
 
-def _unrelated_pair(rng: random.Random, pools: dict[str, list[Synset]], pos: str,
-                    synsets: dict[tuple[str, int], Synset]) -> tuple[str, str] | None:
+def _unrelated_pair(
+    rng: random.Random, pools: dict[str, list[Synset]], pos: str, synsets: dict[tuple[str, int], Synset]
+) -> tuple[str, str] | None:
     """Head lemmas of two random same-POS synsets with no direct pointer between them."""
     first, second = rng.choice(pools[pos]), rng.choice(pools[pos])
     if first.key == second.key or second.key in first.related or first.key in second.related:
@@ -244,11 +248,12 @@ def load_relation(task: str, per_class: int = MAX_ROWS // 3) -> pd.DataFrame:
     return finish(frame, ["text", "text_pair"])
 
 
-def _distractors(rng: random.Random, answer: str, target: Synset, pool: list[Synset],
-                 senses: dict[str, set[tuple[str, int]]]) -> list[str]:
+def _distractors(
+    rng: random.Random, answer: str, target: Synset, pool: list[Synset], senses: dict[str, set[tuple[str, int]]]
+) -> list[str]:
     """Three head lemmas of other same-POS synsets that are not synonyms of ``answer``."""
     answer_senses = senses.get(answer.lower(), set())
-    own = {l.lower() for l in target.lemmas}
+    own = {lemma.lower() for lemma in target.lemmas}
     picked: list[str] = []
     while len(picked) < 3:
         word = rng.choice(pool).lemmas[0]
