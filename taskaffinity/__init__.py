@@ -11,7 +11,7 @@ and gradient estimators); grouping turns them into task groups. Entry points:
 from . import _aliases
 
 __version__ = "0.1.0"
-_aliases.install()  # earlier module paths (taskaffinity.train, taskaffinity.lightning, ...) keep importing
+_aliases.install()  # taskaffinity.train and other earlier paths, and the fronts' short names (taskaffinity.lightning)
 
 
 def __getattr__(name):  # imported on first use: `import taskaffinity` stays light

@@ -1,9 +1,11 @@
 """Earlier import paths of the modules that moved into ``training/``, ``model/`` and ``loops/``.
 
 ``taskaffinity.meter``, ``taskaffinity.lightning`` and ``taskaffinity.hf_trainer`` are the any-loop
-fronts' short names and stay documented. Every other earlier path (``taskaffinity.train``,
+fronts' short names (``taskaffinity.loops.*`` is their home and what the docs show); they import
+without a warning. Every other earlier path (``taskaffinity.train``,
 ``taskaffinity.callbacks``, ...) still imports the same module object, with a DeprecationWarning
-that names its home. A meta-path finder does this instead of one stub file per old name, so the
+that names its home (type checkers, which do not run the finder, see only the homes). A
+meta-path finder does this instead of one stub file per old name, so the
 top of the package lists only the pipeline's stages.
 """
 
@@ -61,21 +63,14 @@ class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module) -> None:
         home, deprecated = _home(module.__name__)
         if deprecated:
+            # stacklevel 2: the importing line (warnings skips the import machinery's own frames)
             warnings.warn(
-                f"{module.__name__} moved to {home}; the old path will be removed",
+                f"{module.__name__} moved to {home}; the old path will be removed in taskaffinity 0.3",
                 DeprecationWarning,
-                stacklevel=_caller_level(),
+                stacklevel=2,
             )
         # the import system returns what sys.modules holds after exec_module: the real module
         sys.modules[module.__name__] = importlib.import_module(home)
-
-
-def _caller_level() -> int:
-    """The stacklevel of the first frame outside the import machinery (the importing code)."""
-    frame, level = sys._getframe(2), 3
-    while frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def install() -> None:

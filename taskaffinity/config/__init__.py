@@ -9,7 +9,7 @@ silently falls back to a default.
 
 from ..tasks.data_config import DataConfig
 from ..tracking.settings import TrackingConfig
-from .run import LATER_OPTIONS, SECTIONS, TOP_KEYS, RunConfig, StudyConfig, config_from_dict, load_config
+from .run import LATER_OPTIONS, SECTIONS, TOP_KEYS, RunConfig, StudyConfig, coerce, config_from_dict, load_config
 from .sections import (
     AGGREGATOR_DEPENDENCIES,
     AGGREGATORS,
@@ -49,6 +49,7 @@ __all__ = [
     "StudyConfig",
     "TrackingConfig",
     "TrainConfig",
+    "coerce",
     "config_from_dict",
     "load_config",
 ]

@@ -5,8 +5,8 @@ start-up, before anything is written (docs/your_data.md, "Models and tokenizers"
 
 - a pad token: a tokenizer without one (GPT-2 style) pads with its end-of-text token
   (any id would do: attention masks keep padding out of every feature);
-- padding: taskaffinity pads on the right itself (:mod:`.batching`), whatever the
-  tokenizer's ``padding_side``, and pools over real tokens only (:mod:`.model`);
+- padding: taskaffinity pads on the right itself (:mod:`taskaffinity.training.batching`), whatever the
+  tokenizer's ``padding_side``, and pools over real tokens only (:mod:`.multitask`);
 - ``model.max_length`` within what the model can take (its position embeddings,
   the tokenizer's ``model_max_length``);
 - token type ids only where the model has them (RoBERTa-style models have one type);

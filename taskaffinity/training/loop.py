@@ -32,7 +32,16 @@ from ..tasks.data import SPLITS, TaskData
 from .aggregation import make_aggregator
 from .batching import EncodedRows
 from .callbacks import Callback, CallbackList, StepContext, TrainingContext
-from .checkpoint import data_fingerprints, restore_run, run_fingerprint, write_run
+from .checkpoint import (  # noqa: F401 (taskaffinity.train's names)
+    checkpoint_fingerprint,
+    data_fingerprints,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_run,
+    run_fingerprint,
+    save_checkpoint,
+    write_run,
+)
 from .distributed import resolve_device
 from .distributed import setup as setup_distributed
 from .evaluate import evaluate
