@@ -168,12 +168,16 @@ def _validation_figures(run: Path, results: pd.DataFrame, section: Section, fold
 
     tables = {
         name: pd.read_csv(run / "tables" / f"{name}.csv")
-        for name in ("noise_ceiling", "agreement", "arms", "estimator_differences")
+        for name in ("noise_ceiling", "agreement", "arms", "estimator_differences", "group_gain_predictors")
         if (run / "tables" / f"{name}.csv").is_file()
     }
     noise = tables["noise_ceiling"].iloc[0].to_dict() if "noise_ceiling" in tables else None
     section.text += validation_reading(
-        tables.get("agreement"), noise, tables.get("arms"), tables.get("estimator_differences")
+        tables.get("agreement"),
+        noise,
+        tables.get("arms"),
+        tables.get("estimator_differences"),
+        tables.get("group_gain_predictors"),
     )
     gains = measured_gains(results)
     path = run / "affinity" / "affinity.parquet"

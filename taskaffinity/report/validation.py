@@ -22,9 +22,11 @@ def validation_reading(
     noise: dict | None,
     arms: pd.DataFrame | None = None,
     differences: pd.DataFrame | None = None,
+    group_predictors: pd.DataFrame | None = None,
 ) -> list[str]:
     """Sentences: the gains' noise ceiling, which estimators beat chance against it, whether the best
-    one is better than the others beyond noise, what they cost, and the arms."""
+    one is better than the others beyond noise, what they cost, the arms, and how well pairs and
+    surrogates predict the sampled groups' gains (``tables/group_gain_predictors.csv``)."""
     lines = []
     if noise:
         ceiling = noise.get("within_target_ceiling", np.nan)
@@ -88,7 +90,35 @@ def validation_reading(
                 + "."
             )
         lines.extend(_against_random(arms))
+    lines.extend(_group_gains(group_predictors))
     return lines
+
+
+def _group_gains(table: pd.DataFrame | None) -> list[str]:
+    """How well each kind of predictor ranks members' measured gains in the sampled groups."""
+    if table is None or table.empty:
+        return []
+
+    def best(rows: pd.DataFrame) -> str:
+        row = rows.sort_values("within_target", ascending=False, na_position="last").iloc[0]
+        return f"{row['predictor']} ρ = {_fmt(row['within_target'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
+
+    first = table.iloc[0]
+    parts = []
+    pairs = table[table["predictor"] == "measured_pairs"]
+    if not pairs.empty:
+        parts.append("TAG's mean of the measured pair gains " + best(pairs).split(" ", 1)[1])
+    estimators = table[(table["kind"] == "mean_of_pairs") & (table["predictor"] != "measured_pairs")]
+    if not estimators.empty:
+        parts.append("best mean of an affinity estimator's pairs: " + best(estimators))
+    surrogates = table[table["kind"] == "surrogate"]
+    if not surrogates.empty:
+        parts.append("best surrogate (out of fold): " + best(surrogates))
+    return [
+        f"Group gains ({int(first['n_groups'])} sampled groups, {int(first['seeds'])} seeds; within-target "
+        f"Spearman against members' measured gains, 95 % CI over {int(first['n_targets'])} targets; ceiling "
+        f"ρ ≈ {_fmt(first['within_target_ceiling'])}): " + "; ".join(parts) + "."
+    ]
 
 
 def _differences(differences: pd.DataFrame | None) -> list[str]:
@@ -111,13 +141,15 @@ def _differences(differences: pd.DataFrame | None) -> list[str]:
 
 
 def _against_random(arms: pd.DataFrame) -> list[str]:
-    """Did the tool's grouping beat random groupings of the same sizes, and could pair knowledge (the oracle)?"""
+    """Did the tool's grouping beat random groupings of the same sizes, and could pair knowledge (the
+    oracle) or a surrogate of measured subsets?"""
     if "vs_random" not in arms:
         return []
     lines = []
     for arm, who in (
         ("chosen", "The tool's grouping"),
         ("oracle", "The oracle grouping (solved from the measured pair gains)"),
+        ("surrogate", "The surrogate grouping (fitted to the measured pair and sampled-group gains)"),
     ):
         row = arms[arms["arm"] == arm]
         if row.empty or not np.isfinite(row["vs_random"].iloc[0]):

@@ -47,6 +47,7 @@ def compare_group_predictors(
     pairs=None,
     *,
     surrogates=None,
+    train_also: pd.DataFrame | None = None,
     folds: int = 5,
     n_boot: int = 1000,
     level: float = 0.95,
@@ -61,6 +62,9 @@ def compare_group_predictors(
     DataFrame or a mapping name -> DataFrame (affinity estimators, measured pair gains; a pair it
     lacks makes that member's score NaN, left out). ``surrogates``: a mapping name -> surrogate
     (fitted or not: each is cloned, then fitted fold by fold on ``folds`` splits of the groups).
+    ``train_also``: more measured subsets, tidy like ``gains`` (e.g. the pairs), added to every
+    fold's training set and never scored: surrogates named ``<name>_with_pairs`` are fitted on them
+    as well (besides ``<name>``, fitted on the sampled groups alone).
 
     Returns one row per predictor (``COLUMNS``): ``kind`` (``mean_of_pairs`` / ``surrogate``),
     ``within_target`` with ``ci_low``/``ci_high``, ``relative_error`` (MSE / variance of the
@@ -93,9 +97,17 @@ def compare_group_predictors(
         A = np.array(matrix.rename(index=str, columns=str).reindex(index=tasks, columns=tasks), dtype=float)
         np.fill_diagonal(A, 0.0)
         rows.append(_row(name, "mean_of_pairs", prediction_accuracy(member_scores(A, M), G, M, tasks, **settings)))
+    extra = None
+    if train_also is not None and not train_also.empty:
+        extra = tidy_to_subsets(train_also, tasks=sorted(set(tasks) | _members(train_also)))
+        subsets, measured = (frame.reindex(columns=extra[0].columns) for frame in (subsets, measured))
+        subsets = subsets.fillna(0).astype(int)
     for name, surrogate in surrogates.items():
-        predicted = cross_validated_gains(surrogate, subsets, measured, folds=folds, seed=seed)
-        rows.append(_row(name, "surrogate", prediction_accuracy(predicted, G, M, tasks, **settings)))
+        variants = {name: None} if extra is None else {name: None, f"{name}_with_pairs": extra}
+        for label, also in variants.items():
+            predicted = cross_validated_gains(surrogate, subsets, measured, folds=folds, seed=seed, train_also=also)
+            predicted = predicted[:, [list(subsets.columns).index(t) for t in tasks]]
+            rows.append(_row(label, "surrogate", prediction_accuracy(predicted, G, M, tasks, **settings)))
     table = pd.DataFrame(rows)
     table["within_target_ceiling"] = noise["within_target_ceiling"]
     table["within_target_reliability"] = noise["within_target_reliability"]
@@ -104,22 +116,37 @@ def compare_group_predictors(
 
 
 def cross_validated_gains(
-    surrogate, subsets: pd.DataFrame, gains: pd.DataFrame, *, folds: int = 5, seed: int = 0
+    surrogate,
+    subsets: pd.DataFrame,
+    gains: pd.DataFrame,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    train_also: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> np.ndarray:
     """Out-of-fold predictions of members' gains: the groups split into ``folds`` (shuffled by
-    ``seed``), each fold predicted by a clone of ``surrogate`` fitted on the others (NaN where a
-    fold's fit left the target without a model)."""
+    ``seed``), each fold predicted by a clone of ``surrogate`` fitted on the others, plus the
+    ``train_also`` ``(subsets, gains)`` in every fold (same task columns); NaN where a fold's fit left
+    the target without a model."""
     M = subsets.to_numpy().astype(bool)
     out = np.full(M.shape, np.nan)
     splits = KFold(n_splits=min(folds, len(M)), shuffle=True, random_state=seed)
     for train, test in splits.split(M):
         model = clone(surrogate)
+        fit_subsets, fit_gains = subsets.iloc[train], gains.iloc[train]
+        if train_also is not None:
+            fit_subsets = pd.concat([fit_subsets, train_also[0]])
+            fit_gains = pd.concat([fit_gains, train_also[1]])
         try:
-            model.fit(subsets.iloc[train], gains.iloc[train])
+            model.fit(fit_subsets, fit_gains)
         except GroupingError:  # too few groups in this fold for any target: nothing to predict
             continue
         out[test] = model.predict_members(M[test])
     return out
+
+
+def _members(frame: pd.DataFrame) -> set[str]:
+    return {t for g in frame["group"] for t in (g.split(SEPARATOR) if isinstance(g, str) else map(str, g))}
 
 
 def _key(group, tasks: list[str]) -> str:
@@ -145,9 +172,17 @@ def group_gain_table(groups: pd.DataFrame, pair_gains: pd.DataFrame, store=None,
     """A validation study's group-gain comparison (``tables/group_gain_predictors.csv``): TAG's mean of
     pairs from the measured pair gains (``pair_gains``: ``source, target, gain``) and from every
     estimator of the affinity ``store``, and the linear and kernel surrogates (5-fold over the sampled
-    groups), against the members' measured group gains (``groups``: :func:`.results.group_gains`)."""
+    groups; fitted on the held-in groups alone, and ``_with_pairs`` on them and every measured pair),
+    against the members' measured group gains (``groups``: :func:`.results.group_gains`)."""
     pairs = {"measured_pairs": pair_gains.pivot_table(index="source", columns="target", values="gain")}
     if store is not None:
         pairs.update({name: store.matrix(name) for name in report_order(store.estimators)})
     surrogates = {"linear_surrogate": make_surrogate("linear"), "kernel_surrogate": make_surrogate("kernel")}
-    return compare_group_predictors(groups, pairs, surrogates=surrogates, seed=seed)
+    measured_pairs = pd.DataFrame(
+        {
+            "group": [f"{s}{SEPARATOR}{t}" for s, t in zip(pair_gains["source"], pair_gains["target"])],
+            "target": pair_gains["target"].astype(str),
+            "gain": pair_gains["gain"],
+        }
+    )
+    return compare_group_predictors(groups, pairs, surrogates=surrogates, train_also=measured_pairs, seed=seed)

@@ -42,6 +42,7 @@ def make_plan(
     serves: dict[str, tuple[str, ...]] | None = None,
     data: dict[str, str] | None = None,
     oracle: dict[str, tuple[str, ...]] | None = None,
+    surrogate: dict[str, tuple[str, ...]] | None = None,
 ) -> Plan:
     """Every experiment of the study.
 
@@ -49,7 +50,9 @@ def make_plan(
     says which members each group is measured on (TAG groups overlap: a task may
     help in one group and be served by another). ``oracle`` (validation): the grouping solved
     from the measured pair gains, measured as the ``oracle`` arm; a study that wants one plans its
-    random groupings only with it (they must differ from both). ``data``: each task's prepared-data
+    random groupings only with it (they must differ from both); ``surrogate`` (validation with
+    ``study.validation.surrogate``): the grouping a surrogate of the measured subsets chose, the
+    ``surrogate`` arm. ``data``: each task's prepared-data
     fingerprint; a job's id includes those of the tasks it trains on, so a job whose
     data changed gets a new id and runs again, and the others are kept.
     """
@@ -61,7 +64,7 @@ def make_plan(
         return plan_combinations(study, groups or {}, plan)
     if kind in ("scaling", "low_resource"):
         return plan_nested(study, plan)
-    return plan_validation(study, groups, serves, plan, oracle=oracle)
+    return plan_validation(study, groups, serves, plan, oracle=oracle, surrogate=surrogate)
 
 
 def plan_combinations(study: Study, groups: dict[str, tuple[str, ...]], plan: Plan | None = None) -> Plan:
@@ -139,6 +142,7 @@ def plan_validation(
     plan: Plan | None = None,
     *,
     oracle: dict[str, tuple[str, ...]] | None = None,
+    surrogate: dict[str, tuple[str, ...]] | None = None,
 ) -> Plan:
     """Brute-force transfer among the pool tasks, and the chosen grouping against alternatives.
 
@@ -147,7 +151,8 @@ def plan_validation(
     each task alone, fine-tune on every other (intermediate-task transfer), against
     fine-tuning from the base model. With ``groups``: one model per chosen group,
     one all-task model, single-task models, and (once the oracle grouping is known, see
-    :func:`make_plan`) the oracle grouping and random groupings of the chosen sizes.
+    :func:`make_plan`) the oracle grouping, the ``surrogate`` grouping (``study.validation.surrogate``)
+    and random groupings of the chosen sizes.
     ``group_samples``: random groups of ``group_sizes`` tasks, every member measured (group gains).
 
     Every joint run holds each task's budget at its single-task value (``per_task_training``:
@@ -186,7 +191,7 @@ def plan_validation(
                 Measurement(job.id, "validation", f"group:{'+'.join(group)}", group, group, seed, arm="group")
             )
         if groups:
-            _plan_grouping_arms(plan, study, groups, serves, pool, seed, oracle=oracle)
+            _plan_grouping_arms(plan, study, groups, serves, pool, seed, oracle=oracle, surrogate=surrogate)
         if study.settings.arms:
             _plan_recipe_arms(plan, study, pool, seed, with_all=not groups)
     return plan
@@ -206,18 +211,21 @@ def _plan_grouping_arms(
     seed: int,
     *,
     oracle: dict | None = None,
+    surrogate: dict | None = None,
 ) -> None:
     groups = _with_singletons(groups, pool)
     served = {**_served(groups), **(serves or {})}
     arms = {"chosen": [(groups[name], served[name]) for name in groups], "all": [(pool, pool)]}
-    if oracle is not None:
-        oracle = _with_singletons(oracle, pool)
-        arms["oracle"] = list(zip(oracle.values(), _served(oracle).values()))
+    for arm, solved in (("oracle", oracle), ("surrogate", surrogate)):
+        if solved is not None:
+            solved = _with_singletons(solved, pool)
+            arms[arm] = list(zip(solved.values(), _served(solved).values()))
     if oracle is not None or not wants_oracle(study, groups):
         sizes = [len(served[name]) for name in groups if served[name]]
         avoid = [[served[name] for name in groups if served[name]]]
-        if oracle is not None:
-            avoid.append([part for _, part in arms["oracle"] if part])
+        for arm in ("oracle", "surrogate"):
+            if arm in arms:
+                avoid.append([part for _, part in arms[arm] if part])
         for r, parts in enumerate(
             random_groupings(pool, sizes, study.settings.random_groupings, study.config.seed, avoid=avoid)
         ):

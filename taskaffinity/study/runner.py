@@ -16,6 +16,7 @@ Output folder::
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +30,15 @@ from .agreement import agreement_table, estimator_differences
 from .executors import make_executor
 from .group_gains import group_gain_table
 from .jobs import JobOptions, is_done, job_folder, run_job
+from .measured_groupings import oracle_groups, surrogate_groups
 from .plan import Plan, make_plan, wants_oracle
 from .pool import load_pool, prepare_pool
 from .results import arm_summary, collect_results, gain_reliability, group_gains, measured_gains
 from .settings import Study
 from .status import study_status
 from .tables import label_summary, transfer_means
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,8 +91,10 @@ def _run_study(study: Study, out: Path, executor, progress: bool, tracking) -> S
         if wants_oracle(study, groups):  # first the runs whose gains define the oracle, then the rest
             _write_plan(out, plan)
             _run_jobs(executor, plan, root, options, progress)
-            oracle = _oracle_groups(study, collect_results(out, plan.frame()), out)
-            plan = make_plan(study, groups, serves, data=data, oracle=oracle)
+            first = collect_results(out, plan.frame())
+            oracle = oracle_groups(study, first, out)
+            surrogate = _surrogate_groups(study, first, out, progress) if study.settings.surrogate else None
+            plan = make_plan(study, groups, serves, data=data, oracle=oracle, surrogate=surrogate)
         _write_plan(out, plan)
         _run_jobs(executor, plan, root, options, progress)
     finally:
@@ -113,24 +119,16 @@ def _write_plan(out: Path, plan: Plan) -> None:
     write_parquet(out / "jobs.parquet", plan.jobs_frame())
 
 
-def _oracle_groups(study: Study, results: pd.DataFrame, out: Path) -> dict[str, tuple[str, ...]]:
-    """The grouping the study's method solves from the measured gains (source → target, mean over
-    seeds) in place of an affinity matrix: the best grouping pair knowledge could give
-    (``oracle_groups.json``)."""
-    from ..grouping.output import write_document
-    from ..grouping.stability import choose_groups
+def _surrogate_groups(study: Study, results: pd.DataFrame, out: Path, progress: bool):
+    """The surrogate grouping, or None (with a warning, the other arms still run) where the first
+    wave left too few measured subsets for it (failed jobs)."""
+    from ..grouping import GroupingError
 
-    gains = measured_gains(results)
-    pool = list(study.settings.pool(study.config))
-    matrix = (
-        gains.pivot_table(index="source", columns="target", values="gain").reindex(index=pool, columns=pool).fillna(0.0)
-    )  # the diagonal (and any pair not measured): 0
-    settings = study.settings.grouping
-    document = choose_groups(
-        matrix, settings.method, estimator="measured_gain", seed=study.config.seed, k=settings.k, solver=settings.solver
-    )
-    write_document(out / "oracle_groups.json", document)
-    return {f"O{i + 1}": tuple(g["tasks"]) for i, g in enumerate(document["groups"])}
+    try:
+        return surrogate_groups(study, results, out, progress=progress)
+    except GroupingError as err:
+        log.warning("no surrogate arm: %s", err)
+        return None
 
 
 def _run_jobs(executor, plan: Plan, root: str, options: JobOptions, progress: bool) -> None:
@@ -265,6 +263,11 @@ def _summary(study: Study, status: pd.DataFrame, results: pd.DataFrame, out: Pat
             brute = results[results["arm"].isin(["single", "pair", "transfer"])].drop_duplicates("experiment_id")
             summary["brute_force_seconds"] = round(float(brute["wall_seconds"].sum()), 1)
             summary["brute_force_over_affinity_run"] = round(summary["brute_force_seconds"] / affinity_seconds, 2)
+            groups = results[results["arm"] == "group"].drop_duplicates("experiment_id")
+            if not groups.empty:  # the surrogate route: singles, pairs and the sampled groups
+                summary["group_samples_seconds"] = round(float(groups["wall_seconds"].sum()), 1)
+                route = summary["brute_force_seconds"] + summary["group_samples_seconds"]
+                summary["surrogate_route_over_affinity_run"] = round(route / affinity_seconds, 2)
     return summary
 
 

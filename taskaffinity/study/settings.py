@@ -64,6 +64,7 @@ class StudySettings:
     random_groupings: int = 3  # validation: random groupings with the chosen grouping's group sizes
     group_samples: int = 0  # validation: random groups of group_sizes tasks trained to measure group gains
     group_sizes: tuple[int, ...] = (3, 4)
+    surrogate: str | None = None  # validation: linear | kernel: a grouping from a surrogate of every measured subset
     arms: dict = field(default_factory=dict)  # name -> TrainConfig: the whole pool under another recipe
     pretrain: TrainConfig = field(default_factory=TrainConfig)
     finetune: TrainConfig = field(default_factory=TrainConfig)
@@ -154,6 +155,15 @@ def settings_from_dict(raw, config: RunConfig, *, where: str, base_dir: Path) ->
         values["order"] = order
     values.update(_groups(raw, pool, kind, where, base_dir))
     values.update(_validation(raw.get("validation") or {}, where, len(pool)))
+    if values.get("surrogate") and kind != "validation":
+        raise ConfigError(f"{where}: study.validation.surrogate is for validation studies, not {kind}")
+    if values.get("surrogate"):
+        _check_surrogate_data(values, pool, config.seed, where)
+    if values.get("surrogate") and not (values.get("groups") or values.get("groups_from_affinity")):
+        raise ConfigError(
+            f"{where}: study.validation.surrogate is measured as a grouping arm beside the tool's own: "
+            "set study.groups (affinity, a mapping or a grouping file)"
+        )
     values["grouping"] = _grouping(raw.get("grouping") or {}, where)
     if values.get("groups_from_affinity"):
         _check_recorded(values["grouping"].estimator, config.affinity, where)
@@ -163,3 +173,21 @@ def settings_from_dict(raw, config: RunConfig, *, where: str, base_dir: Path) ->
     values["finetune"] = _training(finetune_defaults, raw.get("finetune") or {}, where, "study.finetune")
     values["executor"] = _build(ExecutorConfig, raw.get("executor") or {}, where, "study.executor")
     return StudySettings(**values)
+
+
+def _check_surrogate_data(values: dict, pool: list[str], seed: int, where: str) -> None:
+    """Every task must be a member of enough measured subsets (its pairs and sampled groups) for its
+    surrogate model, or the study would fail only after its first wave of jobs."""
+    from ..grouping.surrogate import make_surrogate
+    from .group_draws import sample_groups
+
+    need = make_surrogate(values["surrogate"]).min_subsets
+    groups = sample_groups(tuple(pool), values["group_samples"], values["group_sizes"], seed)
+    counts = {t: len(pool) - 1 + sum(t in g for g in groups) for t in pool}
+    fewest = min(pool, key=counts.get)
+    if counts[fewest] < need:
+        raise ConfigError(
+            f"{where}: study.validation.surrogate needs every task in at least {need} measured subsets, but "
+            f"'{fewest}' is in {counts[fewest]} ({len(pool) - 1} pairs and {counts[fewest] - len(pool) + 1} sampled "
+            "groups): add tasks or study.validation.group_samples"
+        )

@@ -16,11 +16,12 @@ import yaml
 from ..config import TrainConfig
 from ..config.run import _build, _reject_unknown, coerce
 from ..errors import ConfigError
+from ..grouping.surrogate import SURROGATES
 
 VALIDATION_MODES = ("pairs", "transfer")
 
 #: labels and arm names the plans use themselves: an arm may not take them
-RESERVED_ARMS = {"baseline", "alone", "pair", "single", "all", "chosen", "transfer"}
+RESERVED_ARMS = {"baseline", "alone", "pair", "single", "all", "chosen", "transfer", "oracle", "surrogate", "group"}
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,9 @@ def _read_grouping_file(path: Path, where: str) -> dict:
 def _validation(raw: dict, where: str, pool_size: int) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: study.validation must be a mapping")
-    _reject_unknown(raw, {"mode", "random_groupings", "group_samples", "group_sizes"}, where, "study.validation.")
+    _reject_unknown(
+        raw, {"mode", "random_groupings", "group_samples", "group_sizes", "surrogate"}, where, "study.validation."
+    )
     mode = raw.get("mode", "pairs")
     if mode not in VALIDATION_MODES:
         raise ConfigError(f"{where}: study.validation.mode must be one of {', '.join(VALIDATION_MODES)}, got {mode!r}")
@@ -122,6 +125,17 @@ def _validation(raw: dict, where: str, pool_size: int) -> dict:
         raise ConfigError(
             f"{where}: study.validation.group_samples needs mode: pairs (group gains are read against single-task runs)"
         )
+    surrogate = raw.get("surrogate")
+    if surrogate is not None:
+        if surrogate not in SURROGATES:
+            raise ConfigError(
+                f"{where}: study.validation.surrogate must be one of {', '.join(SURROGATES)}, got {surrogate!r}"
+            )
+        if mode != "pairs":
+            raise ConfigError(
+                f"{where}: study.validation.surrogate needs mode: pairs (it is fitted to measured pair and group gains)"
+            )
+        out["surrogate"] = surrogate
     return out
 
 

@@ -119,9 +119,27 @@ def test_the_study_table_scores_measured_pairs_each_estimator_and_both_surrogate
         "first_order_sgd",
         "stream_cosine",
         "linear_surrogate",
+        "linear_surrogate_with_pairs",
         "kernel_surrogate",
+        "kernel_surrogate_with_pairs",
     ]
     assert table.loc["measured_pairs", "within_target"] > 0.95
     assert table.loc["first_order_sgd", "within_target"] == pytest.approx(table.loc["measured_pairs", "within_target"])
     assert abs(table.loc["stream_cosine", "within_target"]) < 0.3
     assert table.loc["linear_surrogate", "within_target"] > 0.8
+    assert table.loc["linear_surrogate_with_pairs", "within_target"] > 0.8
+
+
+def test_pairs_added_to_every_fold_rescue_a_surrogate_of_few_groups():
+    """With 12 sampled groups a per-target surrogate has ~6 rows for 6 mates and ranks nothing; the
+    21 measured pairs (added to every training fold, never scored) give it each mate's effect."""
+    gains, P = group_world(noise=0.01)
+    keep = sorted(gains["group"].unique())[::6][:12]
+    few = gains[gains["group"].isin(keep)]
+    pairs = pd.DataFrame(  # both members of every pair: t's gain from s is P[s, t]
+        [{"group": f"{s}+{t}", "target": t, "gain": P.loc[s, t]} for s, t in itertools.permutations(TASKS, 2)]
+    )
+    table = compare_group_predictors(few, surrogates={"linear": LinearSurrogate()}, train_also=pairs, n_boot=0)
+    table = table.set_index("predictor")
+    assert (table["n_groups"] == 12).all()  # the pairs are never scored
+    assert table.loc["linear_with_pairs", "within_target"] > table.loc["linear", "within_target"] + 0.3

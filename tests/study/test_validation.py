@@ -153,7 +153,8 @@ def torch_equal(a, b) -> bool:
 
 def test_validation_study_end_to_end(tmp_path):
     out = tmp_path / "out"
-    result = run_study(load_study(write_validation(tmp_path)), out, progress=False)
+    validation = {"random_groupings": 1, "surrogate": "linear", "group_samples": 1, "group_sizes": [3]}
+    result = run_study(load_study(write_validation(tmp_path, validation=validation)), out, progress=False)
     assert (result.status["status"] == "done").all()
     noise = pd.read_csv(out / "tables" / "noise_ceiling.csv")
     assert noise.loc[0, "seeds"] == 2 and {"reliability", "within_target_ceiling"} <= set(noise.columns)
@@ -178,8 +179,10 @@ def test_validation_study_end_to_end(tmp_path):
     assert oracle["estimator"] == "measured_gain" and sorted(
         t for g in oracle["groups"] for t in g["serves"]
     ) == sorted(POOL)
+    surrogate = yaml.safe_load((out / "surrogate_groups.json").read_text())
+    assert surrogate["fitted_on"]["sizes"] == {"2": 3, "3": 1} and "stability" in surrogate  # pairs and group
     arms = pd.read_csv(out / "tables" / "arms.csv").set_index("arm")
-    assert {"single", "chosen", "oracle", "all", "random1"} <= set(arms.index)
+    assert {"single", "chosen", "oracle", "surrogate", "all", "random1"} <= set(arms.index)
     assert np.isfinite(arms.loc["chosen", "vs_random"]) and np.isnan(arms.loc["random1", "vs_random"])
     assert arms.loc["chosen", "n_paired"] == len(POOL) * 2  # every task x seed
     from taskaffinity.report.assemble import build_report

@@ -1,0 +1,140 @@
+"""Groupings solved from a validation study's measured gains: the oracle (pairs) and the surrogate
+(pairs and sampled groups), on results with a planted answer."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from taskaffinity.errors import ConfigError
+from taskaffinity.study.measured_groupings import measured_subsets, oracle_groups, surrogate_groups
+from taskaffinity.study.plan import make_plan
+from taskaffinity.study.settings import load_study
+
+POOL = ["trec6", "bbc_topic", "sms_spam", "debate_party", "rt_sentiment", "rt_subjectivity"]
+BLOCKS = [set(POOL[:3]), set(POOL[3:])]
+
+
+def study_file(tmp_path, validation: dict, grouping: dict | None = None, **study):
+    raw = {
+        "seed": 0,
+        "tasks": POOL,
+        "training": {"steps": 5},
+        "study": {
+            "kind": "validation",
+            "seeds": [0, 1, 2],
+            "groups": "affinity",
+            "grouping": {"method": "tag", "k": 2, "bootstrap": 20, **(grouping or {})},
+            "validation": validation,
+            **study,
+        },
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def planted_results(shift: float = 0.0, seeds=(0, 1, 2)) -> pd.DataFrame:
+    """Single, pair and sampled-group runs (test accuracy): a member gains ``0.04 + shift`` from each
+    mate of its block and loses ``0.04 - shift`` from each other mate (its gain is the mean over
+    its mates), plus seed noise."""
+    rng = np.random.default_rng(0)
+    rows = []
+
+    def gain(target, mates):
+        block = next(b for b in BLOCKS if target in b)
+        return np.mean([(0.04 if m in block else -0.04) + shift for m in mates])
+
+    subsets = [c for k in (2, 3, 4) for c in itertools.combinations(POOL, k)][::2]
+    subsets += [tuple(p) for p in itertools.combinations(POOL, 2)]
+    for seed in seeds:
+        alone = {t: 0.7 + rng.normal(0, 0.02) for t in POOL}
+        for t in POOL:
+            rows.append(dict(label="alone", arm="single", pretrain_set=t, target=t, seed=seed, value=alone[t]))
+        for subset in dict.fromkeys(subsets):
+            name = "+".join(subset)
+            label, arm = ("pair", "pair") if len(subset) == 2 else (f"group:{name}", "group")
+            for t in subset:
+                value = alone[t] + gain(t, [m for m in subset if m != t]) + rng.normal(0, 0.003)
+                rows.append(dict(label=label, arm=arm, pretrain_set=name, target=t, seed=seed, value=value))
+    frame = pd.DataFrame(rows)
+    return frame.assign(split="test", metric="accuracy", primary=True, kind="validation")
+
+
+def test_measured_subsets_hold_both_pair_members_and_every_group_member():
+    results = planted_results()
+    tidy = measured_subsets(results)
+    pairs = tidy[tidy["group"].str.count(r"\+") == 1]
+    assert len(pairs) == 15 * 2 * 3  # 15 pairs, both members, 3 seeds
+    groups = tidy[tidy["group"].str.count(r"\+") >= 2]
+    assert len(groups) == len(results[results["arm"] == "group"])
+    row = pairs[(pairs["target"] == "bbc_topic") & pairs["group"].str.contains("trec6")].iloc[0]
+    assert row["gain"] == pytest.approx(0.04, abs=0.02)
+
+
+def test_oracle_and_surrogate_recover_the_planted_blocks(tmp_path):
+    study = load_study(study_file(tmp_path, {"surrogate": "linear"}))
+    results = planted_results()
+    assert {frozenset(g) for g in oracle_groups(study, results, tmp_path).values()} >= {frozenset(b) for b in BLOCKS}
+    chosen = surrogate_groups(study, results, tmp_path)
+    assert {frozenset(g) for g in chosen.values()} == {frozenset(b) for b in BLOCKS}
+    document = json.loads((tmp_path / "surrogate_groups.json").read_text())
+    assert document["estimator"] == "linear_surrogate" and document["method"] == "surrogate"
+    assert document["stability"]["resamples"] == 20 and document["stability"]["chosen_share"] >= 0.8
+    assert document["fitted_on"]["sizes"]["2"] == 15 and document["fitted_on"]["subsets"] > 15
+
+
+def test_the_surrogate_leaves_every_task_alone_when_every_subset_hurts(tmp_path):
+    study = load_study(study_file(tmp_path, {"surrogate": "linear"}, {"leave_alone": True}))
+    assert surrogate_groups(study, planted_results(shift=-0.1), tmp_path) == {}
+    document = json.loads((tmp_path / "surrogate_groups.json").read_text())
+    assert all(a is None for a in document["assignment"].values())
+
+
+def test_the_surrogate_arm_is_planned_and_random_groupings_avoid_it(tmp_path):
+    study = load_study(study_file(tmp_path, {"surrogate": "kernel", "random_groupings": 2}))
+    chosen = {"G1": tuple(POOL[:2]), "G2": tuple(POOL[2:])}
+    oracle = {"O1": tuple(POOL[:4]), "O2": tuple(POOL[4:])}
+    surrogate = {"S1": tuple(POOL[:3]), "S2": tuple(POOL[3:])}
+    frame = make_plan(study, chosen, oracle=oracle, surrogate=surrogate).frame()
+    rows = frame[frame["arm"] == "surrogate"]
+    assert sorted(rows[rows["seed"] == 0]["target"]) == sorted(POOL)  # every task measured once per seed
+    assert set(rows["pretrain_set"]) == {"+".join(POOL[:3]), "+".join(POOL[3:])}
+    solved = {frozenset(frozenset(s) for s in parts) for parts in (surrogate.values(), oracle.values())}
+    for _, parts in frame[frame["arm"].str.startswith("random")].groupby(["arm", "seed"]):
+        assert frozenset(frozenset(s.split("+")) for s in parts["pretrain_set"]) not in solved
+
+
+@pytest.mark.parametrize(
+    ("validation", "study", "message"),
+    [
+        ({"surrogate": "cubic"}, {}, "study.validation.surrogate must be one of linear, kernel, got 'cubic'"),
+        ({"surrogate": "linear", "mode": "transfer"}, {}, "study.validation.surrogate needs mode: pairs"),
+        ({"surrogate": "linear"}, {"groups": None}, "study.validation.surrogate is measured as a grouping arm"),
+    ],
+)
+def test_bad_surrogate_settings_name_the_option(tmp_path, validation, study, message):
+    path = study_file(tmp_path, validation, **study)
+    if study.get("groups", "affinity") is None:
+        raw = yaml.safe_load(path.read_text())
+        del raw["study"]["groups"]
+        path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_study(path)
+
+
+def test_too_few_subsets_for_a_surrogate_fail_at_load(tmp_path):
+    path = study_file(tmp_path, {"surrogate": "linear"})
+    raw = yaml.safe_load(path.read_text())
+    raw["tasks"] = POOL[:3]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="needs every task in at least 3 measured subsets, but 'trec6' is in 2"):
+        load_study(path)
+    raw["study"]["validation"].update(group_samples=1, group_sizes=[3])
+    path.write_text(yaml.safe_dump(raw))
+    assert load_study(path).settings.surrogate == "linear"
