@@ -146,11 +146,13 @@ def _against_random(arms: pd.DataFrame) -> list[str]:
     if "vs_random" not in arms:
         return []
     lines = []
-    for arm, who in (
-        ("chosen", "The tool's grouping"),
-        ("oracle", "The oracle grouping (solved from the measured pair gains)"),
-        ("surrogate", "The surrogate grouping (fitted to the measured pair and sampled-group gains)"),
-    ):
+    who = {
+        "chosen": "The tool's grouping",
+        "oracle": "The oracle grouping (solved from the measured pair gains)",
+        "surrogate": "The surrogate grouping (fitted to the measured pair and sampled-group gains)",
+    }
+    who.update({f"{arm}_leave_alone": f"{name}, with training alone as an option," for arm, name in who.items()})
+    for arm, name in who.items():
         row = arms[arms["arm"] == arm]
         if row.empty or not np.isfinite(row["vs_random"].iloc[0]):
             continue
@@ -163,7 +165,7 @@ def _against_random(arms: pd.DataFrame) -> list[str]:
             outcome = "did worse than random groupings" if significant else "did not beat random groupings"
         alone = row["p_vs_single"]
         lines.append(
-            f"{who} {outcome}: {row['vs_random']:+.3f} ± {_fmt(row['vs_random_se'], 3)} (standard error over seeds) "
+            f"{name} {outcome}: {row['vs_random']:+.3f} ± {_fmt(row['vs_random_se'], 3)} (standard error over seeds) "
             f"against their mean, paired over {int(row['n_paired'])} task × seed pairs, Wilcoxon p = {_fmt(p, 3)}; "
             f"against training every task alone {row['mean_gain_over_single']:+.3f} (p = {_fmt(alone, 3)})."
         )

@@ -6,13 +6,17 @@
   surrogate models, Zhang et al. 2026) fitted to every measured subset -- the pairs and the sampled
   groups of ``group_samples`` -- and :class:`~taskaffinity.grouping.SurrogateGrouping` on its
   predicted member gains: the route that learns from groups, not only from pairs.
+* ``*_leave_alone`` (``study.validation.leave_alone_arms``): the chosen, oracle and surrogate
+  problems again with training alone as a free option (``grouping/alone.py``): what the tool
+  recommends when joint training hurts, measured against the forced partitions.
 
-Both read the first wave of jobs (single, pair and sampled-group runs) and are written as grouping
-documents (``oracle_groups.json``, ``surrogate_groups.json``) before their arms are planned.
+All read the first wave of jobs (single, pair and sampled-group runs) and are written as grouping
+documents (``<arm>_groups.json``) before their arms are planned.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +27,57 @@ from ..grouping.subsets import SEPARATOR
 from .results import group_gains, measured_gains, seed_gains
 from .settings import Study
 
+log = logging.getLogger(__name__)
 
-def oracle_groups(study: Study, results: pd.DataFrame, out: Path) -> dict[str, tuple[str, ...]]:
-    """The grouping the study's method solves from the measured pair gains (``oracle_groups.json``);
-    a pair not measured counts 0."""
+
+def solved_groupings(study: Study, results: pd.DataFrame, out: Path, *, store=None, progress: bool = False) -> dict:
+    """Arm name -> ``[(tasks, serves), ...]`` of every grouping solved from the first wave's measured
+    gains (module docstring), each written as ``<arm>_groups.json`` and solved with the study's
+    grouping settings (``leave_alone`` included): ``oracle``; ``surrogate`` with
+    ``study.validation.surrogate`` (left out, with a warning, where too few subsets were measured);
+    with ``study.validation.leave_alone_arms`` also ``chosen_leave_alone`` (from the affinity
+    ``store``), ``oracle_leave_alone`` and ``surrogate_leave_alone``: the same problems with training
+    alone as a free option (``grouping/alone.py``)."""
+    from ..grouping import GroupingError
+
+    settings = study.settings
+    documents = {}
+    for suffix in ("", "_leave_alone") if settings.leave_alone_arms else ("",):
+        leave_alone = bool(suffix) or settings.grouping.leave_alone
+        if suffix and store is not None and settings.groups_from_affinity:
+            documents["chosen_leave_alone"] = _chosen_document(study, store)
+        documents["oracle" + suffix] = oracle_document(study, results, leave_alone=leave_alone)
+        if settings.surrogate:
+            try:
+                documents["surrogate" + suffix] = surrogate_document(
+                    study, results, leave_alone=leave_alone, progress=progress
+                )
+            except GroupingError as err:  # failed first-wave jobs left a task with too few subsets
+                log.warning("no surrogate%s arm: %s", suffix, err)
+    for arm, document in documents.items():
+        write_document(out / f"{arm}_groups.json", document)
+    return {arm: [(tuple(g["tasks"]), tuple(g["serves"])) for g in d["groups"]] for arm, d in documents.items()}
+
+
+def _chosen_document(study: Study, store) -> dict:
+    from .choose import store_grouping
+
+    settings = study.settings.grouping
+    return store_grouping(
+        store,
+        settings.estimator,
+        settings.method,
+        n_boot=settings.bootstrap,
+        seed=study.config.seed,
+        k=settings.k,
+        solver=settings.solver,
+        leave_alone=True,
+    )
+
+
+def oracle_document(study: Study, results: pd.DataFrame, *, leave_alone: bool = False) -> dict:
+    """The grouping document the study's method solves from the measured pair gains (a pair not
+    measured counts 0), with training alone as a free option if ``leave_alone``."""
     from ..grouping.stability import choose_groups
 
     pool = list(study.settings.pool(study.config))
@@ -37,11 +88,15 @@ def oracle_groups(study: Study, results: pd.DataFrame, out: Path) -> dict[str, t
         .fillna(0.0)
     )
     settings = study.settings.grouping
-    document = choose_groups(
-        matrix, settings.method, estimator="measured_gain", seed=study.config.seed, k=settings.k, solver=settings.solver
+    return choose_groups(
+        matrix,
+        settings.method,
+        estimator="measured_gain",
+        seed=study.config.seed,
+        k=settings.k,
+        solver=settings.solver,
+        leave_alone=leave_alone,
     )
-    write_document(out / "oracle_groups.json", document)
-    return {f"O{i + 1}": tuple(g["tasks"]) for i, g in enumerate(document["groups"])}
 
 
 def measured_subsets(results: pd.DataFrame) -> pd.DataFrame:
@@ -60,13 +115,13 @@ def measured_subsets(results: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([frame for frame in (pairs, group_gains(results)) if not frame.empty], ignore_index=True)
 
 
-def surrogate_groups(
-    study: Study, results: pd.DataFrame, out: Path, *, progress: bool = False
-) -> dict[str, tuple[str, ...]]:
-    """Fit ``study.validation.surrogate`` to every measured subset (seed means), choose at most ``k``
-    groups by its predicted member gains (the study's ``k``, ``leave_alone`` and solver), and write the
-    document with its stability over ``grouping.bootstrap`` resamples of the subsets
-    (``surrogate_groups.json``)."""
+def surrogate_document(
+    study: Study, results: pd.DataFrame, *, leave_alone: bool | None = None, progress: bool = False
+) -> dict:
+    """Fit ``study.validation.surrogate`` to every measured subset (seed means) and choose at most ``k``
+    groups by its predicted member gains (the study's ``k`` and solver; ``leave_alone``, default the
+    study's): the grouping document, with its stability over ``grouping.bootstrap`` resamples of the
+    subsets and ``fitted_on`` (how many subsets of each size)."""
     from tqdm.auto import tqdm
 
     from ..grouping import SurrogateGrouping, make_surrogate
@@ -77,10 +132,11 @@ def surrogate_groups(
     pool = list(study.settings.pool(study.config))
     subsets, gains = tidy_to_subsets(measured_subsets(results), tasks=pool)
     settings, kind = study.settings.grouping, study.settings.surrogate
+    leave_alone = settings.leave_alone if leave_alone is None else leave_alone
     seed = study.config.seed
 
     def make() -> SurrogateGrouping:
-        return SurrogateGrouping(k=settings.k, leave_alone=settings.leave_alone, solver=settings.solver, seed=seed)
+        return SurrogateGrouping(k=settings.k, leave_alone=leave_alone, solver=settings.solver, seed=seed)
 
     grouping = make().fit(make_surrogate(kind).fit(subsets, gains))
     stability = None
@@ -91,7 +147,6 @@ def surrogate_groups(
         bar = tqdm(resamples, total=settings.bootstrap, desc="surrogate stability", disable=not progress, leave=False)
         stability = grouping_stability(make, grouping, bar)
     document = grouping_document(grouping, estimator=f"{kind}_surrogate", stability=stability)
-    document["fitted_on"] = {"subsets": int(len(subsets)), "sizes": subsets.sum(axis=1).value_counts().to_dict()}
-    document["fitted_on"]["sizes"] = {str(int(k)): int(v) for k, v in sorted(document["fitted_on"]["sizes"].items())}
-    write_document(out / "surrogate_groups.json", document)
-    return {f"S{i + 1}": tuple(g["tasks"]) for i, g in enumerate(document["groups"])}
+    sizes = subsets.sum(axis=1).value_counts().sort_index()
+    document["fitted_on"] = {"subsets": int(len(subsets)), "sizes": {str(int(k)): int(v) for k, v in sizes.items()}}
+    return document

@@ -41,18 +41,17 @@ def make_plan(
     groups: dict[str, tuple[str, ...]] | None = None,
     serves: dict[str, tuple[str, ...]] | None = None,
     data: dict[str, str] | None = None,
-    oracle: dict[str, tuple[str, ...]] | None = None,
-    surrogate: dict[str, tuple[str, ...]] | None = None,
+    solved: dict | None = None,
 ) -> Plan:
     """Every experiment of the study.
 
     ``groups`` override the settings' (chosen from an affinity run); ``serves``
     says which members each group is measured on (TAG groups overlap: a task may
-    help in one group and be served by another). ``oracle`` (validation): the grouping solved
-    from the measured pair gains, measured as the ``oracle`` arm; a study that wants one plans its
-    random groupings only with it (they must differ from both); ``surrogate`` (validation with
-    ``study.validation.surrogate``): the grouping a surrogate of the measured subsets chose, the
-    ``surrogate`` arm. ``data``: each task's prepared-data
+    help in one group and be served by another). ``solved`` (validation): arm name -> a grouping
+    solved from the first wave's measured gains (``oracle``, ``surrogate``, their ``_leave_alone``
+    variants; :mod:`.measured_groupings`), each ``{name: tasks}`` (a task served by the first group
+    listing it) or a list of ``(tasks, serves)``; a study that wants the oracle plans its random
+    groupings only with them (they must differ from all). ``data``: each task's prepared-data
     fingerprint; a job's id includes those of the tasks it trains on, so a job whose
     data changed gets a new id and runs again, and the others are kept.
     """
@@ -64,7 +63,7 @@ def make_plan(
         return plan_combinations(study, groups or {}, plan)
     if kind in ("scaling", "low_resource"):
         return plan_nested(study, plan)
-    return plan_validation(study, groups, serves, plan, oracle=oracle, surrogate=surrogate)
+    return plan_validation(study, groups, serves, plan, solved=solved)
 
 
 def plan_combinations(study: Study, groups: dict[str, tuple[str, ...]], plan: Plan | None = None) -> Plan:
@@ -141,8 +140,7 @@ def plan_validation(
     serves: dict[str, tuple[str, ...]] | None = None,
     plan: Plan | None = None,
     *,
-    oracle: dict[str, tuple[str, ...]] | None = None,
-    surrogate: dict[str, tuple[str, ...]] | None = None,
+    solved: dict | None = None,
 ) -> Plan:
     """Brute-force transfer among the pool tasks, and the chosen grouping against alternatives.
 
@@ -150,9 +148,9 @@ def plan_validation(
     training with i is compared with the affinity i→j. ``transfer``: pre-finetune on
     each task alone, fine-tune on every other (intermediate-task transfer), against
     fine-tuning from the base model. With ``groups``: one model per chosen group,
-    one all-task model, single-task models, and (once the oracle grouping is known, see
-    :func:`make_plan`) the oracle grouping, the ``surrogate`` grouping (``study.validation.surrogate``)
-    and random groupings of the chosen sizes.
+    one all-task model, single-task models, and (once the first wave is measured, see
+    :func:`make_plan`) the ``solved`` groupings (oracle, surrogate, leave-alone variants) and
+    random groupings of the chosen sizes.
     ``group_samples``: random groups of ``group_sizes`` tasks, every member measured (group gains).
 
     Every joint run holds each task's budget at its single-task value (``per_task_training``:
@@ -191,7 +189,7 @@ def plan_validation(
                 Measurement(job.id, "validation", f"group:{'+'.join(group)}", group, group, seed, arm="group")
             )
         if groups:
-            _plan_grouping_arms(plan, study, groups, serves, pool, seed, oracle=oracle, surrogate=surrogate)
+            _plan_grouping_arms(plan, study, groups, serves, pool, seed, solved=solved)
         if study.settings.arms:
             _plan_recipe_arms(plan, study, pool, seed, with_all=not groups)
     return plan
@@ -210,22 +208,17 @@ def _plan_grouping_arms(
     pool: tuple[str, ...],
     seed: int,
     *,
-    oracle: dict | None = None,
-    surrogate: dict | None = None,
+    solved: dict | None = None,
 ) -> None:
     groups = _with_singletons(groups, pool)
     served = {**_served(groups), **(serves or {})}
     arms = {"chosen": [(groups[name], served[name]) for name in groups], "all": [(pool, pool)]}
-    for arm, solved in (("oracle", oracle), ("surrogate", surrogate)):
-        if solved is not None:
-            solved = _with_singletons(solved, pool)
-            arms[arm] = list(zip(solved.values(), _served(solved).values()))
-    if oracle is not None or not wants_oracle(study, groups):
+    for arm, grouping in (solved or {}).items():
+        arms[arm] = _arm_parts(grouping, pool)
+    if solved is not None or not wants_oracle(study, groups):
         sizes = [len(served[name]) for name in groups if served[name]]
         avoid = [[served[name] for name in groups if served[name]]]
-        for arm in ("oracle", "surrogate"):
-            if arm in arms:
-                avoid.append([part for _, part in arms[arm] if part])
+        avoid += [[part for _, part in arms[arm] if part] for arm in solved or {}]
         for r, parts in enumerate(
             random_groupings(pool, sizes, study.settings.random_groupings, study.config.seed, avoid=avoid)
         ):
@@ -253,6 +246,16 @@ def _plan_recipe_arms(plan: Plan, study: Study, pool: tuple[str, ...], seed: int
         plan.measurements.append(
             Measurement(job.id, "validation", f"{arm}:{'+'.join(pool)}", pool, pool, seed, arm=arm)
         )
+
+
+def _arm_parts(grouping, pool: tuple[str, ...]) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """``(tasks, serves)`` of every group of an arm, a task no group serves trained alone."""
+    if isinstance(grouping, dict):
+        grouping = list(zip(grouping.values(), _served(grouping).values()))
+    covered = {t for _, serves in grouping for t in serves}
+    return [(tuple(tasks), tuple(serves)) for tasks, serves in grouping] + [
+        ((t,), (t,)) for t in pool if t not in covered
+    ]
 
 
 def _served(groups: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:

@@ -16,7 +16,6 @@ Output folder::
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,15 +29,13 @@ from .agreement import agreement_table, estimator_differences
 from .executors import make_executor
 from .group_gains import group_gain_table
 from .jobs import JobOptions, is_done, job_folder, run_job
-from .measured_groupings import oracle_groups, surrogate_groups
+from .measured_groupings import solved_groupings
 from .plan import Plan, make_plan, wants_oracle
 from .pool import load_pool, prepare_pool
 from .results import arm_summary, collect_results, gain_reliability, group_gains, measured_gains
 from .settings import Study
 from .status import study_status
 from .tables import label_summary, transfer_means
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,10 +88,8 @@ def _run_study(study: Study, out: Path, executor, progress: bool, tracking) -> S
         if wants_oracle(study, groups):  # first the runs whose gains define the oracle, then the rest
             _write_plan(out, plan)
             _run_jobs(executor, plan, root, options, progress)
-            first = collect_results(out, plan.frame())
-            oracle = oracle_groups(study, first, out)
-            surrogate = _surrogate_groups(study, first, out, progress) if study.settings.surrogate else None
-            plan = make_plan(study, groups, serves, data=data, oracle=oracle, surrogate=surrogate)
+            solved = solved_groupings(study, collect_results(out, plan.frame()), out, store=affinity, progress=progress)
+            plan = make_plan(study, groups, serves, data=data, solved=solved)
         _write_plan(out, plan)
         _run_jobs(executor, plan, root, options, progress)
     finally:
@@ -117,18 +112,6 @@ def _run_study(study: Study, out: Path, executor, progress: bool, tracking) -> S
 def _write_plan(out: Path, plan: Plan) -> None:
     write_parquet(out / "plan.parquet", plan.frame())
     write_parquet(out / "jobs.parquet", plan.jobs_frame())
-
-
-def _surrogate_groups(study: Study, results: pd.DataFrame, out: Path, progress: bool):
-    """The surrogate grouping, or None (with a warning, the other arms still run) where the first
-    wave left too few measured subsets for it (failed jobs)."""
-    from ..grouping import GroupingError
-
-    try:
-        return surrogate_groups(study, results, out, progress=progress)
-    except GroupingError as err:
-        log.warning("no surrogate arm: %s", err)
-        return None
 
 
 def _run_jobs(executor, plan: Plan, root: str, options: JobOptions, progress: bool) -> None:

@@ -38,6 +38,7 @@ from .settings_sections import (
     GroupingSettings,
     _arms,
     _check_recorded,
+    _check_solved_arms,
     _grouping,
     _groups,
     _list,
@@ -65,6 +66,7 @@ class StudySettings:
     group_samples: int = 0  # validation: random groups of group_sizes tasks trained to measure group gains
     group_sizes: tuple[int, ...] = (3, 4)
     surrogate: str | None = None  # validation: linear | kernel: a grouping from a surrogate of every measured subset
+    leave_alone_arms: bool = False  # validation: chosen, oracle and surrogate groupings also solved with leave_alone
     arms: dict = field(default_factory=dict)  # name -> TrainConfig: the whole pool under another recipe
     pretrain: TrainConfig = field(default_factory=TrainConfig)
     finetune: TrainConfig = field(default_factory=TrainConfig)
@@ -155,39 +157,13 @@ def settings_from_dict(raw, config: RunConfig, *, where: str, base_dir: Path) ->
         values["order"] = order
     values.update(_groups(raw, pool, kind, where, base_dir))
     values.update(_validation(raw.get("validation") or {}, where, len(pool)))
-    if values.get("surrogate") and kind != "validation":
-        raise ConfigError(f"{where}: study.validation.surrogate is for validation studies, not {kind}")
-    if values.get("surrogate"):
-        _check_surrogate_data(values, pool, config.seed, where)
-    if values.get("surrogate") and not (values.get("groups") or values.get("groups_from_affinity")):
-        raise ConfigError(
-            f"{where}: study.validation.surrogate is measured as a grouping arm beside the tool's own: "
-            "set study.groups (affinity, a mapping or a grouping file)"
-        )
     values["grouping"] = _grouping(raw.get("grouping") or {}, where)
     if values.get("groups_from_affinity"):
         _check_recorded(values["grouping"].estimator, config.affinity, where)
+    _check_solved_arms(values, kind, pool, config.seed, where)
     values["pretrain"] = _training(config.training, raw.get("pretrain") or {}, where, "study.pretrain")
     values["arms"] = _arms(raw.get("arms"), kind, values["pretrain"], values.get("groups") or {}, where)
     finetune_defaults = dataclasses.replace(config.training, head_warmup_steps=0)
     values["finetune"] = _training(finetune_defaults, raw.get("finetune") or {}, where, "study.finetune")
     values["executor"] = _build(ExecutorConfig, raw.get("executor") or {}, where, "study.executor")
     return StudySettings(**values)
-
-
-def _check_surrogate_data(values: dict, pool: list[str], seed: int, where: str) -> None:
-    """Every task must be a member of enough measured subsets (its pairs and sampled groups) for its
-    surrogate model, or the study would fail only after its first wave of jobs."""
-    from ..grouping.surrogate import make_surrogate
-    from .group_draws import sample_groups
-
-    need = make_surrogate(values["surrogate"]).min_subsets
-    groups = sample_groups(tuple(pool), values["group_samples"], values["group_sizes"], seed)
-    counts = {t: len(pool) - 1 + sum(t in g for g in groups) for t in pool}
-    fewest = min(pool, key=counts.get)
-    if counts[fewest] < need:
-        raise ConfigError(
-            f"{where}: study.validation.surrogate needs every task in at least {need} measured subsets, but "
-            f"'{fewest}' is in {counts[fewest]} ({len(pool) - 1} pairs and {counts[fewest] - len(pool) + 1} sampled "
-            "groups): add tasks or study.validation.group_samples"
-        )

@@ -93,7 +93,10 @@ def _validation(raw: dict, where: str, pool_size: int) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: study.validation must be a mapping")
     _reject_unknown(
-        raw, {"mode", "random_groupings", "group_samples", "group_sizes", "surrogate"}, where, "study.validation."
+        raw,
+        {"mode", "random_groupings", "group_samples", "group_sizes", "surrogate", "leave_alone_arms"},
+        where,
+        "study.validation.",
     )
     mode = raw.get("mode", "pairs")
     if mode not in VALIDATION_MODES:
@@ -136,6 +139,12 @@ def _validation(raw: dict, where: str, pool_size: int) -> dict:
                 f"{where}: study.validation.surrogate needs mode: pairs (it is fitted to measured pair and group gains)"
             )
         out["surrogate"] = surrogate
+    if "leave_alone_arms" in raw:
+        out["leave_alone_arms"] = raw["leave_alone_arms"]
+        if not isinstance(out["leave_alone_arms"], bool):
+            raise ConfigError(
+                f"{where}: study.validation.leave_alone_arms must be true or false, got {raw['leave_alone_arms']!r}"
+            )
     return out
 
 
@@ -241,3 +250,36 @@ def _training(base: TrainConfig, overrides: dict, where: str, section: str) -> T
         raise ConfigError(f"{where}: '{section}' must be a mapping of training options")
     merged = {**dataclasses.asdict(base), **overrides}
     return _build(TrainConfig, merged, where, section)
+
+
+def _check_solved_arms(values: dict, kind: str, pool: list[str], seed: int, where: str) -> None:
+    """``study.validation.surrogate`` and ``leave_alone_arms``: arms of validation studies with grouping
+    arms; a surrogate needs every task in enough measured subsets (its pairs and sampled groups), or
+    the study would fail only after its first wave of jobs."""
+    from .group_draws import sample_groups
+
+    for key in ("surrogate", "leave_alone_arms"):
+        if values.get(key) and kind != "validation":
+            raise ConfigError(f"{where}: study.validation.{key} is for validation studies, not {kind}")
+        if values.get(key) and not (values.get("groups") or values.get("groups_from_affinity")):
+            raise ConfigError(
+                f"{where}: study.validation.{key} is measured as a grouping arm beside the tool's own: "
+                "set study.groups (affinity, a mapping or a grouping file)"
+            )
+    if values.get("leave_alone_arms") and values["grouping"].leave_alone:
+        raise ConfigError(
+            f"{where}: study.validation.leave_alone_arms adds leave-alone variants of the arms, but "
+            "study.grouping.leave_alone is already true (the arms leave tasks alone): drop one of them"
+        )
+    if not values.get("surrogate"):
+        return
+    need = SURROGATES[values["surrogate"]]().min_subsets
+    groups = sample_groups(tuple(pool), values["group_samples"], values["group_sizes"], seed)
+    counts = {t: len(pool) - 1 + sum(t in g for g in groups) for t in pool}
+    fewest = min(pool, key=counts.get)
+    if counts[fewest] < need:
+        raise ConfigError(
+            f"{where}: study.validation.surrogate needs every task in at least {need} measured subsets, but "
+            f"'{fewest}' is in {counts[fewest]} ({len(pool) - 1} pairs and {counts[fewest] - len(pool) + 1} sampled "
+            "groups): add tasks or study.validation.group_samples"
+        )

@@ -11,6 +11,7 @@ def arms_table() -> pd.DataFrame:
         ("single", 0.0, np.nan, np.nan, None),
         ("chosen", -0.01, 0.002, 0.004, 0.4),
         ("surrogate", 0.02, 0.025, 0.003, 0.001),
+        ("chosen_leave_alone", 0.0, 0.01, 0.002, 0.03),
         ("random1", -0.01, np.nan, np.nan, None),
     ]
     return pd.DataFrame(
@@ -61,6 +62,7 @@ def test_arms_say_which_grouping_beat_random_ones_and_group_gains_name_the_best_
     text = "\n".join(lines)
     assert "The tool's grouping did not clearly beat random groupings: +0.002" in text
     assert "The surrogate grouping (fitted to the measured pair and sampled-group gains) beat random groupings" in text
+    assert "The tool's grouping, with training alone as an option, beat random groupings: +0.010" in text
     group = next(line for line in lines if line.startswith("Group gains"))
     assert "20 sampled groups, 3 seeds" in group and "over 8 targets; ceiling ρ ≈ 0.81" in group
     assert "measured pair gains ρ = 0.48 [0.19, 0.73]" in group

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from taskaffinity.errors import ConfigError
-from taskaffinity.study.measured_groupings import measured_subsets, oracle_groups, surrogate_groups
+from taskaffinity.study.measured_groupings import measured_subsets, solved_groupings, surrogate_document
 from taskaffinity.study.plan import make_plan
 from taskaffinity.study.settings import load_study
 
@@ -79,21 +79,35 @@ def test_measured_subsets_hold_both_pair_members_and_every_group_member():
 
 def test_oracle_and_surrogate_recover_the_planted_blocks(tmp_path):
     study = load_study(study_file(tmp_path, {"surrogate": "linear"}))
-    results = planted_results()
-    assert {frozenset(g) for g in oracle_groups(study, results, tmp_path).values()} >= {frozenset(b) for b in BLOCKS}
-    chosen = surrogate_groups(study, results, tmp_path)
-    assert {frozenset(g) for g in chosen.values()} == {frozenset(b) for b in BLOCKS}
+    solved = solved_groupings(study, planted_results(), tmp_path)
+    assert list(solved) == ["oracle", "surrogate"]
+    served = {arm: {frozenset(serves) for _, serves in parts} for arm, parts in solved.items()}
+    assert served["oracle"] == served["surrogate"] == {frozenset(b) for b in BLOCKS}
     document = json.loads((tmp_path / "surrogate_groups.json").read_text())
     assert document["estimator"] == "linear_surrogate" and document["method"] == "surrogate"
     assert document["stability"]["resamples"] == 20 and document["stability"]["chosen_share"] >= 0.8
     assert document["fitted_on"]["sizes"]["2"] == 15 and document["fitted_on"]["subsets"] > 15
+    assert json.loads((tmp_path / "oracle_groups.json").read_text())["estimator"] == "measured_gain"
 
 
 def test_the_surrogate_leaves_every_task_alone_when_every_subset_hurts(tmp_path):
     study = load_study(study_file(tmp_path, {"surrogate": "linear"}, {"leave_alone": True}))
-    assert surrogate_groups(study, planted_results(shift=-0.1), tmp_path) == {}
-    document = json.loads((tmp_path / "surrogate_groups.json").read_text())
-    assert all(a is None for a in document["assignment"].values())
+    document = surrogate_document(study, planted_results(shift=-0.1))
+    assert document["groups"] == [] and all(a is None for a in document["assignment"].values())
+
+
+def test_leave_alone_arms_keep_tasks_alone_where_every_mate_hurts(tmp_path):
+    """Within-block mates now cost 0.03 each: the forced partitions still group every task, their
+    leave-alone variants train every task alone (the single-task models: the best arm here)."""
+    study = load_study(study_file(tmp_path, {"surrogate": "linear", "leave_alone_arms": True}))
+    solved = solved_groupings(study, planted_results(shift=-0.07), tmp_path)
+    assert list(solved) == ["oracle", "surrogate", "oracle_leave_alone", "surrogate_leave_alone"]  # no store
+    assert sorted(t for _, serves in solved["oracle"] for t in serves) == sorted(POOL)
+    assert solved["oracle_leave_alone"] == solved["surrogate_leave_alone"] == []
+    assert (tmp_path / "oracle_leave_alone_groups.json").is_file()
+    frame = make_plan(study, {"G1": tuple(POOL[:3]), "G2": tuple(POOL[3:])}, solved=solved).frame()
+    alone = frame[frame["arm"] == "oracle_leave_alone"]
+    assert (alone["pretrain_set"] == alone["target"]).all() and len(alone) == len(POOL) * 3  # alone, every seed
 
 
 def test_the_surrogate_arm_is_planned_and_random_groupings_avoid_it(tmp_path):
@@ -101,7 +115,7 @@ def test_the_surrogate_arm_is_planned_and_random_groupings_avoid_it(tmp_path):
     chosen = {"G1": tuple(POOL[:2]), "G2": tuple(POOL[2:])}
     oracle = {"O1": tuple(POOL[:4]), "O2": tuple(POOL[4:])}
     surrogate = {"S1": tuple(POOL[:3]), "S2": tuple(POOL[3:])}
-    frame = make_plan(study, chosen, oracle=oracle, surrogate=surrogate).frame()
+    frame = make_plan(study, chosen, solved={"oracle": oracle, "surrogate": surrogate}).frame()
     rows = frame[frame["arm"] == "surrogate"]
     assert sorted(rows[rows["seed"] == 0]["target"]) == sorted(POOL)  # every task measured once per seed
     assert set(rows["pretrain_set"]) == {"+".join(POOL[:3]), "+".join(POOL[3:])}
@@ -116,9 +130,15 @@ def test_the_surrogate_arm_is_planned_and_random_groupings_avoid_it(tmp_path):
         ({"surrogate": "cubic"}, {}, "study.validation.surrogate must be one of linear, kernel, got 'cubic'"),
         ({"surrogate": "linear", "mode": "transfer"}, {}, "study.validation.surrogate needs mode: pairs"),
         ({"surrogate": "linear"}, {"groups": None}, "study.validation.surrogate is measured as a grouping arm"),
+        ({"leave_alone_arms": "yes"}, {}, "study.validation.leave_alone_arms must be true or false, got 'yes'"),
+        (
+            {"leave_alone_arms": True},
+            {"grouping": {"method": "tag", "k": 2, "leave_alone": True}},
+            "study.grouping.leave_alone is already true",
+        ),
     ],
 )
-def test_bad_surrogate_settings_name_the_option(tmp_path, validation, study, message):
+def test_bad_solved_arm_settings_name_the_option(tmp_path, validation, study, message):
     path = study_file(tmp_path, validation, **study)
     if study.get("groups", "affinity") is None:
         raw = yaml.safe_load(path.read_text())

@@ -110,7 +110,7 @@ def test_validation_grouping_arms(tmp_path):
     serves = {"G1": ("trec6", "bbc_topic", "sms_spam"), "G2": ("debate_party", "rt_sentiment")}
     assert "random1" not in set(make_plan(study, groups, serves).frame()["arm"])  # planned with the oracle
     oracle = {"O1": ("trec6", "sms_spam"), "O2": ("bbc_topic", "debate_party", "rt_sentiment")}
-    frame = make_plan(study, groups, serves, oracle=oracle).frame()
+    frame = make_plan(study, groups, serves, solved={"oracle": oracle}).frame()
     for arm in ("chosen", "oracle", "all", "random1", "random2", "single"):
         measured = frame[frame["arm"] == arm]["target"]
         assert sorted(measured) == sorted(pool), arm  # every task measured exactly once per arm
@@ -126,8 +126,8 @@ def test_random_groupings_never_repeat_each_other_or_the_chosen_one(tmp_path):
     )
     chosen = {"G1": ("trec6", "bbc_topic"), "G2": ("sms_spam", "debate_party")}
     oracle = {"O1": ("trec6", "sms_spam"), "O2": ("bbc_topic", "debate_party")}
-    assert set(make_plan(study, chosen, oracle=chosen).frame()["arm"]) >= {"random1", "random2"}
-    frame = make_plan(study, chosen, oracle=oracle).frame()
+    assert set(make_plan(study, chosen, solved={"oracle": chosen}).frame()["arm"]) >= {"random1", "random2"}
+    frame = make_plan(study, chosen, solved={"oracle": oracle}).frame()
     partitions = {}
     for (arm, _seed), rows in frame[frame["arm"].str.startswith("random")].groupby(["arm", "seed"]):
         partitions.setdefault(arm, set()).add(frozenset(frozenset(s.split("+")) for s in rows["pretrain_set"]))

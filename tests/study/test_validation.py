@@ -153,7 +153,13 @@ def torch_equal(a, b) -> bool:
 
 def test_validation_study_end_to_end(tmp_path):
     out = tmp_path / "out"
-    validation = {"random_groupings": 1, "surrogate": "linear", "group_samples": 1, "group_sizes": [3]}
+    validation = {
+        "random_groupings": 1,
+        "surrogate": "linear",
+        "group_samples": 1,
+        "group_sizes": [3],
+        "leave_alone_arms": True,
+    }
     result = run_study(load_study(write_validation(tmp_path, validation=validation)), out, progress=False)
     assert (result.status["status"] == "done").all()
     noise = pd.read_csv(out / "tables" / "noise_ceiling.csv")
@@ -183,6 +189,9 @@ def test_validation_study_end_to_end(tmp_path):
     assert surrogate["fitted_on"]["sizes"] == {"2": 3, "3": 1} and "stability" in surrogate  # pairs and group
     arms = pd.read_csv(out / "tables" / "arms.csv").set_index("arm")
     assert {"single", "chosen", "oracle", "surrogate", "all", "random1"} <= set(arms.index)
+    for arm in ("chosen", "oracle", "surrogate"):
+        assert (out / f"{arm}_leave_alone_groups.json").is_file()
+        assert arm + "_leave_alone" in arms.index  # every task measured (alone where the grouping leaves it)
     assert np.isfinite(arms.loc["chosen", "vs_random"]) and np.isnan(arms.loc["random1", "vs_random"])
     assert arms.loc["chosen", "n_paired"] == len(POOL) * 2  # every task x seed
     from taskaffinity.report.assemble import build_report
