@@ -112,7 +112,8 @@ def measured_subsets(results: pd.DataFrame) -> pd.DataFrame:
             "gain": pairs["gain"],
         }
     )
-    return pd.concat([frame for frame in (pairs, group_gains(results)) if not frame.empty], ignore_index=True)
+    frames = [frame for frame in (pairs, group_gains(results)) if not frame.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pairs
 
 
 def surrogate_document(
