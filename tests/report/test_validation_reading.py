@@ -63,6 +63,7 @@ def test_arms_say_which_grouping_beat_random_ones_and_group_gains_name_the_best_
     assert "The tool's grouping did not clearly beat random groupings: +0.002" in text
     assert "The surrogate grouping (fitted to the measured pair and sampled-group gains) beat random groupings" in text
     assert "The tool's grouping, with training alone as an option, beat random groupings: +0.010" in text
+    assert "optimistic, in-sample bounds" in text
     group = next(line for line in lines if line.startswith("Group gains"))
     assert "20 sampled groups, 3 seeds" in group and "over 8 targets; ceiling ρ ≈ 0.81" in group
     assert "measured pair gains ρ = 0.48 [0.19, 0.73]" in group
@@ -70,5 +71,7 @@ def test_arms_say_which_grouping_beat_random_ones_and_group_gains_name_the_best_
     assert "best surrogate (out of fold): linear_surrogate_with_pairs ρ = 0.47 [0.08, 0.76]" in group
 
 
-def test_no_group_table_no_group_sentence():
+def test_no_group_table_no_group_sentence_and_no_in_sample_caveat_without_solved_arms():
     assert not any(line.startswith("Group gains") for line in validation_reading(None, None, arms_table()))
+    chosen_only = arms_table()[lambda t: ~t["arm"].isin(["surrogate"])]
+    assert not any("in-sample" in line for line in validation_reading(None, None, chosen_only))
