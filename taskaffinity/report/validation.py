@@ -99,11 +99,15 @@ def _group_gains(table: pd.DataFrame | None) -> list[str]:
     if table is None or table.empty:
         return []
 
+    first = table.iloc[0]
+
     def best(rows: pd.DataFrame) -> str:
         row = rows.sort_values("within_target", ascending=False, na_position="last").iloc[0]
-        return f"{row['predictor']} ρ = {_fmt(row['within_target'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
+        text = f"{row['predictor']} ρ = {_fmt(row['within_target'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
+        if row["n_targets"] != first["n_targets"]:  # a predictor that scored fewer targets says so
+            text += f" over {_fmt(row['n_targets'], 0)} targets"
+        return text
 
-    first = table.iloc[0]
     parts = []
     pairs = table[table["predictor"] == "measured_pairs"]
     if not pairs.empty:
@@ -115,8 +119,8 @@ def _group_gains(table: pd.DataFrame | None) -> list[str]:
     if not surrogates.empty:
         parts.append("best surrogate (out of fold): " + best(surrogates))
     return [
-        f"Group gains ({int(first['n_groups'])} sampled groups, {int(first['seeds'])} seeds; within-target "
-        f"Spearman against members' measured gains, 95 % CI over {int(first['n_targets'])} targets; ceiling "
+        f"Group gains ({_fmt(first['n_groups'], 0)} sampled groups, {_fmt(first['seeds'], 0)} seeds; within-target "
+        f"Spearman against members' measured gains, 95 % CI over {_fmt(first['n_targets'], 0)} targets; ceiling "
         f"ρ ≈ {_fmt(first['within_target_ceiling'])}): " + "; ".join(parts) + "."
     ]
 
@@ -159,7 +163,9 @@ def _against_random(arms: pd.DataFrame) -> list[str]:
         row = row.iloc[0]
         p = row["p_vs_random"]
         significant = p is not None and np.isfinite(p) and p < ALPHA
-        if row["vs_random"] > 0:
+        if round(row["vs_random"], 3) == 0:  # the sign of a rounded 0 says nothing; the test may still
+            outcome = "differed from random groupings" if significant else "did not differ from random groupings"
+        elif row["vs_random"] > 0:
             outcome = "beat random groupings" if significant else "did not clearly beat random groupings"
         else:
             outcome = "did worse than random groupings" if significant else "did not beat random groupings"

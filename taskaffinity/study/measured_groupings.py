@@ -34,7 +34,8 @@ def solved_groupings(study: Study, results: pd.DataFrame, out: Path, *, store=No
     """Arm name -> ``[(tasks, serves), ...]`` of every grouping solved from the first wave's measured
     gains (module docstring), each written as ``<arm>_groups.json`` and solved with the study's
     grouping settings (``leave_alone`` included): ``oracle``; ``surrogate`` with
-    ``study.validation.surrogate`` (left out, with a warning, where too few subsets were measured);
+    ``study.validation.surrogate`` (each left out, with a warning, where failed first-wave jobs left
+    a task without a measured pair or too few subsets for its model);
     with ``study.validation.leave_alone_arms`` also ``chosen_leave_alone`` (from the affinity
     ``store``), ``oracle_leave_alone`` and ``surrogate_leave_alone``: the same problems with training
     alone as a free option (``grouping/alone.py``)."""
@@ -46,14 +47,14 @@ def solved_groupings(study: Study, results: pd.DataFrame, out: Path, *, store=No
         leave_alone = bool(suffix) or settings.grouping.leave_alone
         if suffix and store is not None and settings.groups_from_affinity:
             documents["chosen_leave_alone"] = _chosen_document(study, store)
-        documents["oracle" + suffix] = oracle_document(study, results, leave_alone=leave_alone)
+        solvers = {"oracle": oracle_document}
         if settings.surrogate:
+            solvers["surrogate"] = lambda *a, **k: surrogate_document(*a, progress=progress, **k)
+        for arm, solve in solvers.items():
             try:
-                documents["surrogate" + suffix] = surrogate_document(
-                    study, results, leave_alone=leave_alone, progress=progress
-                )
-            except GroupingError as err:  # failed first-wave jobs left a task with too few subsets
-                log.warning("no surrogate%s arm: %s", suffix, err)
+                documents[arm + suffix] = solve(study, results, leave_alone=leave_alone)
+            except GroupingError as err:  # failed first-wave jobs left too little measured
+                log.warning("no %s%s arm: %s", arm, suffix, err)
     for arm, document in documents.items():
         write_document(out / f"{arm}_groups.json", document)
     return {arm: [(tuple(g["tasks"]), tuple(g["serves"])) for g in d["groups"]] for arm, d in documents.items()}
@@ -78,18 +79,23 @@ def _chosen_document(study: Study, store) -> dict:
 def oracle_document(study: Study, results: pd.DataFrame, *, leave_alone: bool = False) -> dict:
     """The grouping document the study's method solves from the measured pair gains (a pair not
     measured counts 0), with training alone as a free option if ``leave_alone``."""
+    from ..grouping import GroupingError
     from ..grouping.stability import choose_groups
 
     pool = list(study.settings.pool(study.config))
-    matrix = (
-        measured_gains(results)
-        .pivot_table(index="source", columns="target", values="gain")
-        .reindex(index=pool, columns=pool)
-        .fillna(0.0)
-    )
+    gains = measured_gains(results).dropna(subset=["gain"])
+    matrix = gains.pivot_table(index="source", columns="target", values="gain").reindex(index=pool, columns=pool)
+    unmeasured = [t for t in pool if matrix[t].notna().sum() == 0]
+    if unmeasured:
+        raise GroupingError(f"no measured pair gain onto {', '.join(unmeasured)}")
+    missing = int(matrix.isna().sum().sum()) - len(pool)  # off-diagonal pairs without a measurement
+    if missing:
+        log.warning(
+            "oracle grouping: %d of %d ordered pairs not measured, counted as 0", missing, len(pool) ** 2 - len(pool)
+        )
     settings = study.settings.grouping
-    return choose_groups(
-        matrix,
+    document = choose_groups(
+        matrix.fillna(0.0),
         settings.method,
         estimator="measured_gain",
         seed=study.config.seed,
@@ -97,6 +103,8 @@ def oracle_document(study: Study, results: pd.DataFrame, *, leave_alone: bool = 
         solver=settings.solver,
         leave_alone=leave_alone,
     )
+    document["unmeasured_pairs"] = missing
+    return document
 
 
 def measured_subsets(results: pd.DataFrame) -> pd.DataFrame:
@@ -125,7 +133,7 @@ def surrogate_document(
     subsets and ``fitted_on`` (how many subsets of each size)."""
     from tqdm.auto import tqdm
 
-    from ..grouping import SurrogateGrouping, make_surrogate
+    from ..grouping import GroupingError, SurrogateGrouping, make_surrogate
     from ..grouping.output import grouping_document
     from ..grouping.stability import grouping_stability
     from ..grouping.subsets import tidy_to_subsets
@@ -139,7 +147,13 @@ def surrogate_document(
     def make() -> SurrogateGrouping:
         return SurrogateGrouping(k=settings.k, leave_alone=leave_alone, solver=settings.solver, seed=seed)
 
-    grouping = make().fit(make_surrogate(kind).fit(subsets, gains))
+    surrogate = make_surrogate(kind).fit(subsets, gains)
+    without = [t for t in pool if t not in surrogate.models_]
+    if without:
+        raise GroupingError(
+            f"{', '.join(without)}: a member of fewer than {surrogate.min_subsets} measured subsets, no surrogate model"
+        )
+    grouping = make().fit(surrogate)
     stability = None
     if settings.bootstrap:
         rng = np.random.default_rng(seed)

@@ -10,6 +10,7 @@ finished jobs and jobs shared between studies are found again.
 
 from __future__ import annotations
 
+import logging
 import random
 from itertools import combinations
 
@@ -17,6 +18,8 @@ from ..config import TrainConfig
 from .experiments import BASELINE, FinetuneJob, Measurement, Plan, TrainJob, per_task_training
 from .group_draws import random_groupings, sample_groups
 from .settings import Study
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BASELINE",
@@ -219,9 +222,17 @@ def _plan_grouping_arms(
         sizes = [len(served[name]) for name in groups if served[name]]
         avoid = [[served[name] for name in groups if served[name]]]
         avoid += [[part for _, part in arms[arm] if part] for arm in solved or {}]
-        for r, parts in enumerate(
-            random_groupings(pool, sizes, study.settings.random_groupings, study.config.seed, avoid=avoid)
-        ):
+        drawn = random_groupings(pool, sizes, study.settings.random_groupings, study.config.seed, avoid=avoid)
+        if len(drawn) < study.settings.random_groupings and seed == study.settings.seeds[0]:
+            log.warning(
+                "study.validation.random_groupings is %d, but only %d groupings of sizes %s differ from each other "
+                "and from the chosen and solved ones: %d random arm(s)",
+                study.settings.random_groupings,
+                len(drawn),
+                sizes,
+                len(drawn),
+            )
+        for r, parts in enumerate(drawn):
             arms[f"random{r + 1}"] = [(part, part) for part in parts]
     for arm, parts in arms.items():
         for tasks, measured in parts:

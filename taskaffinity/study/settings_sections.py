@@ -130,7 +130,7 @@ def _validation(raw: dict, where: str, pool_size: int) -> dict:
         )
     surrogate = raw.get("surrogate")
     if surrogate is not None:
-        if surrogate not in SURROGATES:
+        if not isinstance(surrogate, str) or surrogate not in SURROGATES:
             raise ConfigError(
                 f"{where}: study.validation.surrogate must be one of {', '.join(SURROGATES)}, got {surrogate!r}"
             )
@@ -280,6 +280,6 @@ def _check_solved_arms(values: dict, kind: str, pool: list[str], seed: int, wher
     if counts[fewest] < need:
         raise ConfigError(
             f"{where}: study.validation.surrogate needs every task in at least {need} measured subsets, but "
-            f"'{fewest}' is in {counts[fewest]} ({len(pool) - 1} pairs and {counts[fewest] - len(pool) + 1} sampled "
-            "groups): add tasks or study.validation.group_samples"
+            f"'{fewest}' is in {counts[fewest]} (pairs: {len(pool) - 1}, sampled groups: "
+            f"{counts[fewest] - len(pool) + 1}): add tasks or study.validation.group_samples"
         )

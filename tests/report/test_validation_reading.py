@@ -71,6 +71,13 @@ def test_arms_say_which_grouping_beat_random_ones_and_group_gains_name_the_best_
     assert "best surrogate (out of fold): linear_surrogate_with_pairs ρ = 0.47 [0.08, 0.76]" in group
 
 
+def test_a_difference_that_rounds_to_zero_takes_no_direction():
+    arms = arms_table()
+    arms.loc[arms["arm"] == "surrogate", "vs_random"] = -0.0002
+    text = "\n".join(validation_reading(None, None, arms))
+    assert "The surrogate grouping (fitted to the measured pair and sampled-group gains) differed from random" in text
+
+
 def test_no_group_table_no_group_sentence_and_no_in_sample_caveat_without_solved_arms():
     assert not any(line.startswith("Group gains") for line in validation_reading(None, None, arms_table()))
     chosen_only = arms_table()[lambda t: ~t["arm"].isin(["surrogate"])]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -110,6 +111,19 @@ def test_leave_alone_arms_keep_tasks_alone_where_every_mate_hurts(tmp_path):
     assert (alone["pretrain_set"] == alone["target"]).all() and len(alone) == len(POOL) * 3  # alone, every seed
 
 
+def test_arms_without_enough_measurements_are_left_out_with_a_warning(tmp_path, caplog):
+    """Every joint job with trec6 failed (NaN values): neither the oracle nor the surrogate can
+    place it, so both arms are left out, each with a warning naming the task."""
+    study = load_study(study_file(tmp_path, {"surrogate": "linear"}))
+    results = planted_results()
+    failed = (results["arm"] != "single") & results["pretrain_set"].str.contains("trec6")
+    results.loc[failed, "value"] = np.nan
+    with caplog.at_level("WARNING", logger="taskaffinity.study.measured_groupings"):
+        assert solved_groupings(study, results, tmp_path) == {}
+    assert "no oracle arm: no measured pair gain onto trec6" in caplog.text
+    assert "no surrogate arm: trec6: a member of fewer than 3 measured subsets" in caplog.text
+
+
 def test_the_surrogate_arm_is_planned_and_random_groupings_avoid_it(tmp_path):
     study = load_study(study_file(tmp_path, {"surrogate": "kernel", "random_groupings": 2}))
     chosen = {"G1": tuple(POOL[:2]), "G2": tuple(POOL[2:])}
@@ -128,6 +142,7 @@ def test_the_surrogate_arm_is_planned_and_random_groupings_avoid_it(tmp_path):
     ("validation", "study", "message"),
     [
         ({"surrogate": "cubic"}, {}, "study.validation.surrogate must be one of linear, kernel, got 'cubic'"),
+        ({"surrogate": ["linear"]}, {}, "study.validation.surrogate must be one of linear, kernel, got ['linear']"),
         ({"surrogate": "linear", "mode": "transfer"}, {}, "study.validation.surrogate needs mode: pairs"),
         ({"surrogate": "linear"}, {"groups": None}, "study.validation.surrogate is measured as a grouping arm"),
         ({"leave_alone_arms": "yes"}, {}, "study.validation.leave_alone_arms must be true or false, got 'yes'"),
@@ -144,7 +159,7 @@ def test_bad_solved_arm_settings_name_the_option(tmp_path, validation, study, me
         raw = yaml.safe_load(path.read_text())
         del raw["study"]["groups"]
         path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_study(path)
 
 

@@ -119,7 +119,7 @@ def test_validation_grouping_arms(tmp_path):
     assert chosen[chosen["target"] == "rt_subjectivity"]["pretrain_set"].item() == "rt_subjectivity"  # uncovered: alone
 
 
-def test_random_groupings_never_repeat_each_other_or_the_chosen_one(tmp_path):
+def test_random_groupings_never_repeat_each_other_or_the_chosen_one(tmp_path, caplog):
     pool = POOL[:4]  # parts of sizes 2 + 2: only 3 partitions exist, the chosen one among them
     study = load_study(
         study_file(tmp_path, {"kind": "validation", "seeds": [0, 1], "validation": {"random_groupings": 5}}, tasks=pool)
@@ -127,7 +127,9 @@ def test_random_groupings_never_repeat_each_other_or_the_chosen_one(tmp_path):
     chosen = {"G1": ("trec6", "bbc_topic"), "G2": ("sms_spam", "debate_party")}
     oracle = {"O1": ("trec6", "sms_spam"), "O2": ("bbc_topic", "debate_party")}
     assert set(make_plan(study, chosen, solved={"oracle": chosen}).frame()["arm"]) >= {"random1", "random2"}
-    frame = make_plan(study, chosen, solved={"oracle": oracle}).frame()
+    with caplog.at_level("WARNING", logger="taskaffinity.study.plan"):
+        frame = make_plan(study, chosen, solved={"oracle": oracle}).frame()
+    assert caplog.text.count("random_groupings is 5, but only 1 groupings") == 1  # once, not per seed
     partitions = {}
     for (arm, _seed), rows in frame[frame["arm"].str.startswith("random")].groupby(["arm", "seed"]):
         partitions.setdefault(arm, set()).add(frozenset(frozenset(s.split("+")) for s in rows["pretrain_set"]))
