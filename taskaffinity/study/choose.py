@@ -44,3 +44,20 @@ def store_grouping(
         seed=seed,
         **settings,
     )
+
+
+def study_grouping(study, store: AffinityStore, *, leave_alone: bool | None = None) -> dict:
+    """The grouping document of a study's ``grouping`` settings on its affinity ``store``
+    (``leave_alone``: the settings' unless given): ``groups.json`` of ``groups: affinity``, and its
+    leave-alone variant for ``validation.leave_alone_arms``."""
+    settings = study.settings.grouping
+    return store_grouping(
+        store,
+        settings.estimator,
+        settings.method,
+        n_boot=settings.bootstrap,
+        seed=study.config.seed,
+        k=settings.k,
+        solver=settings.solver,
+        leave_alone=settings.leave_alone if leave_alone is None else leave_alone,
+    )

@@ -25,7 +25,7 @@ from ..grouping import GroupingError, member_scores
 from ..grouping.gain_accuracy import prediction_accuracy
 from ..grouping.subsets import SEPARATOR, tidy_to_subsets
 from ..grouping.surrogate import make_surrogate
-from .results import seed_reliability
+from .results import pair_subsets, seed_reliability
 
 COLUMNS = [
     "predictor",
@@ -99,9 +99,10 @@ def compare_group_predictors(
         rows.append(_row(name, "mean_of_pairs", prediction_accuracy(member_scores(A, M), G, M, tasks, **settings)))
     extra = None
     if train_also is not None and not train_also.empty:
-        extra = tidy_to_subsets(train_also, tasks=sorted(set(tasks) | _members(train_also)))
-        subsets, measured = (frame.reindex(columns=extra[0].columns) for frame in (subsets, measured))
-        subsets = subsets.fillna(0).astype(int)
+        extra = tidy_to_subsets(train_also)
+        columns = sorted(set(tasks) | set(extra[0].columns))  # tasks only the extra subsets hold
+        extra = (extra[0].reindex(columns=columns, fill_value=0), extra[1].reindex(columns=columns))
+        subsets, measured = subsets.reindex(columns=columns, fill_value=0), measured.reindex(columns=columns)
     for name, surrogate in surrogates.items():
         variants = {name: None} if extra is None else {name: None, f"{name}_with_pairs": extra}
         for label, also in variants.items():
@@ -145,10 +146,6 @@ def cross_validated_gains(
     return out
 
 
-def _members(frame: pd.DataFrame) -> set[str]:
-    return {t for g in frame["group"] for t in (g.split(SEPARATOR) if isinstance(g, str) else map(str, g))}
-
-
 def _key(group, tasks: list[str]) -> str:
     names = group.split(SEPARATOR) if isinstance(group, str) else [str(t) for t in group]
     return SEPARATOR.join(sorted(names, key=tasks.index))
@@ -178,11 +175,6 @@ def group_gain_table(groups: pd.DataFrame, pair_gains: pd.DataFrame, store=None,
     if store is not None:
         pairs.update({name: store.matrix(name) for name in report_order(store.estimators)})
     surrogates = {"linear_surrogate": make_surrogate("linear"), "kernel_surrogate": make_surrogate("kernel")}
-    measured_pairs = pd.DataFrame(
-        {
-            "group": [f"{s}{SEPARATOR}{t}" for s, t in zip(pair_gains["source"], pair_gains["target"])],
-            "target": pair_gains["target"].astype(str),
-            "gain": pair_gains["gain"],
-        }
+    return compare_group_predictors(
+        groups, pairs, surrogates=surrogates, train_also=pair_subsets(pair_gains), seed=seed
     )
-    return compare_group_predictors(groups, pairs, surrogates=surrogates, train_also=measured_pairs, seed=seed)

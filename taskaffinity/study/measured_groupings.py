@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from ..grouping.output import write_document
-from ..grouping.subsets import SEPARATOR
-from .results import group_gains, measured_gains, seed_gains
+from .choose import study_grouping
+from .results import group_gains, measured_gains, pair_subsets, seed_gains
 from .settings import Study
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def solved_groupings(study: Study, results: pd.DataFrame, out: Path, *, store=No
     for suffix in ("", "_leave_alone") if settings.leave_alone_arms else ("",):
         leave_alone = bool(suffix) or settings.grouping.leave_alone
         if suffix and store is not None and settings.groups_from_affinity:
-            documents["chosen_leave_alone"] = _chosen_document(study, store)
+            documents["chosen_leave_alone"] = study_grouping(study, store, leave_alone=True)
         solvers = {"oracle": oracle_document}
         if settings.surrogate:
             solvers["surrogate"] = lambda *a, **k: surrogate_document(*a, progress=progress, **k)
@@ -58,22 +58,6 @@ def solved_groupings(study: Study, results: pd.DataFrame, out: Path, *, store=No
     for arm, document in documents.items():
         write_document(out / f"{arm}_groups.json", document)
     return {arm: [(tuple(g["tasks"]), tuple(g["serves"])) for g in d["groups"]] for arm, d in documents.items()}
-
-
-def _chosen_document(study: Study, store) -> dict:
-    from .choose import store_grouping
-
-    settings = study.settings.grouping
-    return store_grouping(
-        store,
-        settings.estimator,
-        settings.method,
-        n_boot=settings.bootstrap,
-        seed=study.config.seed,
-        k=settings.k,
-        solver=settings.solver,
-        leave_alone=True,
-    )
 
 
 def oracle_document(study: Study, results: pd.DataFrame, *, leave_alone: bool = False) -> dict:
@@ -111,15 +95,7 @@ def measured_subsets(results: pd.DataFrame) -> pd.DataFrame:
     """Every measured subset of two or more tasks, tidy (``group, target, seed, gain``): each pair
     run gives both members' gains, each sampled group every member's (paired with the member's
     single-task run of the same seed)."""
-    pairs = seed_gains(results)
-    pairs = pd.DataFrame(
-        {
-            "group": [f"{s}{SEPARATOR}{t}" for s, t in zip(pairs["source"], pairs["target"])],
-            "target": pairs["target"],
-            "seed": pairs["seed"],
-            "gain": pairs["gain"],
-        }
-    )
+    pairs = pair_subsets(seed_gains(results))
     frames = [frame for frame in (pairs, group_gains(results)) if not frame.empty]
     return pd.concat(frames, ignore_index=True) if frames else pairs
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from ..grouping.subsets import SEPARATOR
 from ..stats import spearman_brown, within_target_spearman
 from ..tasks.spec import signed_gain
 from .layout import is_done, read_result
@@ -319,6 +320,17 @@ def arm_summary(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
         n.append(len(d))
     summary["vs_random"], summary["vs_random_se"], summary["p_vs_random"], summary["n_paired"] = vs, vs_se, vs_p, n
     return summary[ARM_COLUMNS]
+
+
+def pair_subsets(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Pair gains (``source, target, gain`` and any ``seed``) as measured subsets, tidy like
+    :func:`group_gains`: ``group`` is ``"source+target"`` (``SEPARATOR``), the member whose gain it is the target."""
+    out = pd.DataFrame({"group": pairs["source"].astype(str) + SEPARATOR + pairs["target"].astype(str)})
+    out["target"] = pairs["target"].astype(str).to_numpy()
+    if "seed" in pairs:
+        out["seed"] = pairs["seed"].to_numpy()
+    out["gain"] = pairs["gain"].to_numpy()
+    return out
 
 
 def group_gains(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:

@@ -184,19 +184,9 @@ def _affinity_run(study: Study, out: Path, progress: bool, tracking=None):
 
 def _choose_groups(study: Study, store, out: Path) -> tuple[dict, dict]:
     from ..grouping.output import write_document
-    from .choose import store_grouping
+    from .choose import study_grouping
 
-    settings = study.settings.grouping
-    document = store_grouping(
-        store,
-        settings.estimator,
-        settings.method,
-        n_boot=settings.bootstrap,
-        seed=study.config.seed,
-        k=settings.k,
-        solver=settings.solver,
-        leave_alone=settings.leave_alone,
-    )
+    document = study_grouping(study, store)
     write_document(out / "groups.json", document)
     groups = {f"G{i + 1}": tuple(g["tasks"]) for i, g in enumerate(document["groups"])}
     serves = {f"G{i + 1}": tuple(g["serves"]) for i, g in enumerate(document["groups"])}
