@@ -2,14 +2,17 @@
 summaries and trust report it produces.
 
 ``OUT/`` holds the data files of :mod:`.outputs` (store, matrices, summaries, ``fidelity.json``),
-``conflicts.parquet`` with ``affinity.conflicts`` (:mod:`.conflicts`), plus the training outputs of
+``conflicts.parquet`` with ``affinity.conflicts`` (:mod:`.conflicts`), the same data files of every
+further held-out draw in ``draws/probe_seed_<s>/`` with ``affinity.probe_draws`` > 1 (the probes of
+one training, drawing other held-out examples: how much a matrix owes to which examples were drawn),
+plus the training outputs of
 :func:`taskaffinity.training.joint.train_joint_model`;
 :func:`taskaffinity.api.record_affinity` adds the heatmaps.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +39,7 @@ class AffinityResult:
     summaries: dict[str, pd.DataFrame] | None = None  # per estimator, see AffinityStore.summary
     conflicts: pd.DataFrame | None = None  # per-step conflict statistics (affinity.conflicts), see .conflicts
     writes: bool = False  # this process wrote out_dir (under torchrun only rank 0 does)
+    draws: list[AffinityStore] = field(default_factory=list)  # further held-out draws (affinity.probe_draws)
 
 
 class StartOfRecording(Callback):
@@ -85,15 +89,24 @@ def default_start_step(config: RunConfig) -> int:
     return training.head_warmup_steps + 1 + settle
 
 
+def probe_seeds(config: RunConfig) -> list[int]:
+    """The seeds of the run's held-out draws: ``affinity.probe_seed`` (default the run's seed) + d for
+    d < ``affinity.probe_draws``. Draw 0 is the run's store; every draw sees the same training."""
+    base = config.affinity.probe_seed if config.affinity.probe_seed is not None else config.seed
+    return [base + d for d in range(config.affinity.probe_draws)] if config.affinity.rules else []
+
+
 def recorders_for(config: RunConfig) -> tuple[list[Callback], int]:
-    """The callbacks an affinity run needs, and the first recorded step."""
+    """The callbacks an affinity run needs, and the first recorded step.
+
+    One :class:`LookaheadRecorder` per held-out draw (:func:`probe_seeds`; the first is the run's
+    store, the others its ``draws``), then the stream and conflict recorders.
+    """
     affinity = config.affinity  # its options are checked when the config is made (config.AffinityConfig)
     start = affinity.start_step if affinity.start_step is not None else default_start_step(config)
-    common = dict(
-        start_step=start, parameters=affinity.parameters, lookahead_lr=affinity.lookahead_lr, seed=config.seed
-    )
+    common = dict(start_step=start, parameters=affinity.parameters, lookahead_lr=affinity.lookahead_lr)
     callbacks: list[Callback] = [StartOfRecording(start)]
-    if affinity.rules:
+    for seed in probe_seeds(config):
         callbacks.append(
             LookaheadRecorder(
                 rules=affinity.rules,
@@ -103,6 +116,7 @@ def recorders_for(config: RunConfig) -> tuple[list[Callback], int]:
                 sources=affinity.probe_sources,
                 targets=affinity.probe_targets,
                 exact=affinity.lookahead == "exact",
+                seed=seed,
                 **common,
             )
         )
@@ -112,6 +126,7 @@ def recorders_for(config: RunConfig) -> tuple[list[Callback], int]:
                 window=affinity.stream_window,
                 optimizer_rule="optimizer" in affinity.rules,
                 sketch_dim=affinity.sketch_dim,
+                seed=config.seed,
                 **common,
             )
         )
@@ -121,10 +136,10 @@ def recorders_for(config: RunConfig) -> tuple[list[Callback], int]:
 
 
 def recording_cost(metadata: dict) -> dict:
-    """``recording_seconds`` (probes + streams, host seconds inside the training steps) and
+    """``recording_seconds`` (probes + further held-out draws + streams, host seconds inside the training steps) and
     ``overhead``: the run's step time over the same steps without the recorders (× a plain run;
     an estimate from inside the run: ``bench/affinity_overhead.py`` measures it side by side)."""
-    recording = sum(metadata.get(k) or 0.0 for k in ("probe_seconds", "stream_seconds"))
+    recording = sum(metadata.get(k) or 0.0 for k in ("probe_seconds", "stream_seconds", "draws_probe_seconds"))
     training = metadata.get("training_seconds")
     plain = (training - recording) if training else None
     return {"recording_seconds": recording, "overhead": training / plain if plain and plain > 0 else None}
@@ -148,9 +163,9 @@ def record_affinity(
     result = train_joint_model(
         config, out_dir, resume=resume, callbacks=callbacks, progress=progress, tasks=tasks, tracking=tracking
     )
-    records = [r for cb in callbacks for r in getattr(cb, "records", [])]
     trainer = result.trainer
-    probe = next((cb for cb in callbacks if isinstance(cb, LookaheadRecorder)), None)
+    probe, *draws = [cb for cb in callbacks if isinstance(cb, LookaheadRecorder)] or [None]
+    records = [r for cb in callbacks if cb not in draws for r in getattr(cb, "records", [])]
     stream = next((cb for cb in callbacks if isinstance(cb, StreamRecorder)), None)
     metadata = {
         "model": config.model.name,
@@ -165,6 +180,8 @@ def record_affinity(
         "probe_batch_size": config.affinity.probe_batch_size,
         "probe_split": config.affinity.probe_split,
         "probe_pool_halves": True,  # probes alternate between disjoint halves of the pool (pool_half)
+        "probe_seed": probe.seed if probe else None,  # which held-out examples the probes drew
+        "probe_draws": len(draws) + 1 if probe else 0,
         "probe_sources": config.affinity.probe_sources,
         "probe_targets": config.affinity.probe_targets,
         "tasks_per_step": config.training.tasks_per_step,
@@ -181,6 +198,7 @@ def record_affinity(
         # what each recorder added to the run (host seconds): the cost column of validation tables
         "probe_seconds": float(np.sum(probe.seconds)) if probe else None,
         "stream_seconds": float(stream.seconds) if stream else None,
+        "draws_probe_seconds": float(sum(np.sum(cb.seconds) for cb in draws)) if draws else None,
         "training_seconds": float(pd.DataFrame(trainer.step_log).drop_duplicates("step")["seconds"].sum())
         if trainer.step_log
         else None,
@@ -198,13 +216,55 @@ def record_affinity(
     writes = bool(result.out_dir) and trainer.dist.main
     conflict = next((cb for cb in callbacks if isinstance(cb, ConflictRecorder)), None)
     conflicts = pd.DataFrame(conflict.steps, columns=list(CONFLICT_COLUMNS)) if conflict else None
+    draw_stores = [_draw_store(cb, metadata) for cb in draws]
     if writes:
         write_data(store, summaries, report, result.out_dir)
+        for draw in draw_stores:
+            draw_summaries = summaries_of(
+                draw, n_boot=config.affinity.bootstrap, level=config.affinity.confidence, seed=config.seed
+            )
+            folder = result.out_dir / draw_folder(draw.metadata["probe_seed"])
+            write_data(draw, draw_summaries, trust_report(draw, draw_summaries, seed=config.seed), folder)
         _add_cost_to_summary(result.out_dir / "summary.json", metadata)
         if conflicts is not None:
             write_parquet(result.out_dir / "conflicts.parquet", conflicts)
     return AffinityResult(
-        store=store, fidelity=report, out_dir=result.out_dir, summaries=summaries, writes=writes, conflicts=conflicts
+        store=store,
+        fidelity=report,
+        out_dir=result.out_dir,
+        summaries=summaries,
+        writes=writes,
+        conflicts=conflicts,
+        draws=draw_stores,
+    )
+
+
+def draw_folder(probe_seed: int) -> str:
+    """Where a run's further held-out draw is written, relative to the run's folder."""
+    return f"draws/probe_seed_{probe_seed}"
+
+
+def load_draws(folder: str | Path) -> list[AffinityStore]:
+    """The further held-out draws of the affinity run in ``folder`` (``affinity.probe_draws`` > 1), in
+    order of probe seed; empty when it recorded one draw."""
+    paths = sorted(Path(folder).glob("draws/probe_seed_*/affinity.parquet"), key=lambda p: int(p.parent.name[11:]))
+    return [AffinityStore.load(p) for p in paths]
+
+
+def _draw_store(recorder: LookaheadRecorder, metadata: dict) -> AffinityStore:
+    """A further held-out draw as a store of its own: the run's metadata with this draw's probe seed,
+    seconds and skipped tasks (no streamed estimators: they see the training batches, not held-out ones)."""
+    seconds = recorder.seconds
+    return AffinityStore(
+        pd.DataFrame(recorder.records),
+        {
+            **metadata,
+            "probe_seed": recorder.seed,
+            "probe_seconds": float(np.sum(seconds)),
+            "probe_seconds_median": float(np.median(seconds)) if seconds else None,
+            "probe_skipped": dict(recorder.skipped),
+            "draw_of": metadata["probe_seed"],  # the run's own draw (its store)
+        },
     )
 
 
@@ -216,6 +276,13 @@ def _add_cost_to_summary(path: Path, metadata: dict) -> None:
         summary = read_json(path)
         summary["recording"] = {
             key: metadata.get(key)
-            for key in ("training_seconds", "probe_seconds", "stream_seconds", "recording_seconds", "overhead")
+            for key in (
+                "training_seconds",
+                "probe_seconds",
+                "draws_probe_seconds",
+                "stream_seconds",
+                "recording_seconds",
+                "overhead",
+            )
         }
         write_json(path, summary)

@@ -74,7 +74,7 @@ LATER_OPTIONS = {
         "aggregator": "sum",
         "cagrad_c": 0.4,
     },
-    "affinity": {"conflicts": False},
+    "affinity": {"conflicts": False, "probe_seed": None, "probe_draws": 1},
 }
 
 StudyConfig = RunConfig  # its earlier name (it configures one joint run, not a study)

@@ -180,6 +180,8 @@ class AffinityConfig:
     probe_split: str = "validation"
     probe_sources: int | None = None  # many tasks: sources sampled per probe (default all)
     probe_targets: int | None = None  # many tasks: targets sampled per probe (default all)
+    probe_seed: int | None = None  # which held-out examples the probes draw (default: the run's seed)
+    probe_draws: int = 1  # independent held-out draws recorded in the same training (seeds probe_seed + d)
     start_step: int | None = None  # first recorded step; default: after the head warm-up and settle_steps
     settle_steps: int = 20  # optimizer rule: joint steps before default recording (at most half): Adam's moments settle
     stream: bool = True  # first-order estimators on every training step's sub-batches
@@ -217,10 +219,16 @@ class AffinityConfig:
                 "probe_targets",
                 "start_step",
                 "sketch_dim",
+                "probe_draws",
             ),
             1,
         )
-        _at_least("affinity", self, ("settle_steps",), 0)
+        _check(
+            self.probe_draws == 1 or bool(self.rules),
+            f"affinity.probe_draws is {self.probe_draws} but affinity.rules is empty: only the held-out probes "
+            "draw examples (add a rule, e.g. rules: [sgd])",
+        )
+        _at_least("affinity", self, ("settle_steps", "probe_seed"), 0)
         _check(
             self.lookahead_lr is None or self.lookahead_lr > 0,
             f"affinity.lookahead_lr must be > 0, got {self.lookahead_lr}",

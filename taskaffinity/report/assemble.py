@@ -147,6 +147,7 @@ def study_section(run: Path, folder: Path) -> Section:
         "summary",
         "noise_ceiling",
         "agreement",
+        "agreement_draws",
         "estimator_differences",
         "arms",
         "group_gain_predictors",

@@ -1,5 +1,7 @@
 """How well each estimator of a validation study's affinity run predicts the measured gains, what it
-cost, and whether the best one is better than the others beyond these targets' noise."""
+cost, how much that owes to which held-out examples the probes drew (further draws of the same
+training, ``study.validation.probe_draws``), and whether the best estimator is better than the others
+beyond these targets' noise."""
 
 from __future__ import annotations
 
@@ -9,12 +11,23 @@ import pandas as pd
 from .results import affinity_agreement, paired_difference, per_target_agreement
 
 
-def estimator_differences(store, gains: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
+def _draws_of(estimator: str, store, draws) -> list:
+    """The stores that hold ``estimator``: the run's own, then each further draw that recorded it
+    (streamed estimators read training batches, not held-out ones: only the run's own)."""
+    return [store, *(d for d in draws if estimator in d.estimators)]
+
+
+def estimator_differences(store, gains: pd.DataFrame, *, seed: int = 0, draws=()) -> pd.DataFrame:
     """Every estimator against the one with the best within-target agreement: the mean over targets
-    of the difference of their per-target Spearman correlations, with a bootstrap CI over targets
-    (``excludes_zero``: the difference is more than these targets' noise)."""
-    per = {e: per_target_agreement(gains, store.matrix(e)) for e in store.estimators}
-    per = {e: v for e, v in per.items() if not v.empty}
+    of the difference of their per-target Spearman correlations (each averaged over the held-out
+    ``draws`` that recorded it), with a bootstrap CI over targets (``excludes_zero``: the difference
+    is more than these targets' noise)."""
+    per = {}
+    for e in store.estimators:
+        values = [per_target_agreement(gains, s.matrix(e)) for s in _draws_of(e, store, draws)]
+        values = [v for v in values if not v.empty]
+        if values:
+            per[e] = pd.concat(values, axis=1).mean(axis=1)
     if not per:
         return pd.DataFrame(
             columns=["estimator", "versus", "difference", "ci_low", "ci_high", "n_targets", "excludes_zero"]
@@ -29,19 +42,52 @@ def estimator_differences(store, gains: pd.DataFrame, *, seed: int = 0) -> pd.Da
                 "versus": best,
                 **diff,
                 "excludes_zero": bool(diff["ci_high"] < 0 or diff["ci_low"] > 0),
+                "draws": len(_draws_of(estimator, store, draws)),
             }
         )
     return pd.DataFrame(rows).sort_values("difference", ascending=False).reset_index(drop=True)
 
 
-def agreement_table(store, gains: pd.DataFrame, noise: dict, *, seed: int = 0) -> pd.DataFrame:
+def agreement_draws(store, gains: pd.DataFrame, draws, *, seed: int = 0) -> pd.DataFrame:
+    """One row per held-out draw and estimator: its within-target Spearman (CI over targets,
+    permutation p) and pooled Spearman, by probe seed (the run's own draw first)."""
+    rows = []
+    for draw, s in enumerate([store, *draws]):
+        for estimator in s.estimators:
+            if draw and estimator not in set(store.estimators):
+                continue
+            agreement = affinity_agreement(gains, s.matrix(estimator), seed=seed)
+            within_ci = agreement["within_target_ci"] or [None, None]
+            rows.append(
+                {
+                    "estimator": estimator,
+                    "draw": draw,
+                    "probe_seed": s.metadata.get("probe_seed"),
+                    "within_target": agreement["within_target"],
+                    "within_ci_low": within_ci[0],
+                    "within_ci_high": within_ci[1],
+                    "within_p": agreement["within_target_p"],
+                    "spearman": agreement["spearman"],
+                    "probe_seconds": s.metadata.get("probe_seconds"),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def agreement_table(store, gains: pd.DataFrame, noise: dict, *, seed: int = 0, draws=()) -> pd.DataFrame:
     """Per estimator: Spearman of affinity vs measured gain (pooled and within target, with CIs and a
     permutation p-value), read against the noise ceiling of the gains and the ceiling that the
-    estimator's own reliability leaves, and what the estimator cost in the affinity run."""
+    estimator's own reliability leaves, and what the estimator cost in the affinity run.
+
+    ``draws``: further held-out draws of the same training (stores, e.g. the study's
+    ``affinity_draws/``): ``within_target_draws_mean`` / ``_sd`` / ``_min`` / ``_max`` over the run's
+    own draw and these (``draws``: how many; an estimator recorded in one draw has sd NaN).
+    """
     from ..affinity.reliability import estimator_reliability
 
     meta = store.metadata
     training = meta.get("training_seconds") or float("nan")
+    per_draw = agreement_draws(store, gains, draws, seed=seed)
     rows = []
     for estimator in store.estimators:
         agreement = affinity_agreement(gains, store.matrix(estimator), seed=seed)
@@ -57,6 +103,8 @@ def agreement_table(store, gains: pd.DataFrame, noise: dict, *, seed: int = 0) -
         )
         seconds = meta.get("stream_seconds" if estimator.startswith("stream_") else "probe_seconds")
         plain = training - (meta.get("recording_seconds") or 0.0)  # the same steps without any recorder
+        mine = per_draw[per_draw["estimator"] == estimator]
+        over = mine["within_target"].astype(float).dropna()
         rows.append(
             {
                 "estimator": estimator,
@@ -69,6 +117,11 @@ def agreement_table(store, gains: pd.DataFrame, noise: dict, *, seed: int = 0) -
                 "within_ci_high": within_ci[1],
                 "within_p": agreement["within_target_p"],
                 "within_ceiling": noise["within_target_ceiling"],
+                "draws": len(mine),
+                "within_target_draws_mean": float(over.mean()) if len(over) else float("nan"),
+                "within_target_draws_sd": float(over.std(ddof=1)) if len(over) > 1 else float("nan"),
+                "within_target_draws_min": float(over.min()) if len(over) else float("nan"),
+                "within_target_draws_max": float(over.max()) if len(over) else float("nan"),
                 "estimator_reliability": own,
                 "attainable": attainable,
                 "n_pairs": agreement["n_pairs"],

@@ -11,6 +11,7 @@ Output folder::
 
     study.yaml  plan.parquet  jobs.parquet  results.parquet  summary.json  tables/*.csv
     data/  affinity/  groups.json  experiments/<id>/{result.parquet, error.json, encoder.safetensors}
+    affinity_draws/   (validation probe_draws > 1: the same training, other held-out examples)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import yaml
 
 from ..storage import write_json, write_parquet, write_text
 from ..tracking.study import affinity_run, open_study_run
-from .agreement import agreement_table, estimator_differences
+from .agreement import agreement_draws, agreement_table, estimator_differences
 from .executors import make_executor
 from .group_gains import group_gain_table
 from .jobs import JobOptions, is_done, job_folder, run_job
@@ -77,10 +78,12 @@ def run_study(study: Study, out_dir: str | Path, *, progress: bool = True, log_r
 def _run_study(study: Study, out: Path, executor, progress: bool, tracking) -> StudyResult:
     data = prepare_pool(study.config, out / "data", progress=progress)
     groups, serves, affinity = None, None, None
+    draws: list = []
     if study.settings.groups_from_affinity or study.settings.kind == "validation":
         affinity = _affinity_run(study, out, progress, tracking)
         if study.settings.groups_from_affinity:
             groups, serves = _choose_groups(study, affinity, out)
+        draws = _affinity_draws(study, out, progress)
     root = str(out)
     options = JobOptions(study.settings.executor.reuse_worker, study.settings.executor.checkpoint_seconds)
     plan = make_plan(study, groups, serves, data=data)
@@ -100,7 +103,7 @@ def _run_study(study: Study, out: Path, executor, progress: bool, tracking) -> S
     frame = plan.frame()
     results = collect_results(out, frame)
     write_parquet(out / "results.parquet", results)
-    tables = study_tables(study, results, affinity)
+    tables = study_tables(study, results, affinity, draws)
     (out / "tables").mkdir(exist_ok=True)
     for name, table in tables.items():
         write_text(out / "tables" / f"{name}.csv", table.to_csv(index=name == "transfer"))
@@ -157,16 +160,44 @@ def _record_failure(root: str, job_id: str, error: str, seconds: float) -> None:
     )
 
 
+def _pool_config(study: Study):
+    pool = set(study.settings.pool(study.config))
+    return dataclasses.replace(study.config, tasks=tuple(t for t in study.config.tasks if t.name in pool))
+
+
 def _affinity_run(study: Study, out: Path, progress: bool, tracking=None):
     """One joint affinity run over the pre-finetuning pool (resumes from its checkpoints); logged as a
     run nested under ``tracking``, the study's run, when there is one."""
+    return _record(_pool_config(study), out / "affinity", out, progress, tracking)
+
+
+def _affinity_draws(study: Study, out: Path, progress: bool) -> list:
+    """The affinity run's further held-out draws (``study.validation.probe_draws`` − 1 of them): one more
+    training of the same configuration whose probes draw other held-out examples (probe seeds
+    following the run's), in ``affinity_draws/``; its stores in order of probe seed.
+
+    A separate training, so that the affinity run the study groups by stays the one a user records
+    (and a finished study's runs are reused); ``summary.json`` says whether its training matched."""
+    from ..affinity.run import load_draws, probe_seeds
+    from ..affinity.store import AffinityStore
+
+    if study.settings.probe_draws < 2:
+        return []
+    config = _pool_config(study)
+    first = probe_seeds(config)[0] + 1
+    affinity = dataclasses.replace(config.affinity, probe_seed=first, probe_draws=study.settings.probe_draws - 1)
+    store = _record(dataclasses.replace(config, affinity=affinity), out / "affinity_draws", out, progress, None)
+    # its streams repeat the affinity run's (the same training batches): only the held-out estimators are draws
+    held_out = store.records[~store.records["estimator"].str.startswith("stream_")].reset_index(drop=True)
+    return [AffinityStore(held_out, store.metadata), *load_draws(out / "affinity_draws")]
+
+
+def _record(config, folder: Path, out: Path, progress: bool, tracking):
+    """``record_affinity`` into ``folder`` unless it holds a finished run of the same configuration and data."""
     from ..affinity.run import record_affinity
     from ..affinity.store import AffinityStore
     from ..training.checkpoint import checkpoint_fingerprint, run_fingerprint
 
-    pool = set(study.settings.pool(study.config))
-    config = dataclasses.replace(study.config, tasks=tuple(t for t in study.config.tasks if t.name in pool))
-    folder = out / "affinity"
     tasks = load_pool(config, out / "data")
     identity = run_fingerprint(config, tasks)  # reused only for the same configuration and data
     if (folder / "affinity.parquet").is_file() and (folder / "summary.json").is_file():
@@ -193,8 +224,9 @@ def _choose_groups(study: Study, store, out: Path) -> tuple[dict, dict]:
     return groups, serves
 
 
-def study_tables(study: Study, results: pd.DataFrame, affinity=None) -> dict[str, pd.DataFrame]:
-    """The tables a study's kind calls for (empty dict while nothing is measured)."""
+def study_tables(study: Study, results: pd.DataFrame, affinity=None, draws=()) -> dict[str, pd.DataFrame]:
+    """The tables a study's kind calls for (empty dict while nothing is measured); ``draws``: further
+    held-out draws of the affinity run (``agreement_draws.csv``, spreads in ``agreement.csv``)."""
     if results.empty:
         return {}
     kind = study.settings.kind
@@ -209,8 +241,11 @@ def study_tables(study: Study, results: pd.DataFrame, affinity=None) -> dict[str
     noise = gain_reliability(results)
     tables["noise_ceiling"] = pd.DataFrame([noise])
     if affinity is not None and not tables["gains"].empty:
-        tables["agreement"] = agreement_table(affinity, tables["gains"], noise, seed=study.config.seed)
-        tables["estimator_differences"] = estimator_differences(affinity, tables["gains"], seed=study.config.seed)
+        seed = study.config.seed
+        tables["agreement"] = agreement_table(affinity, tables["gains"], noise, seed=seed, draws=draws)
+        tables["estimator_differences"] = estimator_differences(affinity, tables["gains"], seed=seed, draws=draws)
+        if draws:
+            tables["agreement_draws"] = agreement_draws(affinity, tables["gains"], draws, seed=seed)
     groups = group_gains(results)
     if groups["group"].nunique() >= 2 and not tables["gains"].empty:  # the sampled groups (validation group_samples)
         tables["group_gain_predictors"] = group_gain_table(groups, tables["gains"], affinity, seed=study.config.seed)
@@ -241,7 +276,26 @@ def _summary(study: Study, status: pd.DataFrame, results: pd.DataFrame, out: Pat
                 summary["group_samples_seconds"] = round(float(groups["wall_seconds"].sum()), 1)
                 route = summary["brute_force_seconds"] + summary["group_samples_seconds"]
                 summary["surrogate_route_over_affinity_run"] = round(route / affinity_seconds, 2)
+    summary.update(_draws_summary(out))
     return summary
+
+
+def _draws_summary(out: Path) -> dict:
+    """What the held-out draws cost (``draws_run_seconds``) and whether their training was the affinity
+    run's: ``draws_same_training`` when every step's task losses match to 1e-6 (``draws_max_loss_difference``)."""
+    steps = [out / folder / "steps.parquet" for folder in ("affinity", "affinity_draws")]
+    if not all(p.is_file() for p in steps):
+        return {}
+    run, draws = (pd.read_parquet(p) for p in steps)
+    key = ["step", "task"]
+    merged = run[key + ["loss"]].merge(draws[key + ["loss"]], on=key, how="outer", suffixes=("", "_draws"))
+    difference = float((merged["loss"] - merged["loss_draws"]).abs().max()) if not merged.empty else float("nan")
+    complete = not merged[["loss", "loss_draws"]].isna().any().any()
+    return {
+        "draws_run_seconds": round(float(draws.drop_duplicates("step")["seconds"].sum()), 1),
+        "draws_max_loss_difference": difference if complete else None,
+        "draws_same_training": bool(complete and difference <= 1e-6),
+    }
 
 
 def _plain(settings) -> dict:

@@ -67,6 +67,9 @@ class StudySettings:
     group_sizes: tuple[int, ...] = (3, 4)
     surrogate: str | None = None  # validation: linear | kernel: a grouping from a surrogate of every measured subset
     leave_alone_arms: bool = False  # validation: chosen, oracle and surrogate groupings also solved with leave_alone
+    # validation: held-out draws of the affinity run's probes, the further ones recorded in one more training
+    # (affinity_draws/): agreement as mean ± spread over draws
+    probe_draws: int = 1
     arms: dict = field(default_factory=dict)  # name -> TrainConfig: the whole pool under another recipe
     pretrain: TrainConfig = field(default_factory=TrainConfig)
     finetune: TrainConfig = field(default_factory=TrainConfig)
@@ -161,6 +164,11 @@ def settings_from_dict(raw, config: RunConfig, *, where: str, base_dir: Path) ->
     if values.get("groups_from_affinity"):
         _check_recorded(values["grouping"].estimator, config.affinity, where)
     _check_solved_arms(values, kind, pool, config.seed, where)
+    if values["probe_draws"] > 1 and (kind != "validation" or not config.affinity.rules):
+        raise ConfigError(
+            f"{where}: study.validation.probe_draws needs kind: validation and held-out probes "
+            f"(affinity.rules), got kind {kind} and rules {list(config.affinity.rules)}"
+        )
     values["pretrain"] = _training(config.training, raw.get("pretrain") or {}, where, "study.pretrain")
     values["arms"] = _arms(raw.get("arms"), kind, values["pretrain"], values.get("groups") or {}, where)
     finetune_defaults = dataclasses.replace(config.training, head_warmup_steps=0)

@@ -94,7 +94,7 @@ def _validation(raw: dict, where: str, pool_size: int) -> dict:
         raise ConfigError(f"{where}: study.validation must be a mapping")
     _reject_unknown(
         raw,
-        {"mode", "random_groupings", "group_samples", "group_sizes", "surrogate", "leave_alone_arms"},
+        {"mode", "random_groupings", "group_samples", "group_sizes", "surrogate", "leave_alone_arms", "probe_draws"},
         where,
         "study.validation.",
     )
@@ -102,10 +102,10 @@ def _validation(raw: dict, where: str, pool_size: int) -> dict:
     if mode not in VALIDATION_MODES:
         raise ConfigError(f"{where}: study.validation.mode must be one of {', '.join(VALIDATION_MODES)}, got {mode!r}")
     out = {"validation_mode": mode}
-    for key, default in (("random_groupings", 3), ("group_samples", 0)):
+    for key, default, low in (("random_groupings", 3, 0), ("group_samples", 0, 0), ("probe_draws", 1, 1)):
         out[key] = coerce(raw.get(key, default), int, f"{where}: study.validation.{key}")
-        if out[key] < 0:
-            raise ConfigError(f"{where}: study.validation.{key} must be >= 0, got {out[key]}")
+        if out[key] < low:
+            raise ConfigError(f"{where}: study.validation.{key} must be >= {low}, got {out[key]}")
     sizes = raw.get("group_sizes", [3, 4])
     if not isinstance(sizes, list) or not sizes:
         raise ConfigError(

@@ -192,10 +192,55 @@ def test_cli_writes_store_matrices_fidelity_and_heatmaps(tmp_path):
     assert store.metadata["rules"] == ["sgd", "optimizer"] and store.metadata["probe_every"] == 3
 
 
+def test_held_out_draws_share_the_training_and_each_equals_a_run_with_its_probe_seed(tmp_path):
+    """affinity.probe_draws: the further draws are what runs with their probe seeds record, in one
+    training; the run's own store and its streams do not change."""
+    import dataclasses
+
+    from taskaffinity.affinity.run import load_draws
+
+    def with_probes(**options):
+        config = affinity_config()
+        return dataclasses.replace(
+            config, affinity=dataclasses.replace(config.affinity, rules=("sgd",), lookahead="first_order", **options)
+        )
+
+    key = ["estimator", "step", "source", "target"]
+
+    def records(store, estimators=None):
+        frame = store.records
+        if estimators is not None:
+            frame = frame[frame["estimator"].isin(estimators)]
+        return frame.sort_values(key).reset_index(drop=True)
+
+    three = record_affinity(with_probes(probe_draws=3), tmp_path / "three", progress=False)
+    one = record_affinity(with_probes(), progress=False)
+    seed = three.store.metadata["seed"]
+    assert three.store.metadata["probe_seed"] == seed and three.store.metadata["probe_draws"] == 3
+    pd.testing.assert_frame_equal(records(three.store), records(one.store))  # draw 0 and the streams: unchanged
+    assert [d.metadata["probe_seed"] for d in three.draws] == [seed + 1, seed + 2]
+    probe_estimators = {"gram", "cosine", "first_order_sgd"}
+    for draw in three.draws:
+        assert set(draw.estimators) == probe_estimators  # streams see training batches: no draws of them
+        alone = record_affinity(with_probes(probe_seed=draw.metadata["probe_seed"]), progress=False)
+        pd.testing.assert_frame_equal(records(draw), records(alone.store, probe_estimators))
+    first, second = (records(d)["value"].to_numpy() for d in three.draws)
+    assert not np.allclose(first, records(three.store, probe_estimators)["value"].to_numpy())
+    assert not np.allclose(first, second)  # other held-out examples
+    on_disk = load_draws(tmp_path / "three")
+    assert [d.metadata["probe_seed"] for d in on_disk] == [seed + 1, seed + 2]
+    assert (tmp_path / "three" / f"draws/probe_seed_{seed + 1}/matrix_first_order_sgd.csv").is_file()
+    summary = json.loads((tmp_path / "three" / "summary.json").read_text())["recording"]
+    assert summary["draws_probe_seconds"] > 0
+    assert summary["recording_seconds"] >= summary["probe_seconds"] + summary["draws_probe_seconds"]
+
+
 @pytest.mark.parametrize(
     "key, value, message",
     [
         ("rules", ["adam"], "affinity.rules: unknown rule 'adam'"),
+        ("probe_draws", 0, "affinity.probe_draws must be >= 1"),
+        ("probe_seed", -1, "affinity.probe_seed must be >= 0"),
         ("probe_split", "test", "affinity.probe_split"),
         ("parameters", "top:x", "'top:N' needs an integer"),
         ("start_step", 500, "affinity.start_step 500 is outside"),

@@ -146,6 +146,8 @@ def test_the_surrogate_arm_is_planned_and_random_groupings_avoid_it(tmp_path):
         ({"surrogate": "linear", "mode": "transfer"}, {}, "study.validation.surrogate needs mode: pairs"),
         ({"surrogate": "linear"}, {"groups": None}, "study.validation.surrogate is measured as a grouping arm"),
         ({"leave_alone_arms": "yes"}, {}, "study.validation.leave_alone_arms must be true or false, got 'yes'"),
+        ({"probe_draws": 0}, {}, "study.validation.probe_draws must be >= 1, got 0"),
+        ({"probe_draws": 2}, {"kind": "combinations", "targets": [POOL[0]]}, "probe_draws needs kind: validation"),
         (
             {"leave_alone_arms": True},
             {"grouping": {"method": "tag", "k": 2, "leave_alone": True}},

@@ -159,6 +159,7 @@ def test_validation_study_end_to_end(tmp_path):
         "group_samples": 1,
         "group_sizes": [3],
         "leave_alone_arms": True,
+        "probe_draws": 2,
     }
     result = run_study(load_study(write_validation(tmp_path, validation=validation)), out, progress=False)
     assert (result.status["status"] == "done").all()
@@ -177,6 +178,14 @@ def test_validation_study_end_to_end(tmp_path):
     } <= set(agreement.columns)
     assert set(agreement["estimator"]) >= {"stream_cosine", "first_order_sgd"}
     assert (agreement["cost_seconds"] > 0).all()
+    # probe_draws: a second held-out draw of the same training, in affinity_draws/
+    draws = agreement.set_index("estimator")["draws"]
+    assert draws["first_order_sgd"] == 2 and draws["stream_cosine"] == 1
+    per_draw = pd.read_csv(out / "tables" / "agreement_draws.csv")
+    seeds = per_draw.loc[per_draw["estimator"] == "first_order_sgd", "probe_seed"]
+    assert sorted(seeds) == [1, 2]  # the run's seed 1, then 2
+    summary = yaml.safe_load((out / "summary.json").read_text())
+    assert summary["draws_same_training"] is True and summary["draws_max_loss_difference"] <= 1e-6
     gains = pd.read_csv(out / "tables" / "gains.csv")
     assert len(gains) == 6 and (gains["n_seeds"] == 2).all() and gains["se"].notna().all()
     groups = yaml.safe_load((out / "groups.json").read_text())
@@ -198,3 +207,4 @@ def test_validation_study_end_to_end(tmp_path):
 
     text = (build_report(out).with_suffix(".md")).read_text()
     assert "Noise ceiling" in text and "Best within-target agreement" in text and "stability" in text
+    assert "draws of held-out probe examples" in text and "tables/agreement_draws.csv" in text
