@@ -77,6 +77,19 @@ def within_target_spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
+def draw_reliability(matrices: list[pd.DataFrame]) -> float:
+    """Within-target reliability of one held-out draw: the mean, over pairs of draws of the same
+    training (``affinity.probe_draws``: other held-out examples), of their within-target Spearman.
+    Unlike the split-half estimate it holds the training still, so it measures only what the matrix
+    owes to which held-out examples were drawn. NaN with fewer than 2 draws."""
+    if len(matrices) < 2:
+        return float("nan")
+    first = matrices[0]
+    aligned = [m.reindex(index=first.index, columns=first.columns).to_numpy(float) for m in matrices]
+    values = [within_target_spearman(a, b) for i, a in enumerate(aligned) for b in aligned[i + 1 :]]
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
 def _half_means(cube: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     order = rng.permutation(len(cube))
     half = len(cube) // 2

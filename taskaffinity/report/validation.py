@@ -102,16 +102,28 @@ def _draws(ranked: pd.DataFrame) -> list[str]:
     drawn = ranked[ranked["draws"] > 1]
     if drawn.empty:
         return []
+
+    def one(row) -> str:
+        text = (
+            f"{row.estimator} ρ = {_fmt(row.within_target_draws_mean)} ± {_fmt(row.within_target_draws_sd)} "
+            f"({_fmt(row.within_target_draws_min)} to {_fmt(row.within_target_draws_max)}"
+        )
+        if "draws_reliability" in drawn:
+            text += f"; between draws {_fmt(row.draws_reliability)}"
+        if "mean_of_draws_within_target" in drawn:
+            text += (
+                f"; their mean matrix {_fmt(row.mean_of_draws_within_target)} [{_fmt(row.mean_of_draws_ci_low)}, "
+                f"{_fmt(row.mean_of_draws_ci_high)}], p = {_fmt(row.mean_of_draws_p, 3)}"
+            )
+        return text + ")"
+
     n = int(drawn["draws"].max())
     return [
-        f"Over {n} draws of held-out probe examples (the same training): "
-        + ", ".join(
-            f"{row.estimator} ρ = {_fmt(row.within_target_draws_mean)} ± {_fmt(row.within_target_draws_sd)} "
-            f"({_fmt(row.within_target_draws_min)} to {_fmt(row.within_target_draws_max)})"
-            for row in drawn.sort_values("within_target_draws_mean", ascending=False).itertuples()
-        )
-        + " (mean ± standard deviation over draws, min to max): how much one run's agreement owes to which "
-        "examples its probes drew; streamed estimators read the training batches and have no draws."
+        f"Over {n} draws of held-out probe examples (the same training), within-target agreement as mean ± "
+        "standard deviation (min to max; the within-target Spearman between draws: how far one draw's matrix "
+        "replicates with other examples; the agreement of the matrix averaged over the draws): "
+        + "; ".join(one(row) for row in drawn.sort_values("within_target_draws_mean", ascending=False).itertuples())
+        + ". Streamed estimators read the training batches: they have no draws."
     ]
 
 

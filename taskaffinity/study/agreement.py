@@ -62,7 +62,8 @@ def agreement_draws(store, gains: pd.DataFrame, draws, *, seed: int = 0) -> pd.D
                 {
                     "estimator": estimator,
                     "draw": draw,
-                    "probe_seed": s.metadata.get("probe_seed"),
+                    # runs recorded before probe_seed existed drew with the run's seed
+                    "probe_seed": s.metadata.get("probe_seed", s.metadata.get("seed")),
                     "within_target": agreement["within_target"],
                     "within_ci_low": within_ci[0],
                     "within_ci_high": within_ci[1],
@@ -74,6 +75,20 @@ def agreement_draws(store, gains: pd.DataFrame, draws, *, seed: int = 0) -> pd.D
     return pd.DataFrame(rows)
 
 
+def _mean_of_draws(gains: pd.DataFrame, matrices: list[pd.DataFrame], seed: int) -> dict:
+    """Within-target agreement (CI over targets, permutation p) of the mean of the draws' matrices."""
+    first = matrices[0]
+    mean = sum(m.reindex(index=first.index, columns=first.columns) for m in matrices) / len(matrices)
+    agreement = affinity_agreement(gains, mean, seed=seed)
+    ci = agreement["within_target_ci"] or [None, None]
+    return {
+        "mean_of_draws_within_target": agreement["within_target"],
+        "mean_of_draws_ci_low": ci[0],
+        "mean_of_draws_ci_high": ci[1],
+        "mean_of_draws_p": agreement["within_target_p"],
+    }
+
+
 def agreement_table(store, gains: pd.DataFrame, noise: dict, *, seed: int = 0, draws=()) -> pd.DataFrame:
     """Per estimator: Spearman of affinity vs measured gain (pooled and within target, with CIs and a
     permutation p-value), read against the noise ceiling of the gains and the ceiling that the
@@ -81,9 +96,12 @@ def agreement_table(store, gains: pd.DataFrame, noise: dict, *, seed: int = 0, d
 
     ``draws``: further held-out draws of the same training (stores, e.g. the study's
     ``affinity_draws/``): ``within_target_draws_mean`` / ``_sd`` / ``_min`` / ``_max`` over the run's
-    own draw and these (``draws``: how many; an estimator recorded in one draw has sd NaN).
+    own draw and these (``draws``: how many; an estimator recorded in one draw has sd NaN),
+    ``draws_reliability`` (one draw's within-target reliability between draws,
+    :func:`~taskaffinity.affinity.reliability.draw_reliability`) and ``mean_of_draws_*``: the
+    agreement of the matrix averaged over the draws (their held-out examples pooled).
     """
-    from ..affinity.reliability import estimator_reliability
+    from ..affinity.reliability import draw_reliability, estimator_reliability
 
     meta = store.metadata
     training = meta.get("training_seconds") or float("nan")
@@ -101,6 +119,8 @@ def agreement_table(store, gains: pd.DataFrame, noise: dict, *, seed: int = 0, d
             if np.isfinite(own) and np.isfinite(gain_rel)
             else float("nan")
         )
+        drawn = [s.matrix(estimator) for s in _draws_of(estimator, store, draws)]
+        pooled = _mean_of_draws(gains, drawn, seed) if len(drawn) > 1 else {}
         seconds = meta.get("stream_seconds" if estimator.startswith("stream_") else "probe_seconds")
         plain = training - (meta.get("recording_seconds") or 0.0)  # the same steps without any recorder
         mine = per_draw[per_draw["estimator"] == estimator]
@@ -122,6 +142,8 @@ def agreement_table(store, gains: pd.DataFrame, noise: dict, *, seed: int = 0, d
                 "within_target_draws_sd": float(over.std(ddof=1)) if len(over) > 1 else float("nan"),
                 "within_target_draws_min": float(over.min()) if len(over) else float("nan"),
                 "within_target_draws_max": float(over.max()) if len(over) else float("nan"),
+                "draws_reliability": draw_reliability(drawn),
+                **pooled,
                 "estimator_reliability": own,
                 "attainable": attainable,
                 "n_pairs": agreement["n_pairs"],

@@ -201,3 +201,18 @@ def test_rounding_residue_reads_as_zero_and_a_moot_prophecy_as_not_reachable():
     assert table.loc["old", "target_offset_share"] == 0
     assert list(table["samples_for_0.9"]) == ["not reachable", "not reachable", "60"]
     assert np.isnan(table.loc["good", "early_late"])  # a null of fidelity.json
+
+
+def test_draw_reliability_reads_how_far_draws_of_one_matrix_agree_within_target():
+    from taskaffinity.affinity.reliability import draw_reliability
+
+    tasks = [f"t{i}" for i in range(6)]
+    rng = np.random.default_rng(0)
+    truth = pd.DataFrame(rng.normal(size=(6, 6)), index=tasks, columns=tasks)
+    assert np.isnan(draw_reliability([truth]))  # one draw has no partner
+    assert draw_reliability([truth, truth.copy(), truth[tasks[::-1]]]) == pytest.approx(1.0)  # order-free
+    assert draw_reliability([truth, -truth]) == pytest.approx(-1.0)
+    noisy = [truth + rng.normal(scale=s, size=(6, 6)) for s in (0.3, 0.3, 0.3)]
+    unrelated = [pd.DataFrame(rng.normal(size=(6, 6)), index=tasks, columns=tasks) for _ in range(200)]
+    assert 0.6 < draw_reliability(noisy) < 1.0
+    assert abs(draw_reliability(unrelated)) < 0.05  # 19,900 pairs of independent draws: about 0
