@@ -83,6 +83,17 @@ def test_fingerprint_tracks_result_changing_options(tmp_path):
     b = load_config(write(tmp_path, "tasks: [trec6]\ntraining: {steps: 4}\n"))
     c = load_config(write(tmp_path, "tasks: [trec6]\ntraining: {steps: 3}\n"))
     assert a.fingerprint() != b.fingerprint() and a.fingerprint() == c.fingerprint()
+    # the default probe seed written out is the same run; another probe seed is not
+    same = load_config(write(tmp_path, "seed: 0\ntasks: [trec6]\ntraining: {steps: 3}\naffinity: {probe_seed: 0}\n"))
+    other = load_config(write(tmp_path, "seed: 0\ntasks: [trec6]\ntraining: {steps: 3}\naffinity: {probe_seed: 1}\n"))
+    assert same.fingerprint() == a.fingerprint() != other.fingerprint()
+
+
+@pytest.mark.parametrize("option", ["probe_seed: 1", "probe_draws: 2"])
+def test_held_out_draw_options_need_held_out_probes(tmp_path, option):
+    text = f"tasks: [trec6]\naffinity: {{rules: [], {option}}}\n"
+    with pytest.raises(ConfigError, match=f"affinity.{option.split(':')[0]} is .* but affinity.rules is empty"):
+        load_config(write(tmp_path, text))
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@
 ``OUT/fidelity.json``           (strict JSON, null for a number that could not be computed)
                                how far to trust each matrix: ``reliability`` per estimator (split-half,
                                significant share, per-target offsets; see :mod:`.reliability`) and
-                               ``agreement`` between estimators against their ceilings (see :mod:`.fidelity`)
+                               ``agreement`` between estimators against their ceilings (see :mod:`.fidelity`);
+                               with ``affinity.probe_draws`` > 1, ``draws`` (:func:`draws_report`)
 
 Pictures of the same folder (``heatmap_<estimator>.png``) are the report's:
 :func:`taskaffinity.report.affinity_outputs.write_heatmaps`.
@@ -20,7 +21,7 @@ import pandas as pd
 
 from ..storage import write_json, write_text
 from .fidelity import fidelity
-from .reliability import estimator_reliability
+from .reliability import draw_reliability, estimator_reliability
 from .store import AffinityStore
 
 
@@ -35,6 +36,20 @@ def trust_report(store: AffinityStore, summaries: dict[str, pd.DataFrame], *, se
     """``{"reliability": {estimator: ...}, "agreement": {"a vs b": ...}}``: the content of ``fidelity.json``."""
     reliability = {e: estimator_reliability(store, e, summary=summaries[e], seed=seed) for e in store.estimators}
     return {"reliability": reliability, "agreement": fidelity(store, reliability=reliability)}
+
+
+def draws_report(stores: list[AffinityStore]) -> dict:
+    """Per estimator held in every draw: the draws' probe seeds and one draw's within-target
+    reliability between draws (:func:`~.reliability.draw_reliability`): the ``draws`` entry of
+    ``fidelity.json`` for a run with ``affinity.probe_draws`` > 1."""
+    common = [e for e in stores[0].estimators if all(e in s.estimators for s in stores[1:])]
+    return {
+        e: {
+            "probe_seeds": [s.metadata.get("probe_seed") for s in stores],
+            "within_target_between_draws": draw_reliability([s.matrix(e) for s in stores]),
+        }
+        for e in common
+    }
 
 
 def affinity_files(estimators: list[str]) -> list[str]:

@@ -54,12 +54,18 @@ class LookaheadRecorder(Callback):
         targets: int | None = None,
         seed: int = 0,
         exact: bool = True,
+        pair_seed: int | None = None,
+        draw: int = 0,
     ):
         self.rules, self.every, self.batch_size = tuple(rules), every, batch_size
         self.exact = exact  # False: first-order forms only, no lookahead encoder passes (≈ n/3 steps saved per rule)
         self.sources, self.targets = sources, targets
         self.split, self.start_step, self.parameters = split, start_step, parameters
-        self.lookahead_lr, self.seed = lookahead_lr, seed
+        self.lookahead_lr, self.seed = lookahead_lr, seed  # seed: which held-out examples the probes draw
+        # which sources and targets a sampled probe measures (default ``seed``): the run's seed for every
+        # held-out draw, so that draws differ only in their examples
+        self.pair_seed = seed if pair_seed is None else pair_seed
+        self.draw = draw  # > 0: a further held-out draw (affinity.probe_draws), kept out of the run's store and tracker
         self.records: list[dict] = []
         self.seconds: list[float] = []
         self.skipped: dict[str, int] = {}  # task -> probes it was left out of (NaN, infinite or zero values)
@@ -165,7 +171,7 @@ class LookaheadRecorder(Callback):
         mean over the probes that sampled it stays unbiased, with fewer samples (wider
         intervals: the store's standard errors and bootstrap count only real samples).
         """
-        rng = np.random.default_rng([self.seed, step, 0x9A125])
+        rng = np.random.default_rng([self.pair_seed, step, 0x9A125])
 
         def sample(k):
             if k is None or k >= len(names):

@@ -25,7 +25,7 @@ from ..training.evaluate import gain_over_baseline
 from ..training.joint import train_joint_model
 from .conflicts import COLUMNS as CONFLICT_COLUMNS
 from .conflicts import ConflictRecorder
-from .outputs import summaries_of, trust_report, write_data
+from .outputs import draws_report, summaries_of, trust_report, write_data
 from .probe import LookaheadRecorder
 from .store import AffinityStore
 from .stream import StreamRecorder
@@ -106,7 +106,7 @@ def recorders_for(config: RunConfig) -> tuple[list[Callback], int]:
     start = affinity.start_step if affinity.start_step is not None else default_start_step(config)
     common = dict(start_step=start, parameters=affinity.parameters, lookahead_lr=affinity.lookahead_lr)
     callbacks: list[Callback] = [StartOfRecording(start)]
-    for seed in probe_seeds(config):
+    for draw, seed in enumerate(probe_seeds(config)):
         callbacks.append(
             LookaheadRecorder(
                 rules=affinity.rules,
@@ -117,6 +117,8 @@ def recorders_for(config: RunConfig) -> tuple[list[Callback], int]:
                 targets=affinity.probe_targets,
                 exact=affinity.lookahead == "exact",
                 seed=seed,
+                pair_seed=config.seed,
+                draw=draw,
                 **common,
             )
         )
@@ -165,7 +167,7 @@ def record_affinity(
     )
     trainer = result.trainer
     probe, *draws = [cb for cb in callbacks if isinstance(cb, LookaheadRecorder)] or [None]
-    records = [r for cb in callbacks if cb not in draws for r in getattr(cb, "records", [])]
+    records = [r for cb in callbacks if not getattr(cb, "draw", 0) for r in getattr(cb, "records", [])]
     stream = next((cb for cb in callbacks if isinstance(cb, StreamRecorder)), None)
     metadata = {
         "model": config.model.name,
@@ -217,14 +219,17 @@ def record_affinity(
     conflict = next((cb for cb in callbacks if isinstance(cb, ConflictRecorder)), None)
     conflicts = pd.DataFrame(conflict.steps, columns=list(CONFLICT_COLUMNS)) if conflict else None
     draw_stores = [_draw_store(cb, metadata) for cb in draws]
+    if draw_stores:
+        report["draws"] = draws_report([store, *draw_stores])
     if writes:
-        write_data(store, summaries, report, result.out_dir)
-        for draw in draw_stores:
+        _remove_other_draws(result.out_dir, [d.metadata["probe_seed"] for d in draw_stores])
+        for draw in draw_stores:  # before the run's own store: its presence says the draws are complete
             draw_summaries = summaries_of(
                 draw, n_boot=config.affinity.bootstrap, level=config.affinity.confidence, seed=config.seed
             )
             folder = result.out_dir / draw_folder(draw.metadata["probe_seed"])
             write_data(draw, draw_summaries, trust_report(draw, draw_summaries, seed=config.seed), folder)
+        write_data(store, summaries, report, result.out_dir)
         _add_cost_to_summary(result.out_dir / "summary.json", metadata)
         if conflicts is not None:
             write_parquet(result.out_dir / "conflicts.parquet", conflicts)
@@ -246,9 +251,38 @@ def draw_folder(probe_seed: int) -> str:
 
 def load_draws(folder: str | Path) -> list[AffinityStore]:
     """The further held-out draws of the affinity run in ``folder`` (``affinity.probe_draws`` > 1), in
-    order of probe seed; empty when it recorded one draw."""
-    paths = sorted(Path(folder).glob("draws/probe_seed_*/affinity.parquet"), key=lambda p: int(p.parent.name[11:]))
-    return [AffinityStore.load(p) for p in paths]
+    order of probe seed; empty when it recorded one draw.
+
+    Only the draws the run's own store names (its ``probe_seed`` and ``probe_draws``) and that were
+    recorded in the same run (``run_fingerprint``): a draw left by an earlier run is never taken
+    for one of this run. Raises :class:`~taskaffinity.errors.TaskAffinityError` when one is missing.
+    """
+    from ..errors import TaskAffinityError
+
+    folder = Path(folder)
+    meta = AffinityStore.load(folder / "affinity.parquet").metadata
+    first, count = meta.get("probe_seed"), meta.get("probe_draws") or 1
+    stores = []
+    for seed in range(first + 1, first + count) if first is not None else ():
+        path = folder / draw_folder(seed) / "affinity.parquet"
+        draw = AffinityStore.load(path) if path.is_file() else None
+        if draw is None or draw.metadata.get("run_fingerprint") != meta.get("run_fingerprint"):
+            raise TaskAffinityError(
+                f"{path}: the held-out draw with probe seed {seed} of the run in {folder} is missing or "
+                "belongs to another run; record the run again (without resuming)"
+            )
+        stores.append(draw)
+    return stores
+
+
+def _remove_other_draws(out: Path, seeds: list[int]) -> None:
+    """Draw folders an earlier run left that this run did not record (another ``probe_draws`` or seed)."""
+    import shutil
+
+    keep = {draw_folder(seed) for seed in seeds}
+    for path in (out / "draws").glob("probe_seed_*"):
+        if f"draws/{path.name}" not in keep:
+            shutil.rmtree(path)
 
 
 def _draw_store(recorder: LookaheadRecorder, metadata: dict) -> AffinityStore:
@@ -264,6 +298,8 @@ def _draw_store(recorder: LookaheadRecorder, metadata: dict) -> AffinityStore:
             "probe_seconds_median": float(np.median(seconds)) if seconds else None,
             "probe_skipped": dict(recorder.skipped),
             "draw_of": metadata["probe_seed"],  # the run's own draw (its store)
+            "stream_seconds": None,  # the run's streams are in its own store
+            "skipped_steps": {},
         },
     )
 

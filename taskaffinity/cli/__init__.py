@@ -152,11 +152,32 @@ def cmd_affinity(args) -> int:
     if meta.get("overhead"):
         print(
             f"recording cost: {meta['overhead']:.2f}x the same steps without recorders (probes "
-            f"{meta.get('probe_seconds') or 0:.1f} s, streams {meta.get('stream_seconds') or 0:.1f} s of "
+            f"{meta.get('probe_seconds') or 0:.1f} s, "
+            + (
+                f"further held-out draws {meta['draws_probe_seconds']:.1f} s, "
+                if meta.get("draws_probe_seconds")
+                else ""
+            )
+            + f"streams {meta.get('stream_seconds') or 0:.1f} s of "
             f"{meta['training_seconds']:.1f} s of training steps)"
+        )
+    draws = result.fidelity.get("draws") or {}
+    if draws:
+        seeds = next(iter(draws.values()))["probe_seeds"]
+        between = {e: _number(v["within_target_between_draws"]) for e, v in draws.items()}
+        missing = " (n/a: fewer than 3 sources per target)" if "n/a" in between.values() else ""
+        print(
+            f"{len(seeds)} held-out draws (probe seeds {', '.join(map(str, seeds))}; the further ones in "
+            f"{result.out_dir}/draws/): within-target Spearman between draws "
+            + ", ".join(f"{e} {v}" for e, v in between.items())
+            + missing
         )
     print(f"wrote {result.out_dir}/ (affinity.parquet, matrix_*.csv, summary_*.csv, fidelity.json, heatmap_*.png)")
     return 0
+
+
+def _number(value) -> str:
+    return "n/a" if value is None or value != value else f"{value:.2f}"
 
 
 def print_trust(report: dict) -> None:

@@ -52,6 +52,8 @@ class RunConfig:
         jobs made before an option existed keep their identity."""
         out = self.to_dict()
         out.pop("tracking")  # where a run is logged never changes it
+        if out["affinity"].get("probe_seed") == out["seed"]:  # the default written out: the same run
+            out["affinity"]["probe_seed"] = None
         for section, defaults in LATER_OPTIONS.items():
             for key, default in defaults.items():
                 if out[section].get(key) == default:

@@ -164,6 +164,9 @@ class TrainConfig:
         _check(0 <= self.warmup_ratio <= 1, f"training.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
 
 
+MAX_PROBE_DRAWS = 100  # each draw is a probe recorder: its passes and its records in memory
+
+
 @dataclass(frozen=True)
 class AffinityConfig:
     """Affinity recording during the joint run (``taskaffinity affinity``)."""
@@ -223,10 +226,15 @@ class AffinityConfig:
             ),
             1,
         )
+        for key, unset in (("probe_draws", 1), ("probe_seed", None)):
+            _check(
+                getattr(self, key) == unset or bool(self.rules),
+                f"affinity.{key} is {getattr(self, key)} but affinity.rules is empty: only the held-out probes "
+                "draw examples (add a rule, e.g. rules: [sgd])",
+            )
         _check(
-            self.probe_draws == 1 or bool(self.rules),
-            f"affinity.probe_draws is {self.probe_draws} but affinity.rules is empty: only the held-out probes "
-            "draw examples (add a rule, e.g. rules: [sgd])",
+            self.probe_draws <= MAX_PROBE_DRAWS,
+            f"affinity.probe_draws must be <= {MAX_PROBE_DRAWS} (one probe recorder each), got {self.probe_draws}",
         )
         _at_least("affinity", self, ("settle_steps", "probe_seed"), 0)
         _check(

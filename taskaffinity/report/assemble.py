@@ -173,12 +173,14 @@ def _validation_figures(run: Path, results: pd.DataFrame, section: Section, fold
         if (run / "tables" / f"{name}.csv").is_file()
     }
     noise = tables["noise_ceiling"].iloc[0].to_dict() if "noise_ceiling" in tables else None
+    summary = read_json(run / "summary.json") if (run / "summary.json").is_file() else {}
     section.text += validation_reading(
         tables.get("agreement"),
         noise,
         tables.get("arms"),
         tables.get("estimator_differences"),
         tables.get("group_gain_predictors"),
+        draws_same_training=summary.get("draws_same_training"),
     )
     gains = measured_gains(results)
     path = run / "affinity" / "affinity.parquet"

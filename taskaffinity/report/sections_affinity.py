@@ -80,6 +80,17 @@ def affinity_section(run: Path, folder: Path) -> Section:
                 trust,
             )
         )
+    draws = report.get("draws") or {}
+    if draws:  # affinity.probe_draws: how far the matrix replicates with other held-out examples
+        seeds = next(iter(draws.values()))["probe_seeds"]
+        section.text.append(
+            f"Over {len(seeds)} draws of held-out probe examples during the same training (probe seeds "
+            f"{', '.join(map(str, seeds))}; the further draws in draws/), each matrix agrees with another "
+            "draw's within target at Spearman "
+            + ", ".join(f"{e} {_shown(v['within_target_between_draws']):.2f}" for e, v in draws.items())
+            + ": what the matrix owes to which examples were drawn (not its drift over training, which the "
+            "split-half reliability also sees)."
+        )
     if agreement:
         rows = [
             {

@@ -23,6 +23,7 @@ def validation_reading(
     arms: pd.DataFrame | None = None,
     differences: pd.DataFrame | None = None,
     group_predictors: pd.DataFrame | None = None,
+    draws_same_training: bool | None = None,
 ) -> list[str]:
     """Sentences: the gains' noise ceiling, which estimators beat chance against it, whether the best
     one is better than the others beyond noise, what they cost, the arms, and how well pairs and
@@ -65,7 +66,7 @@ def validation_reading(
                 )
                 + "."
             )
-        lines.extend(_draws(ranked))
+        lines.extend(_draws(ranked, draws_same_training))
         inverse = ranked[ranked["within_ci_high"] < 0]["estimator"].tolist()
         if inverse:
             lines.append(f"Ranking sources inversely (interval below 0): {', '.join(inverse)}.")
@@ -95,8 +96,9 @@ def validation_reading(
     return lines
 
 
-def _draws(ranked: pd.DataFrame) -> list[str]:
-    """Within-target agreement over the held-out draws of the same training (``probe_draws``)."""
+def _draws(ranked: pd.DataFrame, same_training: bool | None = None) -> list[str]:
+    """Within-target agreement over the held-out draws of the same training (``probe_draws``);
+    ``same_training`` False: the draws' training did not match the affinity run's (summary.json)."""
     if "draws" not in ranked:
         return []
     drawn = ranked[ranked["draws"] > 1]
@@ -118,8 +120,14 @@ def _draws(ranked: pd.DataFrame) -> list[str]:
         return text + ")"
 
     n = int(drawn["draws"].max())
+    training = (
+        "the same training"
+        if same_training is not False
+        else "WARNING: the draws' second training did not match the affinity run's (summary.json, "
+        "draws_max_loss_difference), so the spread mixes training noise with the draw of examples"
+    )
     return [
-        f"Over {n} draws of held-out probe examples (the same training), within-target agreement as mean ± "
+        f"Over {n} draws of held-out probe examples ({training}), within-target agreement as mean ± "
         "standard deviation (min to max; the within-target Spearman between draws: how far one draw's matrix "
         "replicates with other examples; the agreement of the matrix averaged over the draws): "
         + "; ".join(one(row) for row in drawn.sort_values("within_target_draws_mean", ascending=False).itertuples())

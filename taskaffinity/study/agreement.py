@@ -5,6 +5,8 @@ beyond these targets' noise."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -78,7 +80,11 @@ def agreement_draws(store, gains: pd.DataFrame, draws, *, seed: int = 0) -> pd.D
 def _mean_of_draws(gains: pd.DataFrame, matrices: list[pd.DataFrame], seed: int) -> dict:
     """Within-target agreement (CI over targets, permutation p) of the mean of the draws' matrices."""
     first = matrices[0]
-    mean = sum(m.reindex(index=first.index, columns=first.columns) for m in matrices) / len(matrices)
+    stacked = np.stack([m.reindex(index=first.index, columns=first.columns).to_numpy(float) for m in matrices])
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a pair no draw measured stays NaN
+        values = np.nanmean(stacked, axis=0)  # a sampled probe pair: the draws that measured it
+    mean = pd.DataFrame(values, index=first.index, columns=first.columns)
     agreement = affinity_agreement(gains, mean, seed=seed)
     ci = agreement["within_target_ci"] or [None, None]
     return {

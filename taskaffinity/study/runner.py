@@ -105,6 +105,9 @@ def _run_study(study: Study, out: Path, executor, progress: bool, tracking) -> S
     write_parquet(out / "results.parquet", results)
     tables = study_tables(study, results, affinity, draws)
     (out / "tables").mkdir(exist_ok=True)
+    for path in (out / "tables").glob("*.csv"):  # a table this run no longer makes (e.g. fewer draws)
+        if path.stem not in tables:
+            path.unlink()
     for name, table in tables.items():
         write_text(out / "tables" / f"{name}.csv", table.to_csv(index=name == "transfer"))
     status = study_status(out)
@@ -172,21 +175,27 @@ def _affinity_run(study: Study, out: Path, progress: bool, tracking=None):
 
 
 def _affinity_draws(study: Study, out: Path, progress: bool) -> list:
-    """The affinity run's further held-out draws (``study.validation.probe_draws`` − 1 of them): one more
-    training of the same configuration whose probes draw other held-out examples (probe seeds
-    following the run's), in ``affinity_draws/``; its stores in order of probe seed.
+    """The affinity run's further held-out draws, in order of probe seed: the run's own when its config
+    records them (``affinity.probe_draws``), else ``study.validation.probe_draws`` − 1 of them from one
+    more training of the same configuration whose probes draw other held-out examples (probe seeds
+    following the run's), in ``affinity_draws/``.
 
     A separate training, so that the affinity run the study groups by stays the one a user records
     (and a finished study's runs are reused); ``summary.json`` says whether its training matched."""
     from ..affinity.run import load_draws, probe_seeds
     from ..affinity.store import AffinityStore
+    from ..tracking.settings import TrackingConfig
 
+    config = _pool_config(study)
+    if config.affinity.probe_draws > 1:
+        return load_draws(out / "affinity")
     if study.settings.probe_draws < 2:
         return []
-    config = _pool_config(study)
     first = probe_seeds(config)[0] + 1
     affinity = dataclasses.replace(config.affinity, probe_seed=first, probe_draws=study.settings.probe_draws - 1)
-    store = _record(dataclasses.replace(config, affinity=affinity), out / "affinity_draws", out, progress, None)
+    # not logged to a tracker: its records are draws of the study's affinity run, not a run of their own
+    config = dataclasses.replace(config, affinity=affinity, tracking=TrackingConfig())
+    store = _record(config, out / "affinity_draws", out, progress, None)
     # its streams repeat the affinity run's (the same training batches): only the held-out estimators are draws
     held_out = store.records[~store.records["estimator"].str.startswith("stream_")].reset_index(drop=True)
     return [AffinityStore(held_out, store.metadata), *load_draws(out / "affinity_draws")]
@@ -202,7 +211,7 @@ def _record(config, folder: Path, out: Path, progress: bool, tracking):
     identity = run_fingerprint(config, tasks)  # reused only for the same configuration and data
     if (folder / "affinity.parquet").is_file() and (folder / "summary.json").is_file():
         store = AffinityStore.load(folder / "affinity.parquet")
-        if store.metadata.get("run_fingerprint") == identity:
+        if store.metadata.get("run_fingerprint") == identity and _draws_complete(folder):
             return store
     resume = checkpoint_fingerprint(folder) in (None, identity)  # else the data changed: record again
     child = affinity_run(tracking, config)
@@ -211,6 +220,19 @@ def _record(config, folder: Path, out: Path, progress: bool, tracking):
     finally:
         if child is not None:
             child.close()
+
+
+def _draws_complete(folder: Path) -> bool:
+    """Every held-out draw the finished run in ``folder`` names is there (else it is recorded again,
+    from its last checkpoint)."""
+    from ..affinity.run import load_draws
+    from ..errors import TaskAffinityError
+
+    try:
+        load_draws(folder)
+    except TaskAffinityError:
+        return False
+    return True
 
 
 def _choose_groups(study: Study, store, out: Path) -> tuple[dict, dict]:
@@ -276,7 +298,8 @@ def _summary(study: Study, status: pd.DataFrame, results: pd.DataFrame, out: Pat
                 summary["group_samples_seconds"] = round(float(groups["wall_seconds"].sum()), 1)
                 route = summary["brute_force_seconds"] + summary["group_samples_seconds"]
                 summary["surrogate_route_over_affinity_run"] = round(route / affinity_seconds, 2)
-    summary.update(_draws_summary(out))
+    if study.settings.probe_draws > 1:
+        summary.update(_draws_summary(out))
     return summary
 
 

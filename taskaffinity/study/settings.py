@@ -169,6 +169,12 @@ def settings_from_dict(raw, config: RunConfig, *, where: str, base_dir: Path) ->
             f"{where}: study.validation.probe_draws needs kind: validation and held-out probes "
             f"(affinity.rules), got kind {kind} and rules {list(config.affinity.rules)}"
         )
+    if values["probe_draws"] > 1 and config.affinity.probe_draws > 1:
+        raise ConfigError(
+            f"{where}: study.validation.probe_draws and affinity.probe_draws are both set: choose one "
+            "(affinity.probe_draws records the draws in the affinity run itself, its cost included; "
+            "study.validation.probe_draws in one more training, leaving the affinity run as a user records it)"
+        )
     values["pretrain"] = _training(config.training, raw.get("pretrain") or {}, where, "study.pretrain")
     values["arms"] = _arms(raw.get("arms"), kind, values["pretrain"], values.get("groups") or {}, where)
     finetune_defaults = dataclasses.replace(config.training, head_warmup_steps=0)

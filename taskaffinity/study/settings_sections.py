@@ -15,6 +15,7 @@ import yaml
 
 from ..config import TrainConfig
 from ..config.run import _build, _reject_unknown, coerce
+from ..config.sections import MAX_PROBE_DRAWS
 from ..errors import ConfigError
 from ..grouping.surrogate import SURROGATES
 
@@ -106,6 +107,10 @@ def _validation(raw: dict, where: str, pool_size: int) -> dict:
         out[key] = coerce(raw.get(key, default), int, f"{where}: study.validation.{key}")
         if out[key] < low:
             raise ConfigError(f"{where}: study.validation.{key} must be >= {low}, got {out[key]}")
+    if out["probe_draws"] > MAX_PROBE_DRAWS:
+        raise ConfigError(
+            f"{where}: study.validation.probe_draws must be <= {MAX_PROBE_DRAWS}, got {out['probe_draws']}"
+        )
     sizes = raw.get("group_sizes", [3, 4])
     if not isinstance(sizes, list) or not sizes:
         raise ConfigError(

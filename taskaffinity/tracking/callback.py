@@ -20,7 +20,9 @@ class TrackingCallback(Callback):
 
     def __init__(self, run: TrackingRun, *, records_from=(), log_every: int = 1):
         self.run, self.log_every = run, log_every
-        self.sources = [cb for cb in records_from if isinstance(getattr(cb, "records", None), list)]
+        self.sources = [  # a further held-out draw would repeat the run's own names: not logged
+            cb for cb in records_from if isinstance(getattr(cb, "records", None), list) and not getattr(cb, "draw", 0)
+        ]
         self.logged = [0] * len(self.sources)  # records of each source already logged
         self.active = False
         self.step = 0

@@ -147,7 +147,7 @@ def test_cli_writes_store_matrices_fidelity_and_heatmaps(tmp_path):
         "model": TINY_MODEL,
         "data": {"max_train": 80, "max_eval": 20},
         "training": {"steps": 6, "batch_size": 12, "head_warmup_steps": 2, "eval_every": 100, "checkpoint_every": 100},
-        "affinity": {**AFFINITY, "rules": ["sgd", "optimizer"]},
+        "affinity": {**AFFINITY, "rules": ["sgd", "optimizer"], "probe_draws": 2},
     }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study))
@@ -190,6 +190,8 @@ def test_cli_writes_store_matrices_fidelity_and_heatmaps(tmp_path):
     assert all("ceiling" in v for v in report["agreement"].values())
     assert "within_target" in result.stdout and "agreement lookahead_sgd vs first_order_sgd" in result.stdout
     assert store.metadata["rules"] == ["sgd", "optimizer"] and store.metadata["probe_every"] == 3
+    assert "2 held-out draws (probe seeds 2, 3;" in result.stdout and "further held-out draws" in result.stdout
+    assert (out / "draws" / "probe_seed_3" / "matrix_lookahead_sgd.csv").is_file()
 
 
 def test_held_out_draws_share_the_training_and_each_equals_a_run_with_its_probe_seed(tmp_path):
@@ -233,6 +235,49 @@ def test_held_out_draws_share_the_training_and_each_equals_a_run_with_its_probe_
     summary = json.loads((tmp_path / "three" / "summary.json").read_text())["recording"]
     assert summary["draws_probe_seconds"] > 0
     assert summary["recording_seconds"] >= summary["probe_seconds"] + summary["draws_probe_seconds"]
+    # fidelity.json: one draw's within-target reliability between draws, as the report reads it
+    from taskaffinity.affinity.reliability import draw_reliability
+    from taskaffinity.report.assemble import build_report
+
+    between = json.loads((tmp_path / "three" / "fidelity.json").read_text())["draws"]
+    assert set(between) == probe_estimators and between["gram"]["probe_seeds"] == [seed, seed + 1, seed + 2]
+    expected = draw_reliability([s.matrix("gram") for s in (three.store, *three.draws)])
+    assert between["gram"]["within_target_between_draws"] == pytest.approx(expected)
+    build_report(tmp_path / "three")
+    assert "Over 3 draws of held-out probe examples" in (tmp_path / "three" / "report.md").read_text()
+    # recorded again with fewer draws: the draw it no longer has is gone, never read as one of this run's
+    from taskaffinity.errors import TaskAffinityError
+
+    two = record_affinity(with_probes(probe_draws=2), tmp_path / "three", resume=False, progress=False)
+    assert sorted(p.name for p in (tmp_path / "three" / "draws").iterdir()) == [f"probe_seed_{seed + 1}"]
+    assert [d.metadata["run_fingerprint"] for d in load_draws(tmp_path / "three")] == [
+        two.store.metadata["run_fingerprint"]
+    ]
+    import shutil
+
+    shutil.rmtree(tmp_path / "three" / "draws")
+    with pytest.raises(TaskAffinityError, match=f"probe seed {seed + 1} of the run"):
+        load_draws(tmp_path / "three")
+
+
+def test_held_out_draws_of_sampled_probes_measure_the_same_pairs():
+    """probe_sources / probe_targets: every draw samples the same pairs (the run's seed); only the examples
+    differ, so 'between draws' is about examples alone."""
+    import dataclasses
+
+    config = affinity_config()
+    config = dataclasses.replace(
+        config,
+        affinity=dataclasses.replace(
+            config.affinity, rules=("sgd",), lookahead="first_order", probe_sources=2, probe_targets=3, probe_draws=2
+        ),
+    )
+    result = record_affinity(config, progress=False)
+    pairs = [
+        set(map(tuple, s.select("first_order_sgd")[["step", "source", "target"]].to_numpy()))
+        for s in (result.store, *result.draws)
+    ]
+    assert pairs[0] == pairs[1] and len(pairs[0]) < 4 * 4 * 4  # sampled, and the same
 
 
 @pytest.mark.parametrize(
@@ -241,6 +286,7 @@ def test_held_out_draws_share_the_training_and_each_equals_a_run_with_its_probe_
         ("rules", ["adam"], "affinity.rules: unknown rule 'adam'"),
         ("probe_draws", 0, "affinity.probe_draws must be >= 1"),
         ("probe_seed", -1, "affinity.probe_seed must be >= 0"),
+        ("probe_draws", 101, "affinity.probe_draws must be <= 100"),
         ("probe_split", "test", "affinity.probe_split"),
         ("parameters", "top:x", "'top:N' needs an integer"),
         ("start_step", 500, "affinity.start_step 500 is outside"),

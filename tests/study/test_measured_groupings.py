@@ -165,6 +165,15 @@ def test_bad_solved_arm_settings_name_the_option(tmp_path, validation, study, me
         load_study(path)
 
 
+def test_held_out_draws_are_asked_for_once(tmp_path):
+    path = study_file(tmp_path, {"probe_draws": 3})
+    raw = yaml.safe_load(path.read_text())
+    raw["affinity"] = {"probe_draws": 2}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="study.validation.probe_draws and affinity.probe_draws are both set"):
+        load_study(path)
+
+
 def test_too_few_subsets_for_a_surrogate_fail_at_load(tmp_path):
     path = study_file(tmp_path, {"surrogate": "linear"})
     raw = yaml.safe_load(path.read_text())

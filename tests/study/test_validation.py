@@ -208,3 +208,46 @@ def test_validation_study_end_to_end(tmp_path):
     text = (build_report(out).with_suffix(".md")).read_text()
     assert "Noise ceiling" in text and "Best within-target agreement" in text and "stability" in text
     assert "draws of held-out probe examples" in text and "tables/agreement_draws.csv" in text
+
+
+def test_agreement_over_held_out_draws_known_answer():
+    """Three draws whose matrices rank every target's sources as the gains do, as they do, and reversed:
+    per-draw within-target ρ 1, 1, −1 → mean 1/3, sd √(4/3), min −1, max 1; between draws (1 − 1 − 1)/3;
+    their mean matrix (truth/3) ranks like the gains: 1. Streamed estimators have one draw."""
+    from taskaffinity.affinity.store import AffinityStore
+    from taskaffinity.study.agreement import agreement_draws, agreement_table, estimator_differences
+
+    tasks = TASKS[:5]
+    pairs = list(itertools.permutations(tasks, 2))
+    truth = dict(zip(pairs, np.random.default_rng(3).normal(size=len(pairs))))
+    gains = pd.DataFrame(
+        [{"source": s, "target": t, "gain": g, "se": 0.01, "n_seeds": 3} for (s, t), g in truth.items()]
+    )
+
+    def store(sign: float, seed: int, streamed: bool = False) -> AffinityStore:
+        rows = [
+            {"step": step, "estimator": e, "source": s, "target": t, "value": sign * g}
+            for step in (1, 2, 3, 4)
+            for (s, t), g in truth.items()
+            for e in ("first_order_sgd", *(("stream_gram",) if streamed else ()))
+        ]
+        meta = {"tasks": tasks, "probe_seed": seed, "training_seconds": 100.0, "probe_seconds": 5.0}
+        return AffinityStore(pd.DataFrame(rows), {**meta, "recording_seconds": 6.0, "stream_seconds": 1.0})
+
+    run, draws = store(1, 0, streamed=True), [store(1, 1), store(-1, 2)]
+    noise = {"ceiling": 0.9, "within_target_reliability": 0.8, "within_target_ceiling": 0.9}
+    table = agreement_table(run, gains, noise, draws=draws).set_index("estimator")
+    row = table.loc["first_order_sgd"]
+    assert row["draws"] == 3 and row["within_target"] == pytest.approx(1.0)
+    assert row["within_target_draws_mean"] == pytest.approx(1 / 3)
+    assert row["within_target_draws_sd"] == pytest.approx(np.sqrt(4 / 3))
+    assert (row["within_target_draws_min"], row["within_target_draws_max"]) == pytest.approx((-1.0, 1.0))
+    assert row["draws_reliability"] == pytest.approx(-1 / 3)
+    assert row["mean_of_draws_within_target"] == pytest.approx(1.0)
+    assert table.loc["stream_gram", "draws"] == 1 and np.isnan(table.loc["stream_gram", "within_target_draws_sd"])
+    per_draw = agreement_draws(run, gains, draws)
+    assert list(per_draw[per_draw["estimator"] == "first_order_sgd"]["probe_seed"]) == [0, 1, 2]
+    differences = estimator_differences(run, gains, draws=draws).set_index("estimator")
+    assert differences.loc["first_order_sgd", "draws"] == 3  # compared on per-target ρ averaged over draws
+    assert differences.loc["first_order_sgd", "versus"] == "stream_gram"  # one draw at ρ 1: the best
+    assert differences.loc["first_order_sgd", "difference"] == pytest.approx(1 / 3 - 1)

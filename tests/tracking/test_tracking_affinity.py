@@ -38,8 +38,14 @@ def run(tmp_path_factory):
         offline_env(patch, root)
         config = dataclasses.replace(
             tiny_config(TASKS, steps=4),
-            affinity=AffinityConfig(
-                rules=("sgd",), lookahead="exact", probe_every=2, probe_batch_size=8, stream_window=2, bootstrap=50
+            affinity=AffinityConfig(  # a further held-out draw: in draws/, never logged under the run's names
+                rules=("sgd",),
+                lookahead="exact",
+                probe_every=2,
+                probe_batch_size=8,
+                stream_window=2,
+                bootstrap=50,
+                probe_draws=2,
             ),
             tracking=TrackingConfig(report_to=BACKENDS, project="affinity-test", run_name="aff"),
         )
