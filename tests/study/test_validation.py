@@ -208,6 +208,17 @@ def test_validation_study_end_to_end(tmp_path):
     text = (build_report(out).with_suffix(".md")).read_text()
     assert "Noise ceiling" in text and "Best within-target agreement" in text and "stability" in text
     assert "draws of held-out probe examples" in text and "tables/agreement_draws.csv" in text
+    # the draws recorded in the affinity run itself (affinity.probe_draws): no second training is read
+    path = out.parent / "study.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["affinity"]["probe_draws"] = 2
+    del raw["study"]["validation"]["probe_draws"]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    run_study(load_study(path), out, progress=False)
+    per_draw = pd.read_csv(out / "tables" / "agreement_draws.csv")
+    assert sorted(per_draw.loc[per_draw["estimator"] == "first_order_sgd", "probe_seed"]) == [1, 2]
+    assert (out / "affinity" / "draws" / "probe_seed_2" / "affinity.parquet").is_file()
+    assert "draws_same_training" not in yaml.safe_load((out / "summary.json").read_text())
 
 
 def test_agreement_over_held_out_draws_known_answer():
