@@ -78,10 +78,11 @@ def within_target_spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def draw_reliability(matrices: list[pd.DataFrame]) -> float:
-    """Within-target reliability of one held-out draw: the mean, over pairs of draws of the same
-    training (``affinity.probe_draws``: other held-out examples), of their within-target Spearman.
-    Unlike the split-half estimate it holds the training still, so it measures only what the matrix
-    owes to which held-out examples were drawn. NaN with fewer than 2 draws."""
+    """Within-target reliability of one draw of probe examples: the mean, over pairs of draws of the
+    same training (``affinity.probe_draws``: the probes draw other examples of the same pool, or the
+    same ones in another split and order), of their within-target Spearman. Unlike the split-half
+    estimate it holds the training still, so it measures only what the matrix owes to which examples
+    met which probes. NaN with fewer than 2 draws."""
     if len(matrices) < 2:
         return float("nan")
     first = matrices[0]

@@ -3,8 +3,9 @@ summaries and trust report it produces.
 
 ``OUT/`` holds the data files of :mod:`.outputs` (store, matrices, summaries, ``fidelity.json``),
 ``conflicts.parquet`` with ``affinity.conflicts`` (:mod:`.conflicts`), the same data files of every
-further held-out draw in ``draws/probe_seed_<s>/`` with ``affinity.probe_draws`` > 1 (the probes of
-one training, drawing other held-out examples: how much a matrix owes to which examples were drawn),
+further draw of probe examples in ``draws/probe_seed_<s>/`` with ``affinity.probe_draws`` > 1 (the
+probes of one training drawing other examples of the same pool, or the same ones in another split
+and order: how much a matrix owes to which examples met which probes),
 plus the training outputs of
 :func:`taskaffinity.training.joint.train_joint_model`;
 :func:`taskaffinity.api.record_affinity` adds the heatmaps.
@@ -269,7 +270,8 @@ def load_draws(folder: str | Path) -> list[AffinityStore]:
         if draw is None or draw.metadata.get("run_fingerprint") != meta.get("run_fingerprint"):
             raise TaskAffinityError(
                 f"{path}: the held-out draw with probe seed {seed} of the run in {folder} is missing or "
-                "belongs to another run; record the run again (without resuming)"
+                "belongs to another run; record the run again (resuming from its last checkpoint rewrites "
+                "its draws)"
             )
         stores.append(draw)
     return stores

@@ -84,12 +84,13 @@ def affinity_section(run: Path, folder: Path) -> Section:
     if draws:  # affinity.probe_draws: how far the matrix replicates with other held-out examples
         seeds = next(iter(draws.values()))["probe_seeds"]
         section.text.append(
-            f"Over {len(seeds)} draws of held-out probe examples during the same training (probe seeds "
+            f"Over {len(seeds)} draws of probe examples during the same training (probe seeds "
             f"{', '.join(map(str, seeds))}; the further draws in draws/), each matrix agrees with another "
             "draw's within target at Spearman "
             + ", ".join(f"{e} {_shown(v['within_target_between_draws']):.2f}" for e, v in draws.items())
-            + ": what the matrix owes to which examples were drawn (not its drift over training, which the "
-            "split-half reliability also sees)."
+            + ": what the matrix owes to which examples of the probe pool met which probes (draws share the "
+            "pool: with at most twice the probe batch in it, every draw sees the same examples in another "
+            "split and order). The split-half reliability also sees the matrix's drift over training."
         )
     if agreement:
         rows = [

@@ -25,8 +25,9 @@ def validation_reading(
     group_predictors: pd.DataFrame | None = None,
     draws_same_training: bool | None = None,
 ) -> list[str]:
-    """Sentences: the gains' noise ceiling, which estimators beat chance against it, whether the best
-    one is better than the others beyond noise, what they cost, the arms, and how well pairs and
+    """Sentences: the gains' noise ceiling, which estimators beat chance against it, their agreement over
+    draws of probe examples (``probe_draws``; ``draws_same_training`` from ``summary.json``), whether the
+    best one is better than the others beyond noise, what they cost, the arms, and how well pairs and
     surrogates predict the sampled groups' gains (``tables/group_gain_predictors.csv``)."""
     lines = []
     if noise:
@@ -44,19 +45,31 @@ def validation_reading(
                 "cannot show that any estimator predicts transfer; more seeds or larger test sets would."
             )
     if agreement is not None and not agreement.empty and "within_target" in agreement:
-        ranked = agreement.sort_values("within_target", ascending=False, na_position="last")
+        ranked = agreement.assign(_rank=ranking_key(agreement)).sort_values(
+            "_rank", ascending=False, na_position="last"
+        )
         beating = ranked[ranked["within_p"] < ALPHA]
         best = ranked.iloc[0]
+        drawn = int(best.get("draws", 1) or 1) > 1
         lines.append(
-            f"Best within-target agreement: {best['estimator']} (ρ = {_fmt(best['within_target'])}, "
+            "Best within-target agreement"
+            + (
+                f" over {int(best['draws'])} draws of probe examples: {best['estimator']} (mean ρ = "
+                f"{_fmt(best['within_target_draws_mean'])} ± {_fmt(best['within_target_draws_sd'])}; the affinity "
+                "run's own draw "
+                if drawn
+                else f": {best['estimator']} ("
+            )
+            + f"ρ = {_fmt(best['within_target'])}, "
             f"CI [{_fmt(best['within_ci_low'])}, {_fmt(best['within_ci_high'])}], permutation p = "
             f"{_fmt(best['within_p'], 3)}; pooled ρ = {_fmt(best['spearman'])})."
         )
+        own = " in the affinity run's own draw" if drawn else ""
         if beating.empty:
-            lines.append(f"No estimator ranks sources better than chance (every permutation p ≥ {ALPHA}).")
+            lines.append(f"No estimator ranks sources better than chance{own} (every permutation p ≥ {ALPHA}).")
         else:
             lines.append(
-                "Better than chance (p < 0.05): "
+                f"Better than chance{own} (p < 0.05): "
                 + ", ".join(
                     f"{row.estimator} (ρ = {_fmt(row.within_target)}, "
                     f"{_fmt(row.within_target / row.within_ceiling, 1)}× the ceiling)"
@@ -96,6 +109,14 @@ def validation_reading(
     return lines
 
 
+def ranking_key(agreement: pd.DataFrame) -> pd.Series:
+    """What ranks estimators: within-target ρ averaged over the draws of probe examples where there are
+    several (one draw's ρ is the noisy quantity the draws measure), else the affinity run's own."""
+    if "within_target_draws_mean" not in agreement:
+        return agreement["within_target"]
+    return agreement["within_target_draws_mean"].where(agreement["draws"] > 1, agreement["within_target"])
+
+
 def _draws(ranked: pd.DataFrame, same_training: bool | None = None) -> list[str]:
     """Within-target agreement over the held-out draws of the same training (``probe_draws``);
     ``same_training`` False: the draws' training did not match the affinity run's (summary.json)."""
@@ -120,18 +141,19 @@ def _draws(ranked: pd.DataFrame, same_training: bool | None = None) -> list[str]
         return text + ")"
 
     n = int(drawn["draws"].max())
-    training = (
-        "the same training"
-        if same_training is not False
-        else "WARNING: the draws' second training did not match the affinity run's (summary.json, "
-        "draws_max_loss_difference), so the spread mixes training noise with the draw of examples"
-    )
+    training = {
+        True: "the same training",
+        False: "WARNING: the draws' second training did not match the affinity run's (summary.json, "
+        "draws_max_loss_difference), so the spread mixes training noise with the draw of examples",
+        None: "their training not checked against the affinity run's",
+    }[same_training]
     return [
-        f"Over {n} draws of held-out probe examples ({training}), within-target agreement as mean ± "
+        f"Over {n} draws of probe examples from the same pool ({training}), within-target agreement as mean ± "
         "standard deviation (min to max; the within-target Spearman between draws: how far one draw's matrix "
-        "replicates with other examples; the agreement of the matrix averaged over the draws): "
+        "replicates when the probes draw other examples of the pool, or the same ones in another split and "
+        "order; the agreement of the matrix averaged over the draws): "
         + "; ".join(one(row) for row in drawn.sort_values("within_target_draws_mean", ascending=False).itertuples())
-        + ". Streamed estimators read the training batches: they have no draws."
+        + ". Streamed estimators read the training batches: one draw each."
     ]
 
 

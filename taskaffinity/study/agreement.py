@@ -110,7 +110,8 @@ def agreement_table(store, gains: pd.DataFrame, noise: dict, *, seed: int = 0, d
     from ..affinity.reliability import draw_reliability, estimator_reliability
 
     meta = store.metadata
-    training = meta.get("training_seconds") or float("nan")
+    # the training steps of one draw's run: draws recorded in the affinity run itself are not its cost
+    training = (meta.get("training_seconds") or float("nan")) - (meta.get("draws_probe_seconds") or 0.0)
     per_draw = agreement_draws(store, gains, draws, seed=seed)
     rows = []
     for estimator in store.estimators:
@@ -128,7 +129,7 @@ def agreement_table(store, gains: pd.DataFrame, noise: dict, *, seed: int = 0, d
         drawn = [s.matrix(estimator) for s in _draws_of(estimator, store, draws)]
         pooled = _mean_of_draws(gains, drawn, seed) if len(drawn) > 1 else {}
         seconds = meta.get("stream_seconds" if estimator.startswith("stream_") else "probe_seconds")
-        plain = training - (meta.get("recording_seconds") or 0.0)  # the same steps without any recorder
+        plain = (meta.get("training_seconds") or float("nan")) - (meta.get("recording_seconds") or 0.0)  # no recorder
         mine = per_draw[per_draw["estimator"] == estimator]
         over = mine["within_target"].astype(float).dropna()
         rows.append(

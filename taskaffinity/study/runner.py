@@ -11,7 +11,7 @@ Output folder::
 
     study.yaml  plan.parquet  jobs.parquet  results.parquet  summary.json  tables/*.csv
     data/  affinity/  groups.json  experiments/<id>/{result.parquet, error.json, encoder.safetensors}
-    affinity_draws/   (validation probe_draws > 1: the same training, other held-out examples)
+    affinity_draws/   (validation probe_draws > 1: the same training, other draws of probe examples)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..storage import write_json, write_parquet, write_text
+from ..storage import read_json, write_json, write_parquet, write_text
 from ..tracking.study import affinity_run, open_study_run
 from .agreement import agreement_draws, agreement_table, estimator_differences
 from .executors import make_executor
@@ -288,6 +288,9 @@ def _summary(study: Study, status: pd.DataFrame, results: pd.DataFrame, out: Pat
     steps = out / "affinity" / "steps.parquet"
     if steps.is_file():
         affinity_seconds = float(pd.read_parquet(steps).drop_duplicates("step")["seconds"].sum())
+        run_summary = out / "affinity" / "summary.json"
+        recording = (read_json(run_summary).get("recording") or {}) if run_summary.is_file() else {}
+        affinity_seconds -= recording.get("draws_probe_seconds") or 0.0  # affinity.probe_draws: not the run's cost
         summary["affinity_run_seconds"] = round(affinity_seconds, 1)
         if study.settings.kind == "validation" and affinity_seconds > 0:
             brute = results[results["arm"].isin(["single", "pair", "transfer"])].drop_duplicates("experiment_id")
@@ -298,7 +301,9 @@ def _summary(study: Study, status: pd.DataFrame, results: pd.DataFrame, out: Pat
                 summary["group_samples_seconds"] = round(float(groups["wall_seconds"].sum()), 1)
                 route = summary["brute_force_seconds"] + summary["group_samples_seconds"]
                 summary["surrogate_route_over_affinity_run"] = round(route / affinity_seconds, 2)
-    if study.settings.probe_draws > 1:
+    if study.config.affinity.probe_draws > 1:  # the draws were recorded by the affinity run itself
+        summary.update(draws_in_affinity_run=True, draws_same_training=True)
+    elif study.settings.probe_draws > 1:
         summary.update(_draws_summary(out))
     return summary
 

@@ -207,7 +207,10 @@ def test_validation_study_end_to_end(tmp_path):
 
     text = (build_report(out).with_suffix(".md")).read_text()
     assert "Noise ceiling" in text and "Best within-target agreement" in text and "stability" in text
-    assert "draws of held-out probe examples" in text and "tables/agreement_draws.csv" in text
+    assert (
+        "Over 2 draws of probe examples from the same pool (the same training)" in text
+        and "tables/agreement_draws.csv" in text
+    )
     # the draws recorded in the affinity run itself (affinity.probe_draws): no second training is read
     path = out.parent / "study.yaml"
     raw = yaml.safe_load(path.read_text())
@@ -216,9 +219,13 @@ def test_validation_study_end_to_end(tmp_path):
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     run_study(load_study(path), out, progress=False)
     per_draw = pd.read_csv(out / "tables" / "agreement_draws.csv")
-    assert sorted(per_draw.loc[per_draw["estimator"] == "first_order_sgd", "probe_seed"]) == [1, 2]
-    assert (out / "affinity" / "draws" / "probe_seed_2" / "affinity.parquet").is_file()
-    assert "draws_same_training" not in yaml.safe_load((out / "summary.json").read_text())
+    rows = per_draw[per_draw["estimator"] == "first_order_sgd"].set_index("probe_seed")
+    assert sorted(rows.index) == [1, 2]
+    from taskaffinity.affinity.store import AffinityStore
+
+    own = AffinityStore.load(out / "affinity" / "draws" / "probe_seed_2" / "affinity.parquet").metadata
+    assert rows.loc[2, "probe_seconds"] == pytest.approx(own["probe_seconds"])  # not affinity_draws/'s
+    assert yaml.safe_load((out / "summary.json").read_text())["draws_in_affinity_run"] is True
 
 
 def test_agreement_over_held_out_draws_known_answer():
