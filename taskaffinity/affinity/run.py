@@ -281,9 +281,9 @@ def _remove_other_draws(out: Path, seeds: list[int]) -> None:
     """Draw folders an earlier run left that this run did not record (another ``probe_draws`` or seed)."""
     import shutil
 
-    keep = {draw_folder(seed) for seed in seeds}
+    keep = {out / draw_folder(seed) for seed in seeds}
     for path in (out / "draws").glob("probe_seed_*"):
-        if f"draws/{path.name}" not in keep:
+        if path not in keep:
             shutil.rmtree(path)
 
 

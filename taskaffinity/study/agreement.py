@@ -95,7 +95,9 @@ def _mean_of_draws(gains: pd.DataFrame, matrices: list[pd.DataFrame], seed: int)
     }
 
 
-def agreement_table(store, gains: pd.DataFrame, noise: dict, *, seed: int = 0, draws=()) -> pd.DataFrame:
+def agreement_table(
+    store, gains: pd.DataFrame, noise: dict, *, seed: int = 0, draws=(), per_draw: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Per estimator: Spearman of affinity vs measured gain (pooled and within target, with CIs and a
     permutation p-value), read against the noise ceiling of the gains and the ceiling that the
     estimator's own reliability leaves, and what the estimator cost in the affinity run.
@@ -105,14 +107,18 @@ def agreement_table(store, gains: pd.DataFrame, noise: dict, *, seed: int = 0, d
     own draw and these (``draws``: how many; an estimator recorded in one draw has sd NaN),
     ``draws_reliability`` (one draw's within-target reliability between draws,
     :func:`~taskaffinity.affinity.reliability.draw_reliability`) and ``mean_of_draws_*``: the
-    agreement of the matrix averaged over the draws (their held-out examples pooled).
+    agreement of the matrix averaged over the draws (their held-out examples pooled). ``per_draw``:
+    :func:`agreement_draws` of the same stores, when the caller has it already.
     """
     from ..affinity.reliability import draw_reliability, estimator_reliability
 
     meta = store.metadata
+    recorded = meta.get("training_seconds") or float("nan")
+    plain = recorded - (meta.get("recording_seconds") or 0.0)  # the same steps without any recorder
     # the training steps of one draw's run: draws recorded in the affinity run itself are not its cost
-    training = (meta.get("training_seconds") or float("nan")) - (meta.get("draws_probe_seconds") or 0.0)
-    per_draw = agreement_draws(store, gains, draws, seed=seed)
+    training = recorded - (meta.get("draws_probe_seconds") or 0.0)
+    if per_draw is None:
+        per_draw = agreement_draws(store, gains, draws, seed=seed)
     rows = []
     for estimator in store.estimators:
         agreement = affinity_agreement(gains, store.matrix(estimator), seed=seed)
@@ -129,7 +135,6 @@ def agreement_table(store, gains: pd.DataFrame, noise: dict, *, seed: int = 0, d
         drawn = [s.matrix(estimator) for s in _draws_of(estimator, store, draws)]
         pooled = _mean_of_draws(gains, drawn, seed) if len(drawn) > 1 else {}
         seconds = meta.get("stream_seconds" if estimator.startswith("stream_") else "probe_seconds")
-        plain = (meta.get("training_seconds") or float("nan")) - (meta.get("recording_seconds") or 0.0)  # no recorder
         mine = per_draw[per_draw["estimator"] == estimator]
         over = mine["within_target"].astype(float).dropna()
         rows.append(

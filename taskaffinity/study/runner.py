@@ -80,10 +80,10 @@ def _run_study(study: Study, out: Path, executor, progress: bool, tracking) -> S
     groups, serves, affinity = None, None, None
     draws: list = []
     if study.settings.groups_from_affinity or study.settings.kind == "validation":
-        affinity = _affinity_run(study, out, progress, tracking)
+        affinity, own_draws = _affinity_run(study, out, progress, tracking)
         if study.settings.groups_from_affinity:
             groups, serves = _choose_groups(study, affinity, out)
-        draws = _affinity_draws(study, out, progress)
+        draws = own_draws or _affinity_draws(study, out, progress)
     root = str(out)
     options = JobOptions(study.settings.executor.reuse_worker, study.settings.executor.checkpoint_seconds)
     plan = make_plan(study, groups, serves, data=data)
@@ -168,71 +168,63 @@ def _pool_config(study: Study):
     return dataclasses.replace(study.config, tasks=tuple(t for t in study.config.tasks if t.name in pool))
 
 
-def _affinity_run(study: Study, out: Path, progress: bool, tracking=None):
+def _affinity_run(study: Study, out: Path, progress: bool, tracking=None) -> tuple:
     """One joint affinity run over the pre-finetuning pool (resumes from its checkpoints); logged as a
-    run nested under ``tracking``, the study's run, when there is one."""
+    run nested under ``tracking``, the study's run, when there is one. Its store, and its further
+    held-out draws when its config records them (``affinity.probe_draws``)."""
     return _record(_pool_config(study), out / "affinity", out, progress, tracking)
 
 
 def _affinity_draws(study: Study, out: Path, progress: bool) -> list:
-    """The affinity run's further held-out draws, in order of probe seed: the run's own when its config
-    records them (``affinity.probe_draws``), else ``study.validation.probe_draws`` − 1 of them from one
-    more training of the same configuration whose probes draw other held-out examples (probe seeds
-    following the run's), in ``affinity_draws/``.
+    """``study.validation.probe_draws`` − 1 further held-out draws of the affinity run, in order of probe
+    seed: one more training of the same configuration whose probes draw other held-out examples
+    (probe seeds following the run's), in ``affinity_draws/``.
 
     A separate training, so that the affinity run the study groups by stays the one a user records
     (and a finished study's runs are reused); ``summary.json`` says whether its training matched."""
-    from ..affinity.run import load_draws, probe_seeds
+    from ..affinity.run import probe_seeds
     from ..affinity.store import AffinityStore
     from ..tracking.settings import TrackingConfig
 
-    config = _pool_config(study)
-    if config.affinity.probe_draws > 1:
-        return load_draws(out / "affinity")
     if study.settings.probe_draws < 2:
         return []
+    config = _pool_config(study)
     first = probe_seeds(config)[0] + 1
     affinity = dataclasses.replace(config.affinity, probe_seed=first, probe_draws=study.settings.probe_draws - 1)
     # not logged to a tracker: its records are draws of the study's affinity run, not a run of their own
     config = dataclasses.replace(config, affinity=affinity, tracking=TrackingConfig())
-    store = _record(config, out / "affinity_draws", out, progress, None)
+    store, draws = _record(config, out / "affinity_draws", out, progress, None)
     # its streams repeat the affinity run's (the same training batches): only the held-out estimators are draws
     held_out = store.records[~store.records["estimator"].str.startswith("stream_")].reset_index(drop=True)
-    return [AffinityStore(held_out, store.metadata), *load_draws(out / "affinity_draws")]
+    return [AffinityStore(held_out, store.metadata), *draws]
 
 
-def _record(config, folder: Path, out: Path, progress: bool, tracking):
-    """``record_affinity`` into ``folder`` unless it holds a finished run of the same configuration and data."""
-    from ..affinity.run import record_affinity
+def _record(config, folder: Path, out: Path, progress: bool, tracking) -> tuple:
+    """``record_affinity`` into ``folder`` unless it holds a finished run of the same configuration and
+    data with every held-out draw it names (else recorded again, from its last checkpoint); the run's
+    store and its further draws."""
+    from ..affinity.run import load_draws, record_affinity
     from ..affinity.store import AffinityStore
+    from ..errors import TaskAffinityError
     from ..training.checkpoint import checkpoint_fingerprint, run_fingerprint
 
     tasks = load_pool(config, out / "data")
     identity = run_fingerprint(config, tasks)  # reused only for the same configuration and data
     if (folder / "affinity.parquet").is_file() and (folder / "summary.json").is_file():
         store = AffinityStore.load(folder / "affinity.parquet")
-        if store.metadata.get("run_fingerprint") == identity and _draws_complete(folder):
-            return store
+        if store.metadata.get("run_fingerprint") == identity:
+            try:
+                return store, load_draws(folder)
+            except TaskAffinityError:
+                pass  # a draw is missing: recorded again below
     resume = checkpoint_fingerprint(folder) in (None, identity)  # else the data changed: record again
     child = affinity_run(tracking, config)
     try:
-        return record_affinity(config, folder, resume=resume, progress=progress, tasks=tasks, tracking=child).store
+        result = record_affinity(config, folder, resume=resume, progress=progress, tasks=tasks, tracking=child)
+        return result.store, result.draws
     finally:
         if child is not None:
             child.close()
-
-
-def _draws_complete(folder: Path) -> bool:
-    """Every held-out draw the finished run in ``folder`` names is there (else it is recorded again,
-    from its last checkpoint)."""
-    from ..affinity.run import load_draws
-    from ..errors import TaskAffinityError
-
-    try:
-        load_draws(folder)
-    except TaskAffinityError:
-        return False
-    return True
 
 
 def _choose_groups(study: Study, store, out: Path) -> tuple[dict, dict]:
@@ -264,10 +256,13 @@ def study_tables(study: Study, results: pd.DataFrame, affinity=None, draws=()) -
     tables["noise_ceiling"] = pd.DataFrame([noise])
     if affinity is not None and not tables["gains"].empty:
         seed = study.config.seed
-        tables["agreement"] = agreement_table(affinity, tables["gains"], noise, seed=seed, draws=draws)
+        per_draw = agreement_draws(affinity, tables["gains"], draws, seed=seed)
+        tables["agreement"] = agreement_table(
+            affinity, tables["gains"], noise, seed=seed, draws=draws, per_draw=per_draw
+        )
         tables["estimator_differences"] = estimator_differences(affinity, tables["gains"], seed=seed, draws=draws)
         if draws:
-            tables["agreement_draws"] = agreement_draws(affinity, tables["gains"], draws, seed=seed)
+            tables["agreement_draws"] = per_draw
     groups = group_gains(results)
     if groups["group"].nunique() >= 2 and not tables["gains"].empty:  # the sampled groups (validation group_samples)
         tables["group_gain_predictors"] = group_gain_table(groups, tables["gains"], affinity, seed=study.config.seed)
