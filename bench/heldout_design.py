@@ -22,10 +22,14 @@ through the top 1, 2 and 3 layers only (the cost of each design).
 ``analyse``: reads the recording(s) and a validation study's measured pair gains, and prints for
 each design the within-target Spearman against the gains (mean and spread over disjoint draws of
 held-out examples, bootstrap CI over targets), its cost as overhead × the plain run, and the paired
-difference against a reference design (bootstrap over targets).
+difference against a reference design (bootstrap over targets). ``--whole-pool`` scores instead the
+designs that use each task's *whole* held-out pool at every recorded point: the most a held-out
+gradient affinity of this run can know (no draw left to vary), an upper bound on every cheaper probe.
 
     python bench/heldout_design.py record studies/validation_b.yaml --out runs/design_b
     python bench/heldout_design.py analyse runs/design_b --gains runs/validation_b/tables/gains.csv
+    python bench/heldout_design.py analyse runs/design_b --gains runs/validation_b/tables/gains.csv \
+        --whole-pool --reference top1/b128/every2/rotate/sgd --out runs/design_b/whole_pool
 """
 
 from __future__ import annotations
@@ -275,12 +279,16 @@ def plain_cost(meta) -> float:
     return meta["batch_size"] * (warmup / 3 + (meta["steps"] - warmup))
 
 
-def draw_chunks(meta, rng, *, batch: int, probes: int, rotate: bool) -> dict[str, np.ndarray]:
+def draw_chunks(meta, rng, *, batch: int | None, probes: int, rotate: bool) -> dict[str, np.ndarray]:
     """Per task, the chunk indices of each probe ([probes, batch]): a random draw of the task's pool,
-    the same chunks at every probe (fixed) or new ones at each (rotate, wrapping when the pool is short)."""
+    the same chunks at every probe (fixed) or new ones at each (rotate, wrapping when the pool is short);
+    ``batch=None``: the task's whole pool at every probe."""
     out = {}
     for t in meta["tasks"]:
         own = np.array([i for i, c in enumerate(meta["chunks"]) if c[0] == t])
+        if batch is None:
+            out[t] = np.tile(own, (probes, 1))
+            continue
         order = own[rng.permutation(len(own))]
         need = batch * (probes if rotate else 1)
         picked = np.resize(order, need)  # wraps: a short pool repeats its chunks
@@ -358,9 +366,23 @@ def designs(n_points: int) -> list[dict]:
     return out
 
 
+def whole_pool_designs(n_points: int) -> list[dict]:
+    """Every task's whole held-out pool at each probe: per parameter set, rule and stretch of the run."""
+    schedules = {
+        "all": list(range(n_points)),
+        "last_half": list(range(n_points // 2, n_points)),
+        "first_half": list(range(n_points // 2)),
+    }
+    return [
+        {"parameters": p, "batch_chunks": None, "schedule": name, "probes": probes, "rotate": False, "metric": m}
+        for p, (name, probes), m in product(PARAMETER_SETS, schedules.items(), ("gram", "gram_pre"))
+    ]
+
+
 def design_name(design: dict, meta) -> str:
+    batch = "pool" if design["batch_chunks"] is None else design["batch_chunks"] * meta["chunk"]
     return (
-        f"{design['parameters']}/b{design['batch_chunks'] * meta['chunk']}/{design['schedule']}/"
+        f"{design['parameters']}/b{batch}/{design['schedule']}/"
         f"{'rotate' if design['rotate'] else 'fixed'}/{'sgd' if design['metric'] == 'gram' else 'optimizer'}"
     )
 
@@ -371,13 +393,17 @@ def analyse(args):
     gains = gains[(gains["source"] != gains["target"]) & gains["source"].isin(meta["tasks"])]
     tasks, plain = meta["tasks"], plain_cost(meta)
     rows, per_target_means = [], {}
-    for k, design in enumerate(designs(len(points))):
+    compared = whole_pool_designs(len(points)) if args.whole_pool else designs(len(points))
+    if args.reference and args.whole_pool:
+        # the reference is a drawn design: score it beside the whole-pool ones
+        compared += [d for d in designs(len(points)) if design_name(d, meta) == args.reference]
+    for k, design in enumerate(compared):
         if args.candidates and design_name(design, meta) not in CANDIDATES:
             continue
         groups = parameter_groups(meta, design["parameters"])
         rng = np.random.default_rng([args.seed, k])
         draws, reliabilities = [], []
-        for _ in range(args.draws):
+        for _ in range(1 if design["batch_chunks"] is None else args.draws):  # a whole pool has one draw
             chunks = draw_chunks(
                 meta, rng, batch=design["batch_chunks"], probes=len(design["probes"]), rotate=design["rotate"]
             )
@@ -386,14 +412,15 @@ def analyse(args):
             reliabilities.append(split_half(meta, points, design["probes"], chunks, groups, design["metric"]))
         frame = pd.concat(draws, axis=1)  # targets × draws
         rho = frame.mean(axis=0)
-        examples = len(design["probes"]) * design["batch_chunks"] * meta["chunk"]
+        pool = len(meta["chunks"]) / len(tasks)  # chunks per task, on average
+        examples = len(design["probes"]) * (design["batch_chunks"] or pool) * meta["chunk"]
         name = design_name(design, meta)
         per_target_means[name] = frame.mean(axis=1)
         rows.append(
             {
                 "design": name,
                 "parameters": design["parameters"],
-                "batch": design["batch_chunks"] * meta["chunk"],
+                "batch": (design["batch_chunks"] or pool) * meta["chunk"],
                 "schedule": design["schedule"],
                 "probes": len(design["probes"]),
                 "rotate": design["rotate"],
@@ -506,6 +533,7 @@ def main(argv=None):
     a.add_argument("--top", type=int, default=40, help="rows to print")
     a.add_argument("--out", help="folder for designs.csv (default: the recording's)")
     a.add_argument("--candidates", action="store_true", help="only the pre-specified CANDIDATES")
+    a.add_argument("--whole-pool", action="store_true", help="each task's whole held-out pool at every probe")
     c = sub.add_parser("choose")
     c.add_argument("analyses", nargs="+", help="folders holding designs.csv and designs_per_target.csv")
     c.add_argument("--max-overhead", type=float, default=float("inf"))

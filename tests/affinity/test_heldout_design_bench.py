@@ -1,0 +1,63 @@
+"""bench/heldout_design.py's whole-pool bound, on the committed set-A recording."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RECORDING = ROOT / "reports" / "heldout_design" / "design_a"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("heldout_design", ROOT / "bench" / "heldout_design.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_whole_pool_is_the_mean_over_every_held_out_chunk(bench):
+    """A whole-pool probe's affinity is the mean Gram block over all of both tasks' chunks over the
+    target's mean chunk loss, whatever the generator: there is nothing left to draw."""
+    meta, points = bench.load_recording(RECORDING)
+    tasks = meta["tasks"]
+    own = {t: [i for i, c in enumerate(meta["chunks"]) if c[0] == t] for t in tasks}
+    a = bench.draw_chunks(meta, np.random.default_rng(0), batch=None, probes=3, rotate=False)
+    b = bench.draw_chunks(meta, np.random.default_rng(1), batch=None, probes=3, rotate=False)
+    assert all(sorted(a[t][k]) == own[t] and list(a[t][k]) == list(b[t][k]) for t in tasks for k in range(3))
+
+    top = bench.parameter_groups(meta, "top1")
+    matrix = bench.design_matrix(meta, points, [0], a, top, "gram")
+    gram, losses = points[0]["gram"][top].sum(axis=0), points[0]["losses"]
+    i, j = 0, 1
+    expected = gram[np.ix_(own[tasks[i]], own[tasks[j]])].mean() / losses[own[tasks[j]]].mean()
+    assert matrix[i, j] == pytest.approx(expected, rel=1e-9)
+
+
+def test_analyse_whole_pool_scores_one_draw_per_design_beside_the_reference(bench, tmp_path):
+    reference = "top1/b128/every2/rotate/sgd"
+    bench.main(
+        [
+            "analyse",
+            str(RECORDING),
+            "--gains",
+            str(RECORDING / "gains.csv"),
+            "--whole-pool",
+            "--reference",
+            reference,
+            "--draws",
+            "3",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    table = pd.read_csv(tmp_path / "designs.csv").set_index("design")
+    pool = table[table.index.str.contains("/bpool/")]
+    # 5 parameter sets x 3 stretches of the run x 2 rules, each from one (the only) draw
+    assert len(pool) == 30 and pool["rho_sd"].isna().all()
+    assert table.loc[reference, "vs_reference"] == 0 and np.isfinite(table.loc[reference, "rho_sd"])
+    # the whole pool at every point costs more than the default's 4 probes of 128
+    assert (pool.loc[pool["schedule"] == "all", "overhead"] > table.loc[reference, "overhead"]).all()
