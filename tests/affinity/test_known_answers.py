@@ -33,10 +33,13 @@ task's optimizer-rule stream reached 0.0289 into bbc_topic (trec6's: 0.0226) and
 trec6 (trec50's: 0.0066), so trec6 took it as its top partner; after 20 joint steps: 0.0035
 into trec6 against trec50's 0.0056 (``run.default_start_step`` says why).
 
-The default run uses one seed and smaller probes (32 examples, 24 tokens, 10 probes);
-the slow variant uses 64-example probes (the validation pools hold 100 examples: two
-disjoint halves of 50) and 3 seeds.
+The default test run uses one seed and smaller probes (32 examples, 24 tokens, 10 probes).
+The slow variants use 3 seeds each: the default recorders at the default probe (128 held-out
+examples per task from pools of 256), and every estimator recorded with 64-example probes (the
+validation pools hold 100 examples: two disjoint halves of 50).
 """
+
+import functools
 
 import numpy as np
 import pandas as pd
@@ -65,7 +68,14 @@ EVERY_ESTIMATOR = {"rules": ["sgd", "optimizer"], "lookahead": "exact", "paramet
 
 
 def known_answer_run(
-    *, seed: int, probe_batch_size: int, max_length: int, probes: int, warmup: int = 60, affinity: dict | None = None
+    *,
+    seed: int,
+    probe_batch_size: int,
+    max_length: int,
+    probes: int,
+    warmup: int = 60,
+    max_eval: int = 100,
+    affinity: dict | None = None,
 ):
     config = config_from_dict(
         {
@@ -73,7 +83,7 @@ def known_answer_run(
             "tasks": TASKS,
             "model": {"max_length": max_length},
             # trec6 and trec50 on disjoint texts, as calibrated (the default keeps shared questions in both)
-            "data": {"max_train": 600, "max_eval": 100, "shared_inputs": "one_task"},
+            "data": {"max_train": 600, "max_eval": max_eval, "shared_inputs": "one_task"},
             "training": {
                 "steps": SETTLE + 2 * probes,
                 "batch_size": 40,
@@ -133,9 +143,10 @@ PROBE_ESTIMATORS = (
 DEFAULT_PROBE_ESTIMATORS = ("gram", "cosine", "first_order_sgd")  # the default probe: SGD rule, first order
 
 
-def assert_known_answers(store, *, must_pass=PROBE_ESTIMATORS, count=10):
-    """Every estimator in ``must_pass`` finds the known answers; any other estimator either finds
-    them too or is rated "mostly noise" by the run's own reliability (never wrong and trusted)."""
+def assert_known_answers(store, *, must_pass=PROBE_ESTIMATORS, count=10, judged=None):
+    """Every estimator in ``must_pass`` finds the known answers; any other estimator of ``judged``
+    (default: all) either finds them too or is rated "mostly noise" by the run's own reliability
+    (never wrong and trusted)."""
     learned = store.metadata["learned_at_start"]
     assert all(learned[t]["learned"] for t in ("bbc_topic", "trec6", "trec50", TWIN)), learned
     results = check(store)
@@ -143,7 +154,8 @@ def assert_known_answers(store, *, must_pass=PROBE_ESTIMATORS, count=10):
     failures = {
         e: r
         for e, r in results.items()
-        if not r["twin_top_both_ways"] or r["noise_picked_by"] or r["noise_to_twin_ratio"] > 0.3
+        if (judged is None or e in judged)
+        and (not r["twin_top_both_ways"] or r["noise_picked_by"] or r["noise_to_twin_ratio"] > 0.3)
     }
     assert not {e: r for e, r in failures.items() if e in must_pass}, failures
     trusted = {}
@@ -176,28 +188,48 @@ def test_twin_and_shuffled_controls_every_estimator_fast():
     )
 
 
-SEED_2_AT_THE_DEFAULT = (
-    "measured at the default probe (first-order SGD rule, top encoder layer): first_order_sgd finds the "
-    "twin both ways, but trec50 ranks the shuffled-label task as its best source (noise / twin affinity "
-    "0.02); seeds 0 and 1 pass"
+DEFAULT_PROBE = AffinityConfig().probe_batch_size  # held-out examples per task and probe
+
+
+@functools.cache
+def default_probe_run(seed: int):
+    """The default recorders at the default probe: 128 held-out examples per task and probe, from a
+    pool of 256 (two disjoint halves of 128), 15 probes; one run per seed, shared by the tests below."""
+    return known_answer_run(
+        seed=seed, probe_batch_size=DEFAULT_PROBE, max_eval=2 * DEFAULT_PROBE, max_length=32, probes=15
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_probe_finds_the_known_answers(seed):
+    """The default probe's three estimators (the grouping estimator first_order_sgd among them) find
+    the twin both ways and never pick the shuffled task, at seeds 0, 1 and 2 (measured: 2.5-2.9 min a
+    seed on 2 idle cores). With probes of 50 examples (pools of 100) seed 2 failed: trec50 as a source
+    helped the shuffled task most (first_order_sgd, 1e-6 against trec6's 0)."""
+    assert_known_answers(
+        default_probe_run(seed), must_pass=DEFAULT_PROBE_ESTIMATORS, judged=DEFAULT_PROBE_ESTIMATORS, count=6
+    )
+
+
+STREAMS_AT_SEED_2 = (
+    "measured at seed 2: the shuffled-label task is trec6's top source under all three streams "
+    "(stream_gram: in 76 % of 1,000 bootstrap resamples of its windows), and the streams rate themselves "
+    "moderate (within-target reliability 0.59-0.72): the training-split gradients of the shuffled task align "
+    "with trec6's consistently, a bias that no split of the windows exposes"
 )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "seed", [0, 1, pytest.param(2, marks=pytest.mark.xfail(strict=True, reason=SEED_2_AT_THE_DEFAULT))]
+    "seed", [0, 1, pytest.param(2, marks=pytest.mark.xfail(strict=True, reason=STREAMS_AT_SEED_2))]
 )
-def test_twin_and_shuffled_controls_default_probes(seed):
-    """Seed 1 was a strict xfail while probes drew from the training split: the three streamed
-    SGD-family estimators missed the twin without saying so (stream_gram twin pair -0.38 against
-    diagonals of 48-67). With held-out probes and the reliability rule, seeds 0, 1 and 2 passed
-    with exact lookahead probes of every parameter; at the default probe seed 2 fails
-    (``SEED_2_AT_THE_DEFAULT``; 5 min for the three seeds on 2 idle cores)."""
-    assert_known_answers(
-        known_answer_run(seed=seed, probe_batch_size=64, max_length=32, probes=15),
-        must_pass=DEFAULT_PROBE_ESTIMATORS,
-        count=6,
-    )
+def test_default_streams_never_wrong_and_trusted(seed):
+    """The streamed estimators the default also records (training sub-batches, 8 examples per task and
+    step) find the answers or rate themselves mostly noise. Seed 1 was a strict xfail while probes drew
+    from the training split (stream_gram twin pair -0.38 against diagonals of 48-67); seed 2 is one now
+    (``STREAMS_AT_SEED_2``)."""
+    assert_known_answers(default_probe_run(seed), must_pass=(), count=6)
 
 
 @pytest.mark.slow
