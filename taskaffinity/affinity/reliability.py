@@ -197,6 +197,21 @@ def estimator_reliability(
     return out
 
 
+# Reliability says a matrix would replicate, not that it is right. Streamed matrices replicate and
+# can still be wrong: measured on the known answers (seed 2) and the validation studies (docs/affinity.md).
+STREAM_CAVEAT = (
+    "stream_* matrices come from training sub-batches: a reliable stream can still be biased (it took a "
+    "shuffled-label task as a real task's top source at moderate reliability in a known-answer test) and "
+    "both validation studies found streams at chance against measured transfer; rank sources and group "
+    "with a held-out probe estimator (docs/affinity.md)."
+)
+
+
+def stream_caveat(estimators) -> str | None:
+    """:data:`STREAM_CAVEAT` where any of ``estimators`` is streamed, else None."""
+    return STREAM_CAVEAT if any(str(e).startswith("stream_") for e in estimators) else None
+
+
 # A prophecy beyond this many samples (probes or windows) is not a plan anyone can follow.
 REACHABLE = 1e6
 

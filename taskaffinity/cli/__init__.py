@@ -182,7 +182,7 @@ def _number(value) -> str:
 
 def print_trust(report: dict) -> None:
     """How far to trust each matrix (reliability, significant pairs) and how estimators agree."""
-    from ..affinity.reliability import reliability_table
+    from ..affinity.reliability import reliability_table, stream_caveat
 
     table = reliability_table(report)
     if not table.empty:
@@ -191,6 +191,9 @@ def print_trust(report: dict) -> None:
             "target ranks its sources; significant_share: pairs whose interval excludes 0):"
         )
         print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        caveat = stream_caveat(table["estimator"])
+        if caveat:
+            print(caveat)
     for pair, values in report.get("agreement", {}).items():
         run = values["run_average"]
         limit = f" (ceiling {values['ceiling']:.2f})" if "ceiling" in values else ""

@@ -8,6 +8,7 @@ them and exits 2).
 from __future__ import annotations
 
 import json
+import sys
 
 from ..affinity.estimators import ESTIMATORS
 from ..errors import ConfigError
@@ -117,6 +118,7 @@ def add_commands(subparsers) -> None:
 
 
 def _load(path: str, estimator: str | None):
+    from ..affinity.reliability import stream_caveat
     from ..affinity.store import AffinityStore
 
     store = AffinityStore.load(path)
@@ -127,7 +129,11 @@ def _load(path: str, estimator: str | None):
                 f"{path} records {len(names)} estimators ({', '.join(names) or 'none'}); choose one with --estimator"
             )
         estimator = names[0]
-    return store, estimator, store.matrix(estimator)  # unknown estimator: the store raises
+    matrix = store.matrix(estimator)  # unknown estimator: the store raises
+    caveat = stream_caveat([estimator])
+    if caveat:  # on stderr: --json output stays parseable
+        print(f"note: {caveat}", file=sys.stderr)
+    return store, estimator, matrix
 
 
 def _check_bootstrap(n: int) -> None:

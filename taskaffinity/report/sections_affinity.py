@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..affinity.estimators import REPORT_ORDER, report_order
+from ..affinity.reliability import stream_caveat
 from ..stats import snap
 from ..storage import read_json
 from .section import Section
@@ -159,6 +160,9 @@ def trust_sentence(trust: pd.DataFrame) -> str:
             f"Mostly noise at this budget (within-target reliability below 0.5; more steps or larger "
             f"probes would be needed, see samples_for_0.9): {', '.join(noise)}."
         )
+    caveat = stream_caveat(trust["estimator"])
+    if caveat:
+        parts.append(caveat)
     return " ".join(parts)
 
 

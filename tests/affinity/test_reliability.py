@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 
 from taskaffinity.affinity.fidelity import fidelity
-from taskaffinity.affinity.reliability import effect_shares, estimator_reliability, sample_matrices, split_half
+from taskaffinity.affinity.reliability import (
+    STREAM_CAVEAT,
+    effect_shares,
+    estimator_reliability,
+    sample_matrices,
+    split_half,
+)
 from taskaffinity.affinity.store import AffinityStore
 from taskaffinity.stats import ceiling, samples_needed, spearman_brown, verdict
 
@@ -216,3 +222,22 @@ def test_draw_reliability_reads_how_far_draws_of_one_matrix_agree_within_target(
     unrelated = [pd.DataFrame(rng.normal(size=(6, 6)), index=tasks, columns=tasks) for _ in range(200)]
     assert 0.6 < draw_reliability(noisy) < 1.0
     assert abs(draw_reliability(unrelated)) < 0.05  # 19,900 pairs of independent draws: about 0
+
+
+def test_the_report_trust_sentence_warns_about_streams_only_where_they_are():
+    from taskaffinity.report.sections_affinity import trust_sentence
+
+    def table(*names):
+        return pd.DataFrame(
+            {
+                "estimator": list(names),
+                "within_target": [0.8, 0.6][: len(names)],
+                "verdict": ["good", "moderate"][: len(names)],
+            }
+        )
+
+    probes = trust_sentence(table("first_order_sgd", "cosine"))
+    assert probes.startswith("Most reliable: first_order_sgd") and "training sub-batches" not in probes
+    streams = trust_sentence(table("stream_gram", "first_order_sgd"))
+    # the most reliable matrix here is a stream: the sentence says reliable is not right
+    assert streams.startswith("Most reliable: stream_gram") and streams.endswith(STREAM_CAVEAT)

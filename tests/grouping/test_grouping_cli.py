@@ -27,6 +27,7 @@ def store_path(tmp_path):
             value = (0.8 if s[0] == t[0] else -0.3) + rng.normal(0, 0.05)
             rows.append({"step": step, "estimator": "lookahead_sgd", "source": s, "target": t, "value": value})
             rows.append({"step": step, "estimator": "cosine", "source": s, "target": t, "value": -value})
+            rows.append({"step": step, "estimator": "stream_gram", "source": s, "target": t, "value": value})
     path = tmp_path / "affinity.parquet"
     AffinityStore(pd.DataFrame(rows), {"tasks": TASKS}).save(path)
     return path
@@ -86,14 +87,24 @@ def test_sources(store_path, capsys):
         document["sources"][0]
     )
     assert run(["sources", store_path, "--target", "b2", "--estimator", "cosine"]) == 0
-    assert "onto b2" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "onto b2" in captured.out and "stream_*" not in captured.err  # a probe estimator: no caveat
+
+
+@pytest.mark.parametrize("command", [["sources", "--target", "a1"], ["group", "--k", 2]])
+def test_a_streamed_estimator_comes_with_its_caveat_on_stderr(store_path, capsys, command):
+    """Reliable is not right: ranking or grouping by a stream says so, and --json output stays JSON."""
+    assert run([command[0], store_path, *command[1:], "--estimator", "stream_gram", "--json"]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)
+    assert "training sub-batches" in captured.err and "held-out probe estimator" in captured.err
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["sources", "{p}", "--target", "nope", "--estimator", "cosine"], "unknown target task 'nope'"),
-        (["sources", "{p}", "--target", "a1"], "2 estimators"),
+        (["sources", "{p}", "--target", "a1"], "3 estimators"),
         (["group", "{p}", "--estimator", "nope", "--k", "2"], "unknown estimator 'nope'"),
         (["group", "{p}", "--estimator", "cosine", "--k", "0"], "k must be"),
         (["group", "{p}", "--estimator", "cosine", "--k", "7"], "k must be"),
