@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from ..affinity.estimators import ESTIMATORS
 from ..errors import ConfigError
@@ -136,6 +137,15 @@ def _load(path: str, estimator: str | None):
     return store, estimator, matrix
 
 
+def _draws(path: str, store) -> list:
+    """The run's further held-out draws, where it recorded them beside ``path`` (``affinity.probe_draws``)."""
+    if (store.metadata.get("probe_draws") or 1) <= 1:
+        return []
+    from ..affinity.run import load_draws
+
+    return load_draws(Path(path).parent)
+
+
 def _check_bootstrap(n: int) -> None:
     if n < 0:
         raise GroupingError(f"--bootstrap must be >= 0, got {n}")
@@ -159,6 +169,7 @@ def cmd_group(args) -> int:
         n_boot=args.bootstrap,
         seed=args.seed,
         progress=not args.json,
+        draws=_draws(args.affinity, store),
         k=args.k,
         singleton_score=args.singleton_score,
         solver=args.solver,

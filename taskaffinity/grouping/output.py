@@ -117,4 +117,17 @@ def trust_lines(document: dict) -> list[str]:
             f"({'stable' if stability['stable'] else 'UNSTABLE: not a finding at this budget'}); "
             f"each group: {shares}; mean adjusted Rand index {stability['assignment_ari']:.2f}"
         )
+    draws = document.get("draws")
+    if draws:
+        same, count = sum(draws["same_as_chosen"]), len(draws["same_as_chosen"])
+        lines.append(
+            f"held-out draws: {same} of {count} further draws of held-out examples (probe seeds "
+            f"{', '.join(map(str, draws['probe_seeds']))}) chose the same grouping"
+            + (
+                ""
+                if same == count
+                else " (another draw of examples gives another grouping: not a finding at this budget; the "
+                "bootstrap above resamples one draw's probes and cannot show this)"
+            )
+        )
     return lines

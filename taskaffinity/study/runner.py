@@ -82,7 +82,7 @@ def _run_study(study: Study, out: Path, executor, progress: bool, tracking) -> S
     if study.settings.groups_from_affinity or study.settings.kind == "validation":
         affinity, own_draws = _affinity_run(study, out, progress, tracking)
         if study.settings.groups_from_affinity:
-            groups, serves = _choose_groups(study, affinity, out)
+            groups, serves = _choose_groups(study, affinity, out, own_draws)
         draws = own_draws or _affinity_draws(study, out, progress)
     root = str(out)
     options = JobOptions(study.settings.executor.reuse_worker, study.settings.executor.checkpoint_seconds)
@@ -227,11 +227,13 @@ def _record(config, folder: Path, out: Path, progress: bool, tracking) -> tuple:
             child.close()
 
 
-def _choose_groups(study: Study, store, out: Path) -> tuple[dict, dict]:
+def _choose_groups(study: Study, store, out: Path, draws=()) -> tuple[dict, dict]:
+    """``groups.json`` from the affinity run's store; ``draws``: the run's own further held-out draws,
+    each grouped alike (``groups.json`` ``draws``)."""
     from ..grouping.output import write_document
     from .choose import study_grouping
 
-    document = study_grouping(study, store)
+    document = study_grouping(study, store, draws=list(draws))
     write_document(out / "groups.json", document)
     groups = {f"G{i + 1}": tuple(g["tasks"]) for i, g in enumerate(document["groups"])}
     serves = {f"G{i + 1}": tuple(g["serves"]) for i, g in enumerate(document["groups"])}

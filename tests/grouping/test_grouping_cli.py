@@ -130,3 +130,72 @@ def test_unmeasured_pair_is_reported(tmp_path):
     AffinityStore(pd.DataFrame(rows)).save(path)
     with pytest.raises(TaskAffinityError, match="a->c"):
         run(["group", path, "--k", "2"])
+
+
+def _draw_folder(tmp_path, *, draw_blocks):
+    """A run folder as ``affinity.probe_draws: 2`` leaves it: the run's store (blocks a*, b*) and one
+    further draw whose planted blocks are ``draw_blocks`` (task -> block)."""
+    from taskaffinity.affinity.run import draw_folder
+
+    def store(blocks, probe_seed):
+        rng = np.random.default_rng(probe_seed)
+        rows = [
+            {
+                "step": step,
+                "estimator": "first_order_sgd",
+                "source": s,
+                "target": t,
+                "value": (0.8 if blocks[s] == blocks[t] else -0.3) + rng.normal(0, 0.05),
+            }
+            for step in (10, 20, 30, 40)
+            for s, t in itertools.permutations(TASKS, 2)
+        ]
+        meta = {"tasks": TASKS, "probe_seed": probe_seed, "probe_draws": 2, "run_fingerprint": "f"}
+        return AffinityStore(pd.DataFrame(rows), meta)
+
+    store({t: t[0] for t in TASKS}, 0).save(tmp_path / "affinity.parquet")
+    (tmp_path / draw_folder(1)).mkdir(parents=True)
+    store(draw_blocks, 1).save(tmp_path / draw_folder(1) / "affinity.parquet")
+    return tmp_path / "affinity.parquet"
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_group_reads_the_run_s_held_out_draws(tmp_path, capsys, same):
+    """A grouping the bootstrap calls stable can still change with the held-out examples drawn: with
+    the run's further draws beside its store, `group` groups each alike and says whether it agreed."""
+    blocks = {t: t[0] for t in TASKS} if same else {"a1": "x", "b1": "x", "a2": "x", "a3": "y", "b2": "y", "b3": "y"}
+    path = _draw_folder(tmp_path, draw_blocks=blocks)
+    argv = ["group", path, "--estimator", "first_order_sgd", "--method", "hierarchical", "--k", 2]
+    assert run([*argv, "--json"]) == 0
+    draws = json.loads(capsys.readouterr().out)["draws"]
+    assert draws["probe_seeds"] == [1] and draws["same_as_chosen"] == [same]
+    assert draws["chosen_share"] == (1.0 if same else 0.0)
+    if not same:
+        assert sorted(sorted(g) for g in draws["groupings"][0]) == [["a1", "a2", "b1"], ["a3", "b2", "b3"]]
+    assert run(argv) == 0
+    text = capsys.readouterr().out
+    assert "came back in 100% (stable)" in text  # the bootstrap of the run's own probes sees no doubt
+    assert f"{int(same)} of 1 further draws" in text and ("another grouping" in text) is not same
+
+
+def test_group_refuses_a_draw_of_another_run(tmp_path):
+    from taskaffinity.affinity.run import draw_folder
+
+    path = _draw_folder(tmp_path, draw_blocks={t: t[0] for t in TASKS})
+    draw = AffinityStore.load(tmp_path / draw_folder(1) / "affinity.parquet")
+    AffinityStore(draw.records, {**draw.metadata, "run_fingerprint": "other"}).save(
+        tmp_path / draw_folder(1) / "affinity.parquet"
+    )
+    with pytest.raises(TaskAffinityError, match="belongs to another run"):
+        run(["group", path, "--estimator", "first_order_sgd", "--k", 2])
+
+
+def test_draws_without_the_estimator_are_not_compared(store_path):
+    """Held-out draws record the probe estimators only: a streamed grouping has no draws to compare."""
+    from taskaffinity.study.choose import store_grouping
+
+    store = AffinityStore.load(store_path)
+    draw = AffinityStore(store.records[store.records["estimator"] != "stream_gram"], {"probe_seed": 1})
+    streamed = store_grouping(store, "stream_gram", "hierarchical", n_boot=0, k=2, draws=[draw])
+    probed = store_grouping(store, "lookahead_sgd", "hierarchical", n_boot=0, k=2, draws=[draw])
+    assert "draws" not in streamed and probed["draws"]["same_as_chosen"] == [True]

@@ -190,6 +190,7 @@ def test_validation_study_end_to_end(tmp_path):
     assert len(gains) == 6 and (gains["n_seeds"] == 2).all() and gains["se"].notna().all()
     groups = yaml.safe_load((out / "groups.json").read_text())
     assert groups["stability"]["resamples"] == 10 and "within_target_reliability" in groups["reliability"]
+    assert "draws" not in groups  # the draws trained apart come after the grouping: they do not choose it
     oracle = yaml.safe_load((out / "oracle_groups.json").read_text())
     assert oracle["estimator"] == "measured_gain" and sorted(
         t for g in oracle["groups"] for t in g["serves"]
@@ -226,6 +227,8 @@ def test_validation_study_end_to_end(tmp_path):
     own = AffinityStore.load(out / "affinity" / "draws" / "probe_seed_2" / "affinity.parquet").metadata
     assert rows.loc[2, "probe_seconds"] == pytest.approx(own["probe_seconds"])  # not affinity_draws/'s
     assert yaml.safe_load((out / "summary.json").read_text())["draws_in_affinity_run"] is True
+    # the run's own draws reach the grouping, but it reads a stream: one draw, the training's
+    assert "draws" not in yaml.safe_load((out / "groups.json").read_text())
 
 
 def test_agreement_over_held_out_draws_known_answer():
