@@ -121,8 +121,9 @@ def trust_lines(document: dict) -> list[str]:
     if draws:
         same, count = sum(draws["same_as_chosen"]), len(draws["same_as_chosen"])
         lines.append(
-            f"held-out draws: {same} of {count} further draws of held-out examples (probe seeds "
-            f"{', '.join(map(str, draws['probe_seeds']))}) chose the same grouping"
+            f"held-out draws: {same} of {count} further draw{'s' if count != 1 else ''} of held-out examples "
+            f"(probe seed{'s' if count != 1 else ''} {', '.join(map(str, draws['probe_seeds']))}) chose the same "
+            "grouping"
             + (
                 ""
                 if same == count

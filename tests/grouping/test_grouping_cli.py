@@ -175,7 +175,10 @@ def test_group_reads_the_run_s_held_out_draws(tmp_path, capsys, same):
     assert run(argv) == 0
     text = capsys.readouterr().out
     assert "came back in 100% (stable)" in text  # the bootstrap of the run's own probes sees no doubt
-    assert f"{int(same)} of 1 further draws" in text and ("another grouping" in text) is not same
+    assert (
+        f"{int(same)} of 1 further draw of held-out examples (probe seed 1)" in text
+        and ("another grouping" in text) is not same
+    )
 
 
 def test_group_refuses_a_draw_of_another_run(tmp_path):
