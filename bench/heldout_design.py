@@ -23,8 +23,8 @@ through the top 1, 2 and 3 layers only (the cost of each design).
 each design the within-target Spearman against the gains (mean and spread over disjoint draws of
 held-out examples, bootstrap CI over targets), its cost as overhead × the plain run, and the paired
 difference against a reference design (bootstrap over targets). ``--whole-pool`` scores instead the
-designs that use each task's *whole* held-out pool at every recorded point: the most a held-out
-gradient affinity of this run can know (no draw left to vary), an upper bound on every cheaper probe.
+designs that use each task's *whole* held-out pool at every recorded point (no draw left to vary);
+not a strict bound on cheaper probes (agreement with noisy gains is not monotone in probe noise).
 
     python bench/heldout_design.py record studies/validation_b.yaml --out runs/design_b
     python bench/heldout_design.py analyse runs/design_b --gains runs/validation_b/tables/gains.csv

@@ -202,8 +202,9 @@ def estimator_reliability(
 STREAM_CAVEAT = (
     "stream_* matrices come from training sub-batches: a reliable stream can still be biased (it took a "
     "shuffled-label task as a real task's top source at moderate reliability in a known-answer test) and "
-    "both validation studies found streams at chance against measured transfer; rank sources and group "
-    "with a held-out probe estimator (docs/affinity.md)."
+    "the validation studies found streams near chance against measured transfer (within target -0.10 to "
+    "0.40; only stream_gram on one set beat chance); rank sources and group with a held-out probe "
+    "estimator (docs/affinity.md)."
 )
 
 

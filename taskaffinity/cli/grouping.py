@@ -137,13 +137,27 @@ def _load(path: str, estimator: str | None):
     return store, estimator, matrix
 
 
-def _draws(path: str, store) -> list:
-    """The run's further held-out draws, where it recorded them beside ``path`` (``affinity.probe_draws``)."""
-    if (store.metadata.get("probe_draws") or 1) <= 1:
-        return []
+def _draws(path: str, store, estimator: str) -> list:
+    """The run's further held-out draws, where it recorded them beside ``path`` (``affinity.probe_draws``):
+    none for a streamed estimator, for a draw's own store, or for a store copied away from its run
+    folder; a draw missing or foreign there is a note on stderr, not an error (grouping reads the store)."""
     from ..affinity.run import load_draws
+    from ..errors import TaskAffinityError
 
-    return load_draws(Path(path).parent)
+    meta = store.metadata
+    path = Path(path).resolve()
+    if (
+        (meta.get("probe_draws") or 1) <= 1
+        or estimator.startswith("stream_")
+        or "draw_of" in meta
+        or path.name != "affinity.parquet"
+    ):
+        return []
+    try:
+        return load_draws(path.parent)
+    except TaskAffinityError as error:
+        print(f"note: held-out draws not compared: {error}", file=sys.stderr)
+        return []
 
 
 def _check_bootstrap(n: int) -> None:
@@ -169,7 +183,7 @@ def cmd_group(args) -> int:
         n_boot=args.bootstrap,
         seed=args.seed,
         progress=not args.json,
-        draws=_draws(args.affinity, store),
+        draws=_draws(args.affinity, store, estimator),
         k=args.k,
         singleton_score=args.singleton_score,
         solver=args.solver,

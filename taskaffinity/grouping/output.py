@@ -127,8 +127,9 @@ def trust_lines(document: dict) -> list[str]:
             + (
                 ""
                 if same == count
-                else " (another draw of examples gives another grouping: not a finding at this budget; the "
-                "bootstrap above resamples one draw's probes and cannot show this)"
+                else " (another draw of probe examples, or another split of the same held-out pool where it "
+                "holds at most two probe batches, gives another grouping: not a finding at this budget; a "
+                "bootstrap of one draw's probes cannot show this)"
             )
         )
     return lines

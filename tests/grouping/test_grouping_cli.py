@@ -181,7 +181,7 @@ def test_group_reads_the_run_s_held_out_draws(tmp_path, capsys, same):
     )
 
 
-def test_group_refuses_a_draw_of_another_run(tmp_path):
+def test_group_never_compares_a_draw_of_another_run(tmp_path, capsys):
     from taskaffinity.affinity.run import draw_folder
 
     path = _draw_folder(tmp_path, draw_blocks={t: t[0] for t in TASKS})
@@ -189,8 +189,9 @@ def test_group_refuses_a_draw_of_another_run(tmp_path):
     AffinityStore(draw.records, {**draw.metadata, "run_fingerprint": "other"}).save(
         tmp_path / draw_folder(1) / "affinity.parquet"
     )
-    with pytest.raises(TaskAffinityError, match="belongs to another run"):
-        run(["group", path, "--estimator", "first_order_sgd", "--k", 2])
+    assert run(["group", path, "--estimator", "first_order_sgd", "--k", 2, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "draws" not in json.loads(captured.out) and "belongs to another run" in captured.err
 
 
 def test_draws_without_the_estimator_are_not_compared(store_path):
@@ -202,3 +203,22 @@ def test_draws_without_the_estimator_are_not_compared(store_path):
     streamed = store_grouping(store, "stream_gram", "hierarchical", n_boot=0, k=2, draws=[draw])
     probed = store_grouping(store, "lookahead_sgd", "hierarchical", n_boot=0, k=2, draws=[draw])
     assert "draws" not in streamed and probed["draws"]["same_as_chosen"] == [True]
+
+
+def test_group_reads_a_store_whose_draws_are_not_beside_it(tmp_path, capsys):
+    """Grouping reads the store: a copy away from its run folder, a draw's own store, a stream, or a
+    run whose draw folder was removed are grouped without draws (a note on stderr where one is missing)."""
+    import shutil
+
+    from taskaffinity.affinity.run import draw_folder
+
+    path = _draw_folder(tmp_path / "run", draw_blocks={t: t[0] for t in TASKS})
+    copy = tmp_path / "elsewhere.parquet"
+    shutil.copy(path, copy)
+    argv = ["--estimator", "first_order_sgd", "--method", "hierarchical", "--k", 2, "--json"]
+    assert run(["group", copy, *argv]) == 0
+    assert "draws" not in json.loads(capsys.readouterr().out)
+    shutil.rmtree(tmp_path / "run" / draw_folder(1))
+    assert run(["group", path, *argv]) == 0
+    captured = capsys.readouterr()
+    assert "draws" not in json.loads(captured.out) and "held-out draws not compared" in captured.err
