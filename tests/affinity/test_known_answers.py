@@ -229,7 +229,8 @@ def test_default_streams_never_wrong_and_trusted(seed):
     step) find the answers or rate themselves mostly noise. Seed 1 was a strict xfail while probes drew
     from the training split (stream_gram twin pair -0.38 against diagonals of 48-67); seed 2 is one now
     (``STREAMS_AT_SEED_2``)."""
-    assert_known_answers(default_probe_run(seed), must_pass=(), count=6)
+    streams = ("stream_gram", "stream_cosine", "stream_first_order_sgd")
+    assert_known_answers(default_probe_run(seed), must_pass=(), judged=streams, count=6)
 
 
 @pytest.mark.slow
