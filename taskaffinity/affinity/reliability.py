@@ -25,6 +25,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from ..stats import samples_needed, snap, spearman_brown, verdict
+from .estimators import STREAMED
 from .store import AffinityStore
 
 SPLITS = 100  # random half-splits averaged: the split-half estimate's own noise stays below ~0.02
@@ -210,7 +211,7 @@ STREAM_CAVEAT = (
 
 def stream_caveat(estimators) -> str | None:
     """:data:`STREAM_CAVEAT` where any of ``estimators`` is streamed, else None."""
-    return STREAM_CAVEAT if any(str(e).startswith("stream_") for e in estimators) else None
+    return STREAM_CAVEAT if any(e in STREAMED for e in estimators) else None
 
 
 # A prophecy beyond this many samples (probes or windows) is not a plan anyone can follow.

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..affinity.estimators import ESTIMATORS
+from ..affinity.estimators import ESTIMATORS, STREAMED
 from ..errors import ConfigError
 from ..grouping import METHODS, GroupingError
 from ..selection.settings import BanditSettings
@@ -148,7 +148,7 @@ def _draws(path: str, store, estimator: str) -> list:
     path = Path(path).resolve()
     if (
         (meta.get("probe_draws") or 1) <= 1
-        or estimator.startswith("stream_")
+        or estimator in STREAMED
         or "draw_of" in meta
         or path.name != "affinity.parquet"
     ):

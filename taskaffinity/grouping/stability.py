@@ -66,7 +66,8 @@ class GroupingStability:
         }
 
 
-def _groups_key(groups) -> frozenset:
+def groups_key(groups) -> frozenset:
+    """A grouping as a set of task sets: equal for the same groups in any order."""
     return frozenset(frozenset(g) for g in groups)
 
 
@@ -83,7 +84,7 @@ def grouping_stability(
     tasks = list(chosen.tasks_)
     at = {t: i for i, t in enumerate(tasks)}
     together = np.zeros((len(tasks), len(tasks)))
-    chosen_key = _groups_key(chosen.groups_)
+    chosen_key = groups_key(chosen.groups_)
     group_keys = [frozenset(g) for g in chosen.groups_]
     group_hits = np.zeros(len(group_keys))
     reference = [_label(chosen.assignment_[t], i) for i, t in enumerate(tasks)]
@@ -97,7 +98,7 @@ def grouping_stability(
             members = [at[t] for t in group]
             pairs[np.ix_(members, members)] = True
         together += pairs
-        key = _groups_key(fitted.groups_)
+        key = groups_key(fitted.groups_)
         same += key == chosen_key
         group_hits += [g in key for g in group_keys]
         aris.append(adjusted_rand_score(reference, [_label(fitted.assignment_[t], i) for i, t in enumerate(tasks)]))

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from ..affinity.reliability import estimator_reliability
 from ..affinity.store import AffinityStore
-from ..grouping.stability import choose_groups
+from ..grouping.stability import choose_groups, groups_key
 
 
 def store_grouping(
@@ -56,22 +56,18 @@ def store_grouping(
     return document
 
 
-def _partition(document: dict) -> frozenset:
-    return frozenset(frozenset(g["tasks"]) for g in document["groups"])
-
-
 def draw_groupings(document: dict, draws: list[AffinityStore], estimator: str, method: str, **settings) -> dict:
     """Each further held-out draw's grouping (same method and settings) against the chosen one.
 
     Returns ``probe_seeds``, ``groupings`` (per draw, its groups' task lists), ``same_as_chosen`` (per
     draw) and ``chosen_share`` (the share of draws that chose the grouping of ``document``).
     """
-    chosen = _partition(document)
+    chosen = groups_key(g["tasks"] for g in document["groups"])
     groupings, same = [], []
     for draw in draws:
         other = choose_groups(draw.matrix(estimator), method, estimator=estimator, **settings)
         groupings.append([list(g["tasks"]) for g in other["groups"]])
-        same.append(_partition(other) == chosen)
+        same.append(groups_key(g["tasks"] for g in other["groups"]) == chosen)
     return {
         "probe_seeds": [draw.metadata.get("probe_seed") for draw in draws],
         "groupings": groupings,
