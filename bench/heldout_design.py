@@ -394,12 +394,19 @@ def analyse(args):
     tasks, plain = meta["tasks"], plain_cost(meta)
     rows, per_target_means = [], {}
     compared = whole_pool_designs(len(points)) if args.whole_pool else designs(len(points))
+    if args.candidates:
+        compared = [d for d in compared if design_name(d, meta) in CANDIDATES]
     if args.reference and args.whole_pool:
         # the reference is a drawn design: score it beside the whole-pool ones
         compared += [d for d in designs(len(points)) if design_name(d, meta) == args.reference]
+    if args.reference and args.reference not in {design_name(d, meta) for d in compared}:
+        print(
+            f"heldout_design analyse: --reference {args.reference!r} is not a design of {args.folder} "
+            f"(names as in its designs.csv, e.g. {design_name(compared[0], meta)!r})",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     for k, design in enumerate(compared):
-        if args.candidates and design_name(design, meta) not in CANDIDATES:
-            continue
         groups = parameter_groups(meta, design["parameters"])
         rng = np.random.default_rng([args.seed, k])
         draws, reliabilities = [], []
@@ -450,7 +457,8 @@ def analyse(args):
     pd.DataFrame(per_target_means).to_csv(out / "designs_per_target.csv")
     with pd.option_context("display.width", 250, "display.max_rows", 80, "display.float_format", "{:.3f}".format):
         print(table.drop(columns=["design"]).head(args.top).to_string(index=False))
-    print(f"\n{len(table)} designs, {args.draws} draws each; reference {reference}; written {out / 'designs.csv'}")
+    drawn = f"{args.draws} draws each" + (", one for a whole pool" if args.whole_pool else "")
+    print(f"\n{len(table)} designs, {drawn}; reference {reference}; written {out / 'designs.csv'}")
 
 
 def set_name(folder) -> str:
@@ -532,8 +540,9 @@ def main(argv=None):
     a.add_argument("--reference", help="design the others are compared with (default: the best)")
     a.add_argument("--top", type=int, default=40, help="rows to print")
     a.add_argument("--out", help="folder for designs.csv (default: the recording's)")
-    a.add_argument("--candidates", action="store_true", help="only the pre-specified CANDIDATES")
-    a.add_argument("--whole-pool", action="store_true", help="each task's whole held-out pool at every probe")
+    which = a.add_mutually_exclusive_group()  # the CANDIDATES are drawn designs, none of them a whole pool
+    which.add_argument("--candidates", action="store_true", help="only the pre-specified CANDIDATES")
+    which.add_argument("--whole-pool", action="store_true", help="each task's whole held-out pool at every probe")
     c = sub.add_parser("choose")
     c.add_argument("analyses", nargs="+", help="folders holding designs.csv and designs_per_target.csv")
     c.add_argument("--max-overhead", type=float, default=float("inf"))

@@ -261,7 +261,8 @@ def load_draws(folder: str | Path) -> list[AffinityStore]:
     from ..errors import TaskAffinityError
 
     folder = Path(folder)
-    meta = AffinityStore.load(folder / "affinity.parquet").metadata
+    run = AffinityStore.load(folder / "affinity.parquet")
+    meta = run.metadata
     first, count = meta.get("probe_seed"), meta.get("probe_draws") or 1
     stores = []
     for seed in range(first + 1, first + count) if first is not None else ():
@@ -273,8 +274,28 @@ def load_draws(folder: str | Path) -> list[AffinityStore]:
                 "belongs to another run; record the run again (resuming from its last checkpoint rewrites "
                 "its draws)"
             )
+        _check_draw_pairs(path, draw, run)
         stores.append(draw)
     return stores
+
+
+def _check_draw_pairs(path: Path, draw: AffinityStore, run: AffinityStore) -> None:
+    """A draw measures every pair of every estimator that the run's own probes measured (the same
+    recorder at the same steps): a damaged or edited draw file is named, not met later as a NaN."""
+    from ..errors import TaskAffinityError
+
+    def pairs(store, estimator):
+        rows = store.records[store.records["estimator"] == estimator]
+        return set(zip(rows["source"], rows["target"], strict=True))
+
+    for estimator in draw.estimators:
+        missing = pairs(run, estimator) - pairs(draw, estimator)
+        if estimator in run.estimators and missing:
+            source, target = sorted(missing)[0]
+            raise TaskAffinityError(
+                f"{path}: estimator '{estimator}' lacks {len(missing)} pair(s) the run measured (e.g. "
+                f"source {source} -> target {target}); the draw file is damaged, record the run again"
+            )
 
 
 def _remove_other_draws(out: Path, seeds: list[int]) -> None:

@@ -128,8 +128,8 @@ def trust_lines(document: dict) -> list[str]:
                 ""
                 if same == count
                 else " (another draw of probe examples, or another split of the same held-out pool where it "
-                "holds at most two probe batches, gives another grouping: not a finding at this budget; a "
-                "bootstrap of one draw's probes cannot show this)"
+                "holds at most two probe batches, gives another grouping: not a finding at this budget"
+                + ("; a bootstrap of one draw's probes cannot show this)" if stability else ")")
             )
         )
     return lines

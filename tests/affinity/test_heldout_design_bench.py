@@ -61,3 +61,18 @@ def test_analyse_whole_pool_scores_one_draw_per_design_beside_the_reference(benc
     assert table.loc[reference, "vs_reference"] == 0 and np.isfinite(table.loc[reference, "rho_sd"])
     # the whole pool at every point costs more than the default's 4 probes of 128
     assert (pool.loc[pool["schedule"] == "all", "overhead"] > table.loc[reference, "overhead"]).all()
+
+
+@pytest.mark.parametrize(
+    "options, says",
+    [
+        (["--reference", "top1/b128/every9/rotate/sgd"], "--reference 'top1/b128/every9/rotate/sgd'"),
+        (["--whole-pool", "--candidates"], "not allowed with argument"),
+    ],
+)
+def test_analyse_refuses_an_unknown_reference_and_whole_pool_candidates(bench, tmp_path, capsys, options, says):
+    argv = ["analyse", str(RECORDING), "--gains", str(RECORDING / "gains.csv"), "--out", str(tmp_path), *options]
+    with pytest.raises(SystemExit) as stop:
+        bench.main(argv)
+    assert stop.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "designs.csv").exists()

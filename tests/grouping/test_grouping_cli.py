@@ -179,6 +179,9 @@ def test_group_reads_the_run_s_held_out_draws(tmp_path, capsys, same):
         f"{int(same)} of 1 further draw of held-out examples (probe seed 1)" in text
         and ("another grouping" in text) is not same
     )
+    assert ("a bootstrap of one draw's probes cannot show this" in text) is not same
+    assert run([*argv, "--bootstrap", 0]) == 0  # no bootstrap: the draws line does not speak of one
+    assert "bootstrap" not in capsys.readouterr().out
 
 
 def test_group_never_compares_a_draw_of_another_run(tmp_path, capsys):
@@ -192,6 +195,24 @@ def test_group_never_compares_a_draw_of_another_run(tmp_path, capsys):
     assert run(["group", path, "--estimator", "first_order_sgd", "--k", 2, "--json"]) == 0
     captured = capsys.readouterr()
     assert "draws" not in json.loads(captured.out) and "belongs to another run" in captured.err
+
+
+def test_a_damaged_draw_is_named_not_grouped(tmp_path, capsys):
+    """A draw missing a pair the run measured (an edited or truncated file) is named with its path and
+    the pair, and grouping goes on from the run's store alone."""
+    from taskaffinity.affinity.run import draw_folder, load_draws
+    from taskaffinity.errors import TaskAffinityError
+
+    path = _draw_folder(tmp_path, draw_blocks={t: t[0] for t in TASKS})
+    draw_path = tmp_path / draw_folder(1) / "affinity.parquet"
+    draw = AffinityStore.load(draw_path)
+    kept = draw.records[~((draw.records["source"] == "a1") & (draw.records["target"] == "b2"))]
+    AffinityStore(kept, draw.metadata).save(draw_path)
+    with pytest.raises(TaskAffinityError, match=r"probe_seed_1/affinity\.parquet: .*source a1 -> target b2"):
+        load_draws(tmp_path)
+    assert run(["group", path, "--estimator", "first_order_sgd", "--k", 2, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "draws" not in json.loads(captured.out) and str(draw_path) in captured.err
 
 
 def test_draws_without_the_estimator_are_not_compared(store_path):

@@ -229,6 +229,14 @@ def test_validation_study_end_to_end(tmp_path):
     assert yaml.safe_load((out / "summary.json").read_text())["draws_in_affinity_run"] is True
     # the run's own draws reach the grouping, but it reads a stream: one draw, the training's
     assert "draws" not in yaml.safe_load((out / "groups.json").read_text())
+    # a held-out probe estimator's grouping reads the run's own further draw (the affinity run is reused)
+    raw["study"]["grouping"]["estimator"] = "first_order_sgd"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    run_study(load_study(path), out, progress=False)
+    groups = yaml.safe_load((out / "groups.json").read_text())
+    assert groups["draws"]["probe_seeds"] == [2] and len(groups["draws"]["groupings"]) == 1
+    assert groups["draws"]["chosen_share"] == float(groups["draws"]["same_as_chosen"][0])
+    assert "further draw of held-out examples (probe seed 2)" in build_report(out).with_suffix(".md").read_text()
 
 
 def test_agreement_over_held_out_draws_known_answer():
