@@ -103,6 +103,12 @@ def run_section(run: Path) -> Section:
     section.tables.append(
         ("configuration and costs", pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows)))
     )
+    if "cost: brute force over affinity run" in rows:  # each job was timed whenever the study ran it
+        section.text.append(
+            "The brute-force ratio divides wall seconds timed whenever each job and the affinity run "
+            "ran; on a shared or busy machine they met different loads. `bench/brute_force_ratio.py` "
+            "times the affinity run, a single and a pair job side by side."
+        )
     return section
 
 

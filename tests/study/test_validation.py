@@ -208,6 +208,7 @@ def test_validation_study_end_to_end(tmp_path):
 
     text = (build_report(out).with_suffix(".md")).read_text()
     assert "Noise ceiling" in text and "Best within-target agreement" in text and "stability" in text
+    assert "| cost: brute force over affinity run" in text and "bench/brute_force_ratio.py" in text
     assert (
         "Over 2 draws of probe examples from the same pool (the same training)" in text
         and "tables/agreement_draws.csv" in text
