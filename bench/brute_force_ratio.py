@@ -3,23 +3,27 @@
 A validation study's ``summary.json`` divides the summed wall seconds of its single and pair jobs
 by its affinity run's, each timed whenever the study ran it: on a shared machine the two can meet
 different loads. This bench times, one after another in one process with the same torch threads,
-the study's affinity run (its ``affinity`` section, the pool's tasks) and ``--jobs`` single-task and
-pair jobs of its plan, each whole (loading, training, evaluation), and projects the brute force of
-its plan from them:
+the study's affinity run (its ``affinity`` section, the pool's tasks), every single-task job of
+one seed and ``--pairs`` pair jobs drawn at random (jobs cost what their tasks' texts cost: the
+first pairs of the plan can be the cheapest), each whole (loading, training, evaluation), and
+projects the brute force of its plan from them:
 
-    brute force = seeds x (n x single + n (n - 1) / 2 x pair)       (``mode: pairs``)
+    brute force = seeds x (sum of singles + n (n - 1) / 2 x mean pair)     (``mode: pairs``)
     ratio       = brute force / affinity run
 
-Wall and CPU seconds of this process are both printed (CPU seconds are robust to other work on the
-machine). With free recording the ratio approaches n per seed. Example:
+with the standard error of the sampled pairs' mean (finite-population corrected; 0 when every pair
+is timed). Wall and CPU seconds of this process are both printed (CPU seconds are robust to other
+work on the machine). With free recording the ratio approaches n per seed. Example:
 
-    python bench/brute_force_ratio.py studies/validation.yaml --threads 1 --jobs 2
+    python bench/brute_force_ratio.py studies/validation.yaml --threads 1 --pairs 3
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import random
 import statistics
 import sys
 import tempfile
@@ -45,37 +49,46 @@ def timed(call) -> dict:
     return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
 
 
-def measure(path: str, *, jobs: int, threads: int) -> dict:
+def measure(path: str, *, pairs: int, threads: int, seed: int = 0) -> dict:
     study = load_study(path)
     if study.settings.kind != "validation" or study.settings.validation_mode != "pairs":
         print(f"{path}: needs a validation study with mode: pairs", file=sys.stderr)
         raise SystemExit(2)
     torch.set_num_threads(threads)
-    pool = study.settings.pool(study.config)
+    n, seeds = len(study.settings.pool(study.config)), len(study.settings.seeds)
     with tempfile.TemporaryDirectory() as root:
         data = prepare_pool(study.config, Path(root) / "data", progress=False)
         plan = plan_validation(study, None, None, Plan(data=data))  # singles and pairs (no grouping arms)
-        seed = study.settings.seeds[0]
-        kinds = {"single": [], "pair": []}
-        for m in plan.measurements:
-            if m.seed == seed and m.arm in kinds and len(kinds[m.arm]) < jobs:
-                kinds[m.arm].append(plan.train_jobs[m.job])
+        first = [m for m in plan.measurements if m.seed == study.settings.seeds[0]]
+        singles = [plan.train_jobs[m.job] for m in first if m.arm == "single"]
+        every_pair = [plan.train_jobs[m.job] for m in first if m.arm == "pair"]
+        drawn = random.Random(seed).sample(every_pair, min(pairs, len(every_pair)))
         times = {"affinity": [timed(lambda: record_affinity(_pool_config(study), Path(root) / "aff", progress=False))]}
-        for kind, chosen in kinds.items():
-            times[kind] = [timed(lambda job=job: run_job_fresh((job, root))) for job in chosen]
-    n, seeds = len(pool), len(study.settings.seeds)
-    result = {"study": path, "tasks": n, "seeds": seeds, "threads": threads, "jobs_timed": jobs}
+        times["single"] = [timed(lambda job=job: run_job_fresh((job, root))) for job in singles]
+        times["pair"] = [timed(lambda job=job: run_job_fresh((job, root))) for job in drawn]
+    result = {
+        "study": path,
+        "tasks": n,
+        "seeds": seeds,
+        "threads": threads,
+        "pairs_timed": ["+".join(job.tasks) for job in drawn],
+    }
     for clock in ("wall", "cpu"):
-        single = statistics.median(t[clock] for t in times["single"])
-        pair = statistics.median(t[clock] for t in times["pair"])
+        pair = [t[clock] for t in times["pair"]]
+        total_pairs = len(every_pair)
+        correction = 1 - len(pair) / total_pairs  # the sampled share of a finite population
+        pair_se = statistics.stdev(pair) / math.sqrt(len(pair)) * math.sqrt(correction) if len(pair) > 1 else None
         affinity = times["affinity"][0][clock]
-        brute = seeds * (n * single + n * (n - 1) / 2 * pair)
+        brute = seeds * (sum(t[clock] for t in times["single"]) + total_pairs * statistics.mean(pair))
+        brute_se = None if pair_se is None else seeds * total_pairs * pair_se
         result[clock] = {
             "affinity_run": round(affinity, 1),
-            "single_job": round(single, 1),
-            "pair_job": round(pair, 1),
+            "singles": [round(t[clock], 1) for t in times["single"]],
+            "pairs": [round(p, 1) for p in pair],
+            "pair_mean_se": None if pair_se is None else round(pair_se, 1),
             "brute_force": round(brute, 1),
             "ratio": round(brute / affinity, 2),
+            "ratio_se": None if brute_se is None else round(brute_se / affinity, 2),
         }
     return result
 
@@ -83,12 +96,13 @@ def measure(path: str, *, jobs: int, threads: int) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", help="a validation study (mode: pairs)")
-    parser.add_argument("--jobs", type=int, default=1, help="single and pair jobs timed each (median)")
+    parser.add_argument("--pairs", type=int, default=3, help="pair jobs timed, drawn at random (every single is)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the parallel executor's: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="which pairs are drawn")
     args = parser.parse_args(argv)
-    if args.jobs < 1 or args.threads < 1:
-        parser.error("--jobs and --threads must be >= 1")
-    print(json.dumps(measure(args.study, jobs=args.jobs, threads=args.threads), indent=1))
+    if args.pairs < 1 or args.threads < 1:
+        parser.error("--pairs and --threads must be >= 1")
+    print(json.dumps(measure(args.study, pairs=args.pairs, threads=args.threads, seed=args.seed), indent=1))
 
 
 if __name__ == "__main__":

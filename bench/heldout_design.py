@@ -387,26 +387,33 @@ def design_name(design: dict, meta) -> str:
     )
 
 
+def stop(message: str):
+    print(f"heldout_design analyse: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def analyse(args):
+    for path, option in ((Path(args.folder) / "meta.json", "folder"), (Path(args.gains), "--gains")):
+        if not path.is_file():
+            stop(f"{option}: {path} not found (a folder written by `record`, and its study's gains.csv)")
     meta, points = load_recording(Path(args.folder))
     gains = pd.read_csv(args.gains)
     gains = gains[(gains["source"] != gains["target"]) & gains["source"].isin(meta["tasks"])]
     tasks, plain = meta["tasks"], plain_cost(meta)
     rows, per_target_means = [], {}
     compared = whole_pool_designs(len(points)) if args.whole_pool else designs(len(points))
-    if args.candidates:
-        compared = [d for d in compared if design_name(d, meta) in CANDIDATES]
     if args.reference and args.whole_pool:
         # the reference is a drawn design: score it beside the whole-pool ones
         compared += [d for d in designs(len(points)) if design_name(d, meta) == args.reference]
-    if args.reference and args.reference not in {design_name(d, meta) for d in compared}:
-        print(
-            f"heldout_design analyse: --reference {args.reference!r} is not a design of {args.folder} "
-            f"(names as in its designs.csv, e.g. {design_name(compared[0], meta)!r})",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
-    for k, design in enumerate(compared):
+    # a design's draws are seeded by its place in the whole list, so a filter never changes them
+    scored = [(k, d) for k, d in enumerate(compared) if not args.candidates or design_name(d, meta) in CANDIDATES]
+    if not scored:
+        stop(f"no design of {args.folder} is a candidate (its chunk size {meta['chunk']} names other batches)")
+    names = [design_name(d, meta) for _, d in scored]
+    if args.reference and args.reference not in names:
+        among = "the CANDIDATES (--candidates)" if args.candidates else "this recording's designs"
+        stop(f"--reference {args.reference!r} is not among {among}, named like {names[0]!r}")
+    for k, design in scored:
         groups = parameter_groups(meta, design["parameters"])
         rng = np.random.default_rng([args.seed, k])
         draws, reliabilities = [], []
@@ -457,7 +464,9 @@ def analyse(args):
     pd.DataFrame(per_target_means).to_csv(out / "designs_per_target.csv")
     with pd.option_context("display.width", 250, "display.max_rows", 80, "display.float_format", "{:.3f}".format):
         print(table.drop(columns=["design"]).head(args.top).to_string(index=False))
-    drawn = f"{args.draws} draws each" + (", one for a whole pool" if args.whole_pool else "")
+    drawn = "one draw each (a whole pool)" if args.whole_pool else f"{args.draws} draws each"
+    if args.whole_pool and args.reference:
+        drawn += f", {args.draws} for the drawn reference"
     print(f"\n{len(table)} designs, {drawn}; reference {reference}; written {out / 'designs.csv'}")
 
 
@@ -553,6 +562,8 @@ def main(argv=None):
     c.add_argument("--top", type=int, default=30)
     c.add_argument("--out", default=".")
     args = parser.parse_args(argv)
+    if args.command == "analyse" and args.draws < 1:
+        a.error("--draws must be >= 1")
     {"record": record, "analyse": analyse, "choose": choose}[args.command](args)
 
 

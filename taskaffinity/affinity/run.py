@@ -256,7 +256,8 @@ def load_draws(folder: str | Path) -> list[AffinityStore]:
 
     Only the draws the run's own store names (its ``probe_seed`` and ``probe_draws``) and that were
     recorded in the same run (``run_fingerprint``): a draw left by an earlier run is never taken
-    for one of this run. Raises :class:`~taskaffinity.errors.TaskAffinityError` when one is missing.
+    for one of this run. Raises :class:`~taskaffinity.errors.TaskAffinityError`, naming the file,
+    when one is missing, belongs to another run or is damaged (:func:`_check_draw`).
     """
     from ..errors import TaskAffinityError
 
@@ -274,27 +275,46 @@ def load_draws(folder: str | Path) -> list[AffinityStore]:
                 "belongs to another run; record the run again (resuming from its last checkpoint rewrites "
                 "its draws)"
             )
-        _check_draw_pairs(path, draw, run)
+        _check_draw(path, draw, run)
         stores.append(draw)
     return stores
 
 
-def _check_draw_pairs(path: Path, draw: AffinityStore, run: AffinityStore) -> None:
-    """A draw measures every pair of every estimator that the run's own probes measured (the same
-    recorder at the same steps): a damaged or edited draw file is named, not met later as a NaN."""
+def _check_draw(path: Path, draw: AffinityStore, run: AffinityStore) -> None:
+    """A draw is the run's probe recorder at the run's steps with other held-out examples: it records
+    every held-out estimator of the run, at the same steps, every off-diagonal pair the run measured
+    (but those of a task its probes left out, ``probe_skipped``), once, with finite values. A damaged
+    or edited draw file is named here, not met later as a NaN or a silently missing draw."""
     from ..errors import TaskAffinityError
+    from .estimators import STREAMED
 
-    def pairs(store, estimator):
-        rows = store.records[store.records["estimator"] == estimator]
-        return set(zip(rows["source"], rows["target"], strict=True))
+    def fail(problem: str):
+        raise TaskAffinityError(f"{path}: {problem}; the draw file is damaged, record the run again")
 
-    for estimator in draw.estimators:
-        missing = pairs(run, estimator) - pairs(draw, estimator)
-        if estimator in run.estimators and missing:
-            source, target = sorted(missing)[0]
-            raise TaskAffinityError(
-                f"{path}: estimator '{estimator}' lacks {len(missing)} pair(s) the run measured (e.g. "
-                f"source {source} -> target {target}); the draw file is damaged, record the run again"
+    records = draw.records
+    skipped = {t for t, n in (draw.metadata.get("probe_skipped") or {}).items() if n}
+    values = records["value"].to_numpy(dtype=float)
+    for bad, problem in (
+        (records.duplicated(["estimator", "step", "source", "target"]), "recorded twice"),
+        (~np.isfinite(values), "a non-finite value"),
+    ):
+        if bad.any():
+            row = records[bad].iloc[0]
+            fail(f"'{row['estimator']}' {row['source']} -> {row['target']} at step {row['step']}: {problem}")
+    for estimator in (e for e in run.estimators if e not in STREAMED):
+        ours, theirs = (s.records[s.records["estimator"] == estimator] for s in (draw, run))
+        if ours.empty:
+            fail(f"no '{estimator}' records (the run's probes record it)")
+        steps, expected = sorted(set(ours["step"])), sorted(set(theirs["step"]))
+        if steps != expected:
+            fail(f"'{estimator}' at steps {steps}, the run's probes at {expected}")
+        pairs = {(a, b) for a, b in zip(theirs["source"], theirs["target"], strict=True) if a != b}
+        missing = pairs - set(zip(ours["source"], ours["target"], strict=True))
+        missing = {(a, b) for a, b in missing if a not in skipped and b not in skipped}
+        if missing:
+            source, target = min(missing)
+            fail(
+                f"'{estimator}' lacks {len(missing)} pair(s) the run measured (e.g. source {source} -> target {target})"
             )
 
 

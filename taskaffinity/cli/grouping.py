@@ -140,7 +140,8 @@ def _load(path: str, estimator: str | None):
 def _draws(path: str, store, estimator: str) -> list:
     """The run's further held-out draws, where it recorded them beside ``path`` (``affinity.probe_draws``):
     none for a streamed estimator, for a draw's own store, or for a store copied away from its run
-    folder; a draw missing or foreign there is a note on stderr, not an error (grouping reads the store)."""
+    folder; a draw missing, foreign or damaged there (``affinity.run.load_draws``) is a note on stderr
+    naming its file, not an error (grouping reads the store)."""
     from ..affinity.run import load_draws
     from ..errors import TaskAffinityError
 

@@ -63,16 +63,35 @@ def test_analyse_whole_pool_scores_one_draw_per_design_beside_the_reference(benc
     assert (pool.loc[pool["schedule"] == "all", "overhead"] > table.loc[reference, "overhead"]).all()
 
 
+def test_candidates_reproduce_the_committed_analysis(bench, tmp_path):
+    """A design's draws are seeded by its place in the whole grid: scoring only the CANDIDATES gives
+    the committed candidates.csv, whatever the filter."""
+    argv = ["analyse", str(RECORDING), "--gains", str(RECORDING / "gains.csv"), "--candidates", "--draws", "20"]
+    bench.main([*argv, "--out", str(tmp_path)])
+    ours = pd.read_csv(tmp_path / "designs.csv").set_index("design")
+    committed = pd.read_csv(RECORDING / "candidates.csv").set_index("design")
+    assert sorted(ours.index) == sorted(committed.index)
+    assert np.allclose(ours["rho"], committed.loc[ours.index, "rho"], rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     "options, says",
     [
-        (["--reference", "top1/b128/every9/rotate/sgd"], "--reference 'top1/b128/every9/rotate/sgd'"),
+        (["--reference", "top1/b128/every9/rotate/sgd"], "not among this recording's designs"),
+        (["--candidates", "--reference", "top1/b16/all/rotate/sgd"], "not among the CANDIDATES (--candidates)"),
         (["--whole-pool", "--candidates"], "not allowed with argument"),
+        (["--draws", "0"], "--draws must be >= 1"),
     ],
 )
-def test_analyse_refuses_an_unknown_reference_and_whole_pool_candidates(bench, tmp_path, capsys, options, says):
+def test_analyse_refuses_bad_options(bench, tmp_path, capsys, options, says):
     argv = ["analyse", str(RECORDING), "--gains", str(RECORDING / "gains.csv"), "--out", str(tmp_path), *options]
     with pytest.raises(SystemExit) as stop:
         bench.main(argv)
     assert stop.value.code == 2 and says in capsys.readouterr().err
     assert not (tmp_path / "designs.csv").exists()
+
+
+def test_analyse_names_a_missing_gains_file(bench, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["analyse", str(RECORDING), "--gains", str(tmp_path / "gains.csv"), "--out", str(tmp_path)])
+    assert stop.value.code == 2 and f"--gains: {tmp_path / 'gains.csv'} not found" in capsys.readouterr().err

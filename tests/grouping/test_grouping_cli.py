@@ -197,22 +197,62 @@ def test_group_never_compares_a_draw_of_another_run(tmp_path, capsys):
     assert "draws" not in json.loads(captured.out) and "belongs to another run" in captured.err
 
 
-def test_a_damaged_draw_is_named_not_grouped(tmp_path, capsys):
-    """A draw missing a pair the run measured (an edited or truncated file) is named with its path and
-    the pair, and grouping goes on from the run's store alone."""
+def _damage(records: pd.DataFrame, how: str) -> pd.DataFrame:
+    one_pair = (records["source"] == "a1") & (records["target"] == "b2")
+    if how == "missing pair":
+        return records[~one_pair]
+    if how == "missing estimator":
+        return records.assign(estimator="gram")
+    if how == "empty":
+        return records.iloc[:0]
+    if how == "non-finite value":
+        return records.assign(value=records["value"].mask(one_pair))
+    if how == "duplicated rows":
+        return pd.concat([records, records[one_pair]])
+    if how == "other steps":
+        return records.assign(step=records["step"] + 1)
+    raise ValueError(how)
+
+
+@pytest.mark.parametrize(
+    "how, says",
+    [
+        ("missing pair", "lacks 1 pair(s) the run measured (e.g. source a1 -> target b2)"),
+        ("missing estimator", "no 'first_order_sgd' records"),
+        ("empty", "no 'first_order_sgd' records"),
+        ("non-finite value", "a1 -> b2 at step 10: a non-finite value"),
+        ("duplicated rows", "a1 -> b2 at step 10: recorded twice"),
+        ("other steps", "at steps [11, 21, 31, 41], the run's probes at [10, 20, 30, 40]"),
+    ],
+)
+def test_a_damaged_draw_is_named_not_grouped(tmp_path, capsys, how, says):
+    """A draw that is not the run's probes at the run's steps (an edited or truncated file) is named
+    with its path and what is wrong, and grouping goes on from the run's store alone."""
     from taskaffinity.affinity.run import draw_folder, load_draws
     from taskaffinity.errors import TaskAffinityError
 
     path = _draw_folder(tmp_path, draw_blocks={t: t[0] for t in TASKS})
     draw_path = tmp_path / draw_folder(1) / "affinity.parquet"
     draw = AffinityStore.load(draw_path)
-    kept = draw.records[~((draw.records["source"] == "a1") & (draw.records["target"] == "b2"))]
-    AffinityStore(kept, draw.metadata).save(draw_path)
-    with pytest.raises(TaskAffinityError, match=r"probe_seed_1/affinity\.parquet: .*source a1 -> target b2"):
+    AffinityStore(_damage(draw.records, how), draw.metadata).save(draw_path)
+    with pytest.raises(TaskAffinityError, match=r"probe_seed_1/affinity\.parquet: ") as error:
         load_draws(tmp_path)
+    assert says in str(error.value)
     assert run(["group", path, "--estimator", "first_order_sgd", "--k", 2, "--json"]) == 0
     captured = capsys.readouterr()
     assert "draws" not in json.loads(captured.out) and str(draw_path) in captured.err
+
+
+def test_a_draw_without_a_task_its_probes_left_out_is_whole(tmp_path):
+    """A task the draw's probes left out (non-finite values: ``probe_skipped``) is not damage."""
+    from taskaffinity.affinity.run import draw_folder, load_draws
+
+    _draw_folder(tmp_path, draw_blocks={t: t[0] for t in TASKS})
+    draw_path = tmp_path / draw_folder(1) / "affinity.parquet"
+    draw = AffinityStore.load(draw_path)
+    kept = draw.records[(draw.records["source"] != "b3") & (draw.records["target"] != "b3")]
+    AffinityStore(kept, {**draw.metadata, "probe_skipped": {"b3": 4}}).save(draw_path)
+    assert [d.metadata["probe_seed"] for d in load_draws(tmp_path)] == [1]
 
 
 def test_draws_without_the_estimator_are_not_compared(store_path):

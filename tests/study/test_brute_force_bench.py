@@ -19,15 +19,23 @@ def bench():
 
 
 def test_projects_every_single_and_pair_of_every_seed(bench, tmp_path):
-    result = bench.measure(str(write_validation(tmp_path)), jobs=1, threads=1)
-    n, seeds = len(POOL), 2
+    """Every single of one seed and 2 of the 3 pairs are timed; the brute force of 2 seeds is
+    projected from them, with the sampled pairs' standard error."""
+    result = bench.measure(str(write_validation(tmp_path)), pairs=2, threads=1)
+    n, seeds, n_pairs = len(POOL), 2, 3
     assert (result["tasks"], result["seeds"]) == (n, seeds)
+    assert len(result["pairs_timed"]) == 2 and len(set(result["pairs_timed"])) == 2
+    assert all(len(p.split("+")) == 2 and set(p.split("+")) <= set(POOL) for p in result["pairs_timed"])
     for clock in ("wall", "cpu"):
         times = result[clock]
-        assert times["affinity_run"] > 0 and times["single_job"] > 0 and times["pair_job"] > 0
-        brute = seeds * (n * times["single_job"] + n * (n - 1) / 2 * times["pair_job"])
+        assert len(times["singles"]) == n and len(times["pairs"]) == 2 and times["affinity_run"] > 0
+        brute = seeds * (sum(times["singles"]) + n_pairs * sum(times["pairs"]) / 2)
         assert times["brute_force"] == pytest.approx(brute, abs=1.0)  # from the job times rounded to 0.1 s
         assert times["ratio"] == pytest.approx(times["brute_force"] / times["affinity_run"], rel=0.02)
+        spread = abs(times["pairs"][0] - times["pairs"][1]) / 2  # sd / sqrt(2) of two values
+        se = spread * (1 - 2 / n_pairs) ** 0.5
+        assert times["pair_mean_se"] == pytest.approx(se, abs=0.1)
+        assert times["ratio_se"] == pytest.approx(seeds * n_pairs * se / times["affinity_run"], abs=0.02)
 
 
 def test_refuses_a_study_that_is_not_a_pairs_validation(bench, tmp_path, capsys):
