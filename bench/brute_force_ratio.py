@@ -82,15 +82,24 @@ def measure(path: str, *, pairs: int, threads: int, seed: int = 0) -> dict:
         brute = seeds * (sum(t[clock] for t in times["single"]) + total_pairs * statistics.mean(pair))
         brute_se = None if pair_se is None else seeds * total_pairs * pair_se
         result[clock] = {
-            "affinity_run": round(affinity, 1),
-            "singles": [round(t[clock], 1) for t in times["single"]],
-            "pairs": [round(p, 1) for p in pair],
-            "pair_mean_se": None if pair_se is None else round(pair_se, 1),
-            "brute_force": round(brute, 1),
-            "ratio": round(brute / affinity, 2),
-            "ratio_se": None if brute_se is None else round(brute_se / affinity, 2),
+            "affinity_run": affinity,
+            "singles": [t[clock] for t in times["single"]],
+            "pairs": pair,
+            "pair_mean_se": pair_se,
+            "brute_force": brute,
+            "ratio": brute / affinity,
+            "ratio_se": None if brute_se is None else brute_se / affinity,
         }
     return result
+
+
+def rounded(value):
+    """Seconds to 0.1 s and ratios to 0.01, for printing."""
+    if isinstance(value, dict):
+        return {k: round(v, 2) if k.startswith("ratio") and v is not None else rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return round(value, 1) if isinstance(value, float) else value
 
 
 def main(argv=None):
@@ -102,7 +111,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.pairs < 1 or args.threads < 1:
         parser.error("--pairs and --threads must be >= 1")
-    print(json.dumps(measure(args.study, pairs=args.pairs, threads=args.threads, seed=args.seed), indent=1))
+    result = measure(args.study, pairs=args.pairs, threads=args.threads, seed=args.seed)
+    print(json.dumps(rounded(result), indent=1))
 
 
 if __name__ == "__main__":
