@@ -1,11 +1,11 @@
 """The digits example's known answer (twin and shuffled control) over three seeds, and its outputs."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from tests_support import load_script
 
 from taskaffinity.affinity.store import AffinityStore
 
@@ -14,9 +14,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits_affinity.py
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("digits_affinity", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(EXAMPLE)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the example's main(): tiny layers
     yield module

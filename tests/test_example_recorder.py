@@ -3,13 +3,13 @@ gives the known answer on both gradient paths: per-task passes (CPU default) and
 gradients split from one packed pass (CUDA default, forced here on CPU)."""
 
 import dataclasses
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import replace_training, tiny_config
+from tests_support import load_script
 
 from taskaffinity.training.callbacks import Callback
 from taskaffinity.training.joint import train_joint_model
@@ -20,10 +20,7 @@ TASKS = ["trec6", "sms_spam", "vader_tweets"]  # classification (6 and 2 classes
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("gradient_norms", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLE)
 
 
 class ExplicitNorms(Callback):

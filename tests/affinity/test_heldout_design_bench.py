@@ -1,11 +1,11 @@
 """bench/heldout_design.py's whole-pool bound, on the committed set-A recording."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from tests_support import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDING = ROOT / "reports" / "heldout_design" / "design_a"
@@ -13,10 +13,7 @@ RECORDING = ROOT / "reports" / "heldout_design" / "design_a"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("heldout_design", ROOT / "bench" / "heldout_design.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "bench" / "heldout_design.py")
 
 
 def test_whole_pool_is_the_mean_over_every_held_out_chunk(bench):

@@ -1,21 +1,18 @@
 """bench/brute_force_ratio.py: the projection of a validation study's brute force from timed jobs."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
 from test_validation import POOL, write_validation
+from tests_support import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("brute_force_ratio", ROOT / "bench" / "brute_force_ratio.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "bench" / "brute_force_ratio.py")
 
 
 def test_projects_every_single_and_pair_of_every_seed(bench, tmp_path):
