@@ -63,9 +63,11 @@ def measure(path: str, *, pairs: int, threads: int, seed: int = 0) -> dict:
         singles = [plan.train_jobs[m.job] for m in first if m.arm == "single"]
         every_pair = [plan.train_jobs[m.job] for m in first if m.arm == "pair"]
         drawn = random.Random(seed).sample(every_pair, min(pairs, len(every_pair)))
-        times = {"affinity": [timed(lambda: record_affinity(_pool_config(study), Path(root) / "aff", progress=False))]}
-        times["single"] = [timed(lambda job=job: run_job_fresh((job, root))) for job in singles]
-        times["pair"] = [timed(lambda job=job: run_job_fresh((job, root))) for job in drawn]
+        affinity_run = timed(lambda: record_affinity(_pool_config(study), Path(root) / "aff", progress=False))
+        times = {
+            kind: [timed(lambda job=job: run_job_fresh((job, root))) for job in jobs]
+            for kind, jobs in (("single", singles), ("pair", drawn))
+        }
     result = {
         "study": path,
         "tasks": n,
@@ -78,7 +80,7 @@ def measure(path: str, *, pairs: int, threads: int, seed: int = 0) -> dict:
         total_pairs = len(every_pair)
         correction = 1 - len(pair) / total_pairs  # the sampled share of a finite population
         pair_se = statistics.stdev(pair) / math.sqrt(len(pair)) * math.sqrt(correction) if len(pair) > 1 else None
-        affinity = times["affinity"][0][clock]
+        affinity = affinity_run[clock]
         brute = seeds * (sum(t[clock] for t in times["single"]) + total_pairs * statistics.mean(pair))
         brute_se = None if pair_se is None else seeds * total_pairs * pair_se
         result[clock] = {

@@ -107,7 +107,7 @@ def run_section(run: Path) -> Section:
         section.text.append(
             "The brute-force ratio divides wall seconds timed whenever each job and the affinity run "
             "ran; on a shared or busy machine they met different loads. `bench/brute_force_ratio.py` "
-            "times the affinity run, a single and a pair job side by side."
+            "times the affinity run, every single job and random pair jobs side by side."
         )
     return section
 
